@@ -1,0 +1,68 @@
+"""Data that crosses an actor boundary, and the one glossary of names and shapes.
+
+Glossary
+  P   prompts in a step;  G = group_size samples per prompt;  B = P * G sequences
+  T   completion tokens (padded to the longest completion in the batch);  V vocabulary
+  prompt_ids       [B] lists of token ids (the rendered chat prompt, repeated for each sample)
+  completion_ids   [B] lists of sampled token ids (without padding)
+  old_logprobs     [B] lists: log pi_sample(token) from the engine that sampled, at temperature 1
+  logprobs         current policy (learner), ref_logprobs: frozen reference; both [B, T] tensors
+  completion_mask  [B, T] 1.0 on real completion tokens
+  rewards [B], advantages [B]
+Samples are group-contiguous: sample j of prompt i sits at index i * G + j.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Rollout:
+    prompt_ids: list[list[int]]        # [B]
+    completion_ids: list[list[int]]    # [B]
+    old_logprobs: list[list[float]]    # [B], same lengths as completion_ids
+    texts: list[str]                   # [B] decoded completions
+    finish_reasons: list[str]          # [B] "stop" | "length"
+    group_size: int
+
+    def __post_init__(self) -> None:
+        n = len(self.prompt_ids)
+        if not (len(self.completion_ids) == len(self.old_logprobs) == len(self.texts) == n):
+            raise ValueError("Rollout fields must all have B entries")
+        if n % self.group_size:
+            raise ValueError(f"B={n} is not a multiple of group_size={self.group_size}")
+
+    @property
+    def num_prompts(self) -> int:
+        return len(self.prompt_ids) // self.group_size
+
+    @staticmethod
+    def concat(parts: list["Rollout"]) -> "Rollout":
+        g = parts[0].group_size
+        return Rollout(
+            prompt_ids=[p for r in parts for p in r.prompt_ids],
+            completion_ids=[c for r in parts for c in r.completion_ids],
+            old_logprobs=[lp for r in parts for lp in r.old_logprobs],
+            texts=[t for r in parts for t in r.texts],
+            finish_reasons=[f for r in parts for f in r.finish_reasons],
+            group_size=g,
+        )
+
+
+@dataclass(frozen=True)
+class ScoredRollout:
+    rollout: Rollout
+    rewards: list[float]                      # [B]
+    components: dict[str, list[float]]        # name -> [B] (f1, em, length_penalty, ...)
+    errors: int = 0                           # samples whose reward function raised (step fails loudly)
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """What the learner consumes: token ids plus per-sample scalars; tensors are built learner-side."""
+    prompt_ids: list[list[int]]        # [B]
+    completion_ids: list[list[int]]    # [B]
+    old_logprobs: list[list[float]]    # [B]
+    ref_logprobs: list[list[float]]    # [B] (empty lists when beta == 0)
+    advantages: list[float]            # [B]
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,261 @@
+"""GRPO policy loss: clipped surrogate, KL estimators and loss aggregation.
+
+Glossary: B sequences, G group size, T completion tokens, V vocab, N token positions (any flattening of B*T).
+Masks are [B, T] with nonzero = valid completion token. Gradients flow only through `logprobs` (and `logits`
+in full_kl); old_logprobs, ref_logprobs and advantages are treated as constants.
+
+Conventions (reference/grpo-test-vectors.md):
+- Vanilla PPO clip, per token: -min(ratio*A, clip(ratio, 1-eps, 1+eps_high)*A). No dual clip: for A<0 and a
+  large ratio the loss is ratio*|A| (A=-1, ratio=5 gives 5.0, as TRL; verl's default dual clip gives 3.0).
+- beta*KL is added per token BEFORE aggregation (TRL). verl adds beta*agg(KL) after aggregation; the two are
+  identical for token-mean and differ for seq-mean modes when sequence lengths differ.
+- Log-ratios are clamped to [-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP] before exp so that a stale or garbage logprob
+  cannot overflow to inf/NaN; e^20 ~ 5e8 is far outside any trust region, so values are unchanged in practice
+  (the gradient is zero beyond the clamp).
+- agg modes follow verl's agg_loss names and definitions. "seq-mean-token-sum-norm" is verl's Dr.GRPO form
+  sum(all valid token losses) / norm_len: despite its name it does not divide by B. TRL's "dr_grpo" equals it
+  with norm_len = B * max_completion_length.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOG_RATIO_CLAMP = 20.0
+KL_KINDS = ("k1", "k2", "k3", "abs")
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+
+
+def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k3") -> Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from sampled-token logprobs (Schulman, "Approximating KL").
+
+    Args:
+        logprobs: [B, T] log pi(token) under the current policy (any shape, elementwise).
+        ref_logprobs: [B, T] log pi_ref(token) under the frozen reference.
+        kind: "k1" = logp - ref (unbiased, can be negative); "k2" = 0.5*(logp - ref)^2;
+            "k3" = exp(ref - logp) - (ref - logp) - 1 (unbiased, >= 0); "abs" = |logp - ref|.
+
+    Returns:
+        [B, T] per-token estimate (masking is the caller's job). In k3 the log-ratio ref - logp is clamped to
+        [-20, 20] so exp cannot overflow when the policy puts ~0 mass on a token the reference likes.
+    """
+    if kind not in KL_KINDS:
+        raise ValueError(f"unknown kl kind {kind!r}; allowed values: {', '.join(KL_KINDS)}")
+    log_ratio = logprobs - ref_logprobs  # [B, T] log pi / pi_ref
+    if kind == "k1":
+        return log_ratio
+    if kind == "k2":
+        return 0.5 * log_ratio.square()
+    if kind == "abs":
+        return log_ratio.abs()
+    ref_log_ratio = (-log_ratio).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # [B, T] log pi_ref / pi
+    return torch.exp(ref_log_ratio) - ref_log_ratio - 1.0
+
+
+def full_kl(logits: Tensor, ref_logits: Tensor) -> Tensor:
+    """Exact KL(pi || pi_ref) over the whole vocabulary at each token position.
+
+    Args:
+        logits: [N, V] raw logits of the current policy (any leading dims [..., V]).
+        ref_logits: [N, V] raw logits of the reference.
+
+    Returns:
+        [N] sum_v pi(v) * (log pi(v) - log pi_ref(v)), computed in at least fp32. Vocabulary entries with
+        pi(v) = 0 (logit -inf) contribute 0 rather than NaN.
+    """
+    if logits.shape != ref_logits.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and ref_logits {tuple(ref_logits.shape)} differ in shape")
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    logp = F.log_softmax(logits.to(dtype), dim=-1)  # [N, V]
+    ref_logp = F.log_softmax(ref_logits.to(dtype), dim=-1)  # [N, V]
+    p = logp.exp()  # [N, V]
+    terms = torch.where(p > 0, p * (logp - ref_logp), torch.zeros_like(p))  # [N, V]
+    return terms.sum(dim=-1)  # [N]
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean of x over positions where mask is nonzero; 0 where there are none.
+
+    Masked positions are selected out (not multiplied by 0), so inf/NaN there cannot leak into the result.
+    x: [B, T]; mask: [B, T] (or anything broadcastable). dim=None reduces everything to a scalar.
+    """
+    keep = mask.bool()
+    total = torch.where(keep, x, torch.zeros_like(x))  # [B, T]
+    count = keep.expand_as(x).to(x.dtype)  # [B, T]
+    if dim is None:
+        return total.sum() / count.sum().clamp_min(1.0)
+    return total.sum(dim=dim) / count.sum(dim=dim).clamp_min(1.0)
+
+
+def agg_loss(
+    loss_mat: Tensor,
+    mask: Tensor,
+    mode: str,
+    *,
+    norm_len: float | None = None,
+    global_denominator: float | None = None,
+) -> Tensor:
+    """Aggregate a per-token loss into a scalar (verl's agg_loss modes).
+
+    Args:
+        loss_mat: [B, T] per-token loss.
+        mask: [B, T], nonzero = valid token. Masked entries of loss_mat are ignored even if inf/NaN.
+        mode: "token-mean": sum / number of valid tokens (DAPO, TRL bnpo).
+            "seq-mean-token-mean": mean over sequences of each sequence's token mean (GRPO paper, TRL grpo).
+            "seq-mean-token-sum": mean over sequences of each sequence's token sum.
+            "seq-mean-token-sum-norm": sum over all valid tokens / norm_len (verl's Dr.GRPO; see module doc).
+        norm_len: divisor for "seq-mean-token-sum-norm" (e.g. max completion length); ignored by other modes.
+        global_denominator: for gradient accumulation. token-mean divides by it instead of this micro-batch's
+            valid-token count; seq-mean modes divide by it instead of this micro-batch's B. Pass the full-batch
+            value (batch_denominator) to every micro-batch and the micro-batch losses sum exactly to the
+            full-batch loss. Not accepted by "seq-mean-token-sum-norm", whose norm_len is already constant.
+            Under DDP, whose all-reduce averages gradients, pass the all-rank value divided by world_size.
+
+    Returns:
+        scalar tensor. A micro-batch with no valid tokens gives 0.
+    """
+    _check_mode(mode)
+    if loss_mat.shape != mask.shape or loss_mat.dim() != 2:
+        raise ValueError(f"loss_mat {tuple(loss_mat.shape)} and mask {tuple(mask.shape)} must be the same [B, T]")
+    if global_denominator is not None and global_denominator <= 0:
+        raise ValueError(f"global_denominator must be > 0, got {global_denominator}")
+    keep = mask.bool()
+    token_losses = torch.where(keep, loss_mat, torch.zeros_like(loss_mat))  # [B, T]
+    if mode == "token-mean":
+        count = keep.sum().to(loss_mat.dtype).clamp_min(1.0)
+        return token_losses.sum() / (global_denominator if global_denominator is not None else count)
+    if mode == "seq-mean-token-sum-norm":
+        if norm_len is None or norm_len <= 0:
+            raise ValueError(f"mode 'seq-mean-token-sum-norm' needs norm_len > 0, got {norm_len}")
+        if global_denominator is not None:
+            raise ValueError(
+                "mode 'seq-mean-token-sum-norm' divides by the constant norm_len, so micro-batch losses already "
+                "sum to the full-batch loss; pass global_denominator=None"
+            )
+        return token_losses.sum() / norm_len
+    seq_losses = token_losses.sum(dim=-1)  # [B]
+    if mode == "seq-mean-token-mean":
+        seq_losses = seq_losses / keep.sum(dim=-1).to(loss_mat.dtype).clamp_min(1.0)  # [B]
+    num_seqs = global_denominator if global_denominator is not None else loss_mat.shape[0]
+    return seq_losses.sum() / num_seqs
+
+
+def batch_denominator(completion_mask: Tensor, mode: str) -> float | None:
+    """The global_denominator for agg_loss/policy_loss, computed once on the FULL batch [B, T] before it is
+    split into micro-batches: valid-token count for token-mean, B for seq-mean modes, None for the norm mode.
+    """
+    _check_mode(mode)
+    if mode == "token-mean":
+        return float(completion_mask.bool().sum().item())
+    if mode == "seq-mean-token-sum-norm":
+        return None
+    return float(completion_mask.shape[0])
+
+
+def policy_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    *,
+    clip_eps: float = 0.2,
+    clip_eps_high: float | None = None,
+    ref_logprobs: Tensor | None = None,
+    beta: float = 0.0,
+    kl_kind: str = "k3",
+    agg_mode: str = "token-mean",
+    norm_len: float | None = None,
+    global_denominator: float | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Token-level clipped surrogate (+ optional per-token KL penalty), aggregated to a scalar.
+
+    Args:
+        logprobs: [B, T] log pi(token) under the current policy (carries the gradient).
+        old_logprobs: [B, T] log pi_old(token) under the policy that sampled.
+        advantages: [B] (one per completion, broadcast over T) or [B, T].
+        completion_mask: [B, T], nonzero = valid completion token.
+        clip_eps / clip_eps_high: ratio interval [1 - clip_eps, 1 + clip_eps_high]; clip_eps_high defaults to
+            clip_eps (set it higher for DAPO's clip-higher).
+        ref_logprobs: [B, T] frozen reference logprobs; required when beta > 0, else used only for metrics.
+        beta: KL coefficient; beta * kl_penalty(kind=kl_kind) is added per token before aggregation.
+        agg_mode, norm_len, global_denominator: see agg_loss.
+
+    Returns:
+        loss: scalar tensor to minimise.
+        metrics (python floats; masked means over this call's valid tokens): "clip_frac" (tokens where the
+            clipped branch is active), "ratio_mean", "ratio_max", "pg_loss" (token mean of the surrogate loss,
+            independent of agg_mode); with ref_logprobs also "kl" (k3 mean) and "kl_<kl_kind>".
+    """
+    eps_high = clip_eps if clip_eps_high is None else clip_eps_high
+    _check_policy_args(
+        logprobs, old_logprobs, advantages, completion_mask, ref_logprobs, clip_eps, eps_high, beta, kl_kind
+    )
+    keep = completion_mask.bool()  # [B, T]
+    zeros = torch.zeros_like(logprobs)
+    # Selecting (not multiplying) keeps garbage at padded positions out of both the value and the gradient.
+    log_ratio = torch.where(keep, logprobs - old_logprobs.detach(), zeros)  # [B, T]
+    ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))  # [B, T]
+    adv = advantages.detach()
+    adv = (adv.unsqueeze(-1) if adv.dim() == 1 else adv).expand_as(ratio)  # [B, T]
+    surr = ratio * adv  # [B, T]
+    surr_clipped = ratio.clamp(1.0 - clip_eps, 1.0 + eps_high) * adv  # [B, T]
+    pg_mat = -torch.minimum(surr, surr_clipped)  # [B, T]
+    loss_mat = pg_mat
+    kl_metrics: dict[str, float] = {}
+    if ref_logprobs is not None:
+        logp_kl = torch.where(keep, logprobs, zeros)  # [B, T]
+        ref_kl = torch.where(keep, ref_logprobs.detach(), zeros)  # [B, T]
+        kl_mat = kl_penalty(logp_kl, ref_kl, kl_kind)  # [B, T]
+        if beta > 0:
+            loss_mat = pg_mat + beta * kl_mat
+        with torch.no_grad():
+            kl_metrics["kl"] = masked_mean(kl_penalty(logp_kl, ref_kl, "k3"), keep).item()
+            kl_metrics[f"kl_{kl_kind}"] = masked_mean(kl_mat, keep).item()
+    loss = agg_loss(loss_mat, keep, agg_mode, norm_len=norm_len, global_denominator=global_denominator)
+    with torch.no_grad():
+        clipped = surr_clipped < surr  # [B, T] min picked the clipped branch
+        metrics = {
+            "clip_frac": masked_mean(clipped.to(ratio.dtype), keep).item(),
+            "ratio_mean": masked_mean(ratio, keep).item(),
+            "ratio_max": torch.where(keep, ratio, zeros).max().item() if ratio.numel() else 0.0,
+            "pg_loss": masked_mean(pg_mat, keep).item(),
+            **kl_metrics,
+        }
+    return loss, metrics
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in AGG_MODES:
+        raise ValueError(f"unknown agg mode {mode!r}; allowed modes: {', '.join(AGG_MODES)}")
+
+
+def _check_policy_args(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    completion_mask: Tensor,
+    ref_logprobs: Tensor | None,
+    clip_eps: float,
+    eps_high: float,
+    beta: float,
+    kl_kind: str,
+) -> None:
+    shape = tuple(logprobs.shape)
+    if len(shape) != 2:
+        raise ValueError(f"logprobs must be [B, T], got {shape}")
+    named = {"old_logprobs": old_logprobs, "completion_mask": completion_mask, "ref_logprobs": ref_logprobs}
+    for name, t in named.items():
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected logprobs' shape {shape}")
+    if tuple(advantages.shape) not in (shape[:1], shape):
+        raise ValueError(f"advantages must be [B]={shape[:1]} or [B, T]={shape}, got {tuple(advantages.shape)}")
+    if not 0 <= clip_eps < 1 or eps_high < 0:
+        raise ValueError(f"need 0 <= clip_eps < 1 and clip_eps_high >= 0, got {clip_eps}, {eps_high}")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if kl_kind not in KL_KINDS:
+        raise ValueError(f"unknown kl_kind {kl_kind!r}; allowed values: {', '.join(KL_KINDS)}")
+    if beta > 0 and ref_logprobs is None:
+        raise ValueError("beta > 0 needs ref_logprobs; pass them or set beta=0")

@@ -1,0 +1,224 @@
+"""The learner (policy + AdamW + schedule) and the frozen reference, as plain classes.
+
+Ray actors in learner/actors.py wrap these; the in-process backend uses them directly.
+A GRPO step: the learner receives a TrainBatch, runs `inner_steps` optimizer steps over it, each
+accumulating gradients over micro-batches whose losses use the full batch's denominator, so the
+accumulated gradient equals the full-batch gradient (tested).
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from common.models import load_causal_lm, load_tokenizer
+from common.types import TrainBatch
+from learner import losses
+from learner.logprobs import (completion_logits, from_ragged, pad_batch, sequence_logprobs, token_entropy,
+                              token_logprobs)
+
+
+@dataclass(frozen=True)
+class AlgoParams:
+    clip_eps: float = 0.2
+    clip_eps_high: float | None = None
+    beta: float = 0.04
+    kl_kind: str = "k3"
+    loss_agg: str = "token-mean"
+    max_new_tokens: int = 64
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+    return f
+
+
+def set_threads(threads: int | None) -> None:
+    import os
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+class Reference:
+    """Frozen reference policy: logprobs of completions, nothing else."""
+
+    def __init__(self, model_path: str, micro_batch_size: int = 4, precision: str = "fp32",
+                 threads: int | None = None):
+        set_threads(threads)
+        self.model = load_causal_lm(model_path)
+        self.model.requires_grad_(False)
+        self.pad_id = load_tokenizer(model_path).pad_token_id
+        self.micro_batch_size = micro_batch_size
+        self.bf16 = precision == "bf16"
+
+    def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
+        return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
+                                 self.micro_batch_size, self.bf16)
+
+
+class Learner:
+    def __init__(self, model_path: str, lr: float, total_steps: int, warmup_ratio: float = 0.1,
+                 schedule: str = "cosine", weight_decay: float = 0.0, grad_clip: float = 1.0,
+                 micro_batch_size: int = 4, precision: str = "fp32", threads: int | None = None,
+                 gradient_checkpointing: bool = False, full_kl_reference: str | None = None, seed: int = 0):
+        set_threads(threads)
+        torch.manual_seed(seed)
+        self.model = load_causal_lm(model_path)
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.tokenizer = load_tokenizer(model_path)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.micro_batch_size = micro_batch_size
+        self.bf16 = precision == "bf16"
+        self.grad_clip = grad_clip
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        warmup = int(round(warmup_ratio * total_steps))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(schedule, warmup, total_steps))
+        # Exact full-vocabulary KL needs the reference's logits at every completion position; shipping
+        # B*T*V floats between actors costs more than holding a frozen copy here, so it lives here.
+        self.full_ref = load_causal_lm(full_kl_reference).requires_grad_(False) if full_kl_reference else None
+        self.updates = 0
+
+    # ---- GRPO ---------------------------------------------------------------------------------
+    def train_step(self, batch: TrainBatch, algo: AlgoParams, inner_steps: int = 1) -> dict:
+        T = max(1, max(len(c) for c in batch.completion_ids))
+        full_mask = from_ragged([[1.0] * len(c) for c in batch.completion_ids], T)  # [B, T]
+        denom = losses.batch_denominator(full_mask, algo.loss_agg)
+        norm_len = float(len(batch.completion_ids) * algo.max_new_tokens)
+        history = []
+        for inner in range(inner_steps):
+            m = self._accumulate(batch, algo, denom, norm_len, first=(inner == 0))
+            history.append(m)
+        out = {k: float(np.mean([h[k] for h in history])) for k in history[-1] if k in history[0]}
+        # The first inner step's ratio is 1 up to engine-vs-learner numerics, by construction.
+        out["clip_frac_first"] = history[0]["clip_frac"]
+        out["clip_frac_last"] = history[-1]["clip_frac"]
+        for k in ("logprob_diff_mean", "logprob_diff_max"):
+            out[k] = history[0][k]
+        return out
+
+    def _accumulate(self, batch: TrainBatch, algo: AlgoParams, denom, norm_len: float, first: bool) -> dict:
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        n_tok = 0.0
+        diffs, diff_max = 0.0, 0.0
+        B, mb = len(batch.completion_ids), self.micro_batch_size
+        for s in range(0, B, mb):
+            sl = slice(s, s + mb)
+            ids, attn, pos, tgt, mask = pad_batch(batch.prompt_ids[sl], batch.completion_ids[sl], self.pad_id)
+            T = mask.shape[1]
+            old = from_ragged(batch.old_logprobs[sl], T)  # [b, T]
+            ref = from_ragged(batch.ref_logprobs[sl], T) if batch.ref_logprobs else None  # [b, T]
+            adv = torch.tensor(batch.advantages[sl], dtype=torch.float32)  # [b]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                logits = completion_logits(self.model, ids, attn, pos)  # [b, T, V]
+            logp = token_logprobs(logits, tgt)  # [b, T]
+            use_sampled_kl = ref is not None and algo.kl_kind != "full"
+            loss, m = losses.policy_loss(
+                logp, old, adv, mask, clip_eps=algo.clip_eps, clip_eps_high=algo.clip_eps_high,
+                ref_logprobs=ref if use_sampled_kl else None, beta=algo.beta if use_sampled_kl else 0.0,
+                kl_kind=algo.kl_kind if use_sampled_kl else "k3", agg_mode=algo.loss_agg,
+                norm_len=norm_len, global_denominator=denom)
+            if self.full_ref is not None:
+                kl_mat = self._full_kl(logits, ids, attn, pos)  # [b, T]
+                loss = loss + algo.beta * losses.agg_loss(kl_mat, mask, algo.loss_agg, norm_len=norm_len,
+                                                          global_denominator=denom)
+                m["kl_full"] = losses.masked_mean(kl_mat.detach(), mask).item()
+            loss.backward()
+            with torch.no_grad():
+                valid = mask.sum().item()
+                m["entropy"] = losses.masked_mean(token_entropy(logits.detach()), mask).item()
+                gap = (logp.detach() - old).abs() * mask  # [b, T]
+                diffs += gap.sum().item()
+                diff_max = max(diff_max, gap.max().item())
+            n_tok += valid
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v * valid
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.updates += 1
+        self.model.eval()
+        out = {k: v / max(n_tok, 1.0) for k, v in sums.items()}
+        out.update(grad_norm=float(grad_norm), lr=self.sched.get_last_lr()[0],
+                   logprob_diff_mean=diffs / max(n_tok, 1.0), logprob_diff_max=diff_max)
+        return out
+
+    def _full_kl(self, logits, ids, attn, pos) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            ref_logits = completion_logits(self.full_ref, ids, attn, pos)  # [b, T, V]
+        b, T, V = logits.shape
+        return losses.full_kl(logits.reshape(b * T, V), ref_logits.reshape(b * T, V)).reshape(b, T)  # [b, T]
+
+    # ---- SFT ------------------------------------------------------------------------------------
+    def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]]) -> dict:
+        """One optimizer step of token-mean cross-entropy on the targets (micro-batched)."""
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        total = float(sum(len(t) for t in target_ids))
+        loss_sum = 0.0
+        for s in range(0, len(prompt_ids), self.micro_batch_size):
+            ids, attn, pos, tgt, mask = pad_batch(prompt_ids[s:s + self.micro_batch_size],
+                                                  target_ids[s:s + self.micro_batch_size], self.pad_id)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                logits = completion_logits(self.model, ids, attn, pos)
+            nll = -(token_logprobs(logits, tgt) * mask).sum() / total
+            nll.backward()
+            loss_sum += nll.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.model.eval()
+        return {"sft/loss": loss_sum, "sft/grad_norm": float(grad_norm), "sft/lr": self.sched.get_last_lr()[0]}
+
+    def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str,
+                        weight_decay: float = 0.0) -> None:
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        warmup = int(round(warmup_ratio * total_steps))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(schedule, warmup, total_steps))
+
+    # ---- weights and checkpoints ----------------------------------------------------------------
+    def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
+        return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
+                                 self.micro_batch_size, self.bf16)
+
+    def named_arrays(self) -> list[tuple[str, np.ndarray]]:
+        """Weights as numpy arrays: one ray.put, zero-copy reads on every engine of the node."""
+        return [(k, v.detach().numpy()) for k, v in self.model.state_dict().items()]
+
+    def save(self, path: str, with_optimizer: bool = True) -> None:
+        from pathlib import Path
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        if with_optimizer:
+            torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                        "updates": self.updates, "torch_rng": torch.get_rng_state(),
+                        "py_rng": random.getstate(), "np_rng": np.random.get_state()},
+                       Path(path) / "trainer_state.pt")
+
+    def load_trainer_state(self, path: str) -> None:
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(path) / "model.safetensors"))
+        self.model.load_state_dict(state, strict=False)
+        st = torch.load(Path(path) / "trainer_state.pt", weights_only=False)
+        self.opt.load_state_dict(st["optimizer"])
+        self.sched.load_state_dict(st["scheduler"])
+        self.updates = st["updates"]
+        torch.set_rng_state(st["torch_rng"])
+        random.setstate(st["py_rng"])
+        np.random.set_state(st["np_rng"])

