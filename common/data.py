@@ -18,6 +18,7 @@ import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Any
 
@@ -182,10 +183,41 @@ def load_mlqa_hub(
     return load_hf_rows(dataset, lang, limit=limit, source=f"{MLQA_HUB_NAME}:{config_name}:{split}")
 
 
+SHARED_DATA_ENV = "RAYGRPO_SHARED_DATA"
+_SHORTCUTS = {"mlqa-de": "mlqa/dev-context-de-question-de.reconstructed-from-hf-arrow.json"}
+
+
+def shared_data_dir() -> Path:
+    """$RAYGRPO_SHARED_DATA, else the shared/data folder beside the checkout (or the working dir)."""
+    if os.environ.get(SHARED_DATA_ENV):
+        return Path(os.environ[SHARED_DATA_ENV])
+    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
+        for parent in (base, *base.parents):
+            if (parent / "shared" / "data").is_dir():
+                return parent / "shared" / "data"
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def resolve_source(source: str) -> str:
+    """'xquad:<lang>' and 'mlqa-de' name files in the shared data folder; anything else passes through."""
+    if source.startswith("xquad:"):
+        path = shared_data_dir() / "xquad" / f"xquad.{source.split(':', 1)[1]}.json"
+    elif source in _SHORTCUTS:
+        path = shared_data_dir() / _SHORTCUTS[source]
+    else:
+        return source
+    if not path.is_file():
+        raise FileNotFoundError(f"data source {source!r} means {path}, which does not exist; set "
+                                f"${SHARED_DATA_ENV} to the shared/data folder or pass data.source=<file.json>")
+    return str(path)
+
+
 def load_examples(
     source: str, lang: str, limit: int | None = None
 ) -> tuple[list[QAExample], dict[str, int]]:
-    """Dispatch on the form of `source`: *.json, a save_to_disk directory, or 'hf:facebook/mlqa:<cfg>:<split>'."""
+    """Dispatch on the form of `source`: 'xquad:<lang>', 'mlqa-de', *.json, a save_to_disk directory, or
+    'hf:facebook/mlqa:<cfg>:<split>'."""
+    source = resolve_source(source)
     if source.startswith(HUB_PREFIX):
         parts = source[len(HUB_PREFIX):].split(":")
         if len(parts) != 3 or parts[0] != MLQA_HUB_NAME:

@@ -64,6 +64,11 @@ class Reference:
         return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
                                  self.micro_batch_size, self.bf16)
 
+    def reload(self, model_path: str) -> None:
+        """Point the reference at another checkpoint (after SFT, the SFT model)."""
+        self.model = load_causal_lm(model_path)
+        self.model.requires_grad_(False)
+
 
 class Learner:
     def __init__(self, model_path: str, lr: float, total_steps: int, warmup_ratio: float = 0.1,

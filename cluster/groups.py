@@ -1,0 +1,93 @@
+"""Actor groups over two backends: Ray actors, or plain objects in this process.
+
+The job talks to `ActorGroup`s only: `call_all` (same call on every member), `map_shards` (split a
+list across members, concatenate results in order) and `get`. A Ray actor is the plain class itself
+under `ray.remote`, so the dashboard shows VLLMEngine, Learner, Reference, QAScorer by name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass
+class _Done:
+    value: Any
+
+
+def get(futures):
+    """Resolve one future or a list of futures from either backend."""
+    single = not isinstance(futures, list)
+    items = [futures] if single else futures
+    if items and not isinstance(items[0], _Done):
+        import ray
+
+        values = ray.get(items)
+    else:
+        values = [f.value for f in items]
+    return values[0] if single else values
+
+
+class ActorGroup:
+    def __init__(self, name: str, members: list, backend: str):
+        self.name, self.members, self.backend = name, members, backend
+
+    @classmethod
+    def create(cls, name: str, factory: Callable, n: int, backend: str, args: tuple = (), kwargs=None,
+               num_cpus: float = 0.5, num_gpus: float = 0.0, placement=None) -> "ActorGroup":
+        kwargs = kwargs or {}
+        if backend == "inprocess":
+            return cls(name, [factory(*args, **kwargs) for _ in range(n)], backend)
+        import ray
+
+        remote = ray.remote(factory)
+        members = []
+        for i in range(n):
+            opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, name=f"{name}-{i}", max_concurrency=1)
+            if placement is not None:
+                opts["scheduling_strategy"] = placement(i)
+            members.append(remote.options(**opts).remote(*args, **kwargs))
+        return cls(name, members, backend)
+
+    def _call(self, member, method: str, *args, **kwargs):
+        if self.backend == "inprocess":
+            return _Done(getattr(member, method)(*args, **kwargs))
+        return getattr(member, method).remote(*args, **kwargs)
+
+    def call(self, method: str, *args, index: int = 0, **kwargs):
+        return self._call(self.members[index], method, *args, **kwargs)
+
+    def call_all(self, method: str, *args, **kwargs) -> list:
+        return [self._call(m, method, *args, **kwargs) for m in self.members]
+
+    def map_shards(self, method: str, shard_args: list[tuple], **kwargs) -> list:
+        """One call per shard, shards dealt round-robin over members; results in shard order."""
+        return [self._call(self.members[i % len(self.members)], method, *a, **kwargs)
+                for i, a in enumerate(shard_args)]
+
+    def put(self, value):
+        """Share one large value with every member: one object-store copy on Ray."""
+        if self.backend == "inprocess":
+            return value
+        import ray
+
+        return ray.put(value)
+
+    def kill(self) -> None:
+        if self.backend == "ray":
+            import ray
+
+            for m in self.members:
+                ray.kill(m)
+
+
+def shard(items: list, n: int) -> list[list]:
+    """Split into n contiguous near-equal shards (fewer if items are fewer)."""
+    n = max(1, min(n, len(items)))
+    size, extra = divmod(len(items), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + size + (1 if i < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return out

@@ -1,0 +1,48 @@
+"""Where the job runs: a Ray cluster (the job's own under `ray job submit`, an address, or a new
+single-node one) or in-process plain objects for debugging.
+
+Ray 2.60 removed `ray.init(local_mode=True)`; "local" here means a real single-node Ray started by
+this process. Env vars every actor needs (in-process vLLM, KV cache size, thread counts) travel in the
+runtime_env so they are set before the worker imports anything.
+"""
+from __future__ import annotations
+
+import os
+
+
+def actor_env(threads: int | None, kv_cache_gib: float) -> dict[str, str]:
+    n = str(threads or os.cpu_count() or 1)
+    return {
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_CPU_KVCACHE_SPACE": str(int(max(1, round(kv_cache_gib)))),
+        # Stages run one after another on a small machine, so each may use every core.
+        "OMP_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def start(backend: str, address: str | None, num_cpus: int | None, env: dict[str, str]) -> None:
+    """Connect to or start Ray (no-op for the in-process backend)."""
+    if backend == "inprocess":
+        os.environ.update(env)
+        return
+    import ray
+
+    if ray.is_initialized():
+        return
+    runtime_env = {"env_vars": env}
+    if address or os.environ.get("RAY_ADDRESS"):
+        # Under `ray job submit` RAY_ADDRESS is set and the job's runtime_env (working_dir) is inherited.
+        ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=runtime_env,
+                 log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, runtime_env=runtime_env, include_dashboard=False, log_to_driver=True)
+
+
+def shutdown(backend: str) -> None:
+    if backend == "ray":
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
