@@ -49,6 +49,63 @@ def completion_logits(model, input_ids, attn, positions) -> torch.Tensor:
     return head(picked)  # [B, T, V]
 
 
+def shared_prompt_logits(model, prompt: list[int], completions: list[list[int]], pad_id: int):
+    """Logits [G, T, V] for G completions of ONE prompt, running the prompt once.
+
+    The prompt's KV cache is computed once and repeated for the G completions; gradients flow back
+    through the shared cache, so the result (values and gradients) equals G separate padded passes,
+    at a fraction of the cost: the prompt (~230 tokens here) dominates each sequence (~30 tokens of
+    completion), so a group of 4 costs ~1.3 sequences instead of 4. Returns (logits, targets, mask).
+    """
+    body, head = body_and_head(model)
+    G, P = len(completions), len(prompt)
+    T = max(1, max(len(c) for c in completions))
+    targets = torch.full((G, T), pad_id, dtype=torch.long)  # [G, T]
+    mask = torch.zeros((G, T), dtype=torch.float32)  # [G, T]
+    for i, c in enumerate(completions):
+        if c:
+            targets[i, : len(c)] = torch.tensor(c)
+            mask[i, : len(c)] = 1.0
+    out = body(input_ids=torch.tensor([prompt]), use_cache=True)
+    h_last = out.last_hidden_state[:, -1:].expand(G, 1, -1)  # [G, 1, H] predicts completion token 0
+    if T == 1:
+        return head(h_last), targets, mask
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(G)
+    attn = torch.cat([torch.ones((G, P), dtype=torch.long), mask[:, : T - 1].long()], dim=1)  # [G, P+T-1]
+    pos = torch.arange(P, P + T - 1).unsqueeze(0).expand(G, -1)  # [G, T-1]
+    rest = body(input_ids=targets[:, : T - 1], attention_mask=attn, position_ids=pos,
+                past_key_values=cache, use_cache=True).last_hidden_state  # [G, T-1, H]
+    return head(torch.cat([h_last, rest], dim=1)), targets, mask  # [G, T, V]
+
+
+def chunks(prompt_ids: list[list[int]], micro_batch_size: int) -> list[tuple[slice, bool]]:
+    """Micro-batches of consecutive sequences: a run sharing one prompt (a GRPO group) becomes one
+    shared-prompt chunk (split if larger than micro_batch_size); other rows go into padded chunks."""
+    out, i, n = [], 0, len(prompt_ids)
+    while i < n:
+        j = i + 1
+        while j < n and j - i < micro_batch_size and prompt_ids[j] == prompt_ids[i]:
+            j += 1
+        if j - i > 1:
+            out.append((slice(i, j), True))
+        else:
+            j = i + 1
+            while j < n and j - i < micro_batch_size and prompt_ids[j] != prompt_ids[j - 1]:
+                j += 1
+            out.append((slice(i, j), False))
+        i = j
+    return out
+
+
+def chunk_logits(model, prompt_ids, completion_ids, pad_id: int, sl: slice, shared: bool):
+    """(logits [b, T, V], targets [b, T], mask [b, T]) for one chunk from `chunks`."""
+    if shared:
+        return shared_prompt_logits(model, prompt_ids[sl.start], completion_ids[sl], pad_id)
+    ids, attn, pos, tgt, mask = pad_batch(prompt_ids[sl], completion_ids[sl], pad_id)
+    return completion_logits(model, ids, attn, pos), tgt, mask
+
+
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log softmax(logits)[target], in fp32. logits [B, T, V], targets [B, T] -> [B, T]."""
     logits = logits.float()
@@ -80,10 +137,8 @@ def sequence_logprobs(model, prompt_ids, completion_ids, pad_id: int, micro_batc
                       autocast_bf16: bool = False) -> list[list[float]]:
     """Logprobs of every completion token under `model`, in micro-batches (no grad)."""
     out: list[list[float]] = []
-    for s in range(0, len(prompt_ids), micro_batch_size):
-        ids, attn, pos, tgt, mask = pad_batch(prompt_ids[s:s + micro_batch_size],
-                                              completion_ids[s:s + micro_batch_size], pad_id)
+    for sl, shared in chunks(prompt_ids, micro_batch_size):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
-            logits = completion_logits(model, ids, attn, pos)
+            logits, tgt, mask = chunk_logits(model, prompt_ids, completion_ids, pad_id, sl, shared)
         out.extend(to_ragged(token_logprobs(logits, tgt), mask))
     return out

@@ -17,8 +17,8 @@ import torch
 from common.models import load_causal_lm, load_tokenizer
 from common.types import TrainBatch
 from learner import losses
-from learner.logprobs import (completion_logits, from_ragged, pad_batch, sequence_logprobs, token_entropy,
-                              token_logprobs)
+from learner.logprobs import (chunk_logits, chunks, completion_logits, from_ragged, pad_batch,
+                              sequence_logprobs, token_entropy, token_logprobs)
 
 
 @dataclass(frozen=True)
@@ -117,16 +117,14 @@ class Learner:
         sums: dict[str, float] = {}
         n_tok = 0.0
         diffs, diff_max = 0.0, 0.0
-        B, mb = len(batch.completion_ids), self.micro_batch_size
-        for s in range(0, B, mb):
-            sl = slice(s, s + mb)
-            ids, attn, pos, tgt, mask = pad_batch(batch.prompt_ids[sl], batch.completion_ids[sl], self.pad_id)
+        for sl, shared in chunks(batch.prompt_ids, self.micro_batch_size):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                logits, tgt, mask = chunk_logits(self.model, batch.prompt_ids, batch.completion_ids,
+                                                 self.pad_id, sl, shared)  # [b, T, V]
             T = mask.shape[1]
             old = from_ragged(batch.old_logprobs[sl], T)  # [b, T]
             ref = from_ragged(batch.ref_logprobs[sl], T) if batch.ref_logprobs else None  # [b, T]
             adv = torch.tensor(batch.advantages[sl], dtype=torch.float32)  # [b]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                logits = completion_logits(self.model, ids, attn, pos)  # [b, T, V]
             logp = token_logprobs(logits, tgt)  # [b, T]
             use_sampled_kl = ref is not None and algo.kl_kind != "full"
             loss, m = losses.policy_loss(
@@ -135,7 +133,7 @@ class Learner:
                 kl_kind=algo.kl_kind if use_sampled_kl else "k3", agg_mode=algo.loss_agg,
                 norm_len=norm_len, global_denominator=denom)
             if self.full_ref is not None:
-                kl_mat = self._full_kl(logits, ids, attn, pos)  # [b, T]
+                kl_mat = self._full_kl(logits, batch, sl, shared)  # [b, T]
                 loss = loss + algo.beta * losses.agg_loss(kl_mat, mask, algo.loss_agg, norm_len=norm_len,
                                                           global_denominator=denom)
                 m["kl_full"] = losses.masked_mean(kl_mat.detach(), mask).item()
@@ -159,9 +157,10 @@ class Learner:
                    logprob_diff_mean=diffs / max(n_tok, 1.0), logprob_diff_max=diff_max)
         return out
 
-    def _full_kl(self, logits, ids, attn, pos) -> torch.Tensor:
+    def _full_kl(self, logits, batch: TrainBatch, sl: slice, shared: bool) -> torch.Tensor:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            ref_logits = completion_logits(self.full_ref, ids, attn, pos)  # [b, T, V]
+            ref_logits, _, _ = chunk_logits(self.full_ref, batch.prompt_ids, batch.completion_ids,
+                                            self.pad_id, sl, shared)  # [b, T, V]
         b, T, V = logits.shape
         return losses.full_kl(logits.reshape(b * T, V), ref_logits.reshape(b * T, V)).reshape(b, T)  # [b, T]
 
