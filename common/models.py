@@ -114,6 +114,11 @@ def disable_dropout(model) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+        # Attention layers copy config.attention_dropout into a float at init (LlamaAttention.attention_dropout,
+        # T5Attention.dropout) and apply it in train mode, which the learner uses: zero those floats too.
+        for name, value in list(vars(module).items()):
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, 0.0)
     cfg = getattr(model, "config", None)
     for key in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
         if cfg is not None and isinstance(getattr(cfg, key, None), float):

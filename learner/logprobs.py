@@ -91,7 +91,9 @@ def chunks(prompt_ids: list[list[int]], micro_batch_size: int) -> list[tuple[sli
             out.append((slice(i, j), True))
         else:
             j = i + 1
-            while j < n and j - i < micro_batch_size and prompt_ids[j] != prompt_ids[j - 1]:
+            # Stop before a row that starts a group, so groups keep the shared-prompt path.
+            while (j < n and j - i < micro_batch_size and prompt_ids[j] != prompt_ids[j - 1]
+                   and not (j + 1 < n and prompt_ids[j + 1] == prompt_ids[j])):
                 j += 1
             out.append((slice(i, j), False))
         i = j

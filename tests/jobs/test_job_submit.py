@@ -1,0 +1,79 @@
+"""`ray start --head` + `ray job submit` of the smoke preset must reach SUCCEEDED, and the job and its
+actors must be visible through the dashboard's APIs.
+
+Token authentication (Ray 2.60): a plain `ray.init()` anywhere on the machine writes ~/.ray/auth_token,
+after which a new head enables token auth and a client without RAY_AUTH_MODE=token is refused. We set
+RAY_AUTH_MODE=token for head and client alike, which works on a fresh machine (the head creates the
+token) and on a used one (both read the existing file): the README says the same.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PORT = 8299  # dashboard
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def _ray(*args, env, timeout=300):
+    return subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _get(url: str, env) -> object:
+    req = urllib.request.Request(url)
+    token = Path.home() / ".ray" / "auth_token"
+    if token.is_file():
+        req.add_header("Authorization", f"Bearer {token.read_text().strip()}")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def head(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    out = _ray("start", "--head", "--num-cpus", "2", "--dashboard-host", "127.0.0.1", "--dashboard-port",
+               str(PORT), "--port", "6399", "--temp-dir", str(tmp_path / "ray"), env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    try:
+        yield env
+    finally:
+        _ray("stop", "--force", env=env)
+
+
+def test_job_submit_smoke_preset_succeeds_and_is_visible(head, shared_data, tmp_path):
+    env = head
+    address = f"http://127.0.0.1:{PORT}"
+    out_dir = tmp_path / "runs"
+    submit = _ray("job", "submit", "--address", address, "--no-wait", "--submission-id", "smoke-test",
+                  "--runtime-env-json", json.dumps({"env_vars": {"RAYGRPO_SHARED_DATA": str(shared_data)}}),
+                  "--", "python", str(ROOT / "jobs" / "grpo_mlqa.py"), "--config",
+                  str(ROOT / "jobs" / "configs" / "smoke.yaml"), f"train.output_dir={out_dir}", env=env)
+    assert submit.returncode == 0, submit.stderr[-2000:]
+    seen_actors: set[str] = set()
+    status = None
+    deadline = time.time() + 1200
+    while time.time() < deadline:
+        jobs = _get(f"{address}/api/jobs/", env)
+        status = next(j["status"] for j in jobs if j.get("submission_id") == "smoke-test")
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            break
+        try:
+            actors = _get(f"{address}/api/v0/actors?limit=100", env)["data"]["result"]["result"]
+            seen_actors |= {a["class_name"] for a in actors}
+        except Exception:  # the state API can lag while the job starts; polling again is enough
+            pass
+        time.sleep(3)
+    logs = _ray("job", "logs", "--address", address, "smoke-test", env=env).stdout
+    assert status == "SUCCEEDED", logs[-4000:]
+    assert {"VLLMEngine", "Learner", "Reference", "QAScorer"} <= seen_actors, seen_actors
+    assert "last_checkpoint:" in logs
+    assert (out_dir / "smoke" / "checkpoints" / "last" / "model.safetensors").is_file()

@@ -1,0 +1,170 @@
+"""Tests for learner.logprobs on a tiny random Llama: hand-computed padding, shared-prompt vs padded
+equivalence (values and gradients), chunking, micro-batch invariance, ragged round trips."""
+
+import pytest
+import torch
+
+from learner.logprobs import (chunks, completion_logits, from_ragged, pad_batch, sequence_logprobs,
+                              shared_prompt_logits, to_ragged, token_logprobs)
+from tests.tiny_models import PAD, V, random_ids, tiny_llama
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama(seed=0)
+
+
+def full_forward_logprobs(model, prompt: list[int], completion: list[int]) -> list[float]:
+    """The plain way: one unpadded sequence, full logits, log_softmax, gather."""
+    seq = torch.tensor([prompt + completion])  # [1, L]
+    with torch.no_grad():
+        logits = model(input_ids=seq).logits[0, len(prompt) - 1: len(seq[0]) - 1]  # [n, V]
+    return torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(completion)[:, None])[:, 0].tolist()
+
+
+# --- pad_batch: hand-computed ---------------------------------------------------------------------------------
+
+def test_pad_batch_two_rows():
+    ids, attn, pos, tgt, mask = pad_batch([[5, 6, 7], [8]], [[9, 10], [11, 12, 13]], pad_id=0)
+    # lengths 3+2=5 and 1+3=4 -> L=5; longest completion 3 -> T=3
+    assert ids.tolist() == [[5, 6, 7, 9, 10], [8, 11, 12, 13, 0]]
+    assert attn.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+    # row 0: output at position 2 (token 7) predicts 9, position 3 predicts 10; slot 2 is padding (0)
+    # row 1: output at position 0 (token 8) predicts 11, then 1 -> 12, 2 -> 13
+    assert pos.tolist() == [[2, 3, 0], [0, 1, 2]]
+    assert tgt.tolist() == [[9, 10, 0], [11, 12, 13]]
+    assert mask.tolist() == [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+
+
+def test_pad_batch_empty_completion_is_fully_masked():
+    ids, attn, pos, tgt, mask = pad_batch([[5, 6], [7]], [[], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6], [7, 8]]
+    assert mask.tolist() == [[0.0], [1.0]]  # T = 1: row 0 contributes nothing
+    assert pos.tolist() == [[0], [0]] and tgt.tolist() == [[0], [8]]
+
+
+# --- shared prompt == padded batch: equivalence --------------------------------------------------------------
+
+@pytest.mark.parametrize("seed, prompt_len, lengths", [
+    (0, 5, [3, 3, 3, 3]),     # equal lengths
+    (1, 7, [1, 4, 2, 6]),     # unequal, including 1
+    (2, 3, [1, 1, 1]),        # all length 1: the T == 1 branch (no second body call)
+    (3, 9, [5, 1]),           # G = 2
+    (4, 1, [2, 3, 1, 4]),     # one-token prompt
+])
+def test_shared_prompt_equals_padded(model, seed, prompt_len, lengths):
+    gen = torch.Generator().manual_seed(seed)
+    prompt = random_ids(gen, prompt_len)
+    comps = [random_ids(gen, n) for n in lengths]
+    weights = torch.randn(len(comps), max(lengths), generator=gen)  # [G, T] random cotangent
+
+    def run(shared: bool):
+        model.zero_grad(set_to_none=True)
+        if shared:
+            logits, tgt, mask = shared_prompt_logits(model, prompt, comps, PAD)
+        else:
+            ids, attn, pos, tgt, mask = pad_batch([prompt] * len(comps), comps, PAD)
+            logits = completion_logits(model, ids, attn, pos)
+        logp = token_logprobs(logits, tgt)  # [G, T]
+        (logp * mask * weights).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return logp.detach(), mask, grads
+
+    lp_s, mask_s, g_s = run(shared=True)
+    lp_p, mask_p, g_p = run(shared=False)
+    model.zero_grad(set_to_none=True)
+    assert torch.equal(mask_s, mask_p)
+    keep = mask_p.bool()
+    torch.testing.assert_close(lp_s[keep], lp_p[keep], atol=1e-5, rtol=0)
+    assert g_s.keys() == g_p.keys() and len(g_p) > 0
+    for name in g_p:
+        torch.testing.assert_close(g_s[name], g_p[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_padded_path_equals_plain_forward(model):
+    gen = torch.Generator().manual_seed(5)
+    prompts = [random_ids(gen, n) for n in (4, 9, 2)]
+    comps = [random_ids(gen, n) for n in (6, 1, 3)]
+    ids, attn, pos, tgt, mask = pad_batch(prompts, comps, PAD)
+    with torch.no_grad():
+        got = to_ragged(token_logprobs(completion_logits(model, ids, attn, pos), tgt), mask)
+    for p, c, row in zip(prompts, comps, got):
+        assert row == pytest.approx(full_forward_logprobs(model, p, c), abs=1e-5)
+
+
+# --- chunks -------------------------------------------------------------------------------------------------
+
+def test_chunks_hand_computed():
+    A, B, C = [1], [2], [3]
+    # A,A fill a shared chunk of 2; the third A starts a padded run that takes B (A != B) and stops at 2 rows;
+    # C,C are a shared chunk.
+    assert chunks([A, A, A, B, C, C], 2) == [(slice(0, 2), True), (slice(2, 4), False), (slice(4, 6), True)]
+    # micro_batch_size 1: every row alone, nothing shared
+    assert chunks([A, A, B], 1) == [(slice(0, 1), False), (slice(1, 2), False), (slice(2, 3), False)]
+    assert chunks([A, B, C], 8) == [(slice(0, 3), False)]
+    assert chunks([A, A, A, A], 8) == [(slice(0, 4), True)]
+    # a padded run stops before a row that starts a group, so the group B,B stays shared
+    assert chunks([A, B, B], 8) == [(slice(0, 1), False), (slice(1, 3), True)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("mbs", [1, 2, 3, 4, 8])
+def test_chunks_partition_rows(seed, mbs):
+    gen = torch.Generator().manual_seed(seed)
+    prompts = []
+    for _ in range(int(torch.randint(1, 7, (1,), generator=gen))):
+        group = int(torch.randint(1, 6, (1,), generator=gen))  # groups of 1..5 identical prompts
+        prompts += [[int(torch.randint(0, 4, (1,), generator=gen))]] * group  # few distinct values: repeats
+    out = chunks(prompts, mbs)
+    covered = [i for sl, _ in out for i in range(sl.start, sl.stop)]
+    assert covered == list(range(len(prompts)))  # every row exactly once, in order
+    for sl, shared in out:
+        assert 1 <= sl.stop - sl.start <= mbs
+        if shared:
+            assert sl.stop - sl.start >= 2
+            assert all(prompts[i] == prompts[sl.start] for i in range(sl.start, sl.stop))
+
+
+# --- sequence_logprobs: micro-batch invariance ---------------------------------------------------------------
+
+def test_sequence_logprobs_micro_batch_invariance(model):
+    gen = torch.Generator().manual_seed(7)
+    prompt_ids, completion_ids = [], []
+    # a group of 4, a singleton, a group of 3, two singletons, a group of 2; prompt lengths differ
+    for group, plen in [(4, 6), (1, 3), (3, 8), (1, 5), (1, 2), (2, 4)]:
+        prompt = random_ids(gen, plen)
+        for _ in range(group):
+            prompt_ids.append(prompt)
+            completion_ids.append(random_ids(gen, int(torch.randint(1, 7, (1,), generator=gen))))
+    completion_ids[1] = [5]  # a length-1 completion inside a group
+    runs = {m: sequence_logprobs(model, prompt_ids, completion_ids, PAD, m) for m in (1, 3, 8)}
+    for m, rows in runs.items():
+        assert [len(r) for r in rows] == [len(c) for c in completion_ids], m
+        for got, want in zip(rows, runs[1]):
+            assert got == pytest.approx(want, abs=1e-5), m
+    # and micro_batch_size 1 (all padded singles) is the plain forward pass
+    for p, c, row in zip(prompt_ids, completion_ids, runs[1]):
+        assert row == pytest.approx(full_forward_logprobs(model, p, c), abs=1e-5)
+
+
+# --- token_logprobs, ragged ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scale", [1.0, 100.0])
+def test_token_logprobs_equals_log_softmax_gather(scale):
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, V, generator=gen) * scale  # [B, T, V]
+    targets = torch.randint(0, V, (3, 5), generator=gen)  # [B, T]
+    want = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
+    torch.testing.assert_close(token_logprobs(logits, targets), want, atol=1e-5, rtol=1e-6)
+    assert token_logprobs(logits.bfloat16(), targets).dtype == torch.float32
+
+
+def test_ragged_roundtrip():
+    gen = torch.Generator().manual_seed(0)
+    rows = [torch.randn(n, generator=gen).tolist() for n in (3, 0, 5, 1)]  # float32-exact values
+    T = 5
+    values = from_ragged(rows, T)  # [B, T]
+    mask = from_ragged([[1.0] * len(r) for r in rows], T)  # [B, T]
+    assert values.shape == (4, T)
+    assert (values[mask == 0] == 0).all()  # padding is zero
+    assert to_ragged(values, mask) == rows

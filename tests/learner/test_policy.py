@@ -1,0 +1,205 @@
+"""Tests for learner.policy on a tiny random Llama saved to a folder: accumulation == full batch, the
+first-step ratio, dropout off, resume determinism, SFT, the lr schedule, Reference == Learner."""
+
+import pytest
+import torch
+
+from common.types import TrainBatch
+from learner.policy import AlgoParams, Learner, Reference, lr_lambda
+from tests.tiny_models import random_ids, save_model, tiny_llama
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return save_model(tiny_llama(seed=0), tmp_path_factory.mktemp("tiny_llama"))
+
+
+def make_learner(path, micro_batch_size=4, lr=1e-3, **kw):
+    kw = {"total_steps": 10, "warmup_ratio": 0.0, "schedule": "constant", "threads": 1, **kw}
+    return Learner(path, lr=lr, micro_batch_size=micro_batch_size, **kw)
+
+
+def make_batch(learner: Learner, seed: int = 0, old_noise: float = 0.3) -> TrainBatch:
+    """2 groups of 4 (different prompts and prompt lengths), completion lengths 1..6; old_logprobs are the
+    learner's own plus noise (so some ratios leave the clip interval), ref_logprobs likewise."""
+    gen = torch.Generator().manual_seed(seed)
+    prompt_ids, completion_ids = [], []
+    for plen in (5, 8):
+        prompt = random_ids(gen, plen)
+        for _ in range(4):
+            prompt_ids.append(prompt)
+            completion_ids.append(random_ids(gen, int(torch.randint(1, 7, (1,), generator=gen))))
+    true = learner.logprobs(prompt_ids, completion_ids)
+
+    def noisy(rows, scale):
+        return [(torch.tensor(r) + scale * torch.randn(len(r), generator=gen)).tolist() for r in rows]
+
+    return TrainBatch(prompt_ids, completion_ids, old_logprobs=noisy(true, old_noise),
+                      ref_logprobs=noisy(true, 0.1), advantages=torch.randn(8, generator=gen).tolist())
+
+
+def params(learner: Learner) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in learner.model.named_parameters()}
+
+
+def assert_same_params(a: dict, b: dict, atol: float) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=0, msg=name)
+
+
+# --- invariance: gradient accumulation == full batch ----------------------------------------------------------
+
+@pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean-token-mean"])
+def test_accumulation_equals_full_batch(folder, loss_agg):
+    # Adam's first update is g / (|g| + 1e-8): components with |g| ~ 1e-8 turn float noise in g into update
+    # noise ~ lr, so the parameters are compared at the paper's lr 1e-5, and the gradients themselves (and the
+    # pre-clip norm, which Adam's scale invariance would hide) are compared directly.
+    algo = AlgoParams(loss_agg=loss_agg)
+    full = make_learner(folder, micro_batch_size=8, lr=1e-5)
+    batch = make_batch(full)
+    before = params(full)
+    m_full = full.train_step(batch, algo)
+    assert m_full["clip_frac_first"] > 0  # the noise puts some tokens outside [0.8, 1.2]: both branches run
+    after = params(full)
+    grads = {n: p.grad.clone() for n, p in full.model.named_parameters()}
+    for mbs in (1, 3):
+        acc = make_learner(folder, micro_batch_size=mbs, lr=1e-5)
+        assert_same_params(params(acc), before, atol=0)
+        m_acc = acc.train_step(batch, algo)
+        for n, p in acc.model.named_parameters():
+            torch.testing.assert_close(p.grad, grads[n], atol=1e-7, rtol=1e-4, msg=f"mbs={mbs} grad {n}")
+        assert_same_params(params(acc), after, atol=1e-6)
+        assert m_acc["grad_norm"] == pytest.approx(m_full["grad_norm"], rel=1e-5)
+        assert m_acc["clip_frac_first"] == pytest.approx(m_full["clip_frac_first"], abs=1e-6)  # float32 means
+    assert max((after[n] - before[n]).abs().max().item() for n in after) > 5e-6  # the step did move weights
+
+
+# --- the first inner step's ratio ------------------------------------------------------------------------------
+
+def test_own_logprobs_give_ratio_one(folder):
+    learner = make_learner(folder)
+    b = make_batch(learner)
+    batch = TrainBatch(b.prompt_ids, b.completion_ids, learner.logprobs(b.prompt_ids, b.completion_ids),
+                       b.ref_logprobs, b.advantages)
+    m = learner.train_step(batch, AlgoParams())
+    assert m["clip_frac_first"] == 0.0
+    assert m["logprob_diff_max"] < 1e-5
+    assert m["ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_stale_old_logprobs_show_in_the_gap(folder):
+    learner = make_learner(folder)
+    b = make_batch(learner)
+    own = learner.logprobs(b.prompt_ids, b.completion_ids)
+    stale = [[x + 0.5 for x in row] for row in own]
+    m = learner.train_step(TrainBatch(b.prompt_ids, b.completion_ids, stale, b.ref_logprobs, b.advantages),
+                           AlgoParams())
+    assert m["logprob_diff_mean"] == pytest.approx(0.5, abs=1e-4)
+    assert m["logprob_diff_max"] == pytest.approx(0.5, abs=1e-4)
+    assert m["clip_frac_first"] > 0  # ratio exp(-0.5) = 0.61 < 0.8: clipped wherever the advantage is < 0
+
+
+def test_inner_steps_count_updates(folder):
+    learner = make_learner(folder, lr=1e-2, schedule="linear")
+    b = make_batch(learner)
+    m = learner.train_step(b, AlgoParams(), inner_steps=2)
+    assert learner.updates == 2
+    assert learner.sched.last_epoch == 2
+    # lr schedule linear over 10 steps, no warmup: after 2 steps the factor is 1 - 2/10
+    assert learner.sched.get_last_lr()[0] == pytest.approx(1e-2 * 0.8)
+    assert {"clip_frac_first", "clip_frac_last", "logprob_diff_mean"} <= m.keys()
+    learner.train_step(b, AlgoParams(), inner_steps=1)
+    assert learner.updates == 3
+
+
+# --- dropout off ----------------------------------------------------------------------------------------------
+
+def test_dropout_is_off_in_train_mode(tmp_path):
+    model = tiny_llama(seed=1, dropout_off=False, attention_dropout=0.1)
+    model.train()
+    x = torch.arange(2, 14)[None]  # [1, 12]
+    assert not torch.equal(model(input_ids=x).logits, model(input_ids=x).logits)  # the config's dropout is live
+    path = save_model(model, tmp_path)
+    learner = make_learner(path)
+    b = make_batch(learner, old_noise=0.0)
+    learner.model.train()  # train_step's mode
+    a = learner.logprobs(b.prompt_ids, b.completion_ids)
+    c = learner.logprobs(b.prompt_ids, b.completion_ids)
+    learner.model.eval()
+    e = learner.logprobs(b.prompt_ids, b.completion_ids)
+    assert a == c
+    for x, y in zip(a, e):
+        assert x == pytest.approx(y, abs=1e-6)
+
+
+# --- checkpoints: resume determinism --------------------------------------------------------------------------
+
+def test_save_load_resume_is_deterministic(folder, tmp_path):
+    algo = AlgoParams()
+    first = make_learner(folder, schedule="cosine", warmup_ratio=0.2)
+    batch1, batch2 = make_batch(first, seed=1), make_batch(first, seed=2)
+    first.train_step(batch1, algo)
+    first.save(str(tmp_path / "ckpt"), with_optimizer=True)
+
+    resumed = make_learner(str(tmp_path / "ckpt"), schedule="cosine", warmup_ratio=0.2)
+    resumed.load_trainer_state(str(tmp_path / "ckpt"))
+    assert_same_params(params(resumed), params(first), atol=0)
+    assert resumed.updates == first.updates == 1
+    assert resumed.sched.state_dict()["last_epoch"] == first.sched.state_dict()["last_epoch"]
+    s_a, s_b = first.opt.state_dict(), resumed.opt.state_dict()
+    assert s_a["param_groups"] == s_b["param_groups"]
+    assert s_a["state"].keys() == s_b["state"].keys() and len(s_a["state"]) > 0
+    for k in s_a["state"]:
+        for name, v in s_a["state"][k].items():
+            assert torch.equal(v, s_b["state"][k][name]), (k, name)
+
+    first.train_step(batch2, algo)
+    resumed.train_step(batch2, algo)
+    assert_same_params(params(resumed), params(first), atol=0)
+
+
+# --- SFT ------------------------------------------------------------------------------------------------------
+
+def test_sft_step_lowers_loss(folder):
+    learner = make_learner(folder, micro_batch_size=2, lr=1e-2)
+    gen = torch.Generator().manual_seed(3)
+    prompts = [random_ids(gen, n) for n in (4, 6, 3)]
+    targets = [random_ids(gen, n) for n in (3, 2, 5)]
+    losses = [learner.sft_step(prompts, targets)["sft/loss"] for _ in range(20)]
+    # a random model starts near log V = log 97 = 4.57 per token
+    assert losses[0] == pytest.approx(4.57, abs=0.5)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+# --- lr schedule: hand-computed -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("schedule, expected", [
+    # warmup 2: (step+1)/2 -> 0.5, 1.0; then progress = (step-2)/8: 0 at step 2, 0.5 at 6, 1 at 10
+    ("cosine", [0.5, 1.0, 1.0, 0.5, 0.0]),    # 0.5 * (1 + cos(pi * progress))
+    ("linear", [0.5, 1.0, 1.0, 0.5, 0.0]),    # 1 - progress
+    ("constant", [0.5, 1.0, 1.0, 1.0, 1.0]),
+])
+def test_lr_lambda_values(schedule, expected):
+    f = lr_lambda(schedule, warmup_steps=2, total_steps=10)
+    assert [f(s) for s in (0, 1, 2, 6, 10)] == pytest.approx(expected, abs=1e-12)
+
+
+def test_lr_lambda_cosine_and_linear_differ_between_ends():
+    cos, lin = lr_lambda("cosine", 2, 10), lr_lambda("linear", 2, 10)
+    assert cos(4) == pytest.approx(0.5 * (1 + 0.7071067811865476))  # progress 2/8 = 1/4: cos(pi/4)
+    assert lin(4) == pytest.approx(0.75)
+    assert cos(20) == 0.0 and lin(20) == 0.0  # past the end: clamped, never negative
+    assert lr_lambda("cosine", 0, 10)(0) == 1.0  # no warmup: full lr at once
+
+
+# --- reference ------------------------------------------------------------------------------------------------
+
+def test_reference_equals_learner(folder):
+    learner = make_learner(folder, micro_batch_size=3)
+    ref = Reference(folder, micro_batch_size=8, threads=1)
+    b = make_batch(learner)
+    got, want = ref.logprobs(b.prompt_ids, b.completion_ids), learner.logprobs(b.prompt_ids, b.completion_ids)
+    for x, y in zip(got, want):
+        assert x == pytest.approx(y, abs=1e-5)
+    assert not any(p.requires_grad for p in ref.model.parameters())

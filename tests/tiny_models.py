@@ -1,0 +1,67 @@
+"""Tiny random models and a word-level tokenizer, built offline from configs (milliseconds, no hub).
+
+Vocabulary (V = 97): id 0 "<pad>", id 1 "<eos>", ids 2..96 the words "w2".."w96".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+V = 97
+PAD, EOS = 0, 1
+
+
+def tiny_llama_config(**overrides):
+    from transformers import LlamaConfig
+
+    kw = dict(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=256, pad_token_id=PAD, bos_token_id=None,
+              eos_token_id=EOS)
+    kw.update(overrides)
+    return LlamaConfig(**kw)
+
+
+def tiny_llama(seed: int = 0, dropout_off: bool = True, **overrides):
+    """A random fp32 Llama in eval mode, with dropout off unless `dropout_off=False` (to save a model whose
+    config still asks for dropout)."""
+    from transformers import AutoModelForCausalLM
+
+    from common.models import disable_dropout
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_llama_config(**overrides), dtype=torch.float32).eval()
+    if dropout_off:
+        disable_dropout(model)
+    return model
+
+
+def tiny_t5(seed: int = 0):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    cfg = T5Config(vocab_size=V, d_model=32, d_ff=64, num_layers=2, num_heads=4, d_kv=8,
+                   decoder_start_token_id=PAD, pad_token_id=PAD, eos_token_id=EOS)
+    return T5ForConditionalGeneration(cfg).eval()
+
+
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": PAD, "<eos>": EOS, **{f"w{i}": i for i in range(2, V)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+def save_model(model, folder: Path) -> str:
+    """Model + tokenizer in an HF folder, as `from_pretrained` (and our loaders) expect."""
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+def random_ids(gen: torch.Generator, n: int, low: int = 2) -> list[int]:
+    """n random non-special token ids."""
+    return torch.randint(low, V, (n,), generator=gen).tolist()
