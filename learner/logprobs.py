@@ -49,7 +49,8 @@ def completion_logits(model, input_ids, attn, positions) -> torch.Tensor:
     return head(picked)  # [B, T, V]
 
 
-def shared_prompt_logits(model, prompt: list[int], completions: list[list[int]], pad_id: int):
+def shared_prompt_logits(model, prompt: list[int], completions: list[list[int]], pad_id: int,
+                         device: torch.device | str = "cpu"):
     """Logits [G, T, V] for G completions of ONE prompt, running the prompt once.
 
     The prompt's KV cache is computed once and repeated for the G completions; gradients flow back
@@ -66,14 +67,16 @@ def shared_prompt_logits(model, prompt: list[int], completions: list[list[int]],
         if c:
             targets[i, : len(c)] = torch.tensor(c)
             mask[i, : len(c)] = 1.0
-    out = body(input_ids=torch.tensor([prompt]), use_cache=True)
+    targets, mask = targets.to(device), mask.to(device)
+    out = body(input_ids=torch.tensor([prompt], device=device), use_cache=True)
     h_last = out.last_hidden_state[:, -1:].expand(G, 1, -1)  # [G, 1, H] predicts completion token 0
     if T == 1:
         return head(h_last), targets, mask
     cache = out.past_key_values
     cache.batch_repeat_interleave(G)
-    attn = torch.cat([torch.ones((G, P), dtype=torch.long), mask[:, : T - 1].long()], dim=1)  # [G, P+T-1]
-    pos = torch.arange(P, P + T - 1).unsqueeze(0).expand(G, -1)  # [G, T-1]
+    attn = torch.cat([torch.ones((G, P), dtype=torch.long, device=device), mask[:, : T - 1].long()],
+                     dim=1)  # [G, P+T-1]
+    pos = torch.arange(P, P + T - 1, device=device).unsqueeze(0).expand(G, -1)  # [G, T-1]
     rest = body(input_ids=targets[:, : T - 1], attention_mask=attn, position_ids=pos,
                 past_key_values=cache, use_cache=True).last_hidden_state  # [G, T-1, H]
     return head(torch.cat([h_last, rest], dim=1)), targets, mask  # [G, T, V]
@@ -101,10 +104,11 @@ def chunks(prompt_ids: list[list[int]], micro_batch_size: int) -> list[tuple[sli
 
 
 def chunk_logits(model, prompt_ids, completion_ids, pad_id: int, sl: slice, shared: bool):
-    """(logits [b, T, V], targets [b, T], mask [b, T]) for one chunk from `chunks`."""
+    """(logits [b, T, V], targets [b, T], mask [b, T]) for one chunk from `chunks`, on the model's device."""
+    device = next(model.parameters()).device
     if shared:
-        return shared_prompt_logits(model, prompt_ids[sl.start], completion_ids[sl], pad_id)
-    ids, attn, pos, tgt, mask = pad_batch(prompt_ids[sl], completion_ids[sl], pad_id)
+        return shared_prompt_logits(model, prompt_ids[sl.start], completion_ids[sl], pad_id, device)
+    ids, attn, pos, tgt, mask = (t.to(device) for t in pad_batch(prompt_ids[sl], completion_ids[sl], pad_id))
     return completion_logits(model, ids, attn, pos), tgt, mask
 
 
@@ -140,7 +144,7 @@ def sequence_logprobs(model, prompt_ids, completion_ids, pad_id: int, micro_batc
     """Logprobs of every completion token under `model`, in micro-batches (no grad)."""
     out: list[list[float]] = []
     for sl, shared in chunks(prompt_ids, micro_batch_size):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
+        with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
             logits, tgt, mask = chunk_logits(model, prompt_ids, completion_ids, pad_id, sl, shared)
         out.extend(to_ragged(token_logprobs(logits, tgt), mask))
     return out

@@ -17,8 +17,7 @@ import torch
 from common.models import load_causal_lm, load_tokenizer
 from common.types import TrainBatch
 from learner import losses
-from learner.logprobs import (chunk_logits, chunks, completion_logits, from_ragged, pad_batch,
-                              sequence_logprobs, token_entropy, token_logprobs)
+from learner.logprobs import chunk_logits, chunks, from_ragged, sequence_logprobs, token_entropy, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,11 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
     return f
 
 
+def pick_device() -> torch.device:
+    """The GPU Ray assigned to this actor if any (CUDA_VISIBLE_DEVICES), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def set_threads(threads: int | None) -> None:
     import os
 
@@ -54,7 +58,8 @@ class Reference:
     def __init__(self, model_path: str, micro_batch_size: int = 4, precision: str = "fp32",
                  threads: int | None = None):
         set_threads(threads)
-        self.model = load_causal_lm(model_path)
+        self.device = pick_device()
+        self.model = load_causal_lm(model_path).to(self.device)
         self.model.requires_grad_(False)
         self.pad_id = load_tokenizer(model_path).pad_token_id
         self.micro_batch_size = micro_batch_size
@@ -66,7 +71,7 @@ class Reference:
 
     def reload(self, model_path: str) -> None:
         """Point the reference at another checkpoint (after SFT, the SFT model)."""
-        self.model = load_causal_lm(model_path)
+        self.model = load_causal_lm(model_path).to(self.device)
         self.model.requires_grad_(False)
 
 
@@ -77,7 +82,8 @@ class Learner:
                  gradient_checkpointing: bool = False, full_kl_reference: str | None = None, seed: int = 0):
         set_threads(threads)
         torch.manual_seed(seed)
-        self.model = load_causal_lm(model_path)
+        self.device = pick_device()
+        self.model = load_causal_lm(model_path).to(self.device)
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.tokenizer = load_tokenizer(model_path)
@@ -90,7 +96,8 @@ class Learner:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(schedule, warmup, total_steps))
         # Exact full-vocabulary KL needs the reference's logits at every completion position; shipping
         # B*T*V floats between actors costs more than holding a frozen copy here, so it lives here.
-        self.full_ref = load_causal_lm(full_kl_reference).requires_grad_(False) if full_kl_reference else None
+        self.full_ref = (load_causal_lm(full_kl_reference).to(self.device).requires_grad_(False)
+                         if full_kl_reference else None)
         self.updates = 0
 
     # ---- GRPO ---------------------------------------------------------------------------------
@@ -118,13 +125,13 @@ class Learner:
         n_tok = 0.0
         diffs, diff_max = 0.0, 0.0
         for sl, shared in chunks(batch.prompt_ids, self.micro_batch_size):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits, tgt, mask = chunk_logits(self.model, batch.prompt_ids, batch.completion_ids,
                                                  self.pad_id, sl, shared)  # [b, T, V]
-            T = mask.shape[1]
-            old = from_ragged(batch.old_logprobs[sl], T)  # [b, T]
-            ref = from_ragged(batch.ref_logprobs[sl], T) if batch.ref_logprobs else None  # [b, T]
-            adv = torch.tensor(batch.advantages[sl], dtype=torch.float32)  # [b]
+            T, dev = mask.shape[1], self.device
+            old = from_ragged(batch.old_logprobs[sl], T).to(dev)  # [b, T]
+            ref = from_ragged(batch.ref_logprobs[sl], T).to(dev) if batch.ref_logprobs else None  # [b, T]
+            adv = torch.tensor(batch.advantages[sl], dtype=torch.float32, device=dev)  # [b]
             logp = token_logprobs(logits, tgt)  # [b, T]
             use_sampled_kl = ref is not None and algo.kl_kind != "full"
             loss, m = losses.policy_loss(
@@ -158,7 +165,7 @@ class Learner:
         return out
 
     def _full_kl(self, logits, batch: TrainBatch, sl: slice, shared: bool) -> torch.Tensor:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             ref_logits, _, _ = chunk_logits(self.full_ref, batch.prompt_ids, batch.completion_ids,
                                             self.pad_id, sl, shared)  # [b, T, V]
         b, T, V = logits.shape
@@ -171,11 +178,9 @@ class Learner:
         self.opt.zero_grad(set_to_none=True)
         total = float(sum(len(t) for t in target_ids))
         loss_sum = 0.0
-        for s in range(0, len(prompt_ids), self.micro_batch_size):
-            ids, attn, pos, tgt, mask = pad_batch(prompt_ids[s:s + self.micro_batch_size],
-                                                  target_ids[s:s + self.micro_batch_size], self.pad_id)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                logits = completion_logits(self.model, ids, attn, pos)
+        for sl, shared in chunks(prompt_ids, self.micro_batch_size):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits, tgt, mask = chunk_logits(self.model, prompt_ids, target_ids, self.pad_id, sl, shared)
             nll = -(token_logprobs(logits, tgt) * mask).sum() / total
             nll.backward()
             loss_sum += nll.item()
@@ -198,7 +203,7 @@ class Learner:
 
     def named_arrays(self) -> list[tuple[str, np.ndarray]]:
         """Weights as numpy arrays: one ray.put, zero-copy reads on every engine of the node."""
-        return [(k, v.detach().numpy()) for k, v in self.model.state_dict().items()]
+        return [(k, v.detach().cpu().numpy()) for k, v in self.model.state_dict().items()]
 
     def save(self, path: str, with_optimizer: bool = True) -> None:
         from pathlib import Path
