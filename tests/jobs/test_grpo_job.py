@@ -59,10 +59,18 @@ def test_two_grpo_steps_on_local_ray_with_vllm(shared_data, tmp_path):
     _check_run(tmp_path / "smoke", 2)
 
 
-def test_inprocess_backend_matches_shape_of_ray_run(shared_data, tmp_path):
-    out = _job(["--config", SMOKE, "--inprocess", f"train.output_dir={tmp_path}", "train.steps=1"])
+def test_sft_then_grpo_in_process(shared_data, tmp_path):
+    """The in-process backend (no Ray) with the SFT stage: SFT steps, an SFT eval, the SFT checkpoint
+    (which becomes the reference), then GRPO."""
+    out = _job(["--config", SMOKE, "--inprocess", f"train.output_dir={tmp_path}", "train.steps=1",
+                "train.sft_epochs=1", "train.sft_limit=16", "train.sft_batch_size=8"])
     assert out.returncode == 0, out.stderr[-3000:]
-    _check_run(tmp_path / "smoke", 1)
+    run = tmp_path / "smoke"
+    _check_run(run, 1)
+    sft = _records(run, "sft")
+    assert [r["step"] for r in sft] == [0, 1] and all(r["sft/loss"] > 0 for r in sft)
+    assert any(r.get("phase") == "sft" for r in _records(run, "eval"))
+    assert (run / "checkpoints" / "sft" / "model.safetensors").is_file()
 
 
 def test_resume_after_kill_continues_from_saved_step(shared_data, tmp_path):

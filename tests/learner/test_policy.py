@@ -203,3 +203,17 @@ def test_reference_equals_learner(folder):
     for x, y in zip(got, want):
         assert x == pytest.approx(y, abs=1e-5)
     assert not any(p.requires_grad for p in ref.model.parameters())
+
+
+def test_full_vocabulary_kl_is_zero_at_the_reference_and_grows_after_updates(folder):
+    """kl_kind=full: the learner holds the frozen reference and adds beta * exact KL per token."""
+    learner = make_learner(folder, full_kl_reference=str(folder), lr=1e-2)
+    b = make_batch(learner)
+    batch = TrainBatch(b.prompt_ids, b.completion_ids, learner.logprobs(b.prompt_ids, b.completion_ids),
+                       [], b.advantages)
+    algo = AlgoParams(beta=0.04, kl_kind="full")
+    first = learner.train_step(batch, algo)
+    assert first["kl_full"] == pytest.approx(0.0, abs=1e-6)   # policy == reference before any update
+    second = learner.train_step(batch, algo)
+    assert second["kl_full"] > 1e-6                           # the update moved the policy away
+    assert "kl" not in second                                 # no sampled-token estimator in this mode
