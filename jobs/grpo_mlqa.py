@@ -110,7 +110,10 @@ def run(cfg: JobConfig, resume: str | None = None) -> dict:
     (run / "config.yaml").write_text(__import__("yaml").safe_dump(config_to_dict(cfg), sort_keys=False))
 
     total_updates = cfg.train.steps * cfg.learner.inner_steps
-    system = GRPOSystem(cfg, task.policy_path, task.reference_path, total_updates,
+    reference = task.reference_path
+    if ckpt is not None and (run / "checkpoints" / "sft" / "config.json").is_file():
+        reference = str(run / "checkpoints" / "sft")  # after SFT the reference is the SFT model
+    system = GRPOSystem(cfg, task.policy_path, reference, total_updates,
                         learner_init_path=str(ckpt) if ckpt else None)
     if ckpt is not None:
         system.learner_call("load_trainer_state", str(ckpt))
@@ -122,7 +125,7 @@ def run(cfg: JobConfig, resume: str | None = None) -> dict:
         for step in range(state["step"] + 1, cfg.train.steps + 1):
             metrics = grpo_step(system, task, step, cfg)
             log.step(step, metrics)
-            state["step"], state["phase"] = step, "grpo"
+            state.update(step=step, phase="grpo", data_position=step * cfg.train.prompts_per_step)
             stop = False
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
                 stop = maybe_best(system, task, cfg, run, log, state, step)
