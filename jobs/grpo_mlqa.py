@@ -176,9 +176,8 @@ def run_sft(system, task: QATask, cfg: JobConfig, run: Path, log) -> None:
     for s in range(steps):
         prompts, targets = task.sft_batch(s, t.sft_batch_size, n)
         m = system.learner_call("sft_step", prompts, targets)
-        if s % 10 == 0 or s == steps - 1:
-            log.write({"kind": "sft", "step": s, **m})
-            print(f"[sft {s + 1}/{steps}] loss {m['sft/loss']:.4f}", flush=True)
+        log.write({"kind": "sft", "step": s, **m})
+        print(f"[sft {s + 1}/{steps}] loss {m['sft/loss']:.4f}", flush=True)
     system.learner_call("reset_optimizer", L.lr, t.steps * L.inner_steps, L.warmup_ratio, L.schedule,
                         L.weight_decay)
     system.sync_weights()

@@ -71,6 +71,7 @@ def evaluate(system, task: QATask, cfg: JobConfig) -> dict:
     import time
 
     t = time.perf_counter()
+    print(f"[eval] greedy answers for {len(task.eval_prompts)} held-out questions ...", flush=True)
     texts = system.greedy(task.eval_prompts, cfg.rollout.max_new_tokens)
     ems, f1s, lens = [], [], []
     for text, ex in zip(texts, task.eval):
