@@ -53,7 +53,10 @@ def _check_run(run: Path, steps: int) -> None:
 
 @pytest.mark.ray
 def test_two_grpo_steps_on_local_ray_with_vllm(shared_data, tmp_path):
-    out = _job(["--config", SMOKE, "--local", f"train.output_dir={tmp_path}"])
+    """Two vLLM engines and two reward actors: prompts and samples are sharded, and one weight broadcast
+    reaches both engines (the logprob gap is checked on every sample of every step)."""
+    out = _job(["--config", SMOKE, "--local", f"train.output_dir={tmp_path}", "cluster.num_rollout_actors=2",
+                "cluster.num_reward_actors=2", "rollout.kv_cache_gib=1"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert "run_dir:" in out.stdout and "last_checkpoint:" in out.stdout
     _check_run(tmp_path / "smoke", 2)
