@@ -135,6 +135,13 @@ def run(cfg: JobConfig, resume: str | None = None) -> dict:
             if stop:
                 log.info(f"early stop: {cfg.train.patience} evals without a better F1")
                 break
+    except BaseException as err:
+        last = ck.find_resumable(run)
+        where = f"the last checkpoint ({last}, after step {ck.load_driver_state(last)['step']})" if last else \
+            "no checkpoint yet"
+        log.info(f"stopped by {type(err).__name__}: {err}; {where} is intact: rerun the same command with "
+                 f"train.run_name={run.name} --resume")
+        raise
     finally:
         system.shutdown()
     png = plot_curves(run / "metrics.jsonl", run / "curves.png", title=run.name)
