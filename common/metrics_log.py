@@ -78,7 +78,14 @@ def plot_curves(jsonl: str | Path, png: str | Path, title: str = "") -> Path:
         else:
             pts = [(r["step"], r[key]) for r in steps if r.get(key) is not None]
             if pts:
-                ax.plot(*zip(*pts), lw=0.8)
+                ax.plot(*zip(*pts), lw=0.8, alpha=0.5, label="per step")
+                if len(pts) >= 10:
+                    xs, ys = zip(*pts)
+                    w = 10
+                    smooth = [sum(ys[max(0, i - w + 1): i + 1]) / len(ys[max(0, i - w + 1): i + 1])
+                              for i in range(len(ys))]
+                    ax.plot(xs, smooth, lw=1.8, label=f"mean of last {w}")
+                    ax.legend(fontsize=8)
         ax.set_title(label)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

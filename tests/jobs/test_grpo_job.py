@@ -56,10 +56,14 @@ def test_two_grpo_steps_on_local_ray_with_vllm(shared_data, tmp_path):
     """Two vLLM engines and two reward actors: prompts and samples are sharded, and one weight broadcast
     reaches both engines (the logprob gap is checked on every sample of every step)."""
     out = _job(["--config", SMOKE, "--local", f"train.output_dir={tmp_path}", "cluster.num_rollout_actors=2",
-                "cluster.num_reward_actors=2", "rollout.kv_cache_gib=1"])
+                "cluster.num_reward_actors=2", "rollout.kv_cache_gib=1", "learner.inner_steps=2"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert "run_dir:" in out.stdout and "last_checkpoint:" in out.stdout
     _check_run(tmp_path / "smoke", 2)
+    for r in _records(tmp_path / "smoke", "step"):
+        # The second update of a batch sees a moved policy: its ratio is no longer 1 everywhere.
+        assert r["learner/ratio_max"] > 1.0 + 1e-4
+        assert 0.0 <= r["learner/clip_frac_last"] <= 1.0
 
 
 def test_sft_then_grpo_in_process(shared_data, tmp_path):
