@@ -42,7 +42,8 @@ def _check_run(run: Path, steps: int) -> None:
                     "rollout/len_mean", "timing/generate", "timing/reward", "timing/reference",
                     "timing/learn", "timing/sync"):
             assert key in r, key
-    assert steps_logged[-1]["learner/kl"] > 0  # the policy moved away from the reference
+    if steps >= 2:
+        assert steps_logged[-1]["learner/kl"] > 0  # after an update the policy has left the reference
     assert _records(run, "eval")
     for name in ("last", "best"):
         assert (run / "checkpoints" / name / "model.safetensors").is_file()

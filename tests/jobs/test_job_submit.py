@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -37,16 +38,19 @@ def _get(url: str, env) -> object:
 
 
 @pytest.fixture
-def head(tmp_path):
+def head():
+    # Ray's socket paths must stay short, so not under pytest's deep tmp_path.
+    temp_dir = tempfile.mkdtemp(prefix="rg", dir="/tmp")
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     out = _ray("start", "--head", "--num-cpus", "2", "--dashboard-host", "127.0.0.1", "--dashboard-port",
-               str(PORT), "--port", "6399", "--temp-dir", str(tmp_path / "ray"), env=env)
+               str(PORT), "--port", "6399", "--temp-dir", temp_dir, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     try:
         yield env
     finally:
         _ray("stop", "--force", env=env)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_job_submit_smoke_preset_succeeds_and_is_visible(head, shared_data, tmp_path):
