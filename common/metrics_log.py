@@ -43,7 +43,8 @@ class MetricsLog:
     def eval(self, step: int, metrics: dict) -> None:
         self.write({"kind": "eval", "step": step, "time": time.time(), **metrics})
         body = " ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-        print(f"[eval @ step {step}] {body}", file=self.stream, flush=True)
+        phase = f" ({metrics['phase']})" if metrics.get("phase") else ""
+        print(f"[eval @ step {step}{phase}] {body}", file=self.stream, flush=True)
 
     def info(self, message: str, **fields) -> None:
         self.write({"kind": "info", "time": time.time(), "message": message, **fields})

@@ -118,10 +118,11 @@ def run(cfg: JobConfig, resume: str | None = None) -> dict:
     if ckpt is not None:
         system.learner_call("load_trainer_state", str(ckpt))
     try:
-        if ckpt is None and cfg.train.sft_epochs > 0:
+        sft = ckpt is None and cfg.train.sft_epochs > 0
+        if sft:
             run_sft(system, task, cfg, run, log)
-        if ckpt is None and cfg.train.eval_at_start:
-            maybe_best(system, task, cfg, run, log, state, 0)
+        if ckpt is None and (cfg.train.eval_at_start or sft):
+            maybe_best(system, task, cfg, run, log, state, 0, phase="sft" if sft else "base")
         for step in range(state["step"] + 1, cfg.train.steps + 1):
             metrics = grpo_step(system, task, step, cfg)
             log.step(step, metrics)
@@ -155,12 +156,12 @@ def run(cfg: JobConfig, resume: str | None = None) -> dict:
     return summary
 
 
-def maybe_best(system, task, cfg, run, log, state, step) -> bool:
+def maybe_best(system, task, cfg, run, log, state, step, phase="grpo") -> bool:
     """Evaluate; keep the best checkpoint by F1; return True when patience is exhausted."""
     from common import checkpoint as ck
 
     m = evaluate(system, task, cfg)
-    log.eval(step, m)
+    log.eval(step, {**m, "phase": phase})
     if m["eval/f1"] > state["best_f1"]:
         state["best_f1"], state["evals_since_best"] = m["eval/f1"], 0
         ck.atomic_checkpoint(run / "checkpoints" / "best",
@@ -193,7 +194,6 @@ def run_sft(system, task: QATask, cfg: JobConfig, run: Path, log) -> None:
         from cluster.groups import get
 
         get(system.reference.call("reload", str(sft_dir)))
-    log.eval(0, {**evaluate(system, task, cfg), "phase": "sft"})
 
 
 def main(argv=None) -> int:
