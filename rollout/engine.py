@@ -27,12 +27,17 @@ class RolloutEngine(Protocol):
 
 def _reload(worker, named_arrays):
     """Runs on the vLLM worker: in-place reload from (name, array) pairs (numpy or torch)."""
+    import warnings
+
     import numpy as np
     import torch
 
     def tensors():
-        for name, arr in named_arrays:
-            yield name, torch.from_numpy(arr) if isinstance(arr, np.ndarray) else arr
+        # Arrays from the object store are read-only views; reload copies them into the engine's params.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            for name, arr in named_arrays:
+                yield name, torch.from_numpy(arr) if isinstance(arr, np.ndarray) else arr
 
     worker.model_runner.reload_weights(weights_iterator=tensors())
     return True
