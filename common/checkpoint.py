@@ -19,12 +19,6 @@ from pathlib import Path
 from typing import Callable
 
 
-def run_dir(output_dir: str, run_name: str) -> Path:
-    path = Path(output_dir) / run_name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def atomic_checkpoint(target: Path, write: Callable[[Path], None], driver_state: dict | None = None) -> Path:
     """`write(tmp_dir)` fills a fresh folder; then it replaces `target` in two renames."""
     tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")

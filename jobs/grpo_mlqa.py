@@ -95,7 +95,10 @@ def run(cfg: JobConfig, resume: str | None = None) -> dict:
     from cluster.system import GRPOSystem
 
     run_name = cfg.train.run_name or time.strftime("grpo-%Y%m%d-%H%M%S")
-    run = Path(resume) if resume not in (None, "auto") else ck.run_dir(cfg.train.output_dir, run_name)
+    run = Path(resume) if resume not in (None, "auto") else Path(cfg.train.output_dir) / run_name
+    if not resume and (run / "metrics.jsonl").exists():
+        # A fresh run never appends to an old one: the old run dir is kept beside it, renamed.
+        run.rename(run.with_name(f"{run.name}.{time.strftime('%Y%m%d-%H%M%S')}"))
     run.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(run / "metrics.jsonl", cfg.train.steps)
     task = QATask.from_config(cfg)
