@@ -91,9 +91,7 @@ class Learner:
         self.micro_batch_size = micro_batch_size
         self.bf16 = precision == "bf16"
         self.grad_clip = grad_clip
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
-        warmup = int(round(warmup_ratio * total_steps))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(schedule, warmup, total_steps))
+        self.reset_optimizer(lr, total_steps, warmup_ratio, schedule, weight_decay)
         # Exact full-vocabulary KL needs the reference's logits at every completion position; shipping
         # B*T*V floats between actors costs more than holding a frozen copy here, so it lives here.
         self.full_ref = (load_causal_lm(full_kl_reference).to(self.device).requires_grad_(False)
