@@ -1,7 +1,7 @@
 """The four actor groups of a GRPO job, built from the config, with one method per pipeline stage.
 
   rollout   N x VLLMEngine (or HFEngine)     prompts sharded across engines
-  reward    M x QAScorer                    samples sharded across scorers
+  reward    M x RewardScorer                samples sharded across scorers
   reference 1 x Reference                   frozen initial policy
   learner   1 x Learner                     AdamW, schedule, micro-batched backward
 
@@ -17,7 +17,7 @@ from common.types import Rollout, ScoredRollout, TrainBatch
 from cluster import runtime
 from cluster.groups import ActorGroup, get, shard
 from learner.policy import AlgoParams, Learner, Reference
-from rewards.scorer import QARewardParams, QAScorer
+from rewards.registry import RewardScorer
 
 
 class GRPOSystem:
@@ -36,8 +36,9 @@ class GRPOSystem:
         self.rollout = ActorGroup.create("rollout", engine_cls, c.num_rollout_actors, backend,
                                          args=(init_path,), kwargs=engine_kw, num_cpus=0.5,
                                          num_gpus=c.gpus_per_rollout_actor)
-        self.reward = ActorGroup.create("reward", QAScorer, c.num_reward_actors, backend,
-                                        args=(QARewardParams(**cfg.rewards.model_dump()),), num_cpus=0.1)
+        components = [c_.model_dump() for c_ in cfg.rewards.components]
+        self.reward = ActorGroup.create("reward", RewardScorer, c.num_reward_actors, backend,
+                                        args=(components,), num_cpus=0.1)
         L = cfg.learner
         self.reference = None
         if cfg.algo.beta > 0 and cfg.algo.kl_kind != "full":
@@ -54,6 +55,7 @@ class GRPOSystem:
                         full_kl_reference=reference_path if cfg.algo.kl_kind == "full" else None),
             num_cpus=0.5, num_gpus=c.gpus_per_learner / 2 if self.reference else c.gpus_per_learner)
         a = cfg.algo
+        self.retrieval = None  # started by start_retrieval once the index exists
         self.algo = AlgoParams(clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high, beta=a.beta,
                                kl_kind=a.kl_kind, loss_agg=a.loss_agg, max_new_tokens=r.max_new_tokens)
 
@@ -65,13 +67,14 @@ class GRPOSystem:
                                                      seed + 7919 * i) for i, s in enumerate(shards)])
         return Rollout.concat(get(futs))
 
-    def score(self, rollout: Rollout, golds: list[list[str]], langs: list[str]) -> ScoredRollout:
+    def score(self, rollout: Rollout, examples: list[dict]) -> ScoredRollout:
+        """examples: [P] reward inputs, one per prompt (sample i belongs to prompt i // G)."""
         G = rollout.group_size
         rows = list(range(len(rollout.texts)))
         shards = shard(rows, len(self.reward.members))
         futs = self.reward.map_shards("score", [
             ([rollout.texts[i] for i in s], [len(rollout.completion_ids[i]) for i in s],
-             [golds[i // G] for i in s], [langs[i // G] for i in s]) for s in shards])
+             [examples[i // G] for i in s]) for s in shards])
         rewards, comps = [], {}
         for rw, cp in get(futs):
             rewards.extend(rw)
@@ -96,6 +99,20 @@ class GRPOSystem:
         shards = shard(prompt_ids, len(self.rollout.members))
         return [t for part in get(self.rollout.map_shards("greedy", [(s, max_new_tokens) for s in shards]))
                 for t in part]
+
+    def start_retrieval(self, index_dir: str) -> None:
+        """Retrieval actors over a saved index (built beforehand by the driver, see jobs/qa_task.py)."""
+        from retrieval.retriever import Retriever
+
+        c = self.cfg.retrieval
+        self.retrieval = ActorGroup.create("retrieval", Retriever, c.num_actors, self.backend,
+                                           args=(index_dir, c.encoder), num_cpus=0.1)
+
+    def retrieve(self, queries: list[str], k: int, batch_size: int = 256) -> list[list[dict]]:
+        """Top-k passages per query; batches go round-robin to the retrieval actors."""
+        batches = [queries[i:i + batch_size] for i in range(0, len(queries), batch_size)]
+        futs = self.retrieval.map_shards("retrieve", [(b, k) for b in batches])
+        return [hits for part in get(futs) for hits in part]
 
     def learner_call(self, method: str, *args):
         return get(self.learner.call(method, *args))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -79,11 +79,53 @@ class AlgoConfig(_Section):
                       "seq-mean-token-sum-norm"] = "token-mean"
 
 
+class RewardComponent(_Section):
+    name: str = Field(description="a reward of rewards/registry.py: qa arithmetic gsm8k countdown label stsb "
+                                  "similarity repetition")
+    weight: float = Field(1.0, description="total reward = sum of weight * component value")
+    params: dict[str, Any] = Field(default_factory=dict, description="the reward's own fields (see its class)")
+
+    @model_validator(mode="after")
+    def _known(self) -> "RewardComponent":
+        from rewards.registry import check_params  # stdlib-only import; encoders load in the actors
+
+        check_params(self.name, self.params)
+        return self
+
+
 class RewardsConfig(_Section):
-    f1_weight: float = 0.7
-    em_weight: float = 0.3
-    length_free_tokens: int = Field(64, ge=0, description="L: no penalty up to this many tokens")
-    length_coef: float = Field(0.001, ge=0.0, description="lambda per token above L")
+    components: tuple[RewardComponent, ...] = Field(
+        (RewardComponent(name="qa"),),
+        description="[{name, weight, params}]; default: the paper's 0.7 F1 + 0.3 EM - length penalty")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "RewardsConfig":
+        names = [c.name for c in self.components]
+        if not names:
+            raise ValueError("rewards.components is empty; name at least one reward, e.g. [{name: qa}]")
+        if len(set(names)) != len(names):
+            raise ValueError(f"rewards.components names a reward twice ({names}); merge their weights")
+        return self
+
+
+class RetrievalConfig(_Section):
+    enabled: bool = Field(False, description="replace the gold context by the top-k retrieved passages")
+    use_in: Literal["eval", "train_and_eval"] = Field("eval", description="where retrieved contexts are used")
+    k: int = Field(3, ge=1, description="passages per question, placed before the question")
+    chunk_tokens: int = Field(256, ge=8, description="chunk size in policy-tokenizer tokens")
+    overlap: int = Field(32, ge=0, description="tokens shared by consecutive chunks")
+    encoder: str | None = Field(None, description="None = the packaged all-MiniLM-L6-v2; or an HF id / folder")
+    index_dir: str | None = Field(None, description="saved index (None = <output_dir>/index/<data source>)")
+    rebuild: Literal["auto", "never", "always"] = Field(
+        "auto", description="auto: rebuild a missing or stale index; never: refuse one; always: rebuild")
+    num_actors: int = Field(1, ge=1, description="retrieval actors; queries are sharded across them")
+
+    @model_validator(mode="after")
+    def _overlap(self) -> "RetrievalConfig":
+        if self.overlap >= self.chunk_tokens:
+            raise ValueError(f"retrieval.overlap ({self.overlap}) must be below retrieval.chunk_tokens "
+                             f"({self.chunk_tokens})")
+        return self
 
 
 class DataConfig(_Section):
@@ -120,6 +162,7 @@ class JobConfig(_Section):
     learner: LearnerConfig = LearnerConfig()
     algo: AlgoConfig = AlgoConfig()
     rewards: RewardsConfig = RewardsConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
 
@@ -145,10 +188,16 @@ class ConfigError(ValueError):
 
 def _allowed_keys(model: type[BaseModel], path: list[str]) -> list[str]:
     for name in path:
+        if name.isdigit():  # an item of a list section, e.g. rewards.components.0
+            continue
         field = model.model_fields.get(name)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        ann = field.annotation if field is not None else None
+        args = get_args(ann)  # tuple[RewardComponent, ...] -> RewardComponent
+        if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            ann = args[0]
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []
-        model = field.annotation
+        model = ann
     return list(model.model_fields)
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-CONSOLE_KEYS = [("reward/mean", "R", 3), ("reward/f1", "F1", 3), ("learner/kl", "KL", 4),
+CONSOLE_KEYS = [("reward/mean", "R", 3), ("reward/qa/f1", "F1", 3), ("learner/kl", "KL", 4),
                 ("learner/clip_frac", "clip", 3), ("rollout/len_mean", "len", 1),
                 ("learner/logprob_diff_max", "dlp", 1), ("timing/step", "s", 1)]
 
@@ -56,6 +56,13 @@ def read_records(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def reward_components(steps: list[dict]) -> list[str]:
+    """Keys 'reward/<name>' of reward components: those logged with a 'reward/<name>/zero_var_frac'."""
+    keys = steps[0].keys() if steps else []
+    return sorted(k[: -len("/zero_var_frac")] for k in keys
+                  if k.startswith("reward/") and k.endswith("/zero_var_frac") and k.count("/") == 2)
+
+
 def plot_curves(jsonl: str | Path, png: str | Path, title: str = "") -> Path:
     """Reward, KL, clip fraction and eval F1/EM against step, from a run's metrics.jsonl."""
     import matplotlib
@@ -78,6 +85,10 @@ def plot_curves(jsonl: str | Path, png: str | Path, title: str = "") -> Path:
             ax.legend()
         else:
             pts = [(r["step"], r[key]) for r in steps if r.get(key) is not None]
+            if key == "reward/mean" and len(reward_components(steps)) > 1:
+                for comp in reward_components(steps):  # weighted components, unsmoothed
+                    cpts = [(r["step"], r[comp]) for r in steps if r.get(comp) is not None]
+                    ax.plot(*zip(*cpts), lw=1.0, ls=":", label=f"{comp.split('/')[1]} (unweighted)")
             if pts:
                 ax.plot(*zip(*pts), lw=0.8, alpha=0.5, label="per step")
                 if len(pts) >= 10:
@@ -86,7 +97,8 @@ def plot_curves(jsonl: str | Path, png: str | Path, title: str = "") -> Path:
                     smooth = [sum(ys[max(0, i - w + 1): i + 1]) / len(ys[max(0, i - w + 1): i + 1])
                               for i in range(len(ys))]
                     ax.plot(xs, smooth, lw=1.8, label=f"mean of last {w}")
-                    ax.legend(fontsize=8)
+            if len(ax.get_legend_handles_labels()[0]) > 1:
+                ax.legend(fontsize=8)
         ax.set_title(label)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -3,13 +3,16 @@
 Algorithm, per step (Shao et al. 2024, GRPO; the MLQA paper's seed hyperparameters are the defaults):
   1. take `prompts_per_step` training questions; each vLLM engine samples K completions per prompt
      (T=0.8, top-p 0.9) and returns the sampled tokens' logprobs (temperature 1, before top-p);
-  2. reward actors score each completion: 0.7 F1 + 0.3 EM (official MLQA rules) - 0.001 per token above 64;
+  2. reward actors score each completion with the configured components (default: 0.7 F1 + 0.3 EM under
+     the official MLQA rules - 0.001 per token above 64); each component is logged on its own;
   3. the frozen reference returns its logprobs of the same tokens;
   4. advantages = z-score of rewards within each group of K;
   5. the learner minimises the token-level clipped surrogate (ratio against the sampling engine's
      logprobs, eps 0.2) + beta * KL(k3) to the reference, over `inner_steps` updates;
   6. the new weights are broadcast to every engine; the next step's first-update logprob gap between
      learner and engine shows that the sync took effect.
+With retrieval.enabled, the top-k passages of a dense index over all contexts replace the gold context of
+the eval questions (and with use_in=train_and_eval, of the training ones), retrieved once at the start.
 Deliberate simplifications: the policy optimised is the temperature-1 model (the sampling temperature
 only shapes exploration, as in OpenRLHF); top-p truncation is not corrected for in the ratio.
 
@@ -28,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from common.config import ConfigError, JobConfig, config_to_dict, load_config  # noqa: E402
-from jobs.qa_task import QATask, evaluate  # noqa: E402
+from jobs.qa_task import QATask, attach_retrieval, evaluate  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -58,13 +61,14 @@ def grpo_step(system, task: QATask, step: int, cfg: JobConfig) -> dict:
 
     from common.types import TrainBatch
     from learner.advantages import group_advantages
+    from rewards.registry import component_metrics
 
     timer, G = Timer(), cfg.rollout.group_size
     batch = task.train_batch(step, cfg.train.prompts_per_step)
     with timer("generate"):
         rollout = system.generate(batch.prompt_ids, seed=cfg.rollout.seed + 1000 * step)
     with timer("reward"):
-        scored = system.score(rollout, batch.golds, batch.langs)
+        scored = system.score(rollout, batch.examples)
     with timer("reference"):
         ref = system.ref_logprobs(rollout)
     adv, adv_m = group_advantages(torch.tensor(scored.rewards), G, cfg.algo.adv_scale, cfg.algo.adv_eps)
@@ -78,7 +82,7 @@ def grpo_step(system, task: QATask, step: int, cfg: JobConfig) -> dict:
     rewards = torch.tensor(scored.rewards)
     return {
         "reward/mean": rewards.mean().item(), "reward/std": rewards.std().item(),
-        **{f"reward/{k}": sum(v) / len(v) for k, v in scored.components.items()},
+        **{f"reward/{k}": v for k, v in component_metrics(scored.components, G).items()},
         **{f"reward/{k}": v for k, v in adv_m.items()},
         "rollout/len_mean": sum(lens) / len(lens), "rollout/len_max": max(lens),
         "rollout/hit_max_tokens_frac": sum(f == "length" for f in rollout.finish_reasons) / len(lens),
@@ -121,6 +125,9 @@ def run(cfg: JobConfig, resume: str | None = None) -> dict:
     if ckpt is not None:
         system.learner_call("load_trainer_state", str(ckpt))
     try:
+        if cfg.retrieval.enabled:
+            log.info("retrieval: contexts replaced by top-k passages",
+                     data=attach_retrieval(system, task, cfg, Path(cfg.train.output_dir)))
         sft = ckpt is None and cfg.train.sft_epochs > 0
         if sft:
             run_sft(system, task, cfg, run, log)
@@ -199,6 +206,19 @@ def run_sft(system, task: QATask, cfg: JobConfig, run: Path, log) -> None:
         get(system.reference.call("reload", str(sft_dir)))
 
 
+def check_rewards(cfg: JobConfig) -> None:
+    """Every configured reward must find its inputs among the fields this QA job provides."""
+    from jobs.qa_task import REWARD_FIELDS
+    from rewards.registry import missing_fields
+
+    for comp in cfg.rewards.components:
+        missing = missing_fields(comp.name, REWARD_FIELDS)
+        if missing:
+            raise ConfigError(f"reward '{comp.name}' reads example fields {missing}, which this extractive-QA job "
+                              f"does not provide (it provides {sorted(REWARD_FIELDS)}); use qa, similarity or "
+                              "repetition here, or a job whose task provides those fields")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = list(args.overrides)
@@ -208,6 +228,7 @@ def main(argv=None) -> int:
         overrides.append("cluster.backend=inprocess")
     try:
         cfg = load_config(args.config, overrides)
+        check_rewards(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

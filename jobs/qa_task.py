@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from common.config import JobConfig
 from common.data import QAExample, build_prompts, load_examples, train_eval_split
@@ -14,8 +15,19 @@ from rewards.qa import extract_answer, qa_scores
 class PromptBatch:
     indices: list[int]
     prompt_ids: list[list[int]]   # [P]
-    golds: list[list[str]]        # [P]
-    langs: list[str]              # [P]
+    examples: list[dict]          # [P] what reward functions read: {"answers": [...], "lang": ...}
+
+    @property
+    def golds(self) -> list[list[str]]:
+        return [e["answers"] for e in self.examples]
+
+
+REWARD_FIELDS = {"answers", "lang"}
+
+
+def reward_fields(ex: QAExample) -> dict:
+    """The fields of an example that reward functions read (REWARD_FIELDS)."""
+    return {"answers": list(ex.answers), "lang": ex.lang}
 
 
 class QATask:
@@ -25,6 +37,7 @@ class QATask:
         self.train_prompts, tstats = build_prompts(tokenizer, train, max_prompt_tokens)
         self.eval_prompts, estats = build_prompts(tokenizer, eval_, max_prompt_tokens)
         self.seed, self.policy_path, self.reference_path = seed, policy_path, reference_path
+        self.max_prompt_tokens = max_prompt_tokens
         self.stats = {**stats, "train": len(train), "eval": len(eval_),
                       **{f"train_prompts_{k}": v for k, v in tstats.items()},
                       **{f"eval_prompts_{k}": v for k, v in estats.items()}}
@@ -43,6 +56,19 @@ class QATask:
         return cls(load_tokenizer(policy), train, eval_, cfg.rollout.max_prompt_tokens, cfg.train.seed,
                    policy, reference, stats)
 
+    def use_contexts(self, eval_contexts: list[str] | None, train_contexts: list[str] | None) -> None:
+        """Replace the gold contexts (e.g. by retrieved passages) and rebuild the affected prompts."""
+        import dataclasses
+
+        for name, contexts in (("eval", eval_contexts), ("train", train_contexts)):
+            if contexts is None:
+                continue
+            examples = [dataclasses.replace(ex, context=c) for ex, c in zip(getattr(self, name), contexts, strict=True)]
+            prompts, pstats = build_prompts(self.tokenizer, examples, self.max_prompt_tokens)
+            setattr(self, name, examples)
+            setattr(self, f"{name}_prompts", prompts)
+            self.stats.update({f"{name}_prompts_{k}": v for k, v in pstats.items()})
+
     def _position(self, g: int) -> int:
         """The g-th training question drawn: a fresh seeded permutation every epoch, so the data
         position is a function of the step alone and resuming needs nothing but the step."""
@@ -56,14 +82,45 @@ class QATask:
 
     def train_batch(self, step: int, prompts_per_step: int) -> PromptBatch:
         idx = [self._position((step - 1) * prompts_per_step + j) for j in range(prompts_per_step)]
-        return PromptBatch(idx, [self.train_prompts[i] for i in idx], [list(self.train[i].answers) for i in idx],
-                           [self.train[i].lang for i in idx])
+        return PromptBatch(idx, [self.train_prompts[i] for i in idx], [reward_fields(self.train[i]) for i in idx])
 
     def sft_batch(self, s: int, batch_size: int, limit: int) -> tuple[list[list[int]], list[list[int]]]:
         idx = [((s * batch_size + j) % limit) for j in range(batch_size)]
         eos = self.tokenizer.eos_token_id
         targets = [self.tokenizer.encode(self.train[i].answers[0], add_special_tokens=False) + [eos] for i in idx]
         return [self.train_prompts[i] for i in idx], targets
+
+
+def attach_retrieval(system, task: QATask, cfg: JobConfig, output_dir: Path) -> dict:
+    """RAG: build (or load) the dense index over every context of the data source on the driver, start
+    the retrieval actors, and replace the gold contexts of the eval (and, with use_in=train_and_eval,
+    the training) questions by their top-k passages. Retrieval is deterministic, so it runs once."""
+    import time
+
+    from retrieval.chunking import unique_contexts
+    from retrieval.encoder import load_encoder
+    from retrieval.index import load_or_build
+    from retrieval.retriever import format_passages
+
+    r, t = cfg.retrieval, time.perf_counter()
+    docs, _ = unique_contexts(task.train + task.eval)
+    index_dir = Path(r.index_dir) if r.index_dir else output_dir / "index" / _safe_name(cfg.data.source)
+    index, status = load_or_build(index_dir, docs, task.tokenizer, load_encoder(r.encoder), r.chunk_tokens,
+                                  r.overlap, tokenizer_name=task.policy_path, rebuild=r.rebuild)
+    system.start_retrieval(str(index_dir))
+    targets = ["eval"] + (["train"] if r.use_in == "train_and_eval" else [])
+    contexts = {}
+    for name in targets:
+        hits = system.retrieve([ex.question for ex in getattr(task, name)], r.k)
+        contexts[name] = [format_passages(h) for h in hits]
+    task.use_contexts(contexts.get("eval"), contexts.get("train"))
+    return {"retrieval/index": str(index_dir), "retrieval/index_status": status, "retrieval/chunks": len(index),
+            "retrieval/docs": len(docs), "retrieval/used_in": "+".join(targets),
+            "retrieval/seconds": time.perf_counter() - t}
+
+
+def _safe_name(source: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in Path(source).name or source)
 
 
 def evaluate(system, task: QATask, cfg: JobConfig) -> dict:

@@ -163,6 +163,37 @@ def qa_scores_squad(prediction: str, golds: list[str]) -> tuple[float, float]:
     return _best_em_f1(normalize_answer_squad(prediction), gold_norms)
 
 
+def qa_scores_simple(prediction: str, golds: list[str]) -> tuple[float, float]:
+    """(EM, F1) under the source paper's simplified metric: lowercase, strip, whitespace tokens.
+
+    A documented deviation, offered as `rewards.components[].params.metric=simple` to reproduce the paper's
+    own numbers: no punctuation or article removal, so "Paris." does not match "Paris".
+
+    >>> qa_scores_simple("Paris", ["paris"])
+    (1.0, 1.0)
+    >>> qa_scores_simple("Paris.", ["Paris"])
+    (0.0, 0.0)
+    >>> qa_scores_simple("the Eiffel Tower", ["Eiffel Tower"])  # doctest: +ELLIPSIS
+    (0.0, 0.8)
+    """
+    _check_golds(golds)
+    return _best_em_f1(" ".join(prediction.lower().split()), [" ".join(g.lower().split()) for g in golds])
+
+
+QA_METRICS = ("official", "squad", "simple")
+
+
+def qa_metric(prediction: str, golds: list[str], lang: str, metric: str = "official") -> tuple[float, float]:
+    """(EM, F1) under the named metric: official MLQA rules for `lang`, SQuAD v1.1, or the simplified one."""
+    if metric == "official":
+        return qa_scores(prediction, golds, lang)
+    if metric == "squad":
+        return qa_scores_squad(prediction, golds)
+    if metric == "simple":
+        return qa_scores_simple(prediction, golds)
+    raise ValueError(f"unknown QA metric {metric!r}; choose one of {QA_METRICS}")
+
+
 def length_penalty(num_tokens: int, max_free_tokens: int = 64, coef: float = 0.001) -> float:
     """Linear penalty ``coef * max(0, num_tokens - max_free_tokens)`` on completion length.
 
@@ -188,6 +219,7 @@ def qa_reward(
     em_weight: float = 0.3,
     max_free_tokens: int = 64,
     length_coef: float = 0.001,
+    metric: str = "official",
 ) -> tuple[float, dict[str, float]]:
     """Reward ``f1_weight * F1 + em_weight * EM - length_penalty`` and its parts.
 
@@ -197,7 +229,7 @@ def qa_reward(
     >>> qa_reward("Paris, France", ["Paris"], "en", num_tokens=5)  # doctest: +ELLIPSIS
     (0.466..., {'f1': 0.666..., 'em': 0.0, 'length_penalty': 0.0})
     """
-    em, f1 = qa_scores(prediction, golds, lang)
+    em, f1 = qa_metric(prediction, golds, lang, metric)
     penalty = length_penalty(num_tokens, max_free_tokens, length_coef)
     reward = f1_weight * f1 + em_weight * em - penalty
     return reward, {"f1": f1, "em": em, "length_penalty": penalty}

@@ -29,8 +29,10 @@ def test_defaults_are_the_papers():
     assert c.learner.grad_clip == 1.0
     assert c.rollout.max_prompt_tokens == 512
     assert c.rollout.max_new_tokens == 64
-    assert c.rewards.length_coef == 0.001
-    assert c.rewards.length_free_tokens == 64
+    assert [(r.name, r.weight, r.params) for r in c.rewards.components] == [("qa", 1.0, {})]
+    from rewards.registry import QAReward
+    assert (QAReward().f1_weight, QAReward().em_weight) == (0.7, 0.3)
+    assert (QAReward().length_coef, QAReward().length_free_tokens) == (0.001, 64)
     assert c.data.split_seed == 42
     assert load_config() == c  # no YAML, no overrides: the defaults
 
@@ -166,3 +168,25 @@ def test_job_script_rejects_a_typo_before_doing_anything():
     assert "rollout.temprature" in proc.stderr and "rollout.temperature" in proc.stderr
     assert proc.stdout == ""
     assert time.monotonic() - t < 20
+
+
+def test_reward_components_are_validated_with_a_fix():
+    ok = load_config(overrides=["rewards.components=[{name: qa, weight: 1.0}, {name: similarity, weight: 0.5}]"])
+    assert [(r.name, r.weight) for r in ok.rewards.components] == [("qa", 1.0), ("similarity", 0.5)]
+    with pytest.raises(ConfigError, match="unknown reward 'simlarity'. Did you mean 'similarity'"):
+        load_config(overrides=["rewards.components=[{name: simlarity}]"])
+    with pytest.raises(ConfigError, match="has no param 'f1_wieght'. Did you mean 'f1_weight'"):
+        load_config(overrides=["rewards.components=[{name: qa, params: {f1_wieght: 1}}]"])
+    with pytest.raises(ConfigError, match="metric must be one of"):
+        load_config(overrides=["rewards.components=[{name: qa, params: {metric: fuzzy}}]"])
+    with pytest.raises(ConfigError, match="names a reward twice"):
+        load_config(overrides=["rewards.components=[{name: qa}, {name: qa}]"])
+    with pytest.raises(ConfigError, match="Did you mean 'rewards.components.0.weight'"):
+        load_config(overrides=["rewards.components=[{name: qa, wieght: 2}]"])
+
+
+def test_retrieval_section():
+    c = load_config(overrides=["retrieval.enabled=true"])
+    assert (c.retrieval.k, c.retrieval.chunk_tokens, c.retrieval.use_in) == (3, 256, "eval")
+    with pytest.raises(ConfigError, match="overlap .* must be below"):
+        load_config(overrides=["retrieval.overlap=300"])

@@ -38,7 +38,7 @@ def _check_run(run: Path, steps: int) -> None:
         assert r["learner/logprob_diff_max"] < 1e-3, r
         # First inner update: ratio == 1 up to numerics, so nothing is clipped.
         assert r["learner/clip_frac_first"] == 0.0
-        for key in ("reward/mean", "reward/std", "reward/f1", "reward/em", "learner/kl", "learner/entropy",
+        for key in ("reward/mean", "reward/std", "reward/qa", "reward/qa/f1", "reward/qa/em", "reward/qa/zero_var_frac", "learner/kl", "learner/entropy",
                     "rollout/len_mean", "timing/generate", "timing/reward", "timing/reference",
                     "timing/learn", "timing/sync"):
             assert key in r, key

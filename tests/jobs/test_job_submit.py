@@ -78,6 +78,6 @@ def test_job_submit_smoke_preset_succeeds_and_is_visible(head, shared_data, tmp_
         time.sleep(3)
     logs = _ray("job", "logs", "--address", address, "smoke-test", env=env).stdout
     assert status == "SUCCEEDED", logs[-4000:]
-    assert {"VLLMEngine", "Learner", "Reference", "QAScorer"} <= seen_actors, seen_actors
+    assert {"VLLMEngine", "Learner", "Reference", "RewardScorer"} <= seen_actors, seen_actors
     assert "last_checkpoint:" in logs
     assert (out_dir / "smoke" / "checkpoints" / "last" / "model.safetensors").is_file()

@@ -1,0 +1,261 @@
+"""Reward functions by name, and the batch adapters that reward actors run.
+
+A job's config lists components `{name, weight, params}`; the total reward of a completion is
+sum_i weight_i * value_i. Every component's value and its parts (parse failures, F1/EM, ...) are
+returned separately, so a job logs each one and the fraction of groups where it has zero variance
+(a component with zero variance in every group teaches nothing).
+
+Each entry of `REWARDS` is a class: its dataclass fields are the component's `params` (validated once
+at config time, see `check_params`), `needs` names the example fields it reads, and
+`__call__(completions, num_tokens, examples) -> ([B] values, {part: [B]})` scores a batch.
+Per-sample rewards are pure functions of (completion, example) in rewards/qa.py, math.py, countdown.py,
+nlu.py; the semantic ones (semantic.py) embed a batch at once with an encoder held once per actor.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from rewards import countdown, math as math_rewards, nlu, qa
+
+Values = tuple[list[float], dict[str, list[float]]]
+
+
+class RewardError(RuntimeError):
+    """A reward function raised on a sample (a bug in our code or data); the message carries the sample."""
+
+
+def _per_sample(fn: Callable[[str, int, Mapping[str, Any]], tuple[float, dict[str, float]]],
+                name: str, completions: list[str], num_tokens: list[int],
+                examples: list[Mapping[str, Any]]) -> Values:
+    """Run a per-sample reward over a batch; re-raise any exception with the sample attached."""
+    values: list[float] = []
+    parts: dict[str, list[float]] = {}
+    for i, (text, n, ex) in enumerate(zip(completions, num_tokens, examples)):
+        try:
+            v, p = fn(text, n, ex)
+        except Exception as err:
+            raise RewardError(f"reward '{name}' raised on sample {i}: {type(err).__name__}: {err}; "
+                              f"completion={text[:200]!r} example={dict(ex)!r:.300}") from err
+        values.append(float(v))
+        for k, x in p.items():
+            parts.setdefault(k, []).append(float(x))
+    return values, parts
+
+
+@dataclass(frozen=True)
+class QAReward:
+    """Extractive QA: f1_weight*F1 + em_weight*EM - length_coef*max(0, tokens - length_free_tokens)."""
+    f1_weight: float = 0.7
+    em_weight: float = 0.3
+    length_free_tokens: int = 64
+    length_coef: float = 0.001
+    metric: str = "official"  # official (MLQA rules per language) | squad | simple (paper; a deviation)
+    needs = ("answers", "lang")
+
+    def __post_init__(self):
+        if self.metric not in qa.QA_METRICS:
+            raise ValueError(f"metric must be one of {qa.QA_METRICS}, got {self.metric!r}")
+
+    def _one(self, text: str, n: int, ex: Mapping[str, Any]) -> tuple[float, dict[str, float]]:
+        pred = qa.extract_answer(text)
+        r, parts = qa.qa_reward(pred, list(ex["answers"]), ex["lang"], n, self.f1_weight, self.em_weight,
+                                self.length_free_tokens, self.length_coef, self.metric)
+        return r, {**parts, "empty": float(not pred)}
+
+    def __call__(self, completions, num_tokens, examples) -> Values:
+        return _per_sample(self._one, "qa", completions, num_tokens, examples)
+
+
+@dataclass(frozen=True)
+class ArithmeticReward:
+    """1.0 when the last integer of the completion equals example['answer'], else 0.0."""
+    needs = ("answer",)
+
+    def _one(self, text, n, ex):
+        return math_rewards.arithmetic_reward(text, int(ex["answer"])), {
+            "unparsed": float(math_rewards.last_integer(text) is None)}
+
+    def __call__(self, completions, num_tokens, examples) -> Values:
+        return _per_sample(self._one, "arithmetic", completions, num_tokens, examples)
+
+
+@dataclass(frozen=True)
+class GSM8KReward:
+    """1.0 when the completion's final number equals the number after '####' in example['gold']."""
+    needs = ("gold",)
+
+    def _one(self, text, n, ex):
+        return math_rewards.gsm8k_reward(text, ex["gold"]), {
+            "unparsed": float(math_rewards.extract_number(text) is None)}
+
+    def __call__(self, completions, num_tokens, examples) -> Values:
+        return _per_sample(self._one, "gsm8k", completions, num_tokens, examples)
+
+
+@dataclass(frozen=True)
+class CountdownReward:
+    """Tiered Countdown reward (1.0 correct ... 0.1 right format, 0.0 wrong format); see countdown.py."""
+    needs = ("target", "numbers")
+
+    def _one(self, text, n, ex):
+        reward, status = countdown.countdown_score(text, int(ex["target"]), list(ex["numbers"]))
+        return reward, {s: float(status == s) for s in countdown.STATUSES}
+
+    def __call__(self, completions, num_tokens, examples) -> Values:
+        return _per_sample(self._one, "countdown", completions, num_tokens, examples)
+
+
+@dataclass(frozen=True)
+class LabelReward:
+    """GLUE-style label in <Judgement></Judgement>: 1 correct, 0 wrong, -1 wrong format."""
+    needs = ("label", "task")
+
+    def _one(self, text, n, ex):
+        r = nlu.label_reward(text, ex["label"], ex["task"])
+        return r, {"wrong_format": float(r == nlu.WRONG_FORMAT)}
+
+    def __call__(self, completions, num_tokens, examples) -> Values:
+        return _per_sample(self._one, "label", completions, num_tokens, examples)
+
+
+@dataclass(frozen=True)
+class STSBReward:
+    """STS-B regression in <Judgement></Judgement>: 2.5 - |y_hat - y|, -2.5 for wrong format."""
+    needs = ("score",)
+
+    def _one(self, text, n, ex):
+        r = nlu.stsb_reward(text, float(ex["score"]))
+        return r, {"wrong_format": float(r == nlu.STSB_WRONG_FORMAT)}
+
+    def __call__(self, completions, num_tokens, examples) -> Values:
+        return _per_sample(self._one, "stsb", completions, num_tokens, examples)
+
+
+def _semantic():
+    from rewards import semantic  # numpy + the encoder: imported only by actors that use them
+
+    return semantic
+
+
+@dataclass(frozen=True)
+class SimilarityReward:
+    """Cosine similarity of completion and example['reference'] (or its first answer) under the encoder;
+    a cross-encoder's score instead when `cross_encoder` names one."""
+    encoder: str | None = None        # None = the packaged all-MiniLM-L6-v2
+    cross_encoder: str | None = None  # HF id or folder of a sentence-transformers CrossEncoder
+    needs = ("reference|answers",)
+
+    def __call__(self, completions, num_tokens, examples) -> Values:
+        refs = [ex["reference"] if "reference" in ex else ex["answers"][0] for ex in examples]
+        sem = _semantic()
+        try:
+            if self.cross_encoder:
+                values = sem.cross_encoder_scores(sem.load_cross_encoder(self.cross_encoder), completions, refs)
+            else:
+                values = sem.similarity(sem.cached_encoder(self.encoder), completions, refs)
+        except Exception as err:
+            raise RewardError(f"reward 'similarity' raised on a batch of {len(completions)}: "
+                              f"{type(err).__name__}: {err}; first completion={completions[0][:200]!r}") from err
+        return values, {}
+
+
+@dataclass(frozen=True)
+class RepetitionReward:
+    """Minus a repetition penalty: emb_weight * (max cosine between two sentences of the completion,
+    above `threshold`) + ngram_weight * (fraction of repeated word n-grams). In [-(emb+ngram), 0]."""
+    encoder: str | None = None
+    n: int = 3
+    threshold: float = 0.8
+    emb_weight: float = 0.5
+    ngram_weight: float = 0.5
+    needs = ()
+
+    def __call__(self, completions, num_tokens, examples) -> Values:
+        sem = _semantic()
+        try:
+            ngram = [sem.ngram_repetition(t, self.n) for t in completions]
+            emb = sem.sentence_repetition(sem.cached_encoder(self.encoder), completions, self.threshold)
+        except Exception as err:
+            raise RewardError(f"reward 'repetition' raised on a batch of {len(completions)}: "
+                              f"{type(err).__name__}: {err}; first completion={completions[0][:200]!r}") from err
+        values = [-(self.emb_weight * e + self.ngram_weight * g) for e, g in zip(emb, ngram)]
+        return values, {"ngram": ngram, "sentence": emb}
+
+
+REWARDS: dict[str, type] = {
+    "qa": QAReward,
+    "arithmetic": ArithmeticReward,
+    "gsm8k": GSM8KReward,
+    "countdown": CountdownReward,
+    "label": LabelReward,
+    "stsb": STSBReward,
+    "similarity": SimilarityReward,
+    "repetition": RepetitionReward,
+}
+
+
+def check_params(name: str, params: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the fix for an unknown reward name, an unknown param, or a bad value."""
+    if name not in REWARDS:
+        close = difflib.get_close_matches(name, REWARDS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown reward '{name}'.{hint} Known rewards: {', '.join(REWARDS)}")
+    cls = REWARDS[name]
+    fields = [f.name for f in dataclasses.fields(cls)]
+    for key in params:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"reward '{name}' has no param '{key}'.{hint} "
+                             f"Its params: {', '.join(fields) or '(none)'}")
+    cls(**params)  # value checks in __post_init__
+
+
+def missing_fields(name: str, example_keys: set[str]) -> list[str]:
+    """The example fields reward `name` needs that `example_keys` lacks ('a|b' = either)."""
+    return [need for need in REWARDS[name].needs if not set(need.split("|")) & example_keys]
+
+
+class RewardScorer:
+    """Scores batches with the weighted sum of the configured components (held by a stateless actor)."""
+
+    def __init__(self, components: list[Mapping[str, Any]]):
+        """components: [{"name", "weight", "params"}]; built once, so an encoder loads once per actor."""
+        if not components:
+            raise ValueError("at least one reward component is needed (rewards.components)")
+        self.components = [(c["name"], float(c.get("weight", 1.0)), REWARDS[c["name"]](**c.get("params", {})))
+                           for c in components]
+
+    def score(self, completions: list[str], num_tokens: list[int],
+              examples: list[Mapping[str, Any]]) -> Values:
+        """[B] completions -> ([B] total rewards, {"<name>": [B] value, "<name>/<part>": [B]})."""
+        if not (len(completions) == len(num_tokens) == len(examples)):
+            raise ValueError(f"score: {len(completions)} completions, {len(num_tokens)} token counts, "
+                             f"{len(examples)} examples; they must match")
+        totals = [0.0] * len(completions)
+        comps: dict[str, list[float]] = {}
+        for name, weight, fn in self.components:
+            values, parts = fn(completions, num_tokens, examples)
+            comps[name] = values
+            comps.update({f"{name}/{k}": v for k, v in parts.items()})
+            totals = [t + weight * v for t, v in zip(totals, values)]
+        return totals, comps
+
+
+def component_metrics(components: Mapping[str, list[float]], group_size: int) -> dict[str, float]:
+    """Per component: its mean, and for reward values (not parts) the fraction of groups of `group_size`
+    whose values are all equal (zero variance: no learning signal from that component).
+
+    >>> component_metrics({"qa": [1.0, 1.0, 0.0, 1.0], "qa/em": [1.0, 1.0, 0.0, 1.0]}, 2)
+    {'qa': 0.75, 'qa/zero_var_frac': 0.5, 'qa/em': 0.75}
+    """
+    out: dict[str, float] = {}
+    for key, values in components.items():
+        out[key] = sum(values) / len(values)
+        if "/" not in key:
+            groups = [values[i:i + group_size] for i in range(0, len(values), group_size)]
+            out[f"{key}/zero_var_frac"] = sum(max(g) - min(g) == 0 for g in groups) / len(groups)
+    return out
