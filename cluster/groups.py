@@ -2,7 +2,7 @@
 
 The job talks to `ActorGroup`s only: `call_all` (same call on every member), `map_shards` (split a
 list across members, concatenate results in order) and `get`. A Ray actor is the plain class itself
-under `ray.remote`, so the dashboard shows VLLMEngine, Learner, Reference, QAScorer by name.
+under `ray.remote`, so the dashboard shows VLLMEngine, Learner, Reference, RewardScorer by name.
 """
 from __future__ import annotations
 

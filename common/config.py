@@ -133,7 +133,10 @@ class DataConfig(_Section):
         "'xquad:<lang>' / 'mlqa-de' (files in the shared data dir), a SQuAD-format .json path, "
         "a datasets folder, or 'hf:facebook/mlqa:<config>:<split>'"))
     lang: str = Field("en", description="language for the metric: en es de vi zh ar hi")
-    eval_size: int | None = Field(200, ge=1, description="held-out questions (None = 10%)")
+    eval_size: int | None = Field(200, ge=1, description="held-out questions for periodic eval and the best "
+                                                        "checkpoint (None = 10%)")
+    test_size: int | None = Field(None, ge=1, description=(
+        "questions held out first, for final reports only (jobs/eval.py --split test); None = no test split"))
     eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     split_seed: int = 42
     limit: int | None = Field(None, ge=1, description="use only the first N questions (smoke runs)")

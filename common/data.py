@@ -280,6 +280,22 @@ def train_eval_split(
     return train_set, eval_set
 
 
+def split_examples(
+    examples: Sequence[QAExample], eval_fraction: float = 0.1, seed: int = 42, eval_size: int | None = None,
+    test_size: int | None = None,
+) -> tuple[list[QAExample], list[QAExample], list[QAExample]]:
+    """(train, eval, test), all grouped by context. The test split (if `test_size`) is cut first and is
+    only for final reports (jobs/eval.py): never trained on, never used to pick the best checkpoint,
+    which the eval split does. Without `test_size`, (train, eval) equal `train_eval_split` and test is [].
+    """
+    test: list[QAExample] = []
+    rest = list(examples)
+    if test_size is not None:
+        rest, test = train_eval_split(examples, eval_fraction, seed, test_size)
+    train, eval_ = train_eval_split(rest, eval_fraction, seed, eval_size)
+    return train, eval_, test
+
+
 def _render(tokenizer: Any, question: str, context: str, template: str, system_prompt: str | None) -> str:
     messages = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
     messages.append({"role": "user", "content": template.format(context=context, question=question)})

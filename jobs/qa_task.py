@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.config import JobConfig
-from common.data import QAExample, build_prompts, load_examples, train_eval_split
+from common.data import QAExample, build_prompts, load_examples, split_examples
 from common.models import load_tokenizer, resolve_model
 from rewards.qa import extract_answer, qa_scores
 
@@ -38,6 +38,7 @@ class QATask:
         self.eval_prompts, estats = build_prompts(tokenizer, eval_, max_prompt_tokens)
         self.seed, self.policy_path, self.reference_path = seed, policy_path, reference_path
         self.max_prompt_tokens = max_prompt_tokens
+        self.train_context = self.eval_context = "gold"
         self.stats = {**stats, "train": len(train), "eval": len(eval_),
                       **{f"train_prompts_{k}": v for k, v in tstats.items()},
                       **{f"eval_prompts_{k}": v for k, v in estats.items()}}
@@ -47,7 +48,8 @@ class QATask:
     def from_config(cls, cfg: JobConfig) -> "QATask":
         d = cfg.data
         examples, stats = load_examples(d.source, d.lang, limit=d.limit)
-        train, eval_ = train_eval_split(examples, d.eval_fraction, d.split_seed, d.eval_size)
+        train, eval_, test = split_examples(examples, d.eval_fraction, d.split_seed, d.eval_size, d.test_size)
+        stats = {**stats, "test": len(test)}
         if not train or not eval_:
             raise ValueError(f"data.source {d.source!r} gave {len(train)} train / {len(eval_)} eval questions; "
                              "lower data.eval_size or raise data.limit")
@@ -67,6 +69,7 @@ class QATask:
             prompts, pstats = build_prompts(self.tokenizer, examples, self.max_prompt_tokens)
             setattr(self, name, examples)
             setattr(self, f"{name}_prompts", prompts)
+            setattr(self, f"{name}_context", "retrieved")
             self.stats.update({f"{name}_prompts_{k}": v for k, v in pstats.items()})
 
     def _position(self, g: int) -> int:
@@ -139,4 +142,5 @@ def evaluate(system, task: QATask, cfg: JobConfig) -> dict:
     n = len(texts)
     seconds = time.perf_counter() - t
     return {"eval/f1": sum(f1s) / n, "eval/em": sum(ems) / n, "eval/len": sum(lens) / n, "eval/n": n,
+            "eval/context": task.eval_context,
             "eval/seconds": seconds, "eval/sample": texts[0][:200]}

@@ -18,7 +18,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from rewards import countdown, math as math_rewards, nlu, qa
+from rewards import countdown, nlu, numeric, qa
 
 Values = tuple[list[float], dict[str, list[float]]]
 
@@ -45,8 +45,16 @@ def _per_sample(fn: Callable[[str, int, Mapping[str, Any]], tuple[float, dict[st
     return values, parts
 
 
+class _PerSampleReward:
+    """Batch adapter for rewards defined per sample by `_one(completion, num_tokens, example)`."""
+    name = ""
+
+    def __call__(self, completions, num_tokens, examples) -> Values:
+        return _per_sample(self._one, self.name, completions, num_tokens, examples)
+
+
 @dataclass(frozen=True)
-class QAReward:
+class QAReward(_PerSampleReward):
     """Extractive QA: f1_weight*F1 + em_weight*EM - length_coef*max(0, tokens - length_free_tokens)."""
     f1_weight: float = 0.7
     em_weight: float = 0.3
@@ -54,6 +62,7 @@ class QAReward:
     length_coef: float = 0.001
     metric: str = "official"  # official (MLQA rules per language) | squad | simple (paper; a deviation)
     needs = ("answers", "lang")
+    name = "qa"
 
     def __post_init__(self):
         if self.metric not in qa.QA_METRICS:
@@ -65,73 +74,60 @@ class QAReward:
                                 self.length_free_tokens, self.length_coef, self.metric)
         return r, {**parts, "empty": float(not pred)}
 
-    def __call__(self, completions, num_tokens, examples) -> Values:
-        return _per_sample(self._one, "qa", completions, num_tokens, examples)
-
 
 @dataclass(frozen=True)
-class ArithmeticReward:
+class ArithmeticReward(_PerSampleReward):
     """1.0 when the last integer of the completion equals example['answer'], else 0.0."""
     needs = ("answer",)
+    name = "arithmetic"
 
     def _one(self, text, n, ex):
-        return math_rewards.arithmetic_reward(text, int(ex["answer"])), {
-            "unparsed": float(math_rewards.last_integer(text) is None)}
-
-    def __call__(self, completions, num_tokens, examples) -> Values:
-        return _per_sample(self._one, "arithmetic", completions, num_tokens, examples)
+        return numeric.arithmetic_reward(text, int(ex["answer"])), {
+            "unparsed": float(numeric.last_integer(text) is None)}
 
 
 @dataclass(frozen=True)
-class GSM8KReward:
+class GSM8KReward(_PerSampleReward):
     """1.0 when the completion's final number equals the number after '####' in example['gold']."""
     needs = ("gold",)
+    name = "gsm8k"
 
     def _one(self, text, n, ex):
-        return math_rewards.gsm8k_reward(text, ex["gold"]), {
-            "unparsed": float(math_rewards.extract_number(text) is None)}
-
-    def __call__(self, completions, num_tokens, examples) -> Values:
-        return _per_sample(self._one, "gsm8k", completions, num_tokens, examples)
+        return numeric.gsm8k_reward(text, ex["gold"]), {
+            "unparsed": float(numeric.extract_number(text) is None)}
 
 
 @dataclass(frozen=True)
-class CountdownReward:
+class CountdownReward(_PerSampleReward):
     """Tiered Countdown reward (1.0 correct ... 0.1 right format, 0.0 wrong format); see countdown.py."""
     needs = ("target", "numbers")
+    name = "countdown"
 
     def _one(self, text, n, ex):
         reward, status = countdown.countdown_score(text, int(ex["target"]), list(ex["numbers"]))
         return reward, {s: float(status == s) for s in countdown.STATUSES}
 
-    def __call__(self, completions, num_tokens, examples) -> Values:
-        return _per_sample(self._one, "countdown", completions, num_tokens, examples)
-
 
 @dataclass(frozen=True)
-class LabelReward:
+class LabelReward(_PerSampleReward):
     """GLUE-style label in <Judgement></Judgement>: 1 correct, 0 wrong, -1 wrong format."""
     needs = ("label", "task")
+    name = "label"
 
     def _one(self, text, n, ex):
         r = nlu.label_reward(text, ex["label"], ex["task"])
         return r, {"wrong_format": float(r == nlu.WRONG_FORMAT)}
 
-    def __call__(self, completions, num_tokens, examples) -> Values:
-        return _per_sample(self._one, "label", completions, num_tokens, examples)
-
 
 @dataclass(frozen=True)
-class STSBReward:
+class STSBReward(_PerSampleReward):
     """STS-B regression in <Judgement></Judgement>: 2.5 - |y_hat - y|, -2.5 for wrong format."""
     needs = ("score",)
+    name = "stsb"
 
     def _one(self, text, n, ex):
         r = nlu.stsb_reward(text, float(ex["score"]))
         return r, {"wrong_format": float(r == nlu.STSB_WRONG_FORMAT)}
-
-    def __call__(self, completions, num_tokens, examples) -> Values:
-        return _per_sample(self._one, "stsb", completions, num_tokens, examples)
 
 
 def _semantic():

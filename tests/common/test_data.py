@@ -302,3 +302,18 @@ def test_build_prompts_on_xquad_en(tokenizer, shared_data):
     assert stats["max_prompt_tokens"] == max(map(len, prompt_ids)) <= 512
     assert 0 < stats["truncated"] < 1190 * 0.05  # a few long paragraphs only
     assert 150 < stats["mean_prompt_tokens"] < 300
+
+
+def test_three_way_split_is_disjoint_by_context_and_test_comes_first(shared_data):
+    from common.data import split_examples, train_eval_split
+
+    examples, _ = load_examples("xquad:en", "en")
+    train, eval_, test = split_examples(examples, 0.1, 42, eval_size=100, test_size=500)
+    assert len(test) == 500 and abs(len(eval_) - 100) < 10 and len(train) + len(eval_) + len(test) == 1190
+    ctx = [{ex.context for ex in part} for part in (train, eval_, test)]
+    assert not (ctx[0] & ctx[1] or ctx[0] & ctx[2] or ctx[1] & ctx[2])   # no paragraph on two sides
+    # The test split depends on test_size and seed alone, so eval.py can rebuild it from the config.
+    assert [e.id for e in split_examples(examples, 0.1, 42, eval_size=200, test_size=500)[2]] == [e.id for e in test]
+    # Without test_size: exactly the two-way split.
+    two = train_eval_split(examples, 0.1, 42, 100)
+    assert split_examples(examples, 0.1, 42, 100)[:2] == two and split_examples(examples, 0.1, 42, 100)[2] == []

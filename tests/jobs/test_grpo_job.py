@@ -102,3 +102,40 @@ def test_resume_after_kill_continues_from_saved_step(shared_data, tmp_path):
     # Steps up to the kill, then exactly the rest; a step after the checkpoint may appear twice.
     assert steps[-(3 - saved):] == list(range(saved + 1, 4))
     assert json.loads((run / "summary.json").read_text())["steps"] == 3
+
+
+@pytest.mark.ray
+def test_mixed_rewards_and_retrieved_eval_contexts_on_local_ray(shared_data, tmp_path):
+    """jobs/configs/mixed_rewards.yaml (QA + 0.5 x similarity under the packaged MiniLM) for 2 steps on
+    local Ray, with retrieval on: each component is logged on its own, the step reward is their weighted
+    sum, and eval runs on top-3 passages from a dense index built once and reused by the next run."""
+    mixed = str(ROOT / "jobs" / "configs" / "mixed_rewards.yaml")
+    args = ["--config", mixed, "--local", f"train.output_dir={tmp_path}", "retrieval.enabled=true",
+            "rollout.kv_cache_gib=1"]
+    out = _job(args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "mixed-rewards"
+    _check_run(run, 2)
+    for r in _records(run, "step"):
+        for key in ("reward/qa", "reward/qa/zero_var_frac", "reward/similarity", "reward/similarity/zero_var_frac"):
+            assert key in r, key
+        assert r["reward/mean"] == pytest.approx(r["reward/qa"] + 0.5 * r["reward/similarity"], abs=1e-5)
+        assert 0.0 < r["reward/similarity"] <= 1.0
+    info = [r for r in _records(run, "info") if r["message"].startswith("retrieval")][0]["data"]
+    assert info["retrieval/index_status"] == "built" and info["retrieval/chunks"] >= info["retrieval/docs"] > 0
+    assert all(r["eval/context"] == "retrieved" for r in _records(run, "eval"))
+    assert (tmp_path / "index" / "xquad-en" / "meta.json").is_file()
+
+    # A second run finds the index valid and loads it instead of rebuilding.
+    again = _job([*args, "train.steps=1", "train.run_name=again", "train.eval_at_start=false"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    info = [r for r in _records(tmp_path / "again", "info") if r["message"].startswith("retrieval")][0]["data"]
+    assert info["retrieval/index_status"] == "loaded"
+
+
+def test_reward_the_task_cannot_feed_is_refused_before_anything_starts(tmp_path):
+    out = _job(["--config", SMOKE, "--inprocess", f"train.output_dir={tmp_path}",
+                "rewards.components=[{name: countdown}]"], timeout=120)
+    assert out.returncode == 2
+    assert "reward 'countdown' reads example fields ['target', 'numbers']" in out.stderr
+    assert not (tmp_path / "smoke").exists()

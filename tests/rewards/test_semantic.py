@@ -106,3 +106,30 @@ def test_scorer_mixes_qa_and_similarity_with_the_packaged_encoder():
     assert rewards[0] == pytest.approx(1.0 + 0.5 * comps["similarity"][0])
     assert rewards[1] == pytest.approx(0.5 * comps["similarity"][1] + comps["repetition"][1])
     assert set(comps) >= {"qa", "qa/f1", "similarity", "repetition", "repetition/ngram", "repetition/sentence"}
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory):
+    """A randomly initialised one-layer BERT cross-encoder with the MiniLM tokenizer (no hub needed)."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from retrieval.encoder import packaged_encoder_dir
+
+    path = tmp_path_factory.mktemp("cross")
+    tok = AutoTokenizer.from_pretrained(packaged_encoder_dir())
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, num_labels=1)
+    BertForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def test_cross_encoder_option_scores_pairs_as_the_model_does(tiny_cross_encoder):
+    from sentence_transformers import CrossEncoder
+
+    comps, refs = ["Paris", "a long answer about Lyon", ""], ["Paris", "Paris", "Paris"]
+    s = RewardScorer([{"name": "similarity", "params": {"cross_encoder": tiny_cross_encoder}}])
+    _, parts = s.score(comps, [1, 5, 0], [{"reference": r} for r in refs])
+    direct = CrossEncoder(tiny_cross_encoder, device="cpu").predict(list(zip(comps, refs)))
+    assert parts["similarity"][:2] == pytest.approx([float(x) for x in direct[:2]], abs=1e-6)
+    assert parts["similarity"][2] == 0.0   # empty completion: 0 whatever the model says

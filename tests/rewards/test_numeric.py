@@ -1,4 +1,4 @@
-"""Tests for rewards/math.py: number extraction, GSM8K golds, arithmetic problems, adversarial output."""
+"""Tests for rewards/numeric.py: number extraction, GSM8K golds, arithmetic problems, adversarial output."""
 
 import doctest
 import json
@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from rewards import math as math_rewards
-from rewards.math import (
+from rewards import numeric as math_rewards
+from rewards.numeric import (
     MAX_DIGITS,
     arithmetic_reward,
     extract_number,

@@ -1,0 +1,87 @@
+"""jobs/eval.py: metric self-check against the official rules, sampling statistics, and the real path."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.eval import infer_lang, sample_distribution, score, summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WordTokenizer:
+    """Counts whitespace words as tokens: enough for answer lengths."""
+
+    def encode(self, text, add_special_tokens=False):
+        return text.split()
+
+
+class Ex:
+    def __init__(self, answers, id_="q"):
+        self.answers, self.id = tuple(answers), id_
+
+
+@pytest.mark.parametrize("source, lang", [
+    ("xquad:de", "de"), ("xquad:zh", "zh"), ("mlqa-de", "de"),   # shortcuts name their language
+    ("data/file.json", "en"), ("xquad:xx", "en"),                 # anything else: English rules
+])
+def test_infer_lang(source, lang):
+    assert infer_lang(source) == lang
+
+
+# Metric self-check: eval.py's per-question scores are the official rules' hand-computed cases
+# (shared/reference/qa-metric-rules.md), through the same extract_answer the job uses.
+@pytest.mark.parametrize("completion, golds, lang, em, f1", [
+    ("Answer: the Eiffel Tower", ["Eiffel Tower"], "en", 1.0, 1.0),        # label and article dropped
+    ("a cat and the dog", ["cat dog"], "en", 0.0, 0.8),                     # P 2/3, R 1 -> 0.8
+    ("Der Hund", ["Hund"], "de", 1.0, 1.0),                                  # German article
+    ("北京大学", ["北京"], "zh", 0.0, 2 / 3),                                  # characters: P 2/4, R 1
+    ("", ["Paris"], "en", 0.0, 0.0),                                         # empty answer
+])
+def test_scores_follow_the_official_rules(completion, golds, lang, em, f1):
+    per = score([completion], [Ex(golds)], lang, WordTokenizer())
+    assert per["em"] == [em] and per["f1"] == [pytest.approx(f1)]
+
+
+def test_summary_means_and_ci_contain_the_mean():
+    per = {"f1": [1.0, 0.0, 0.5, 0.5], "em": [1.0, 0.0, 0.0, 0.0], "len": [2, 4, 6, 8]}
+    s = summarize(per, seed=0)
+    assert (s["n"], s["f1"], s["em"], s["len"]) == (4, 0.5, 0.25, 5.0)
+    assert s["f1_ci"][0] <= 0.5 <= s["f1_ci"][1]
+
+
+def test_sample_distribution_hand_computed():
+    # 2 questions x 3 samples; texts are question-major (q0 s0, q0 s1, q0 s2, q1 s0, ...).
+    texts = ["Paris", "Paris", "Lyon",        # q0: gold Paris -> F1 1, 1, 0; majority Paris
+             "blue", "red", "red"]            # q1: gold red   -> F1 0, 1, 1; majority red
+    d = sample_distribution(texts, [Ex(["Paris"]), Ex(["red"])], "en", 3, WordTokenizer())
+    # run j = j-th sample of each question: runs score (1+0)/2, (1+1)/2, (0+1)/2
+    assert d["f1_mean"] == pytest.approx(2 / 3) and d["f1_min"] == 0.5 and d["f1_max"] == 1.0
+    assert d["f1_std"] == pytest.approx(((1 / 6) ** 2 * 2 + (1 / 3) ** 2) ** 0.5 / 3 ** 0.5)
+    assert d["agree_frac"] == 0.0                        # neither question has 3 identical answers
+    assert d["best_of_n_f1"] == 1.0 and d["majority_vote_f1"] == 1.0
+
+
+@pytest.mark.slow
+def test_eval_job_on_real_vllm_greedy_and_sampled(shared_data, tmp_path):
+    """Real path: the embedded model in vLLM, XQuAD-de with the German metric, greedy + 2 samples."""
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "eval.py"), "--data", "xquad:de", "--limit", "12",
+                           "--samples", "2", "--batch", "5", "--inprocess", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert (r["n"], r["lang"], r["data"]) == (12, "de", "xquad:de")
+    assert 0.0 <= r["f1_ci"][0] <= r["f1"] <= r["f1_ci"][1] <= 1.0
+    assert r["questions_per_s"] > 0 and len(r["per_question"]) == 12
+    assert r["sampling"]["samples"] == 2 and 0.0 <= r["sampling"]["agree_frac"] <= 1.0
+    assert "12/12" in proc.stdout            # the progress bar reached the end
+    assert "[eval] F1" in proc.stdout
+
+
+def test_split_needs_a_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "eval.py"), "--split", "test"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode != 0 and "--split test/eval needs --run" in proc.stderr

@@ -1,0 +1,13 @@
+"""Docstring examples are part of the documentation: they must stay true."""
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["rewards.registry", "rewards.semantic", "common.stats", "retrieval.metrics", "retrieval.retriever"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
