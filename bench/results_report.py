@@ -58,6 +58,44 @@ def verdict(tests: dict[str, dict]) -> str:
     return " ".join(parts)
 
 
+def discussion(tests: dict[str, dict], val: list[dict]) -> list[str]:
+    """When GRPO-best does not beat SFT on test, say what the validation split showed and why it misled."""
+    if not all(k in tests for k in ("sft", "grpo-best")) or tests["grpo-best"]["f1"] > tests["sft"]["f1"]:
+        return []
+    sft_val = next((r for r in val if r.get("phase") == "sft"), None)
+    grpo = [r for r in val if r.get("phase") == "grpo"]
+    if sft_val is None or not grpo:
+        return []
+    best = max(grpo, key=lambda r: r["eval/f1"])
+    n = best.get("eval/n", "?")
+    return ["", "**Where and why not.** On the validation split, GRPO-best looked better than SFT "
+            f"({sft_val['eval/f1']:.3f} -> {best['eval/f1']:.3f} F1 at step {best['step']}, {n} questions). "
+            f"On the {tests['sft']['n']} test questions that gain is gone "
+            f"({tests['sft']['f1']:.3f} -> {tests['grpo-best']['f1']:.3f}). Picking the maximum of several noisy "
+            "validation evals on about a hundred questions is biased upward; the held-out test split is there to "
+            "catch exactly that. The GRPO budget was small (see the next paragraph), and a strong SFT start "
+            "leaves many groups with nothing to learn from. A longer GRPO run with more prompts per step, "
+            "several seeds, and selection on a larger validation split is what would settle it."]
+
+
+def dynamics_summary(steps: list[dict], cfg_text: str) -> str:
+    """What GRPO had to learn from: questions seen, groups with no signal, KL, clipping."""
+    import yaml
+
+    if not steps:
+        return ""
+    cfg = yaml.safe_load(cfg_text) or {}
+    per_step = cfg.get("train", {}).get("prompts_per_step", 4)
+    inner = cfg.get("learner", {}).get("inner_steps", 1)
+    mean = lambda k: sum(r.get(k) or 0.0 for r in steps) / len(steps)  # noqa: E731
+    clip = (" Clip fraction is 0 because each rollout batch gets one update (learner.inner_steps=1), so the "
+            "ratio only sees the tiny vLLM-vs-learner gap." if inner == 1 else "")
+    return (f"GRPO ran {len(steps)} steps of {per_step} questions ({len(steps) * per_step} questions seen). "
+            f"In {mean('reward/zero_std_group_frac'):.0%} of groups all K samples got the same reward, which gives "
+            f"zero advantage and no gradient. Final KL to the reference is {steps[-1].get('learner/kl', 0):.3f}. "
+            f"The mean sampled answer is {mean('rollout/len_mean'):.1f} tokens long.{clip}")
+
+
 def table_two(evals: Path) -> tuple[list[str], list[tuple[str, float, float]]]:
     lines = ["| set | base F1 / EM | GRPO-best F1 [95% CI] | GRPO-best EM | ΔF1 | n |", "|---|---|---|---|---|---|"]
     bars = []
@@ -140,6 +178,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     run, out = Path(args.run), Path(args.out)
     evals = run / "eval"
+    recs = read_records(run / "metrics.jsonl")
+    cfg = (run / "config.yaml").read_text()
     tests = {k: r for k in ORDER if (r := load(evals / f"test-{k}.json"))}
     if "base" not in tests:
         raise SystemExit(f"error: {evals}/test-base.json missing; run jobs/experiment.py first")
@@ -148,10 +188,8 @@ def main(argv=None) -> int:
     plot_curves(run / "metrics.jsonl", pngs["dynamics"], title=f"{run.name}: GRPO after SFT")
     cross_lines, bars = table_two(evals)
     bar_charts(tests, bars, pngs["checkpoints"], pngs["crosslingual"])
-    recs = read_records(run / "metrics.jsonl")
     val = [r for r in recs if r.get("kind") == "eval"]
     best = max((r for r in val if r.get("phase") == "grpo"), key=lambda r: r["eval/f1"], default=None)
-    cfg = (run / "config.yaml").read_text()
     names = {r["model"]: k for k, r in tests.items()}
     commands = (run / "commands.log").read_text().strip() if (run / "commands.log").is_file() else "(none logged)"
     rel = lambda q: q.relative_to(out.parent).as_posix() if q.is_relative_to(out.parent) else str(q)  # noqa: E731
@@ -165,7 +203,9 @@ def main(argv=None) -> int:
         "GRPO-best was chosen on a separate validation split"
         + (f" (best validation F1 {best['eval/f1']:.3f} at step {best['step']})" if best else "") + ".", "",
         *table_one(tests), "", verdict(tests), "",
+        dynamics_summary([r for r in recs if r.get("kind") == "step"], cfg), "",
         f"![checkpoints]({rel(pngs['checkpoints'])})", "",
+        *discussion(tests, val), "",
         "## Table II: zero-shot cross-lingual (trained on English only)", "",
         *cross_lines, "", f"![cross-lingual]({rel(pngs['crosslingual'])})", "",
         "## Sampling distribution", "", *sampling_table(load(evals / "sampling-grpo-best.json"), tests.get("grpo-best")),

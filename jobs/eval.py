@@ -174,6 +174,9 @@ def evaluate(args) -> dict:
     print(f"[eval] {args.model} on {source} ({args.split}, {len(examples)} questions, lang {lang})", flush=True)
     backend, group = start_engines(args, model_path)
     try:
+        from cluster.groups import get
+
+        get(group.call_all("greedy", prompts[:1], 1))  # vLLM compiles on first use: keep it out of the timing
         t = time.perf_counter()
         texts = generate(group, prompts, args, sampled=False)
         seconds = time.perf_counter() - t
