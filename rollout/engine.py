@@ -51,9 +51,14 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(max(1, round(kv_cache_gib)))))
         from vllm import LLM
 
+        # Chunked prefill off: with it, a batch large enough to split a prompt's prefill across steps makes
+        # vLLM rewind the per-request seeded generator of the discarded token, which a CPU generator cannot
+        # do ("CPU Generator does not use offset"; vLLM 0.32 gpu_model_runner._bookkeeping_sync). Whole-prompt
+        # prefill never discards a sampled token. Found by a 200-question x 5-sample eval.
         self.llm = LLM(model=model_path, dtype=dtype, enforce_eager=enforce_eager,
                        max_model_len=max_model_len, seed=seed,
-                       gpu_memory_utilization=gpu_memory_utilization)
+                       gpu_memory_utilization=gpu_memory_utilization,
+                       enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 8192))
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = max_model_len
 
