@@ -207,6 +207,10 @@ def main(argv=None) -> int:
         f"![checkpoints]({rel(pngs['checkpoints'])})", "",
         *discussion(tests, val), "",
         "## Table II: zero-shot cross-lingual (trained on English only)", "",
+        "XQuAD is parallel, so every XQuAD row scores the same questions: those of the English test split, "
+        "translated. No question the model trained on in English is scored in another language. The MLQA-de "
+        "row uses the first questions of the German dev file, in file order; MLQA shares no questions with XQuAD.",
+        "",
         *cross_lines, "", f"![cross-lingual]({rel(pngs['crosslingual'])})", "",
         "## Sampling distribution", "", *sampling_table(load(evals / "sampling-grpo-best.json"), tests.get("grpo-best")),
         "", "## General language ability: perplexity on held-out English text", "",

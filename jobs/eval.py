@@ -34,7 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--lang", help="metric language (default: from --data, e.g. xquad:de -> de; else en)")
     p.add_argument("--run", help="a run dir: its config.yaml gives data and split (with --split)")
     p.add_argument("--split", choices=["all", "test", "eval"], default="all",
-                   help="with --run: the run's held-out test split (reports) or its eval split")
+                   help="with --run: the run's held-out test (reports) or eval split; with --data of another "
+                        "language of a parallel set (XQuAD), the same questions in that language")
     p.add_argument("--limit", type=int, help="evaluate only the first N questions (after the split)")
     p.add_argument("--samples", type=int, default=0, help="n sampled answers per question (0 = greedy only)")
     p.add_argument("--temperature", type=float, default=0.8)
@@ -80,8 +81,18 @@ def load_questions(args) -> tuple[list, str, str]:
         d = cfg.data
         if args.split == "test" and not d.test_size:
             raise SystemExit(f"error: run {args.run} has no test split (data.test_size unset); use --split eval")
-        train, eval_, test = split_examples(examples, d.eval_fraction, d.split_seed, d.eval_size, d.test_size)
-        examples = test if args.split == "test" else eval_
+        run_examples = examples if source == d.source else load_examples(d.source, d.lang, limit=d.limit)[0]
+        train, eval_, test = split_examples(run_examples, d.eval_fraction, d.split_seed, d.eval_size, d.test_size)
+        wanted = test if args.split == "test" else eval_
+        if source != d.source:
+            # Another language of a parallel set (XQuAD shares question ids across languages): the same held-out
+            # questions, translated, so no question the model trained on in English is scored in German.
+            by_id = {ex.id: ex for ex in examples}
+            wanted = [by_id[ex.id] for ex in wanted if ex.id in by_id]
+            if not wanted:
+                raise SystemExit(f"error: no question of {source} has an id of the run's {args.split} split "
+                                 f"({d.source}); --split selects by id and needs a parallel set like XQuAD")
+        examples = wanted
     return examples[: args.limit] if args.limit else examples, source, lang
 
 

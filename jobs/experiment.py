@@ -6,7 +6,8 @@
   2. English test split (held out before training, never used for selection): base, SFT, GRPO-best,
      GRPO-final, greedy, with bootstrap CIs;
   3. sampling distribution of GRPO-best on the first `--sample-questions` test questions (n samples);
-  4. zero-shot cross-lingual: base and GRPO-best on XQuAD de/es/vi/zh/ar/hi and MLQA de dev;
+  4. zero-shot cross-lingual: base and GRPO-best on XQuAD de/es/vi/zh/ar/hi (the English test split's
+     questions, translated) and MLQA de dev;
   5. perplexity of every checkpoint on held-out general English (jobs/perplexity.py).
 Every result is a JSON file in <run>/eval/, written by the command printed beside it, so
 `python bench/results_report.py <run>` can rebuild the report from the run dir alone. Existing results are
@@ -82,9 +83,12 @@ def main(argv=None) -> int:
     for source in CROSS_LINGUAL:
         for name in ("base", "grpo-best"):
             target = out / f"cross-{source.replace(':', '-')}-{name}.json"
+            # XQuAD is parallel: take the English test split's questions in each language, so nothing the
+            # model trained on (in English) is scored. MLQA-de shares no questions with XQuAD: its first N.
+            split = ["--run", str(run), "--split", "test"] if source.startswith("xquad:") else []
             if not target.is_file():
-                sh([py, "jobs/eval.py", "--model", ck[name], "--data", source, "--limit", str(args.cross_limit),
-                    "--out", str(target)], log)
+                sh([py, "jobs/eval.py", "--model", ck[name], "--data", source, *split, "--limit",
+                    str(args.cross_limit), "--out", str(target)], log)
     target = out / "perplexity.json"
     if not target.is_file():
         sh([py, "jobs/perplexity.py", *[a for m in ck.values() for a in ("--model", m)], "--out", str(target)], log)

@@ -85,3 +85,19 @@ def test_split_needs_a_run(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "eval.py"), "--split", "test"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode != 0 and "--split test/eval needs --run" in proc.stderr
+
+
+def test_split_of_a_parallel_language_keeps_the_run_split_questions(shared_data, tmp_path):
+    """--run R --split test --data xquad:de: the English test split's questions, in German (same ids),
+    so cross-lingual scores never include a question trained on in English."""
+    from jobs.eval import load_questions, parse_args
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("data:\n  source: 'xquad:en'\n  test_size: 300\n  eval_size: 50\n")
+    en, _, _ = load_questions(parse_args(["--run", str(run), "--split", "test"]))
+    de, source, lang = load_questions(parse_args(["--run", str(run), "--split", "test", "--data", "xquad:de"]))
+    assert (source, lang, len(de)) == ("xquad:de", "de", len(en)) and abs(len(en) - 300) < 10
+    assert [e.id for e in de] == [e.id for e in en] and de[0].question != en[0].question
+    with pytest.raises(SystemExit, match="no question of mlqa-de has an id"):
+        load_questions(parse_args(["--run", str(run), "--split", "test", "--data", "mlqa-de"]))
