@@ -3,7 +3,7 @@
 The text (jobs/data/heldout_text.txt) is twelve short paragraphs written for this project, on everyday
 topics and unrelated to XQuAD, so no model here has trained on them. Each paragraph is scored on its own
 with the model's plain causal-LM loss (no chat template): perplexity = exp(total NLL / total predicted
-tokens). It is a small set (about 950 tokens), good for comparing checkpoints of one model against each
+tokens). It is a small set (818 SmolLM2 tokens), good for comparing checkpoints of one model against each
 other, not against published numbers.
 
   python jobs/perplexity.py --model embedded:smollm2-135m-instruct [--model runs/R/checkpoints/best ...]
