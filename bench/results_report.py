@@ -73,7 +73,7 @@ def discussion(tests: dict[str, dict], val: list[dict]) -> list[str]:
             f"On the {tests['sft']['n']} test questions that gain is gone "
             f"({tests['sft']['f1']:.3f} -> {tests['grpo-best']['f1']:.3f}). Picking the maximum of several noisy "
             "validation evals on about a hundred questions is biased upward; the held-out test split is there to "
-            "catch exactly that. The GRPO budget was small (see the next paragraph), and a strong SFT start "
+            "catch exactly that. The GRPO budget was small (see the paragraph above), and a strong SFT start "
             "leaves many groups with nothing to learn from. A longer GRPO run with more prompts per step, "
             "several seeds, and selection on a larger validation split is what would settle it."]
 
@@ -171,6 +171,15 @@ def bar_charts(tests: dict[str, dict], cross: list, png_ckpt: Path, png_cross: P
         plt.close(fig)
 
 
+def annotate_commands(log: str) -> str:
+    """Mark a command whose output file a later command wrote again: that earlier attempt failed or was
+    stopped, and the result in the run dir comes from the later one."""
+    lines = log.splitlines()
+    outs = [line.split("--out ")[1].split()[0] if "--out " in line else None for line in lines]
+    return "\n".join(f"{line}   # superseded (rerun below)" if out and out in outs[i + 1:] else line
+                     for i, (line, out) in enumerate(zip(lines, outs)))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run")
@@ -191,7 +200,8 @@ def main(argv=None) -> int:
     val = [r for r in recs if r.get("kind") == "eval"]
     best = max((r for r in val if r.get("phase") == "grpo"), key=lambda r: r["eval/f1"], default=None)
     names = {r["model"]: k for k, r in tests.items()}
-    commands = (run / "commands.log").read_text().strip() if (run / "commands.log").is_file() else "(none logged)"
+    commands = annotate_commands((run / "commands.log").read_text().strip()) if (run / "commands.log").is_file() \
+        else "(none logged)"
     rel = lambda q: q.relative_to(out.parent).as_posix() if q.is_relative_to(out.parent) else str(q)  # noqa: E731
     lines = [
         "# Results: base vs SFT vs GRPO on XQuAD, and cross-lingual transfer", "",
@@ -205,7 +215,7 @@ def main(argv=None) -> int:
         *table_one(tests), "", verdict(tests), "",
         dynamics_summary([r for r in recs if r.get("kind") == "step"], cfg), "",
         f"![checkpoints]({rel(pngs['checkpoints'])})", "",
-        *discussion(tests, val), "",
+        *discussion(tests, val),
         "## Table II: zero-shot cross-lingual (trained on English only)", "",
         "XQuAD is parallel, so every XQuAD row scores the same questions: those of the English test split, "
         "translated. No question the model trained on in English is scored in another language. The MLQA-de "
@@ -218,7 +228,8 @@ def main(argv=None) -> int:
         *perplexity_table(load(evals / "perplexity.json"), names), "",
         "## Training dynamics", "", "Reward, KL to the reference, clip fraction and validation F1/EM against step "
         "(step 0 = after SFT).", "", f"![dynamics]({rel(pngs['dynamics'])})", "",
-        "## Provenance", "", "Commands, in the order they ran (`<run>/commands.log`):", "", "```", commands, "```", "",
+        "## Provenance", "", "Commands, in the order they ran (`<run>/commands.log`). A superseded command failed or was "
+        "stopped and ran again later; the result file in the run dir is from the last run.", "", "```", commands, "```", "",
         "Training config (`<run>/config.yaml`):", "", "```yaml", cfg.strip(), "```", ""]
     out.write_text("\n".join(lines))
     print(f"wrote {out} and {', '.join(str(p) for p in pngs.values())}")
