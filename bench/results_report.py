@@ -135,40 +135,42 @@ def perplexity_table(rows: list | None, names: dict[str, str]) -> list[str]:
     return lines
 
 
-def bar_charts(tests: dict[str, dict], cross: list, png_ckpt: Path, png_cross: Path) -> None:
+def grouped_bars(png: Path, labels: list[str], series: list[tuple[str, list[float], list | None]], ylabel: str,
+                 title: str, rotation: int = 0) -> None:
+    """Two bars per label (series: (name, values, yerr or None)), saved as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    x = np.arange(len(tests))
-    for off, key, label in ((-0.2, "f1", "F1"), (0.2, "em", "EM")):
-        vals = [r[key] for r in tests.values()]
-        err = [[r[key] - r[f"{key}_ci"][0] for r in tests.values()], [r[f"{key}_ci"][1] - r[key] for r in tests.values()]]
-        ax.bar(x + off, vals, 0.4, yerr=err, capsize=3, label=label)
-    ax.set_xticks(x, list(tests))
-    ax.set_ylabel("held-out English test")
-    ax.set_title("Checkpoints (95% bootstrap CIs)")
+    fig, ax = plt.subplots(figsize=(max(7, len(labels)), 4))
+    x = np.arange(len(labels))
+    for off, (name, vals, err) in zip((-0.2, 0.2), series):
+        ax.bar(x + off, vals, 0.4, yerr=err, capsize=3 if err else 0, label=name)
+    ax.set_xticks(x, labels, rotation=rotation)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png_ckpt, dpi=110)
+    fig.savefig(png, dpi=110)
     plt.close(fig)
+
+
+def bar_charts(tests: dict[str, dict], cross: list, png_ckpt: Path, png_cross: Path) -> None:
+    rows = list(tests.values())
+
+    def with_ci(key: str, name: str):
+        return (name, [r[key] for r in rows],
+                [[r[key] - r[f"{key}_ci"][0] for r in rows], [r[f"{key}_ci"][1] - r[key] for r in rows]])
+
+    grouped_bars(png_ckpt, list(tests), [with_ci("f1", "F1"), with_ci("em", "EM")], "held-out English test",
+                 "Checkpoints (95% bootstrap CIs)")
     if cross:
-        fig, ax = plt.subplots(figsize=(8, 4))
-        x = np.arange(len(cross))
-        ax.bar(x - 0.2, [c[1] for c in cross], 0.4, label="base")
-        ax.bar(x + 0.2, [c[2] for c in cross], 0.4, label="GRPO-best")
-        ax.set_xticks(x, [c[0] for c in cross], rotation=20)
-        ax.set_ylabel("F1 (zero-shot)")
-        ax.set_title("Cross-lingual transfer of English training")
-        ax.legend()
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(png_cross, dpi=110)
-        plt.close(fig)
+        grouped_bars(png_cross, [c[0] for c in cross],
+                     [("base", [c[1] for c in cross], None), ("GRPO-best", [c[2] for c in cross], None)],
+                     "F1 (zero-shot)", "Cross-lingual transfer of English training", rotation=20)
 
 
 def annotate_commands(log: str) -> str:

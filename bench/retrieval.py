@@ -29,7 +29,7 @@ from retrieval.encoder import load_encoder  # noqa: E402
 from retrieval.index import build_index  # noqa: E402
 from retrieval.metrics import recall_at_k, relevant_chunks  # noqa: E402
 from retrieval.retriever import Retriever, format_passages  # noqa: E402
-from rewards.qa import extract_answer, qa_scores  # noqa: E402
+from jobs.qa_task import score_answers  # noqa: E402
 
 POLICY = "embedded:smollm2-135m-instruct"
 
@@ -80,8 +80,8 @@ def end_to_end(model: str, eval_, tokenizer, top: dict, max_prompt_tokens: int, 
         t = time.perf_counter()
         texts = engine.greedy([ids for ids, _ in built], max_new_tokens)
         seconds = time.perf_counter() - t
-        scores = [qa_scores(extract_answer(x), list(ex.answers), ex.lang) for x, ex in zip(texts, eval_)]
-        f1s, ems = [f for _, f in scores], [e for e, _ in scores]
+        per = score_answers(texts, eval_, "en", tokenizer)
+        f1s, ems = per["f1"], per["em"]
         rows[name] = {"f1": sum(f1s) / len(f1s), "f1_ci": bootstrap_ci(f1s), "em": sum(ems) / len(ems),
                       "em_ci": bootstrap_ci(ems), "n": len(texts), "seconds": seconds,
                       "prompt_tokens": sum(len(ids) for ids, _ in built) / len(built),

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from common.stats import bootstrap_ci  # noqa: E402
+from jobs.qa_task import score_answers as score  # noqa: E402
 from rewards.qa import MLQA_LANGS, extract_answer, normalize_answer, qa_scores  # noqa: E402
 
 
@@ -118,17 +119,6 @@ def generate(group, prompts: list[list[int]], args, sampled: bool) -> list[str]:
         bar.update(len(chunk))
     bar.close()
     return texts
-
-
-def score(texts: list[str], examples, lang: str, tokenizer) -> dict:
-    """Per-question EM, F1 and answer length (tokens) of one prediction per question."""
-    ems, f1s, lens = [], [], []
-    for text, ex in zip(texts, examples):
-        em, f1 = qa_scores(extract_answer(text), list(ex.answers), lang)
-        ems.append(em)
-        f1s.append(f1)
-        lens.append(len(tokenizer.encode(text, add_special_tokens=False)))
-    return {"em": ems, "f1": f1s, "len": lens}
 
 
 def summarize(per: dict, seed: int) -> dict:

@@ -126,6 +126,18 @@ def _safe_name(source: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in Path(source).name or source)
 
 
+def score_answers(texts: list[str], examples, lang: str, tokenizer) -> dict[str, list[float]]:
+    """Per-question {"em", "f1", "len"} of one completion per question: the official metric for `lang` on the
+    extracted answer, and the completion's length in tokens. The job's eval and jobs/eval.py both use it."""
+    ems, f1s, lens = [], [], []
+    for text, ex in zip(texts, examples, strict=True):
+        em, f1 = qa_scores(extract_answer(text), list(ex.answers), lang)
+        ems.append(em)
+        f1s.append(f1)
+        lens.append(len(tokenizer.encode(text, add_special_tokens=False)))
+    return {"em": ems, "f1": f1s, "len": lens}
+
+
 def evaluate(system, task: QATask, cfg: JobConfig) -> dict:
     """Greedy decoding on the held-out split; official F1/EM for the data language."""
     import time
@@ -133,14 +145,9 @@ def evaluate(system, task: QATask, cfg: JobConfig) -> dict:
     t = time.perf_counter()
     print(f"[eval] greedy answers for {len(task.eval_prompts)} held-out questions ...", flush=True)
     texts = system.greedy(task.eval_prompts, cfg.rollout.max_new_tokens)
-    ems, f1s, lens = [], [], []
-    for text, ex in zip(texts, task.eval):
-        em, f1 = qa_scores(extract_answer(text), list(ex.answers), ex.lang)
-        ems.append(em)
-        f1s.append(f1)
-        lens.append(len(task.tokenizer.encode(text, add_special_tokens=False)))
+    per = score_answers(texts, task.eval, cfg.data.lang, task.tokenizer)
     n = len(texts)
     seconds = time.perf_counter() - t
-    return {"eval/f1": sum(f1s) / n, "eval/em": sum(ems) / n, "eval/len": sum(lens) / n, "eval/n": n,
+    return {"eval/f1": sum(per["f1"]) / n, "eval/em": sum(per["em"]) / n, "eval/len": sum(per["len"]) / n, "eval/n": n,
             "eval/context": task.eval_context,
             "eval/seconds": seconds, "eval/sample": texts[0][:200]}
