@@ -106,7 +106,7 @@ def load_squad_json(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"QA data file not found: {path}; set data.path=... to a SQuAD-format JSON (MLQA/XQuAD), "
+            f"QA data file not found: {path}; set data.source=... (jobs/eval.py: --data) to a SQuAD-format JSON (MLQA/XQuAD), "
             f"e.g. shared/data/xquad/xquad.en.json"
         )
     try:
@@ -177,7 +177,7 @@ def load_mlqa_hub(
     except ConnectionError as err:  # datasets wraps DNS failures, timeouts and HF_HUB_OFFLINE in this
         raise RuntimeError(
             f"the Hugging Face hub is not reachable for {MLQA_HUB_NAME}:{config_name}:{split} ({err!r}); "
-            f"pass a local SQuAD-format JSON instead (set data.path=..., e.g. the MLQA dev JSON under "
+            f"pass a local SQuAD-format JSON instead (set data.source=..., e.g. the MLQA dev JSON under "
             f"shared/data/mlqa/)"
         ) from err
     return load_hf_rows(dataset, lang, limit=limit, source=f"{MLQA_HUB_NAME}:{config_name}:{split}")
@@ -231,7 +231,7 @@ def load_examples(
 
         dataset = datasets.load_from_disk(str(path))
         if not isinstance(dataset, datasets.Dataset):
-            raise ValueError(f"{path} holds several splits {list(dataset)}; point data.path at one split's folder")
+            raise ValueError(f"{path} holds several splits {list(dataset)}; point data.source at one split's folder")
         return load_hf_rows(dataset, lang, limit=limit, source=str(path))
     raise ValueError(f"cannot tell what data source {source!r} is; pass {_SOURCE_FORMS}")
 

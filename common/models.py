@@ -84,8 +84,10 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> str:
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"model folder {folder} has no config.json; pass an HF model folder")
         return str(folder)
-    if spec.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"model folder '{spec}' does not exist")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # a hub id is 'name' or 'namespace/name'
+        raise FileNotFoundError(f"model folder '{spec}' does not exist; pass an existing HF model folder or "
+                                "checkpoint dir (runs/<run>/checkpoints/best), an HF hub id, or "
+                                "embedded:smollm2-135m-instruct")
     return spec  # a hub id; loading it needs network access to the hub
 
 

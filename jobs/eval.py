@@ -204,7 +204,11 @@ def main(argv=None) -> int:
     if args.samples < 0 or args.engines < 1 or args.batch < 1:
         print("error: --samples must be >= 0, --engines and --batch >= 1", file=sys.stderr)
         return 2
-    out = evaluate(args)
+    try:
+        out = evaluate(args)
+    except (FileNotFoundError, ValueError) as err:  # bad model/data/split: the message names the fix
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     lo, hi = out["f1_ci"]
     print(f"[eval] F1 {out['f1']:.3f} [{lo:.3f}, {hi:.3f}]  EM {out['em']:.3f}  len {out['len']:.1f} tokens  "
           f"n {out['n']}  {out['questions_per_s']:.2f} q/s  {out['gen_tokens_per_s']:.0f} tok/s", flush=True)

@@ -118,7 +118,7 @@ def test_missing_file_names_the_path_and_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         load_examples(str(missing), lang="en")
     assert str(missing) in str(err.value)
-    assert "data.path=" in str(err.value) and "SQuAD-format JSON" in str(err.value)
+    assert "data.source=" in str(err.value) and "SQuAD-format JSON" in str(err.value)
 
 
 @pytest.mark.parametrize("content", [

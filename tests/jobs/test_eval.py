@@ -101,3 +101,14 @@ def test_split_of_a_parallel_language_keeps_the_run_split_questions(shared_data,
     assert [e.id for e in de] == [e.id for e in en] and de[0].question != en[0].question
     with pytest.raises(SystemExit, match="no question of mlqa-de has an id"):
         load_questions(parse_args(["--run", str(run), "--split", "test", "--data", "mlqa-de"]))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "runs/nope/checkpoints/best", "--data", "xquad:de"], "model folder 'runs/nope/checkpoints/best' "
+                                                                      "does not exist; pass an existing"),
+    (["--data", "/tmp/raygrpo-missing.json"], "set data.source=... (jobs/eval.py: --data)"),
+])
+def test_bad_model_or_data_is_a_clear_error(args, message):
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "eval.py"), *args, "--inprocess", "--limit", "2"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
