@@ -24,14 +24,15 @@ sys.path.insert(0, str(ROOT))
 
 
 def engine_ceiling(n: int, max_new_tokens: int) -> dict:
-    from common.data import build_prompts, load_examples
     from common.models import load_tokenizer, resolve_model
     from rollout.engine import VLLMEngine
+    from tasks.mlqa import MLQAParams, MLQATask
+    from tasks.squad import load_examples
 
     path = resolve_model("embedded:smollm2-135m-instruct")
     tok = load_tokenizer(path)
     examples, _ = load_examples("xquad:en", "en", limit=n)
-    prompts, _ = build_prompts(tok, examples, 512)
+    prompts = MLQATask({"eval": examples}, MLQAParams(), tok, 512).prompts("eval")
     engine = VLLMEngine(path, max_model_len=2048, kv_cache_gib=2.0)
     engine.greedy(prompts[:4], 4)  # compile outside the timing, as eval.py's first batch would not be
     t = time.perf_counter()

@@ -23,7 +23,7 @@ STAGES = ["generate", "reward", "reference", "learn", "sync", "step"]
 
 def run_job(precision: str, steps: int, out: Path) -> list[dict]:
     cmd = [sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--config", str(ROOT / "jobs/configs/smoke.yaml"),
-           "--local", f"train.output_dir={out}", f"train.run_name=bench-{precision}", f"train.steps={steps}",
+           "--local", f"train.output_dir={out}", f"train.run_name=bench-{precision}", f"train.phases.0.steps={steps}",
            "train.eval_at_start=false", f"train.eval_every={steps}", f"train.save_every={steps}",
            f"learner.precision={precision}", "rollout.max_new_tokens=64", "data.limit=400"]
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)

@@ -32,7 +32,7 @@ NOTES = """
 def describe(run: Path) -> tuple[str, str]:
     recs = read_records(run / "metrics.jsonl")
     evals = [r for r in recs if r.get("kind") == "eval"]
-    steps = [r for r in recs if r.get("kind") == "step"]
+    steps = [r for r in recs if r.get("kind") == "step" and "reward/mean" in r]  # GRPO steps (not SFT's)
     cfg = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
     base = evals[0]
     best = max(evals, key=lambda r: r["eval/f1"])

@@ -215,7 +215,7 @@ def main(argv=None) -> int:
         "GRPO-best was chosen on a separate validation split"
         + (f" (best validation F1 {best['eval/f1']:.3f} at step {best['step']})" if best else "") + ".", "",
         *table_one(tests), "", verdict(tests), "",
-        dynamics_summary([r for r in recs if r.get("kind") == "step"], cfg), "",
+        dynamics_summary([r for r in recs if r.get("kind") == "step" and "reward/mean" in r], cfg), "",
         f"![checkpoints]({rel(pngs['checkpoints'])})", "",
         *discussion(tests, val),
         "## Table II: zero-shot cross-lingual (trained on English only)", "",

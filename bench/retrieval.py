@@ -21,7 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.data import build_prompt_ids, load_examples, train_eval_split  # noqa: E402
+import dataclasses  # noqa: E402
+
+from common.data import grouped_split  # noqa: E402
 from common.models import load_tokenizer, resolve_model  # noqa: E402
 from common.stats import bootstrap_ci  # noqa: E402
 from retrieval.chunking import unique_contexts  # noqa: E402
@@ -29,7 +31,8 @@ from retrieval.encoder import load_encoder  # noqa: E402
 from retrieval.index import build_index  # noqa: E402
 from retrieval.metrics import recall_at_k, relevant_chunks  # noqa: E402
 from retrieval.retriever import Retriever, format_passages  # noqa: E402
-from jobs.qa_task import score_answers  # noqa: E402
+from tasks.mlqa import MLQAParams, MLQATask  # noqa: E402
+from tasks.squad import load_examples  # noqa: E402
 
 POLICY = "embedded:smollm2-135m-instruct"
 
@@ -73,14 +76,15 @@ def end_to_end(model: str, eval_, tokenizer, top: dict, max_prompt_tokens: int, 
     from rollout.engine import VLLMEngine
 
     engine = VLLMEngine(resolve_model(model), max_model_len=2048, kv_cache_gib=2.0)
+    task = MLQATask({"eval": eval_}, MLQAParams(), tokenizer, max_prompt_tokens)
     rows = {}
-    for name, ctx in (("gold", lambda ex: None), ("retrieved", lambda ex: format_passages(top[ex.id])),
+    for name, ctx in (("gold", lambda ex: ex.context), ("retrieved", lambda ex: format_passages(top[ex.id])),
                       ("none", lambda ex: "")):
-        built = [build_prompt_ids(tokenizer, ex, max_prompt_tokens, context_override=ctx(ex)) for ex in eval_]
+        built = [task.prompt_ids(dataclasses.replace(ex, context=ctx(ex))) for ex in eval_]
         t = time.perf_counter()
         texts = engine.greedy([ids for ids, _ in built], max_new_tokens)
         seconds = time.perf_counter() - t
-        per = score_answers(texts, eval_, "en", tokenizer)
+        per = task.score(texts, eval_)
         f1s, ems = per["f1"], per["em"]
         rows[name] = {"f1": sum(f1s) / len(f1s), "f1_ci": bootstrap_ci(f1s), "em": sum(ems) / len(ems),
                       "em_ci": bootstrap_ci(ems), "n": len(texts), "seconds": seconds,
@@ -154,7 +158,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         r = index_and_recall(examples, tokenizer, Path(tmp) / "index", args.chunk_tokens, args.overlap, args.k)
     print({key: v for key, v in r.items() if key != "top"}, flush=True)
-    _, eval_ = train_eval_split(examples, 0.1, 42, args.questions)
+    _, eval_ = grouped_split(examples, lambda ex: ex.context, 0.1, 42, args.questions)
     e2e = {m: end_to_end(m, eval_, tokenizer, r["top"], args.max_prompt_tokens, args.max_new_tokens)
            for m in args.models.split(",")}
     text = report(r, e2e, args)

@@ -28,6 +28,12 @@ def get(futures):
     return values[0] if single else values
 
 
+def handoff(future):
+    """A result passed on to another actor's call without coming to the driver: the ObjectRef on Ray (the
+    object store moves it), the value itself in-process."""
+    return future.value if isinstance(future, _Done) else future
+
+
 class ActorGroup:
     def __init__(self, name: str, members: list, backend: str):
         self.name, self.members, self.backend = name, members, backend
@@ -65,20 +71,35 @@ class ActorGroup:
         return [self._call(self.members[i % len(self.members)], method, *a, **kwargs)
                 for i, a in enumerate(shard_args)]
 
-    def put(self, value):
-        """Share one large value with every member: one object-store copy on Ray."""
+
+    def peak_rss_gib(self) -> list[float | None]:
+        """Peak resident memory (VmHWM) of each member's process in GiB, read by the member itself (any node);
+        None where it cannot be read. In-process members share this process, so each reports its peak."""
         if self.backend == "inprocess":
-            return value
+            return [process_peak_rss_gib("self")] * len(self.members)
         import ray
 
-        return ray.put(value)
+        try:  # __ray_call__ runs a function on the actor's instance, in its process
+            return ray.get([m.__ray_call__.remote(_own_peak_rss_gib) for m in self.members], timeout=60)
+        except Exception:  # memory is a report, never a failure
+            return [None] * len(self.members)
 
-    def kill(self) -> None:
-        if self.backend == "ray":
-            import ray
 
-            for m in self.members:
-                ray.kill(m)
+def _own_peak_rss_gib(_instance) -> float | None:
+    return process_peak_rss_gib("self")
+
+
+def process_peak_rss_gib(pid) -> float | None:
+    """VmHWM of /proc/<pid>/status in GiB (Linux), else None."""
+    from pathlib import Path
+
+    status = Path(f"/proc/{pid}/status")
+    if pid is None or not status.is_file():
+        return None
+    for line in status.read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # kB -> GiB
+    return None
 
 
 def shard(items: list, n: int) -> list[list]:

@@ -1,80 +1,111 @@
-"""The four actor groups of a GRPO job, built from the config, with one method per pipeline stage.
+"""The actor groups of a training job, built from the config, with one typed method per pipeline stage.
 
   rollout   N x VLLMEngine (or HFEngine)     prompts sharded across engines
   reward    M x RewardScorer                samples sharded across scorers
-  reference 1 x Reference                   frozen initial policy
-  learner   1 x Learner                     AdamW, schedule, micro-batched backward
+  reference 1 x Reference                   frozen KL reference (only when some phase uses a sampled-token KL)
+  learner   1 x Learner                     AdamW/Adafactor, schedule, micro-batched backward, SFT steps, LoRA,
+                                            checkpoints (with LoRA it also serves the reference logprobs)
+  critic    1 x Critic                      PPO value model and its optimizer (only when a phase is ppo)
 
 Weight sync: the learner's weights become one object in the Ray object store (the return value of
 `named_arrays`); every engine reads that same object (zero-copy numpy on a node) and reloads in
 place. On GPUs the same interface is where an NCCL broadcast goes (cluster.weight_sync=collective),
 which this CPU-only project does not implement yet and refuses at config time.
+
+The job calls these methods only; a renamed stage fails at import, not after an hour of training.
 """
 from __future__ import annotations
 
-from common.config import JobConfig
-from common.types import Rollout, ScoredRollout, TrainBatch
+from common.config import ClusterConfig, JobConfig, RolloutConfig
+from common.types import Rollout, Sampling, ScoredRollout, TrainBatch
 from cluster import runtime
-from cluster.groups import ActorGroup, get, shard
+from cluster.groups import ActorGroup, get, handoff, shard
+from learner.lora import LoraSpec
 from learner.policy import AlgoParams, Learner, Reference
 from rewards.registry import RewardScorer
 
 
+def start_rollout(rollout: RolloutConfig, cluster: ClusterConfig, model_path: str, backend: str) -> ActorGroup:
+    """The rollout engines (the one place engines are built: training jobs and jobs/eval.py)."""
+    from rollout.engine import HFEngine, VLLMEngine
+
+    if rollout.engine == "hf":
+        cls, kw = HFEngine, dict(seed=rollout.seed)
+    else:
+        cls, kw = VLLMEngine, dict(max_model_len=rollout.max_model_len, kv_cache_gib=rollout.kv_cache_gib,
+                                   seed=rollout.seed, gpu_memory_utilization=rollout.gpu_memory_utilization)
+    return ActorGroup.create("rollout", cls, cluster.num_rollout_actors, backend, args=(model_path,), kwargs=kw,
+                             num_cpus=0.5, num_gpus=cluster.gpus_per_rollout_actor)
+
+
+def needs_reference_actor(cfg: JobConfig) -> bool:
+    """A reference actor serves sampled-token KL (k1/k2/k3/abs); full KL keeps its copy in the learner, and
+    with LoRA the learner serves it (its model with the adapters disabled)."""
+    return cfg.learner.lora is None and needs_ref_logprobs(cfg)
+
+
+def needs_ref_logprobs(cfg: JobConfig) -> bool:
+    algos = [cfg.algo_for(p) for p in cfg.train.phases if p.kind == "grpo"]
+    ppo_kl = any(p.kind == "ppo" and p.kl_coef > 0 for p in cfg.train.phases)
+    return ppo_kl or any(a.beta > 0 and a.kl_kind != "full" for a in algos)
+
+
 class GRPOSystem:
-    def __init__(self, cfg: JobConfig, policy_path: str, reference_path: str, total_updates: int,
+    def __init__(self, cfg: JobConfig, policy_path: str, reward_components: list[dict],
                  learner_init_path: str | None = None):
         c, backend = cfg.cluster, cfg.cluster.backend
         self.cfg, self.backend = cfg, backend
-        runtime.start(backend, c.address, c.num_cpus,
-                      runtime.actor_env(c.threads, cfg.rollout.kv_cache_gib))
-        r = cfg.rollout
-        engine_cls = _engine_class(r.engine)
-        engine_kw = dict(seed=r.seed) if r.engine == "hf" else dict(
-            max_model_len=r.max_model_len, kv_cache_gib=r.kv_cache_gib, seed=r.seed,
-            gpu_memory_utilization=r.gpu_memory_utilization)
+        runtime.start(backend, c.address, c.num_cpus, runtime.actor_env(c.threads, cfg.rollout.kv_cache_gib))
         init_path = learner_init_path or policy_path
-        self.rollout = ActorGroup.create("rollout", engine_cls, c.num_rollout_actors, backend,
-                                         args=(init_path,), kwargs=engine_kw, num_cpus=0.5,
-                                         num_gpus=c.gpus_per_rollout_actor)
-        components = [c_.model_dump() for c_ in cfg.rewards.components]
+        self.rollout = start_rollout(cfg.rollout, c, init_path, backend)
         self.reward = ActorGroup.create("reward", RewardScorer, c.num_reward_actors, backend,
-                                        args=(components,), num_cpus=0.1)
+                                        args=(reward_components,), num_cpus=0.1)
         L = cfg.learner
         self.reference = None
-        if cfg.algo.beta > 0 and cfg.algo.kl_kind != "full":
-            self.reference = ActorGroup.create("reference", Reference, 1, backend, args=(reference_path,),
+        if needs_reference_actor(cfg):
+            self.reference = ActorGroup.create("reference", Reference, 1, backend, args=(policy_path,),
                                                kwargs=dict(micro_batch_size=L.micro_batch_size,
                                                            precision=L.precision, threads=c.threads),
                                                num_cpus=0.2, num_gpus=c.gpus_per_learner / 2)
+        # The optimizer is rebuilt by reset_optimizer when each phase starts; total_steps=1 is a placeholder.
         self.learner = ActorGroup.create(
             "learner", Learner, 1, backend, args=(init_path,),
-            kwargs=dict(lr=L.lr, total_steps=total_updates, warmup_ratio=L.warmup_ratio, schedule=L.schedule,
+            kwargs=dict(lr=L.lr, total_steps=1, warmup_ratio=L.warmup_ratio, schedule=L.schedule,
                         weight_decay=L.weight_decay, grad_clip=L.grad_clip, micro_batch_size=L.micro_batch_size,
                         precision=L.precision, threads=c.threads,
                         gradient_checkpointing=L.gradient_checkpointing, seed=cfg.train.seed,
-                        full_kl_reference=reference_path if cfg.algo.kl_kind == "full" else None),
+                        optimizer=L.optimizer, lora=LoraSpec(**L.lora.model_dump()) if L.lora else None),
             num_cpus=0.5, num_gpus=c.gpus_per_learner / 2 if self.reference else c.gpus_per_learner)
-        a = cfg.algo
-        self.retrieval = None  # started by start_retrieval once the index exists
-        self.algo = AlgoParams(clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high, beta=a.beta,
-                               kl_kind=a.kl_kind, loss_agg=a.loss_agg, max_new_tokens=r.max_new_tokens)
+        self.critic = None
+        if any(p.kind == "ppo" for p in cfg.train.phases):
+            from learner.critic import Critic
 
-    # ---- stages -----------------------------------------------------------------------------------
-    def generate(self, prompt_ids: list[list[int]], seed: int) -> Rollout:
-        r = self.cfg.rollout
+            self.critic = ActorGroup.create("critic", Critic, 1, backend, args=(init_path,),
+                                            kwargs=dict(grad_clip=L.grad_clip, micro_batch_size=L.micro_batch_size,
+                                                        threads=c.threads, seed=cfg.train.seed),
+                                            num_cpus=0.2, num_gpus=c.gpus_per_learner / 2)
+        self.retrieval = None  # started by start_retrieval once the index exists
+
+    # ---- rollout and reward ------------------------------------------------------------------------------
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> Rollout:
         shards = shard(prompt_ids, len(self.rollout.members))
-        futs = self.rollout.map_shards("generate", [(s, r.group_size, r.temperature, r.top_p, r.max_new_tokens,
-                                                     seed + 7919 * i) for i, s in enumerate(shards)])
+        futs = self.rollout.map_shards("generate", [
+            (s, sampling.group_size, sampling.temperature, sampling.top_p, sampling.max_new_tokens, seed + 7919 * i)
+            for i, s in enumerate(shards)])
         return Rollout.concat(get(futs))
 
-    def score(self, rollout: Rollout, examples: list[dict]) -> ScoredRollout:
-        """examples: [P] reward inputs, one per prompt (sample i belongs to prompt i // G)."""
+    def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[str]:
+        shards = shard(prompt_ids, len(self.rollout.members))
+        return [t for part in get(self.rollout.map_shards("greedy", [(s, max_new_tokens) for s in shards]))
+                for t in part]
+
+    def score(self, rollout: Rollout, reward_inputs: list[dict]) -> ScoredRollout:
+        """reward_inputs: [P] one per prompt (sample i belongs to prompt i // G)."""
         G = rollout.group_size
-        rows = list(range(len(rollout.texts)))
-        shards = shard(rows, len(self.reward.members))
+        shards = shard(list(range(len(rollout.texts))), len(self.reward.members))
         futs = self.reward.map_shards("score", [
             ([rollout.texts[i] for i in s], [len(rollout.completion_ids[i]) for i in s],
-             [examples[i // G] for i in s]) for s in shards])
+             [reward_inputs[i // G] for i in s]) for s in shards])
         rewards, comps = [], {}
         for rw, cp in get(futs):
             rewards.extend(rw)
@@ -82,26 +113,75 @@ class GRPOSystem:
                 comps.setdefault(k, []).extend(v)
         return ScoredRollout(rollout, rewards, comps)
 
+    # ---- reference and learner ---------------------------------------------------------------------------
     def ref_logprobs(self, rollout: Rollout) -> list[list[float]]:
-        if self.reference is None:
-            return []
-        return get(self.reference.call("logprobs", rollout.prompt_ids, rollout.completion_ids))
+        if self.reference is not None:
+            return get(self.reference.call("logprobs", rollout.prompt_ids, rollout.completion_ids))
+        if self.cfg.learner.lora is not None and needs_ref_logprobs(self.cfg):
+            return get(self.learner.call("ref_logprobs", rollout.prompt_ids, rollout.completion_ids))
+        return []
 
-    def train(self, batch: TrainBatch) -> dict:
-        return get(self.learner.call("train_step", batch, self.algo, self.cfg.learner.inner_steps))
+    def set_reference(self, source: str, full_kl: bool) -> None:
+        """The KL reference of the phase that starts: 'current' (the learner's weights now) or a model folder.
+        The reference actor gets it; with full KL the learner keeps its own frozen copy instead."""
+        if self.cfg.learner.lora is not None:
+            # The config allows only the phase-start model here. A folder means a resumed phase (the saved base
+            # weights already are its start) or the first phase's initial model (the adapters are fresh).
+            if source == "current":
+                get(self.learner.call("start_phase_reference"))
+        elif self.reference is not None:
+            if source == "current":
+                get(self.reference.call("load_weights", handoff(self.learner.call("named_arrays"))))
+            else:
+                get(self.reference.call("reload", source))
+        get(self.learner.call("set_full_reference", source if full_kl else None))
+
+    def train(self, batch: TrainBatch, algo: AlgoParams, inner_steps: int) -> dict:
+        return get(self.learner.call("train_step", batch, algo, inner_steps))
+
+    # ---- PPO critic --------------------------------------------------------------------------------------
+    def start_critic(self, lr: float, total_steps: int, source: str | None, fresh: bool) -> None:
+        """A PPO phase's critic: from the learner's weights now (source None) or a model folder, fresh head and
+        optimizer; resuming, the saved critic is loaded by load_trainer_state instead."""
+        L = self.cfg.learner
+        if fresh:
+            weights = handoff(self.learner.call("named_arrays")) if source is None else None
+            get(self.critic.call("start_from", weights, source))
+        get(self.critic.call("reset_optimizer", lr, total_steps, L.warmup_ratio, L.schedule))
+
+    def values(self, rollout: Rollout) -> list[list[float]]:
+        return get(self.critic.call("values", rollout.prompt_ids, rollout.completion_ids))
+
+    def train_critic(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None) -> dict:
+        return get(self.critic.call("train_step", prompt_ids, completion_ids, old_values, returns, clip_eps))
+
+    def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]]) -> dict:
+        return get(self.learner.call("sft_step", prompt_ids, target_ids))
+
+    def reset_optimizer(self, lr: float, total_steps: int) -> None:
+        """A fresh AdamW and schedule (warmup, shape and weight decay from the learner section)."""
+        L = self.cfg.learner
+        get(self.learner.call("reset_optimizer", lr, total_steps, L.warmup_ratio, L.schedule, L.weight_decay))
 
     def sync_weights(self) -> None:
-        weights = self.learner.call("named_arrays")  # one object, read by every engine
-        arg = weights if self.backend == "ray" else weights.value
-        get(self.rollout.call_all("update_weights", arg))
+        weights = handoff(self.learner.call("named_arrays"))  # one object, read by every engine
+        get(self.rollout.call_all("update_weights", weights))
 
-    def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[str]:
-        shards = shard(prompt_ids, len(self.rollout.members))
-        return [t for part in get(self.rollout.map_shards("greedy", [(s, max_new_tokens) for s in shards]))
-                for t in part]
+    def save(self, path: str, with_optimizer: bool) -> None:
+        get(self.learner.call("save", path, with_optimizer))
+        if with_optimizer and self.critic is not None:
+            get(self.critic.call("save", path))
 
+    def load_trainer_state(self, path: str) -> None:
+        get(self.learner.call("load_trainer_state", path))
+        from pathlib import Path
+
+        if self.critic is not None and (Path(path) / "critic.safetensors").is_file():
+            get(self.critic.call("load", path))
+
+    # ---- retrieval ---------------------------------------------------------------------------------------
     def start_retrieval(self, index_dir: str) -> None:
-        """Retrieval actors over a saved index (built beforehand by the driver, see jobs/qa_task.py)."""
+        """Retrieval actors over a saved index (built beforehand by the driver, see jobs/rag.py)."""
         from retrieval.retriever import Retriever
 
         c = self.cfg.retrieval
@@ -114,14 +194,13 @@ class GRPOSystem:
         futs = self.retrieval.map_shards("retrieve", [(b, k) for b in batches])
         return [hits for part in get(futs) for hits in part]
 
-    def learner_call(self, method: str, *args):
-        return get(self.learner.call(method, *args))
+    def peak_rss_gib(self) -> dict[str, list[float | None]]:
+        """Peak resident memory of every actor, by group (the driver's own under 'driver')."""
+        from cluster.groups import process_peak_rss_gib
+
+        groups = [g for g in (self.rollout, self.reward, self.reference, self.learner, self.critic, self.retrieval)
+                  if g is not None]
+        return {"driver": [process_peak_rss_gib("self")], **{g.name: g.peak_rss_gib() for g in groups}}
 
     def shutdown(self) -> None:
         runtime.shutdown(self.backend)
-
-
-def _engine_class(kind: str):
-    from rollout.engine import HFEngine, VLLMEngine
-
-    return {"vllm": VLLMEngine, "hf": HFEngine}[kind]

@@ -1,22 +1,46 @@
 """The one job config: a frozen pydantic model, sections mirroring the folders.
 
 Defaults are the MLQA paper's seed hyperparameters; a job's YAML holds only what it changes, and
-`key=value` overrides on the command line go on top. Validation runs once, before any actor starts:
-an unknown key or a bad value raises `ConfigError` naming the field, the allowed values and a close
-match when there is one.
+`key=value` overrides on the command line go on top (`train.phases.0.steps=2` reaches into a list).
+Validation runs once, before any actor starts: an unknown key or a bad value raises `ConfigError` naming
+the field, the allowed values and a close match when there is one.
+
+What a task is and which rewards exist is known above this layer: `task.name`, `task.params` and the
+reward components are checked against their registries by `tasks.registry.check_job`, which every entry
+point calls right after `load_config`. This module imports nothing of the project.
+
+A run is a list of phases (`train.phases`), each with its own hyperparameters: `sft` (gold targets),
+`grpo`, `rs_sft` (rejection-sampled SFT on the policy's own passing samples). A phase's `algo` and
+`sampling` hold only the fields it changes; the top-level `algo` and `rollout` sections are the defaults.
 """
 from __future__ import annotations
 
+import copy
 import difflib
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _patch_of(section: type[BaseModel], fields: tuple[str, ...] | None = None) -> type[BaseModel]:
+    """The same fields as `section` (or a subset), every one optional with default None: a partial override
+    that keeps each field's type and bounds."""
+    out = {}
+    for name, info in section.model_fields.items():
+        if fields is not None and name not in fields:
+            continue
+        info = copy.copy(info)
+        info.default = None
+        out[name] = (Optional[info.annotation], info)
+    return create_model(f"{section.__name__}Patch", __config__=ConfigDict(extra="forbid", frozen=True), **out)
 
 
 class ClusterConfig(_Section):
@@ -36,8 +60,8 @@ class ClusterConfig(_Section):
 
 class ModelConfig(_Section):
     policy: str = Field("embedded:smollm2-135m-instruct",
-                        description="HF id, local folder, or 'embedded:smollm2-135m-instruct'")
-    reference: str | None = Field(None, description="reference model spec (None = the initial policy)")
+                        description="HF id, local folder, or 'embedded:smollm2-135m-instruct'; causal or seq2seq "
+                                    "(seq2seq needs rollout.engine=hf)")
     cache_dir: str | None = Field(None, description="where embedded models are materialized (None = ~/.cache/raygrpo)")
 
 
@@ -54,8 +78,20 @@ class RolloutConfig(_Section):
     seed: int = 0
 
 
+SAMPLING_FIELDS = ("group_size", "temperature", "top_p", "max_new_tokens")
+SamplingPatch = _patch_of(RolloutConfig, SAMPLING_FIELDS)
+
+
+class LoraConfig(_Section):
+    rank: int = Field(16, ge=1, description="LoRA rank r (the NLU paper: 16)")
+    alpha: float = Field(32.0, gt=0.0, description="scale = alpha / rank")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = Field(("q_proj", "k_proj", "v_proj", "o_proj"),
+                                            description="names of the linear layers that get adapters")
+
+
 class LearnerConfig(_Section):
-    lr: float = Field(1e-5, gt=0.0)
+    lr: float = Field(1e-5, gt=0.0, description="GRPO learning rate (a phase's own lr wins)")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     weight_decay: float = Field(0.0, ge=0.0)
@@ -65,6 +101,9 @@ class LearnerConfig(_Section):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16 autocast is ~4x faster on AMX CPUs but raises the vLLM-vs-learner logprob gap")
     gradient_checkpointing: bool = False
+    optimizer: Literal["adamw", "adafactor"] = Field("adamw", description="adafactor: the NLU paper's PPO optimizer")
+    lora: LoraConfig | None = Field(None, description="LoRA adapters instead of full fine-tuning ({rank: 16}); "
+                                    "the reference is then the model with adapters disabled")
 
 
 class AlgoConfig(_Section):
@@ -72,11 +111,21 @@ class AlgoConfig(_Section):
     clip_eps_high: float | None = Field(None, gt=0.0, description="asymmetric upper clip (None = clip_eps)")
     beta: float = Field(0.04, ge=0.0, description="KL penalty coefficient")
     kl_kind: Literal["k3", "k1", "k2", "abs", "full"] = Field(
-        "k3", description="k3 estimator on sampled tokens, or 'full' = exact full-vocabulary KL (paper)")
+        "k3", description="k3 estimator on sampled tokens, k2 = squared log-ratio / 2, or 'full' = exact "
+                          "full-vocabulary KL (paper)")
     adv_scale: Literal["std", "none"] = Field("std", description="z-score within group, or mean-only")
     adv_eps: float = Field(1e-4, gt=0.0)
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
                       "seq-mean-token-sum-norm"] = "token-mean"
+
+    @model_validator(mode="after")
+    def _kl_used(self) -> "AlgoConfig":
+        if self.kl_kind == "full" and self.beta == 0:
+            raise ValueError("algo.kl_kind=full with algo.beta=0 computes a KL that is never used; set beta > 0")
+        return self
+
+
+AlgoPatch = _patch_of(AlgoConfig)
 
 
 class RewardComponent(_Section):
@@ -85,31 +134,27 @@ class RewardComponent(_Section):
     weight: float = Field(1.0, description="total reward = sum of weight * component value")
     params: dict[str, Any] = Field(default_factory=dict, description="the reward's own fields (see its class)")
 
-    @model_validator(mode="after")
-    def _known(self) -> "RewardComponent":
-        from rewards.registry import check_params  # stdlib-only import; encoders load in the actors
-
-        check_params(self.name, self.params)
-        return self
-
 
 class RewardsConfig(_Section):
-    components: tuple[RewardComponent, ...] = Field(
-        (RewardComponent(name="qa"),),
-        description="[{name, weight, params}]; default: the paper's 0.7 F1 + 0.3 EM - length penalty")
+    components: tuple[RewardComponent, ...] | None = Field(
+        None, description="[{name, weight, params}]; None = the task's own rewards (mlqa: the paper's "
+                          "0.7 F1 + 0.3 EM - length penalty)")
 
     @model_validator(mode="after")
     def _distinct(self) -> "RewardsConfig":
+        if self.components is None:
+            return self
         names = [c.name for c in self.components]
         if not names:
-            raise ValueError("rewards.components is empty; name at least one reward, e.g. [{name: qa}]")
+            raise ValueError("rewards.components is empty; name at least one reward, e.g. [{name: qa}], "
+                             "or leave it out for the task's own")
         if len(set(names)) != len(names):
             raise ValueError(f"rewards.components names a reward twice ({names}); merge their weights")
         return self
 
 
 class RetrievalConfig(_Section):
-    enabled: bool = Field(False, description="replace the gold context by the top-k retrieved passages")
+    enabled: bool = Field(False, description="replace the gold context by the top-k retrieved passages (QA tasks)")
     use_in: Literal["eval", "train_and_eval"] = Field("eval", description="where retrieved contexts are used")
     k: int = Field(3, ge=1, description="passages per question, placed before the question")
     chunk_tokens: int = Field(256, ge=8, description="chunk size in policy-tokenizer tokens")
@@ -129,33 +174,128 @@ class RetrievalConfig(_Section):
 
 
 class DataConfig(_Section):
-    source: str = Field("xquad:en", description=(
-        "'xquad:<lang>' / 'mlqa-de' (files in the shared data dir), a SQuAD-format .json path, "
-        "a datasets folder, or 'hf:facebook/mlqa:<config>:<split>'"))
-    lang: str = Field("en", description="language for the metric: en es de vi zh ar hi")
-    eval_size: int | None = Field(200, ge=1, description="held-out questions for periodic eval and the best "
-                                                        "checkpoint (None = 10%)")
+    source: str | None = Field(None, description=(
+        "what the task reads (None = its default). QA tasks: 'xquad:<lang>' / 'mlqa-de' (files in the shared "
+        "data dir), a SQuAD-format .json path, a datasets folder, or 'hf:facebook/mlqa:<config>:<split>'; "
+        "arithmetic and countdown: 'generated'"))
+    eval_size: int | None = Field(200, ge=1, description="held-out examples for periodic eval and the best "
+                                                        "checkpoint (None = eval_fraction)")
     test_size: int | None = Field(None, ge=1, description=(
-        "questions held out first, for final reports only (jobs/eval.py --split test); None = no test split"))
+        "examples held out first, for final reports only (jobs/eval.py --split test); None = no test split"))
     eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     split_seed: int = 42
-    limit: int | None = Field(None, ge=1, description="use only the first N questions (smoke runs)")
+    limit: int | None = Field(None, ge=1, description="use only the first N examples (smoke runs)")
+
+
+class TaskConfig(_Section):
+    name: str = Field("mlqa", description="a task of tasks/registry.py: mlqa arithmetic countdown domain_qa")
+    params: dict[str, Any] = Field(default_factory=dict, description="the task's own fields (see its Params)")
+
+
+# ---- phases ---------------------------------------------------------------------------------------------
+
+class _Phase(_Section):
+    name: str | None = Field(None, description="log tag and checkpoint folder (default: the kind, numbered "
+                                               "when a kind repeats: grpo1, rs_sft, grpo2)")
+    eval_every: int | None = Field(None, ge=1, description="steps between evals (None: train.eval_every for grpo; "
+                                                           "sft and rs_sft evaluate at their end only)")
+    patience: int | None = Field(None, ge=1, description="end the phase after this many evals without a "
+                                                        "better primary metric (None = train.patience)")
+
+
+class SFTPhase(_Phase):
+    kind: Literal["sft"]
+    epochs: float = Field(3.0, gt=0.0, description="passes over the (limited) training split (paper: 3)")
+    steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    lr: float = Field(5e-5, gt=0.0)
+    batch_size: int = Field(8, ge=1)
+    limit: int | None = Field(None, ge=1, description="SFT on only the first N training examples")
+
+
+class GRPOPhase(_Phase):
+    kind: Literal["grpo"]
+    steps: int = Field(100, ge=1, description="rollout batches (one generate/score/learn/sync each)")
+    prompts_per_step: int | None = Field(None, ge=1, description="None = train.prompts_per_step")
+    lr: float | None = Field(None, gt=0.0, description="None = learner.lr")
+    reference: str = Field("phase_start", description=(
+        "the KL reference: 'phase_start' (the model this phase starts from: after SFT, the SFT model), "
+        "'initial' (the run's initial policy), or a model spec / checkpoint folder"))
+    algo: AlgoPatch = Field(default_factory=AlgoPatch, description="fields of algo this phase changes")
+    sampling: SamplingPatch = Field(default_factory=SamplingPatch, description=(
+        f"fields of rollout this phase changes: {', '.join(SAMPLING_FIELDS)}"))
+
+
+class RSSFTPhase(_Phase):
+    kind: Literal["rs_sft"]
+    prompts: int = Field(256, ge=1, description="training prompts to sample K completions for")
+    threshold: float = Field(1.0, description="keep completions whose total reward is >= this")
+    max_per_prompt: int | None = Field(None, ge=1, description="keep at most N distinct passing completions "
+                                                              "per prompt (None = all)")
+    sampling: SamplingPatch = Field(default_factory=SamplingPatch, description="fields of rollout it changes")
+    epochs: float = Field(2.0, gt=0.0, description="passes over the kept completions")
+    steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    lr: float = Field(1e-5, gt=0.0)
+    batch_size: int = Field(8, ge=1)
+
+
+class PPOPhase(GRPOPhase):
+    """PPO with a critic (GAE): the same rollouts, reward and clipped surrogate as GRPO, with per-token
+    advantages from a value model and the KL folded into the token rewards (OpenRLHF's and verl's default)."""
+    kind: Literal["ppo"]
+    epochs: int = Field(4, ge=1, description="passes over each rollout batch (PPO epochs)")
+    minibatches: int = Field(2, ge=1, description="shuffled minibatches per epoch (one optimizer step each)")
+    gamma: float = Field(1.0, ge=0.0, le=1.0)
+    lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda")
+    kl_coef: float = Field(0.05, ge=0.0, description="-kl_coef * (logp - ref_logp) per token in the rewards (k1)")
+    whiten: bool = Field(True, description="whiten advantages over the batch's valid tokens")
+    vf_clip: float | None = Field(0.2, gt=0.0, description="value clipping around the old values (None = off)")
+    critic_lr: float = Field(1e-5, gt=0.0)
+    critic_warmup: int = Field(0, ge=0, description="first steps train only the critic (the policy stays)")
+    critic: str | None = Field(None, description="value model: None = the policy's architecture and weights at "
+                                                 "the phase start, with a fresh scalar head; or any HF causal LM")
+
+
+Phase = Annotated[Union[SFTPhase, GRPOPhase, RSSFTPhase, PPOPhase], Field(discriminator="kind")]
+PHASE_KINDS = ("sft", "grpo", "rs_sft", "ppo")
+REFERENCE_KEYWORDS = ("phase_start", "initial")
 
 
 class TrainConfig(_Section):
-    steps: int = Field(100, ge=1, description="GRPO steps (one rollout batch each)")
+    phases: tuple[Phase, ...] = Field(
+        (GRPOPhase(kind="grpo"),), description="[{kind: sft|grpo|rs_sft|ppo, ...}] run in order; default: 100 "
+                                                "GRPO steps")
     prompts_per_step: int = Field(4, ge=1)
     eval_every: int = Field(10, ge=1)
     eval_at_start: bool = True
-    patience: int | None = Field(None, ge=1, description="stop after this many evals without a better F1")
+    patience: int | None = Field(None, ge=1, description="end a phase after this many evals without a better "
+                                                        "primary metric")
     save_every: int = Field(10, ge=1, description="write a resumable checkpoint every N steps")
-    sft_epochs: float = Field(0.0, ge=0.0, description="SFT epochs before GRPO (paper: 3; 0 = GRPO only)")
-    sft_lr: float = Field(5e-5, gt=0.0)
-    sft_batch_size: int = Field(8, ge=1)
-    sft_limit: int | None = Field(None, ge=1, description="SFT on only the first N training questions")
     seed: int = 0
     output_dir: str = "runs"
     run_name: str | None = None
+
+    @model_validator(mode="after")
+    def _phase_names(self) -> "TrainConfig":
+        if not self.phases:
+            raise ValueError("train.phases is empty; give at least one phase, e.g. [{kind: grpo, steps: 100}]")
+        names = self.phase_names()
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"train.phases: phase names {dup} repeat; give each phase its own name")
+        bad = [n for n in names if not n.replace("_", "").replace("-", "").isalnum()]
+        if bad:
+            raise ValueError(f"train.phases: names {bad} must be letters, digits, '-' or '_' (they name folders)")
+        return self
+
+    def phase_names(self) -> list[str]:
+        """Each phase's name: its own, else its kind, numbered when the kind repeats (grpo1, rs_sft, grpo2)."""
+        kinds = [p.kind for p in self.phases]
+        seen: dict[str, int] = {}
+        out = []
+        for p in self.phases:
+            seen[p.kind] = seen.get(p.kind, 0) + 1
+            out.append(p.name or (p.kind if kinds.count(p.kind) == 1 else f"{p.kind}{seen[p.kind]}"))
+        return out
 
 
 class JobConfig(_Section):
@@ -167,21 +307,47 @@ class JobConfig(_Section):
     rewards: RewardsConfig = RewardsConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     data: DataConfig = DataConfig()
+    task: TaskConfig = TaskConfig()
     train: TrainConfig = TrainConfig()
+
+    def algo_for(self, phase) -> AlgoConfig:
+        """The algo section with this phase's changes."""
+        patch = getattr(phase, "algo", None)
+        changes = patch.model_dump(exclude_none=True) if patch is not None else {}
+        return AlgoConfig.model_validate({**self.algo.model_dump(), **changes}) if changes else self.algo
+
+    def rollout_for(self, phase) -> RolloutConfig:
+        """The rollout section with this phase's sampling changes."""
+        patch = getattr(phase, "sampling", None)
+        changes = patch.model_dump(exclude_none=True) if patch is not None else {}
+        return RolloutConfig.model_validate({**self.rollout.model_dump(), **changes}) if changes else self.rollout
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "JobConfig":
-        r = self.rollout
-        if r.max_prompt_tokens + r.max_new_tokens > r.max_model_len:
-            raise ValueError(
-                f"rollout.max_prompt_tokens ({r.max_prompt_tokens}) + rollout.max_new_tokens "
-                f"({r.max_new_tokens}) exceeds rollout.max_model_len ({r.max_model_len}); "
-                "raise max_model_len or lower one of the two")
+        for i, phase in enumerate(self.train.phases):
+            where = f"train.phases.{i} ({phase.kind})"
+            try:
+                self.algo_for(phase)
+                r = self.rollout_for(phase)
+            except ValidationError as err:
+                msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"{where}: {msg}") from None
+            if r.max_prompt_tokens + r.max_new_tokens > r.max_model_len:
+                raise ValueError(
+                    f"rollout.max_prompt_tokens ({r.max_prompt_tokens}) + rollout.max_new_tokens "
+                    f"({r.max_new_tokens}, {where}) exceeds rollout.max_model_len ({r.max_model_len}); "
+                    "raise max_model_len or lower one of the two")
+            if phase.kind in ("grpo", "ppo") and not phase.reference.strip():
+                raise ValueError(f"{where}: reference is empty; use 'phase_start', 'initial' or a model folder")
+            if (self.learner.lora is not None and phase.kind in ("grpo", "ppo") and phase.reference != "phase_start"
+                    and not (i == 0 and phase.reference == "initial")):
+                raise ValueError(f"{where}: with learner.lora the reference is the model with its adapters "
+                                 f"disabled, which is the model the phase started from; reference "
+                                 f"'{phase.reference}' needs full fine-tuning (drop learner.lora) or "
+                                 "reference: phase_start")
         if self.cluster.weight_sync == "collective" and self.cluster.gpus_per_learner == 0:
             raise ValueError("cluster.weight_sync=collective needs GPUs (cluster.gpus_per_learner > 0); "
                              "use weight_sync=object_store on CPU")
-        if self.algo.kl_kind == "full" and self.algo.beta == 0:
-            raise ValueError("algo.kl_kind=full with algo.beta=0 computes a KL that is never used; set beta > 0")
         return self
 
 
@@ -189,31 +355,75 @@ class ConfigError(ValueError):
     """A config key or value is wrong; the message names the field and the fix."""
 
 
+# Keys of earlier versions, and where their meaning lives now.
+MOVED = {
+    "train.steps": "train.phases.<i>.steps of a {kind: grpo} phase (e.g. train.phases.0.steps=2)",
+    "train.sft_epochs": "a {kind: sft, epochs: N} phase in train.phases",
+    "train.sft_lr": "train.phases.<i>.lr of the sft phase",
+    "train.sft_batch_size": "train.phases.<i>.batch_size of the sft phase",
+    "train.sft_limit": "train.phases.<i>.limit of the sft phase",
+    "model.reference": "train.phases.<i>.reference ('phase_start', 'initial' or a model folder)",
+    "data.lang": "task.params.lang (QA tasks; default: from data.source, e.g. xquad:de -> de)",
+}
+
+
+def _model_of(annotation) -> type[BaseModel] | tuple[type[BaseModel], ...] | None:
+    """The pydantic model(s) behind a field annotation: X, X | None, tuple[X, ...], Annotated[Union[...]]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    args = get_args(annotation)
+    if typing.get_origin(annotation) in (tuple, list) and args:
+        return _model_of(args[0])
+    if typing.get_origin(annotation) is Annotated:
+        return _model_of(args[0])
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        models = tuple(m for a in args if (m := _model_of(a)) is not None and not isinstance(m, tuple))
+        return models[0] if len(models) == 1 else (models or None)
+    return None
+
+
 def _allowed_keys(model: type[BaseModel], path: list[str]) -> list[str]:
+    pending: tuple[type[BaseModel], ...] | None = None
     for name in path:
-        if name.isdigit():  # an item of a list section, e.g. rewards.components.0
+        if name.isdigit():  # an item of a list section, e.g. train.phases.0
+            continue
+        if pending is not None:  # a tagged union: the loc names the chosen member by its tag
+            model = next((m for m in pending if name in get_args(m.model_fields["kind"].annotation)), pending[0])
+            pending = None
             continue
         field = model.model_fields.get(name)
-        ann = field.annotation if field is not None else None
-        args = get_args(ann)  # tuple[RewardComponent, ...] -> RewardComponent
-        if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
-            ann = args[0]
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        found = _model_of(field.annotation) if field is not None else None
+        if found is None:
             return []
-        model = ann
+        if isinstance(found, tuple):
+            pending = found
+        else:
+            model = found
     return list(model.model_fields)
 
 
 def _format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
+        raw = [str(p) for p in e["loc"]]
+        # A tagged union puts the tag after the list index (train.phases.0.grpo.steps); it is not a key.
+        loc_parts = [p for i, p in enumerate(raw) if not (p in PHASE_KINDS and i and raw[i - 1].isdigit())]
+        loc = ".".join(loc_parts)
         if e["type"] == "extra_forbidden":
-            parent = [str(p) for p in e["loc"][:-1]]
+            parent, shown = raw[:-1], loc_parts[:-1]
+            if loc in MOVED:
+                lines.append(f"config key '{loc}' has moved: use {MOVED[loc]}")
+                continue
             allowed = _allowed_keys(JobConfig, parent)
-            close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
-            hint = f" Did you mean '{'.'.join(parent + close)}'?" if close else ""
-            lines.append(f"unknown config key '{loc}'.{hint} Allowed here: {', '.join(allowed)}")
+            close = difflib.get_close_matches(loc_parts[-1], allowed, n=1)
+            hint = f" Did you mean '{'.'.join(shown + close)}'?" if close else ""
+            lines.append(f"unknown config key '{'.'.join(shown + loc_parts[-1:])}'.{hint} "
+                         f"Allowed here: {', '.join(allowed)}")
+        elif e["type"] == "union_tag_invalid" or e["type"] == "union_tag_not_found":
+            lines.append(f"{loc}: a phase needs kind: one of {', '.join(PHASE_KINDS)} (got {e.get('input')!r})")
+        elif e["type"] == "value_error":  # a cross-field check: its message names the fields and the fix
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(msg if not loc or loc_parts[0] in msg else f"{loc}: {msg}")
         else:
             lines.append(f"{loc or 'config'}: {e['msg']} (got {e.get('input')!r})")
     return "invalid job config:\n  " + "\n  ".join(lines)
@@ -230,21 +440,41 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """['rollout.temperature=0.7', 'train.steps=2'] -> nested dict (values parsed as YAML scalars)."""
+    """['rollout.temperature=0.7', 'train.phases.0.steps=2'] -> nested dict (values parsed as YAML scalars;
+    a digit key addresses an item of a list)."""
     tree: dict = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form section.key=value (e.g. train.steps=2)")
+            raise ConfigError(f"override '{item}' is not of the form section.key=value (e.g. train.eval_every=2)")
         key, raw = item.split("=", 1)
         _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
     return tree
 
 
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+def _merge(base: Any, top: Any, where: str = "") -> Any:
+    if isinstance(top, dict) and isinstance(base, list) and all(k.isdigit() for k in top):
+        out = list(base)
+        for k, v in top.items():
+            i = int(k)
+            if i >= len(out):
+                raise ConfigError(f"override '{where}.{k}': the list has {len(out)} items (0..{len(out) - 1})")
+            out[i] = _merge(out[i], v, f"{where}.{k}")
+        return out
+    if isinstance(top, dict) and isinstance(base, dict):
+        out = dict(base)
+        for k, v in top.items():
+            out[k] = _merge(out[k], v, f"{where}.{k}".lstrip(".")) if k in out else v
+        return out
+    return top
+
+
+def _with_default_lists(tree: dict) -> dict:
+    """Overrides into a list the YAML leaves at its default (train.phases.0.steps=2) patch the default list."""
+    train = tree.get("train")
+    if isinstance(train, dict) and isinstance(train.get("phases"), dict):
+        defaults = [p.model_dump(exclude_defaults=True) | {"kind": p.kind} for p in TrainConfig().phases]
+        tree = {**tree, "train": {**train, "phases": _merge(defaults, train["phases"], "train.phases")}}
+    return tree
 
 
 def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> JobConfig:
@@ -257,7 +487,7 @@ def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None
         tree = yaml.safe_load(path.read_text()) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"config file '{path}' must hold a mapping of sections, not {type(tree).__name__}")
-    tree = _merge(tree, parse_overrides(overrides or []))
+    tree = _with_default_lists(_merge(tree, parse_overrides(overrides or [])))
     try:
         return JobConfig.model_validate(tree)
     except ValidationError as err:

@@ -1,4 +1,8 @@
-"""Step metrics: one JSON line per record, a compact console line, and training curves as PNG."""
+"""Step metrics: one JSON line per record, a compact console line, and training curves as PNG.
+
+Records: {"kind": "step" | "eval" | "info", "step": global step, ...}. Step records carry "phase" (its name)
+and "phase_step"; curves draw a dashed line where the phase changes, so GRPO -> SFT -> GRPO reads at a glance.
+"""
 from __future__ import annotations
 
 import json
@@ -7,37 +11,44 @@ import sys
 import time
 from pathlib import Path
 
-CONSOLE_KEYS = [("reward/mean", "R", 3), ("reward/qa/f1", "F1", 3), ("learner/kl", "KL", 4),
+# (key, label, digits); a key absent from a step (SFT steps have no reward) is left out of its line.
+CONSOLE_KEYS = [("reward/mean", "R", 3), ("sft/loss", "loss", 4), ("learner/kl", "KL", 4),
                 ("learner/clip_frac", "clip", 3), ("rollout/len_mean", "len", 1),
                 ("learner/logprob_diff_max", "dlp", 1), ("timing/step", "s", 1)]
 
 
 class MetricsLog:
-    def __init__(self, path: str | Path, total_steps: int, stream=sys.stdout):
+    def __init__(self, path: str | Path, stream=None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.total = total_steps
-        self.stream = stream
-        self.t0 = time.time()
-        self.first_step: int | None = None
+        self._stream = stream  # None: whatever sys.stdout is when a line is printed
+        self._phase: tuple[str, int, float] | None = None  # (name, first step seen, its start time)
+
+    @property
+    def stream(self):
+        return self._stream or sys.stdout
 
     def write(self, record: dict) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with self.path.open("a") as f:
             f.write(json.dumps(clean) + "\n")
 
-    def step(self, step: int, metrics: dict) -> None:
-        self.write({"kind": "step", "step": step, "time": time.time(), **metrics})
-        if self.first_step is None:
-            self.first_step, self.t0 = step, time.time() - metrics.get("timing/step", 0.0)
-        done = step - self.first_step + 1
-        eta = (time.time() - self.t0) / done * (self.total - step)
+    def step(self, step: int, metrics: dict, progress: tuple[str, int, int] | None = None) -> None:
+        """Log one step; `progress` = (phase name, step in phase, steps in phase) for the line and its ETA."""
+        now = time.time()
+        self.write({"kind": "step", "step": step, "time": now, **metrics})
+        name, k, n = progress or ("", step, step)
+        if self._phase is None or self._phase[0] != name:
+            self._phase = (name, k, now - metrics.get("timing/step", 0.0))
+        _, first, t0 = self._phase
+        eta = (now - t0) / (k - first + 1) * (n - k)
         parts = []
         for key, short, nd in CONSOLE_KEYS:
-            if key in metrics:
-                v = metrics[key]
+            v = metrics.get(key)
+            if isinstance(v, (int, float)):
                 parts.append(f"{short} {v:.{nd}e}" if key.endswith("diff_max") else f"{short} {v:.{nd}f}")
-        print(f"[step {step}/{self.total}] " + " | ".join(parts) + f" | eta {eta / 60:.1f} min",
+        where = f"{name} {k}/{n}" if name else f"{k}/{n}"
+        print(f"[step {step} | {where}] " + " | ".join(parts) + f" | eta {eta / 60:.1f} min",
               file=self.stream, flush=True)
 
     def eval(self, step: int, metrics: dict) -> None:
@@ -52,19 +63,64 @@ class MetricsLog:
 
 
 def read_records(path: str | Path) -> list[dict]:
+    """The records of a metrics.jsonl. A run that died and resumed from an earlier checkpoint logs some steps
+    twice: a step record at or below a step already seen starts the replay, so the earlier step and eval
+    records from that step on (the abandoned attempt) are dropped.
+    """
+    out: list[dict] = []
+    last = 0
     with Path(path).open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            if r.get("kind") == "step":
+                if r["step"] <= last:
+                    out = [x for x in out if x.get("kind") not in ("step", "eval") or x["step"] < r["step"]]
+                last = r["step"]
+            out.append(r)
+    return out
 
 
 def reward_components(steps: list[dict]) -> list[str]:
     """Keys 'reward/<name>' of reward components: those logged with a 'reward/<name>/zero_var_frac'."""
-    keys = steps[0].keys() if steps else []
+    keys = {k for r in steps for k in r}
     return sorted(k[: -len("/zero_var_frac")] for k in keys
                   if k.startswith("reward/") and k.endswith("/zero_var_frac") and k.count("/") == 2)
 
 
-def plot_curves(jsonl: str | Path, png: str | Path, title: str = "") -> Path:
-    """Reward, KL, clip fraction and eval F1/EM against step, from a run's metrics.jsonl."""
+def phase_spans(steps: list[dict]) -> list[tuple[str, int, int]]:
+    """[(phase name, first step, last step)] in order, from step records.
+
+    >>> phase_spans([{"step": 1, "phase": "sft"}, {"step": 2, "phase": "sft"}, {"step": 3, "phase": "grpo"}])
+    [('sft', 1, 2), ('grpo', 3, 3)]
+    """
+    spans: list[tuple[str, int, int]] = []
+    for r in steps:
+        name = r.get("phase", "")
+        if spans and spans[-1][0] == name:
+            spans[-1] = (name, spans[-1][1], r["step"])
+        else:
+            spans.append((name, r["step"], r["step"]))
+    return spans
+
+
+def _series(ax, records: list[dict], key: str, label: str, smooth: bool = True) -> bool:
+    pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    if not pts:
+        return False
+    ax.plot(*zip(*pts), lw=0.8, alpha=0.5 if smooth and len(pts) >= 10 else 1.0, label=label)
+    if smooth and len(pts) >= 10:
+        xs, ys = zip(*pts)
+        w = 10
+        ax.plot(xs, [sum(ys[max(0, i - w + 1): i + 1]) / len(ys[max(0, i - w + 1): i + 1]) for i in range(len(ys))],
+                lw=1.8, label=f"{label}, mean of last {w}")
+    return True
+
+
+def plot_curves(jsonl: str | Path, png: str | Path, title: str = "", primary: str = "f1") -> Path:
+    """Reward, KL, clip fraction, SFT loss, length and held-out metrics against the global step, with the
+    phase boundaries marked, from a run's metrics.jsonl."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,35 +129,46 @@ def plot_curves(jsonl: str | Path, png: str | Path, title: str = "") -> Path:
     recs = read_records(jsonl)
     steps = [r for r in recs if r.get("kind") == "step"]
     evals = [r for r in recs if r.get("kind") == "eval"]
-    panels = [("reward/mean", "reward (mean)"), ("learner/kl", "KL to reference (k3)"),
-              ("learner/clip_frac", "clip fraction"), (None, "eval (greedy, held-out)")]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    for ax, (key, label) in zip(axes.flat, panels):
-        if key is None:
-            for k, style in (("eval/f1", "o-"), ("eval/em", "s--")):
-                pts = [(r["step"], r[k]) for r in evals if r.get(k) is not None]
-                if pts:
-                    ax.plot(*zip(*pts), style, label=k.split("/")[1].upper())
-            ax.legend()
-        else:
-            pts = [(r["step"], r[key]) for r in steps if r.get(key) is not None]
-            if key == "reward/mean" and len(reward_components(steps)) > 1:
-                for comp in reward_components(steps):  # weighted components, unsmoothed
-                    cpts = [(r["step"], r[comp]) for r in steps if r.get(comp) is not None]
-                    ax.plot(*zip(*cpts), lw=1.0, ls=":", label=f"{comp.split('/')[1]} (unweighted)")
-            if pts:
-                ax.plot(*zip(*pts), lw=0.8, alpha=0.5, label="per step")
-                if len(pts) >= 10:
-                    xs, ys = zip(*pts)
-                    w = 10
-                    smooth = [sum(ys[max(0, i - w + 1): i + 1]) / len(ys[max(0, i - w + 1): i + 1])
-                              for i in range(len(ys))]
-                    ax.plot(xs, smooth, lw=1.8, label=f"mean of last {w}")
-            if len(ax.get_legend_handles_labels()[0]) > 1:
-                ax.legend(fontsize=8)
-        ax.set_title(label)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    ax = axes.flat
+    _series(ax[0], steps, "reward/mean", "reward (total)")
+    comps = reward_components(steps)
+    if len(comps) > 1:
+        for comp in comps:
+            _series(ax[0], steps, comp, f"{comp.split('/')[1]} (unweighted)", smooth=False)
+    ax[0].set_title("reward")
+    _series(ax[1], steps, "learner/kl", "KL (k3)")
+    ax[1].set_title("KL to reference")
+    _series(ax[2], steps, "learner/clip_frac", "clip fraction")
+    ax[2].set_title("clip fraction")
+    _series(ax[3], steps, "sft/loss", "SFT loss")
+    ax[3].set_title("SFT loss (sft, rs_sft phases)")
+    _series(ax[4], steps, "rollout/len_mean", "sampled length (tokens)", smooth=False)
+    _series(ax[4], evals, "eval/len", "greedy eval length", smooth=False)
+    ax[4].set_title("answer length")
+    keys = [f"eval/{primary}"] + sorted(k for k in {k for r in evals for k in r}
+                                       if k.startswith("eval/") and k != f"eval/{primary}"
+                                       and k.split("/")[1] in ("em", "format", "valid", "similarity", "consistency",
+                                                               "repetition_rate"))
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in evals if isinstance(r.get(k), (int, float))]
+        if pts:
+            ax[5].plot(*zip(*pts), "o-" if k.endswith(primary) else "s--", label=k.split("/")[1])
+    ax[5].set_title(f"held-out eval (primary: {primary})")
+    spans = phase_spans(steps)
+    for a in ax:
+        if not a.lines:
+            a.text(0.5, 0.5, "no such steps in this run", transform=a.transAxes, ha="center", color="grey")
+        for name, first, _ in spans[1:]:
+            a.axvline(first - 0.5, color="grey", ls="--", lw=0.8)
+        if len(spans) > 1:
+            for name, first, last in spans:
+                a.text((first + last) / 2, 1.0, name, transform=a.get_xaxis_transform(), ha="center",
+                       va="bottom", fontsize=7, color="grey")
+        if len(a.get_legend_handles_labels()[0]) > 1:
+            a.legend(fontsize=7)
+        a.set_xlabel("step")
+        a.grid(alpha=0.3)
     fig.suptitle(title or str(Path(jsonl).parent.name))
     fig.tight_layout()
     png = Path(png)

@@ -100,12 +100,21 @@ def load_tokenizer(path: str):
     return tok
 
 
-def load_causal_lm(path: str, dtype: str = "float32"):
-    """A causal LM in eval mode with dropout off everywhere (GRPO's ratio must not see dropout noise)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def is_seq2seq(path: str) -> bool:
+    """Whether the model at `path` (folder or hub id) is an encoder-decoder (flan-t5) rather than causal."""
+    from transformers import AutoConfig
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    return bool(getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False))
+
+
+def load_lm(path: str, dtype: str = "float32"):
+    """A causal or seq2seq LM in eval mode with dropout off everywhere (GRPO's ratio must not see dropout
+    noise)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    cls = AutoModelForSeq2SeqLM if is_seq2seq(path) else AutoModelForCausalLM
+    model = cls.from_pretrained(path, dtype=getattr(torch, dtype))
     disable_dropout(model)
     return model
 

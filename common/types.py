@@ -8,12 +8,12 @@ Glossary
   old_logprobs     [B] lists: log pi_sample(token) from the engine that sampled, at temperature 1
   logprobs         current policy (learner), ref_logprobs: frozen reference; both [B, T] tensors
   completion_mask  [B, T] 1.0 on real completion tokens
-  rewards [B], advantages [B]
+  rewards [B], advantages [B] or [B, T]
 Samples are group-contiguous: sample j of prompt i sits at index i * G + j.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,6 @@ class ScoredRollout:
     rollout: Rollout
     rewards: list[float]                      # [B]
     components: dict[str, list[float]]        # name -> [B] (f1, em, length_penalty, ...)
-    errors: int = 0                           # samples whose reward function raised (step fails loudly)
 
 
 @dataclass(frozen=True)
@@ -64,5 +63,13 @@ class TrainBatch:
     completion_ids: list[list[int]]    # [B]
     old_logprobs: list[list[float]]    # [B]
     ref_logprobs: list[list[float]]    # [B] (empty lists when beta == 0)
-    advantages: list[float]            # [B]
-    extra: dict = field(default_factory=dict)
+    advantages: list[float] | list[list[float]]  # [B] (GRPO) or ragged [B][T_i] per token (PPO)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a phase samples: G completions per prompt at this temperature / top-p, at most this many tokens."""
+    group_size: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int

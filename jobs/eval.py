@@ -1,15 +1,21 @@
-"""Evaluate a model or checkpoint on extractive QA with the official metric of the data's language.
+"""Evaluate a model or checkpoint on any task: every metric of the task, with seeded bootstrap 95% CIs.
 
-Greedy by default: F1, EM, mean answer length in tokens, and seeded bootstrap 95% CIs (questions
-resampled). With `--samples n`, n sampled answers per question (T, top-p as in training), reported
-as a distribution: each of the n "runs" (the j-th sample of every question) gets its F1/EM, and
-the table gives their mean, std, min and max, plus per-question agreement, best-of-n and majority vote.
-Generation goes through the rollout engines (vLLM actors on Ray, or the HF backend), in batches,
-with a progress bar and throughput.
+Greedy by default: each metric of the task's scorer (MLQA: F1, EM and answer length under the official
+metric of the data's language; arithmetic and Countdown: accuracy, ...), with CIs over items resampled.
+With `--samples n`, n sampled answers per item (T, top-p as in training), reported as a distribution: each
+of the n "runs" (the j-th sample of every item) gets its metrics, and the table gives their mean, std, min
+and max, best-of-n of the primary metric, and the task's own per-item statistics of the n samples (MLQA:
+all-agree fraction and majority vote; domain QA: consistency). Generation goes through the rollout engines
+(vLLM actors on Ray, or the HF backend), in batches, with a progress bar and throughput.
+
+The task and data come from --run (a run dir's config.yaml), --config (a preset) or --task, in that order;
+--data replaces the source. --split picks a split as the job builds it (eval, test, or a task's extra
+held-out set such as arithmetic's gsm8k); `all` is every example of the source.
 
   python jobs/eval.py --model embedded:smollm2-135m-instruct --data xquad:de --limit 200
   python jobs/eval.py --model runs/R/checkpoints/best --run runs/R --split test     # the run's test split
-  python jobs/eval.py --model ... --data mlqa-de --samples 5 --out results.json
+  python jobs/eval.py --model ... --task arithmetic --split gsm8k --max-new-tokens 256 --limit 200
+  python jobs/eval.py --model ... --config jobs/configs/domain_qa_sft_grpo.yaml --split eval --samples 3
 """
 from __future__ import annotations
 
@@ -18,86 +24,98 @@ import json
 import statistics
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from common.stats import bootstrap_ci  # noqa: E402
-from jobs.qa_task import score_answers as score  # noqa: E402
-from rewards.qa import MLQA_LANGS, extract_answer, normalize_answer, qa_scores  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="embedded:smollm2-135m-instruct", help="HF id, folder, checkpoint or embedded:")
-    p.add_argument("--data", help="xquad:<lang>, mlqa-de, or a SQuAD-format .json (default: the run's data)")
-    p.add_argument("--lang", help="metric language (default: from --data, e.g. xquad:de -> de; else en)")
-    p.add_argument("--run", help="a run dir: its config.yaml gives data and split (with --split)")
-    p.add_argument("--split", choices=["all", "test", "eval"], default="all",
-                   help="with --run: the run's held-out test (reports) or eval split; with --data of another "
-                        "language of a parallel set (XQuAD), the same questions in that language")
-    p.add_argument("--limit", type=int, help="evaluate only the first N questions (after the split)")
-    p.add_argument("--samples", type=int, default=0, help="n sampled answers per question (0 = greedy only)")
+    p.add_argument("--run", help="a run dir: its config.yaml gives task, data and splits")
+    p.add_argument("--config", help="a preset (jobs/configs/*.yaml) giving task, data and splits")
+    p.add_argument("--task", help="task name (default: the run's / preset's, else mlqa)")
+    p.add_argument("--data", help="data source, e.g. xquad:<lang>, mlqa-de, a SQuAD-format .json (default: the "
+                                  "config's)")
+    p.add_argument("--lang", help="QA metric language (default: from --data, e.g. xquad:de -> de; else en)")
+    p.add_argument("--split", default="all",
+                   help="all | train | eval | test | a task's extra held-out set (arithmetic: gsm8k). With --data of "
+                        "another language of a parallel set (XQuAD), the same questions in that language")
+    p.add_argument("--limit", type=int, help="evaluate only the first N items (after the split)")
+    p.add_argument("--samples", type=int, default=0, help="n sampled answers per item (0 = greedy only)")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=0, help="sampling seed and bootstrap seed")
-    p.add_argument("--max-prompt-tokens", type=int, default=512)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
-    p.add_argument("--engines", type=int, default=1, help="rollout actors; questions are sharded across them")
-    p.add_argument("--batch", type=int, default=128, help="questions per progress update")
+    p.add_argument("--max-prompt-tokens", type=int, help="default: the config's rollout.max_prompt_tokens")
+    p.add_argument("--max-new-tokens", type=int, help="default: the config's rollout.max_new_tokens")
+    p.add_argument("--engine", choices=["vllm", "hf"], help="default: the config's rollout.engine")
+    p.add_argument("--engines", type=int, default=1, help="rollout actors; items are sharded across them")
+    p.add_argument("--batch", type=int, default=128, help="items per progress update")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--inprocess", action="store_true", help="no Ray: the engine in this process")
     where.add_argument("--address", help="Ray address (default: RAY_ADDRESS, else a new local cluster)")
-    p.add_argument("--out", help="write the result (with per-question scores) to this JSON file")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value on top of the run/preset, e.g. "
+                   "task.params.few_shot=4 (the label tasks' few-shot baseline)")
+    p.add_argument("--out", help="write the result (with per-item scores) to this JSON file")
     return p.parse_args(argv)
 
 
-def infer_lang(source: str) -> str:
-    """'xquad:de' -> 'de', 'mlqa-de' -> 'de', anything else -> 'en'."""
-    tail = source.split(":")[-1] if source.startswith("xquad:") else source.removeprefix("mlqa-")
-    return tail if tail in MLQA_LANGS else "en"
-
-
-def load_questions(args) -> tuple[list, str, str]:
-    """(examples, source, lang) from --data or the run's config (+ --split)."""
+def job_config(args):
+    """The config whose task, data and splits this eval uses, with --task/--data/--lang on top."""
     from common.config import load_config
-    from common.data import load_examples, split_examples
 
-    cfg = None
     if args.run:
-        cfg_path = Path(args.run) / "config.yaml"
-        if not cfg_path.is_file():
-            raise SystemExit(f"error: {cfg_path} not found; --run needs a run dir written by jobs/grpo_mlqa.py")
-        cfg = load_config(cfg_path)
-    elif args.split != "all":
-        raise SystemExit("error: --split test/eval needs --run <run dir> (the split is rebuilt from its config)")
-    source = args.data or (cfg.data.source if cfg else None)
-    if source is None:
-        raise SystemExit("error: give --data (e.g. xquad:de) or --run <run dir>")
-    lang = args.lang or (cfg.data.lang if cfg and not args.data else infer_lang(source))
-    examples, _ = load_examples(source, lang, limit=cfg.data.limit if cfg and not args.data else None)
-    if args.split != "all":
-        d = cfg.data
-        if args.split == "test" and not d.test_size:
-            raise SystemExit(f"error: run {args.run} has no test split (data.test_size unset); use --split eval")
-        run_examples = examples if source == d.source else load_examples(d.source, d.lang, limit=d.limit)[0]
-        train, eval_, test = split_examples(run_examples, d.eval_fraction, d.split_seed, d.eval_size, d.test_size)
-        wanted = test if args.split == "test" else eval_
-        if source != d.source:
+        path = Path(args.run) / "config.yaml"
+        if not path.is_file():
+            raise SystemExit(f"error: {path} not found; --run needs a run dir written by jobs/train.py")
+    else:
+        path = args.config
+    cfg = load_config(path, args.overrides)
+    if args.task and args.task != cfg.task.name:  # another task: the config's task params do not carry over
+        cfg = load_config(path, [f"task.name={args.task}", "task.params={}", *args.overrides])
+    return cfg
+
+
+def load_items(args) -> tuple[object, list, str, list]:
+    """(config, items, source, train) from the config, --data and --split; `train` is the run's training split
+    where the split is one of the run's (few-shot demonstrations come from it), else []."""
+    from tasks.registry import task_class
+
+    cfg = job_config(args)
+    cls = task_class(cfg.task.name)
+    raw = dict(cfg.task.params)
+    if args.data and "lang" in raw:
+        raw.pop("lang")  # another source's language is inferred from it
+    if args.lang:
+        raw["lang"] = args.lang
+    params = cls.make_params(raw)
+    run_source = cfg.data.source or cls.default_source
+    source = args.data or run_source
+    train: list = []
+    if args.split == "all":
+        data = cfg.data if not args.data else cfg.data.model_copy(update={"limit": None})
+        items = cls.all_examples(source, data, params)
+    else:
+        splits, _ = cls.load(run_source, cfg.data, params)
+        if args.split not in splits:
+            hint = " (data.test_size is unset in this config)" if args.split == "test" else ""
+            raise SystemExit(f"error: task {cls.name} has no split {args.split!r} with this config{hint}; it has "
+                             f"{', '.join(splits)} (or --split all)")
+        items, train = splits[args.split], splits.get("train", [])
+        if source != run_source:
             # Another language of a parallel set (XQuAD shares question ids across languages): the same held-out
             # questions, translated, so no question the model trained on in English is scored in German.
-            by_id = {ex.id: ex for ex in examples}
-            wanted = [by_id[ex.id] for ex in wanted if ex.id in by_id]
-            if not wanted:
+            by_id = {ex.id: ex for ex in cls.all_examples(source, cfg.data.model_copy(update={"limit": None}), params)}
+            items = [by_id[ex.id] for ex in items if ex.id in by_id]
+            if not items:
                 raise SystemExit(f"error: no question of {source} has an id of the run's {args.split} split "
-                                 f"({d.source}); --split selects by id and needs a parallel set like XQuAD")
-        examples = wanted
-    return examples[: args.limit] if args.limit else examples, source, lang
+                                 f"({run_source}); --split selects by id and needs a parallel set like XQuAD")
+    return (cfg, cls, params), (items[: args.limit] if args.limit else items), source, train
 
 
-def generate(group, prompts: list[list[int]], args, sampled: bool) -> list[str]:
+def generate(group, prompts: list[list[int]], args, sampled: bool, max_new_tokens: int) -> list[str]:
     """Batched generation through the engines with a progress bar; [Q] (greedy) or [Q * n] texts."""
     from tqdm import tqdm
 
@@ -110,93 +128,90 @@ def generate(group, prompts: list[list[int]], args, sampled: bool) -> list[str]:
         chunk = prompts[start:start + args.batch]
         shards = shard(chunk, len(group.members))
         if sampled:
-            futs = group.map_shards("generate", [(s, args.samples, args.temperature, args.top_p, args.max_new_tokens,
+            futs = group.map_shards("generate", [(s, args.samples, args.temperature, args.top_p, max_new_tokens,
                                                    args.seed + 7919 * (start + i)) for i, s in enumerate(shards)])
             texts += [t for r in get(futs) for t in r.texts]
         else:
-            futs = group.map_shards("greedy", [(s, args.max_new_tokens) for s in shards])
+            futs = group.map_shards("greedy", [(s, max_new_tokens) for s in shards])
             texts += [t for part in get(futs) for t in part]
         bar.update(len(chunk))
     bar.close()
     return texts
 
 
-def summarize(per: dict, seed: int) -> dict:
-    n = len(per["f1"])
-    return {"n": n, "f1": sum(per["f1"]) / n, "em": sum(per["em"]) / n, "len": sum(per["len"]) / n,
-            "f1_ci": bootstrap_ci(per["f1"], seed=seed), "em_ci": bootstrap_ci(per["em"], seed=seed)}
+def summarize(per: dict[str, list[float]], seed: int) -> dict:
+    """n, and for every metric its mean and bootstrap 95% CI (`<metric>_ci`)."""
+    n = len(next(iter(per.values())))
+    out: dict = {"n": n}
+    for k, v in per.items():
+        out[k] = sum(v) / n
+        out[f"{k}_ci"] = bootstrap_ci(v, seed=seed)
+    return out
 
 
-def sample_distribution(texts: list[str], examples, lang: str, n: int, tokenizer) -> dict:
-    """n runs of one sampled answer per question: mean/std/min/max of run F1 and EM, agreement, best-of-n
-    and majority-vote F1."""
-    runs = [score(texts[j::n], examples, lang, tokenizer) for j in range(n)]
-    run_f1 = [sum(r["f1"]) / len(r["f1"]) for r in runs]
-    run_em = [sum(r["em"]) / len(r["em"]) for r in runs]
-    agree, best, vote = [], [], []
-    for q, ex in enumerate(examples):
-        answers = [extract_answer(t) for t in texts[q * n:(q + 1) * n]]
-        norm = [normalize_answer(a, lang) for a in answers]
-        agree.append(float(len(set(norm)) == 1))
-        best.append(max(r["f1"][q] for r in runs))
-        top = Counter(norm).most_common(1)[0][0]
-        vote.append(qa_scores(answers[norm.index(top)], list(ex.answers), lang)[1])
-    q = len(examples)
-    return {"samples": n, "f1_mean": statistics.mean(run_f1), "f1_std": statistics.pstdev(run_f1),
-            "f1_min": min(run_f1), "f1_max": max(run_f1), "em_mean": statistics.mean(run_em),
-            "em_std": statistics.pstdev(run_em), "agree_frac": sum(agree) / q, "best_of_n_f1": sum(best) / q,
-            "majority_vote_f1": sum(vote) / q,
-            "len_mean": statistics.mean(x for r in runs for x in r["len"])}
-
-
-def start_engines(args, model_path: str):
-    from cluster import runtime
-    from cluster.groups import ActorGroup
-    from rollout.engine import HFEngine, VLLMEngine
-
-    backend = "inprocess" if args.inprocess else "ray"
-    runtime.start(backend, args.address, None, runtime.actor_env(None, 2.0))
-    cls, kw = (HFEngine, {}) if args.engine == "hf" else (VLLMEngine, {"max_model_len": 2048, "kv_cache_gib": 2.0})
-    return backend, ActorGroup.create("rollout", cls, args.engines, backend, args=(model_path,), kwargs=kw,
-                                      num_cpus=0.5)
+def sample_distribution(task, texts: list[str], items, n: int) -> dict:
+    """n runs of one sampled answer per item: mean/std/min/max of every metric over the runs, best-of-n of the
+    primary metric, and the means of the task's per-item statistics of the n samples."""
+    runs = [task.score(texts[j::n], items) for j in range(n)]
+    out: dict = {"samples": n}
+    for metric in runs[0]:
+        vals = [sum(r[metric]) / len(r[metric]) for r in runs]
+        out.update({f"{metric}_mean": statistics.mean(vals), f"{metric}_std": statistics.pstdev(vals),
+                    f"{metric}_min": min(vals), f"{metric}_max": max(vals)})
+    p = task.primary_metric
+    out[f"best_of_n_{p}"] = sum(max(r[p][q] for r in runs) for q in range(len(items))) / len(items)
+    groups = [texts[q * n:(q + 1) * n] for q in range(len(items))]
+    out.update({k: sum(v) / len(v) for k, v in task.score_samples(groups, items).items() if v})
+    return out
 
 
 def evaluate(args) -> dict:
     from cluster import runtime
-    from common.data import build_prompts
+    from cluster.groups import get
+    from cluster.system import start_rollout
+    from common.config import ClusterConfig
     from common.models import load_tokenizer, resolve_model
 
-    examples, source, lang = load_questions(args)
-    if not examples:
-        raise SystemExit(f"error: no questions to evaluate in {source}")
+    (cfg, cls, params), items, source, train = load_items(args)
+    if not items:
+        raise SystemExit(f"error: no items to evaluate in {source}")
     model_path = resolve_model(args.model)
-    tokenizer = load_tokenizer(model_path)
-    prompts, pstats = build_prompts(tokenizer, examples, args.max_prompt_tokens)
-    print(f"[eval] {args.model} on {source} ({args.split}, {len(examples)} questions, lang {lang})", flush=True)
-    backend, group = start_engines(args, model_path)
+    r = cfg.rollout.model_copy(update={k: v for k, v in (("engine", args.engine),
+                                                         ("max_prompt_tokens", args.max_prompt_tokens),
+                                                         ("max_new_tokens", args.max_new_tokens)) if v is not None})
+    task = cls({"eval": items, **({"train": train} if train else {})}, params, load_tokenizer(model_path),
+               r.max_prompt_tokens)
+    prompts, pstats = task.prompts("eval"), task.prompt_stats("eval")
+    print(f"[eval] {args.model} on {task.name} {source} ({args.split}, {len(items)} items)", flush=True)
+    backend = "inprocess" if args.inprocess else "ray"
+    runtime.start(backend, args.address, None, runtime.actor_env(None, r.kv_cache_gib))
+    group = start_rollout(r, ClusterConfig(num_rollout_actors=args.engines), model_path, backend)
     try:
-        from cluster.groups import get
-
         get(group.call_all("greedy", prompts[:1], 1))  # vLLM compiles on first use: keep it out of the timing
         t = time.perf_counter()
-        texts = generate(group, prompts, args, sampled=False)
+        texts = generate(group, prompts, args, False, r.max_new_tokens)
         seconds = time.perf_counter() - t
-        per = score(texts, examples, lang, tokenizer)
-        out = {"model": args.model, "data": source, "lang": lang, "split": args.split, **summarize(per, args.seed),
-               "seconds": seconds, "questions_per_s": len(texts) / seconds,
+        per = task.score(texts, items)
+        out = {"model": args.model, "task": task.name, "primary_metric": task.primary_metric, "data": source,
+               "split": args.split, **({"lang": items[0].lang} if hasattr(items[0], "lang") else {}),
+               **summarize(per, args.seed), "seconds": seconds, "questions_per_s": len(texts) / seconds,
                "gen_tokens_per_s": sum(per["len"]) / seconds, "prompts_truncated": pstats["truncated"],
-               "engine": args.engine, "engines": args.engines}
+               "engine": r.engine, "engines": args.engines, "max_new_tokens": r.max_new_tokens}
         if args.samples > 0:
             t = time.perf_counter()
-            sampled = generate(group, prompts, args, sampled=True)
-            out["sampling"] = {**sample_distribution(sampled, examples, lang, args.samples, tokenizer),
+            sampled = generate(group, prompts, args, True, r.max_new_tokens)
+            out["sampling"] = {**sample_distribution(task, sampled, items, args.samples),
                                "temperature": args.temperature, "top_p": args.top_p,
                                "seconds": time.perf_counter() - t}
     finally:
         runtime.shutdown(backend)
-    out["per_question"] = [{"id": ex.id, "f1": f, "em": e, "len": n, "prediction": x[:300]}
-                           for ex, f, e, n, x in zip(examples, per["f1"], per["em"], per["len"], texts)]
+    out["per_question"] = [{"id": getattr(ex, "id", str(i)), **{k: v[i] for k, v in per.items()},
+                            "prediction": texts[i][:300]} for i, ex in enumerate(items)]
     return out
+
+
+def _label(metric: str) -> str:
+    return {"f1": "F1", "em": "EM"}.get(metric, metric)
 
 
 def main(argv=None) -> int:
@@ -206,17 +221,23 @@ def main(argv=None) -> int:
         return 2
     try:
         out = evaluate(args)
-    except (FileNotFoundError, ValueError) as err:  # bad model/data/split: the message names the fix
+    except (FileNotFoundError, ValueError) as err:  # bad model/data/split/config: the message names the fix
         print(f"error: {err}", file=sys.stderr)
         return 2
-    lo, hi = out["f1_ci"]
-    print(f"[eval] F1 {out['f1']:.3f} [{lo:.3f}, {hi:.3f}]  EM {out['em']:.3f}  len {out['len']:.1f} tokens  "
+    p = out["primary_metric"]
+    lo, hi = out[f"{p}_ci"]
+    others = "  ".join(f"{_label(k)} {out[k]:.3f}" for k in out.get("per_question", [{}])[0]
+                       if k not in ("id", "prediction", p, "len"))
+    print(f"[eval] {_label(p)} {out[p]:.3f} [{lo:.3f}, {hi:.3f}]  {others}  len {out['len']:.1f} tokens  "
           f"n {out['n']}  {out['questions_per_s']:.2f} q/s  {out['gen_tokens_per_s']:.0f} tok/s", flush=True)
     if "sampling" in out:
         s = out["sampling"]
-        print(f"[eval] {s['samples']} samples: F1 {s['f1_mean']:.3f} ± {s['f1_std']:.3f} "
-              f"(min {s['f1_min']:.3f}, max {s['f1_max']:.3f}), agree {s['agree_frac']:.2f}, "
-              f"best-of-n {s['best_of_n_f1']:.3f}, majority {s['majority_vote_f1']:.3f}", flush=True)
+        extra = "  ".join(f"{k} {v:.3f}" for k, v in s.items() if not any(
+            k.startswith(m) for m in out["per_question"][0]) and isinstance(v, float) and k not in (
+            "temperature", "top_p", "seconds"))
+        print(f"[eval] {s['samples']} samples: {_label(p)} {s[f'{p}_mean']:.3f} ± {s[f'{p}_std']:.3f} "
+              f"(min {s[f'{p}_min']:.3f}, max {s[f'{p}_max']:.3f}), best-of-n {s[f'best_of_n_{p}']:.3f}  {extra}",
+              flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1, ensure_ascii=False))

@@ -1,6 +1,6 @@
 """The experiment behind docs/results.md: base -> SFT -> GRPO, then every evaluation of the report.
 
-  1. train: jobs/grpo_mlqa.py with the config (SFT, then GRPO with periodic eval on the validation split,
+  1. train: jobs/grpo_mlqa.py with the config (an sft phase, then grpo with periodic eval on the validation split,
      keeping GRPO-best by validation F1 and GRPO-final); skipped when the run dir holds a finished run,
      resumed when it holds a partial one;
   2. English test split (held out before training, never used for selection): base, SFT, GRPO-best,
@@ -32,19 +32,19 @@ from common.config import load_config  # noqa: E402
 CROSS_LINGUAL = ["xquad:de", "xquad:es", "xquad:vi", "xquad:zh", "xquad:ar", "xquad:hi", "mlqa-de"]
 
 
-def sh(cmd: list[str], log: Path) -> None:
+def sh(cmd: list[str], log: Path, tag: str = "experiment") -> None:
     """Run a step as its own process (each frees its engines' memory on exit); log its command."""
     line = " ".join(cmd)
-    print(f"[experiment] $ {line}", flush=True)
+    print(f"[{tag}] $ {line}", flush=True)
     with log.open("a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} $ {line}\n")
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def checkpoints(run: Path, policy: str, sft: bool) -> dict[str, str]:
+def checkpoints(run: Path, policy: str, sft_phase: str | None) -> dict[str, str]:
     ck = {"base": policy}
-    if sft:
-        ck["sft"] = str(run / "checkpoints" / "sft")
+    if sft_phase:
+        ck["sft"] = str(run / "checkpoints" / sft_phase)
     ck.update({"grpo-best": str(run / "checkpoints" / "best"), "grpo-final": str(run / "checkpoints" / "last")})
     return ck
 
@@ -62,7 +62,8 @@ def main(argv=None) -> int:
     py, out = sys.executable, run / "eval"
 
     summary = run / "summary.json"
-    done = summary.is_file() and json.loads(summary.read_text())["steps"] >= cfg.train.steps
+    last = run / "checkpoints" / "last" / "driver_state.json"
+    done = summary.is_file() and last.is_file() and json.loads(last.read_text())["phase"] >= len(cfg.train.phases)
     if not done:
         train = [py, "jobs/grpo_mlqa.py", "--config", args.config, *args.overrides]
         partial = (run / "checkpoints" / "last" / "driver_state.json").is_file()
@@ -70,7 +71,8 @@ def main(argv=None) -> int:
         sh(train + (["--resume"] if partial else []), run / "commands.log")
     out.mkdir(parents=True, exist_ok=True)
     log = run / "commands.log"
-    ck = checkpoints(run, cfg.model.policy, cfg.train.sft_epochs > 0)
+    sft = [n for n, p in zip(cfg.train.phase_names(), cfg.train.phases) if p.kind == "sft"]
+    ck = checkpoints(run, cfg.model.policy, sft[0] if sft else None)
 
     for name, model in ck.items():
         target = out / f"test-{name}.json"

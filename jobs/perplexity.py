@@ -29,10 +29,10 @@ def perplexity(model_spec: str, texts: list[str]) -> dict:
     """{"perplexity", "nll_per_token", "tokens"} of the model over `texts` (each scored separately)."""
     import torch
 
-    from common.models import load_causal_lm, load_tokenizer, resolve_model
+    from common.models import load_lm, load_tokenizer, resolve_model
 
     path = resolve_model(model_spec)
-    tok, model = load_tokenizer(path), load_causal_lm(path)
+    tok, model = load_tokenizer(path), load_lm(path)
     nll, count = 0.0, 0
     with torch.no_grad():
         for text in texts:

@@ -1,4 +1,4 @@
-"""Group-relative advantages for GRPO.
+"""Advantages: group-relative for GRPO, GAE with a critic for PPO.
 
 Glossary: B sequences, G group size (completions per prompt), T completion tokens, V vocab.
 Rewards arrive group-contiguous: B = num_prompts * G, and rewards[k*G:(k+1)*G] are the G completions of prompt k.
@@ -10,6 +10,9 @@ Conventions (see docs and reference/grpo-test-vectors.md):
   prompts that are nearly always solved or nearly always failed.
 - A group whose rewards are all equal carries no learning signal; its advantages are set to exactly 0 instead
   of (r - mean(r)) / eps, which float rounding of the mean would make ~1e-4 rather than 0.
+- PPO (token_rewards, gae, masked_whiten) follows OpenRLHF/verl: the sequence reward sits on the last valid
+  token, -kl_coef * (logprobs - ref_logprobs) (k1) on every token, and GAE runs backwards over valid tokens only,
+  so masked positions neither receive nor pass on value (verl's compute_gae_advantage_return).
 """
 
 from __future__ import annotations
@@ -65,6 +68,137 @@ def group_advantages(
         "adv_abs_mean": advantages.abs().mean().item(),
     }
     return advantages, metrics
+
+
+def token_rewards(rewards: Tensor, completion_mask: Tensor, logprobs: Tensor | None = None,
+                  ref_logprobs: Tensor | None = None, kl_coef: float = 0.0) -> tuple[Tensor, dict[str, float]]:
+    """Per-token rewards for PPO: the sequence reward on its last valid token, minus kl_coef * k1 KL per token.
+
+    Args:
+        rewards: [B] scalar reward per completion.
+        completion_mask: [B, T], nonzero = valid completion token; every row needs at least one.
+        logprobs, ref_logprobs: [B, T] of the sampling policy and the frozen reference (needed when kl_coef > 0).
+        kl_coef: weight of the per-token KL folded into the rewards (0 = no KL in the rewards).
+
+    Returns:
+        token_rewards: [B, T] (0 at masked positions); metrics "kl_reward_mean" (mean -kl_coef*k1 per valid token).
+
+    Example: reward 1 on a 2-token answer, KL coefficient 0.5, log-ratios 0.2 and -0.4:
+        >>> r, _ = token_rewards(torch.tensor([1.0]), torch.tensor([[1, 1, 0]]), torch.tensor([[0.2, -0.4, 9.0]]),
+        ...                      torch.zeros(1, 3), kl_coef=0.5)
+        >>> [round(x, 4) for x in r[0].tolist()]
+        [-0.1, 1.2, 0.0]
+    """
+    if rewards.dim() != 1 or completion_mask.dim() != 2 or completion_mask.shape[0] != rewards.shape[0]:
+        raise ValueError(f"rewards must be [B] and completion_mask [B, T]; got {tuple(rewards.shape)} and "
+                         f"{tuple(completion_mask.shape)}")
+    keep = completion_mask.bool()  # [B, T]
+    if not keep.any(dim=1).all():
+        raise ValueError("every completion needs at least one valid token to carry its reward")
+    dtype = torch.promote_types(rewards.dtype, torch.float32)
+    out = torch.zeros(keep.shape, dtype=dtype)  # [B, T]
+    kl_mean = 0.0
+    if kl_coef:
+        if logprobs is None or ref_logprobs is None:
+            raise ValueError("kl_coef > 0 needs logprobs and ref_logprobs")
+        kl = torch.where(keep, logprobs - ref_logprobs, torch.zeros_like(logprobs)).to(dtype)  # [B, T] k1
+        out = out - kl_coef * kl
+        kl_mean = (-kl_coef * kl[keep]).mean().item()
+    positions = torch.arange(keep.shape[1]).expand_as(keep)  # [B, T]
+    last = torch.where(keep, positions, torch.full_like(positions, -1)).max(dim=1).values  # [B]
+    out[torch.arange(keep.shape[0]), last] += rewards.to(dtype)
+    return out, {"kl_reward_mean": kl_mean}
+
+
+def gae(token_rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation over the valid tokens of each completion.
+
+    delta_t = r_t + gamma * V(next valid t') - V(t), A_t = delta_t + gamma * lam * A_(next valid t'), where the
+    value after the last valid token is 0 (the episode ends there). Masked positions are skipped: they get
+    advantage 0, and the recursion passes over them as if they were not there.
+
+    Args:
+        token_rewards: [B, T] per-token rewards (see token_rewards).
+        values: [B, T] the critic's V at each completion token (no gradient is taken here).
+        mask: [B, T], nonzero = valid completion token.
+        gamma, lam: discount and GAE lambda in [0, 1].
+
+    Returns:
+        advantages: [B, T] (0 at masked positions), returns: [B, T] = advantages + values (the critic's target;
+        0 at masked positions).
+
+    Example (hand-computed: gamma 1, lam 1, reward 1 on the last of 2 tokens, values 0.5 and 0.25):
+        delta_1 = 1 + 0 - 0.25 = 0.75, delta_0 = 0 + 0.25 - 0.5 = -0.25, A_0 = -0.25 + 0.75 = 0.5.
+        >>> a, ret = gae(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.25]]), torch.ones(1, 2), 1.0, 1.0)
+        >>> a.tolist(), ret.tolist()
+        ([[0.5, 0.75]], [[1.0, 1.0]])
+    """
+    if not (token_rewards.shape == values.shape == mask.shape) or token_rewards.dim() != 2:
+        raise ValueError(f"token_rewards, values and mask must share one [B, T] shape; got "
+                         f"{tuple(token_rewards.shape)}, {tuple(values.shape)}, {tuple(mask.shape)}")
+    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
+        raise ValueError(f"gamma and lam must lie in [0, 1]; got gamma={gamma}, lam={lam}")
+    dtype = torch.promote_types(token_rewards.dtype, torch.float32)
+    r, v = token_rewards.detach().to(dtype), values.detach().to(dtype)  # [B, T]
+    m = mask.bool().to(dtype)  # [B, T]
+    next_value = torch.zeros(r.shape[0], dtype=dtype)  # [B] V of the next valid token (0 after the last)
+    next_adv = torch.zeros(r.shape[0], dtype=dtype)  # [B]
+    adv = torch.zeros_like(r)  # [B, T]
+    for t in reversed(range(r.shape[1])):
+        delta = r[:, t] + gamma * next_value - v[:, t]  # [B]
+        a_t = delta + gamma * lam * next_adv  # [B]
+        adv[:, t] = a_t * m[:, t]
+        # A masked position passes its successor's value and advantage through unchanged.
+        next_value = torch.where(m[:, t].bool(), v[:, t], next_value)
+        next_adv = torch.where(m[:, t].bool(), a_t, next_adv)
+    returns = (adv + v) * m  # [B, T]
+    return adv, returns
+
+
+def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+    """(x - mean) / std over the valid positions of the whole batch (PPO advantage whitening); masked -> 0.
+
+    Args:
+        x, mask: [B, T]. shift_mean=False keeps the mean (scales only), as OpenRLHF offers.
+
+    Returns: [B, T] with mean 0 (if shifted) and unit population std over the valid positions.
+    """
+    keep = mask.bool()  # [B, T]
+    n = keep.sum()
+    if n < 2:
+        raise ValueError("whitening needs at least 2 valid tokens in the batch")
+    vals = x[keep]  # [N]
+    mean = vals.mean()
+    std = vals.std(correction=0)
+    out = (x - mean) / (std + eps) if shift_mean else (x - mean) / (std + eps) + mean
+    return torch.where(keep, out, torch.zeros_like(out))
+
+
+def ppo_advantages(rewards: Tensor, completion_mask: Tensor, logprobs: Tensor, ref_logprobs: Tensor | None,
+                   values: Tensor, kl_coef: float, gamma: float, lam: float,
+                   whiten: bool = True) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """PPO's per-token advantages and value targets from one rollout batch.
+
+    Args:
+        rewards: [B]; completion_mask, logprobs (of the sampling policy), ref_logprobs, values: [B, T].
+        kl_coef, gamma, lam, whiten: see token_rewards, gae, masked_whiten.
+
+    Returns: advantages [B, T] (whitened if asked), returns [B, T], metrics (kl_reward_mean, adv_abs_mean,
+        return_mean, value_mean, explained_var of the values against the returns).
+    """
+    ref = ref_logprobs if kl_coef else None
+    r_tok, m = token_rewards(rewards, completion_mask, logprobs if kl_coef else None, ref, kl_coef)
+    adv, ret = gae(r_tok, values, completion_mask, gamma, lam)
+    keep = completion_mask.bool()  # [B, T]
+    if whiten and keep.sum() >= 2:
+        adv = masked_whiten(adv, completion_mask)
+    v, target = values[keep].float(), ret[keep].float()  # [N]
+    var = target.var(correction=0)
+    m.update(adv_abs_mean=adv[keep].abs().mean().item(), return_mean=target.mean().item(),
+             value_mean=v.mean().item(),
+             explained_var=(1 - (target - v).var(correction=0) / var).item() if var > 0 else float("nan"))
+    return adv, ret, m
 
 
 def _check_args(rewards: Tensor, group_size: int, scale: str, eps: float, std_ddof: int) -> None:

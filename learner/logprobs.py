@@ -34,7 +34,10 @@ def pad_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_
 
 
 def body_and_head(model):
-    """(transformer body returning hidden states, LM head) of a causal LM."""
+    """(transformer body returning hidden states, LM head) of a causal LM (a peft model: of the model it wraps,
+    whose layers carry the adapters)."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
     head = model.get_output_embeddings()
     body = getattr(model, model.base_model_prefix, None) or model.base_model
     return body, head
@@ -82,6 +85,31 @@ def shared_prompt_logits(model, prompt: list[int], completions: list[list[int]],
     return head(torch.cat([h_last, rest], dim=1)), targets, mask  # [G, T, V]
 
 
+def seq2seq_logits(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
+                   device: torch.device | str = "cpu"):
+    """Logits [B, T, V] of an encoder-decoder (flan-t5): the prompt is the encoder input and the completion is
+    teacher-forced after the decoder start token, so position t predicts completion token t, exactly as
+    `generate` produced it. Returns (logits, targets [B, T], mask [B, T])."""
+    B, P = len(prompt_ids), max(1, max(len(p) for p in prompt_ids))
+    T = max(1, max(len(c) for c in completion_ids))
+    enc = torch.full((B, P), pad_id, dtype=torch.long)  # [B, P]
+    enc_mask = torch.zeros((B, P), dtype=torch.long)  # [B, P]
+    dec = torch.full((B, T), pad_id, dtype=torch.long)  # [B, T]
+    dec[:, 0] = model.config.decoder_start_token_id
+    targets = torch.full((B, T), pad_id, dtype=torch.long)  # [B, T]
+    mask = torch.zeros((B, T), dtype=torch.float32)  # [B, T]
+    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        enc[i, : len(p)] = torch.tensor(p)
+        enc_mask[i, : len(p)] = 1
+        if c:
+            dec[i, 1: len(c)] = torch.tensor(c[:-1])
+            targets[i, : len(c)] = torch.tensor(c)
+            mask[i, : len(c)] = 1.0
+    # Right padding of the decoder needs no mask: causal attention never looks past a real token.
+    out = model(input_ids=enc.to(device), attention_mask=enc_mask.to(device), decoder_input_ids=dec.to(device))
+    return out.logits, targets.to(device), mask.to(device)  # [B, T, V]
+
+
 def chunks(prompt_ids: list[list[int]], micro_batch_size: int) -> list[tuple[slice, bool]]:
     """Micro-batches of consecutive sequences: a run sharing one prompt (a GRPO group) becomes one
     shared-prompt chunk (split if larger than micro_batch_size); other rows go into padded chunks."""
@@ -104,8 +132,11 @@ def chunks(prompt_ids: list[list[int]], micro_batch_size: int) -> list[tuple[sli
 
 
 def chunk_logits(model, prompt_ids, completion_ids, pad_id: int, sl: slice, shared: bool):
-    """(logits [b, T, V], targets [b, T], mask [b, T]) for one chunk from `chunks`, on the model's device."""
+    """(logits [b, T, V], targets [b, T], mask [b, T]) for one chunk from `chunks`, on the model's device.
+    Encoder-decoder models run the chunk through `seq2seq_logits` (their prompt is the encoder's input)."""
     device = next(model.parameters()).device
+    if getattr(model.config, "is_encoder_decoder", False):
+        return seq2seq_logits(model, prompt_ids[sl], completion_ids[sl], pad_id, device)
     if shared:
         return shared_prompt_logits(model, prompt_ids[sl.start], completion_ids[sl], pad_id, device)
     ids, attn, pos, tgt, mask = (t.to(device) for t in pad_batch(prompt_ids[sl], completion_ids[sl], pad_id))

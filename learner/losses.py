@@ -1,4 +1,4 @@
-"""GRPO policy loss: clipped surrogate, KL estimators and loss aggregation.
+"""Policy loss (clipped surrogate, KL estimators, loss aggregation) for GRPO and PPO, and PPO's value loss.
 
 Glossary: B sequences, G group size, T completion tokens, V vocab, N token positions (any flattening of B*T).
 Masks are [B, T] with nonzero = valid completion token. Gradients flow only through `logprobs` (and `logits`
@@ -223,6 +223,66 @@ def policy_loss(
             "pg_loss": masked_mean(pg_mat, keep).item(),
             **kl_metrics,
         }
+    return loss, metrics
+
+
+def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, completion_mask: Tensor,
+               clip_eps: float | None = 0.2) -> tuple[Tensor, dict[str, float]]:
+    """PPO critic loss: 0.5 * max((V - R)^2, (V_clipped - R)^2), V_clipped = V_old + clip(V - V_old, -eps, eps),
+    token-mean over valid tokens (OpenRLHF's ValueLoss, verl's compute_value_loss).
+
+    Args:
+        values: [B, T] the critic's current values (carries the gradient).
+        old_values: [B, T] values when the batch was collected; returns: [B, T] GAE returns (targets).
+        completion_mask: [B, T]; clip_eps: None = unclipped squared error.
+
+    Returns: loss (scalar), metrics "vf_loss", "vf_clip_frac" (tokens where the clipped error is the larger),
+        "value_mean", "explained_var" (1 - Var[R - V] / Var[R] over valid tokens).
+
+    Example: V 1.5, V_old 1.0, R 1.0, eps 0.2: unclipped 0.5*0.25 = 0.125; clipped V 1.2 -> 0.5*0.04 = 0.02;
+    the larger counts:
+        >>> loss, m = value_loss(torch.tensor([[1.5]]), torch.tensor([[1.0]]), torch.tensor([[1.0]]), torch.ones(1, 1))
+        >>> round(loss.item(), 4), m["vf_clip_frac"]
+        (0.125, 0.0)
+    """
+    if not (values.shape == old_values.shape == returns.shape == completion_mask.shape) or values.dim() != 2:
+        raise ValueError("values, old_values, returns and completion_mask must share one [B, T] shape")
+    keep = completion_mask.bool()  # [B, T]
+    zeros = torch.zeros_like(values)
+    err = torch.where(keep, values - returns.detach(), zeros) ** 2  # [B, T]
+    if clip_eps is None:
+        loss_mat, clipped = err, torch.zeros_like(keep)
+    else:
+        v_clip = old_values.detach() + (values - old_values.detach()).clamp(-clip_eps, clip_eps)  # [B, T]
+        err_clip = torch.where(keep, v_clip - returns.detach(), zeros) ** 2  # [B, T]
+        loss_mat, clipped = torch.maximum(err, err_clip), err_clip > err
+    loss = 0.5 * masked_mean(loss_mat, keep)
+    with torch.no_grad():
+        r, v = returns[keep], values[keep]  # [N]
+        var_r = r.var(correction=0) if r.numel() > 1 else torch.tensor(0.0)
+        explained = (1 - (r - v).var(correction=0) / var_r).item() if var_r > 0 else float("nan")
+        metrics = {"vf_loss": loss.item(), "vf_clip_frac": masked_mean(clipped.to(values.dtype), keep).item(),
+                   "value_mean": masked_mean(values, keep).item(), "explained_var": explained}
+    return loss, metrics
+
+
+def bradley_terry_loss(chosen: Tensor, rejected: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Pairwise reward-model loss -log sigmoid(r_chosen - r_rejected), mean over pairs (InstructGPT, OpenRLHF).
+
+    Args: chosen, rejected: [B] scores of the preferred and the other completion of the same prompt.
+    Returns: loss, metrics "rm_accuracy" (chosen scored higher), "rm_margin" (mean difference).
+
+    Example: margins 0 and ln 3: -log(1/2) = 0.6931, -log(3/4) = 0.2877, mean 0.4904:
+        >>> loss, m = bradley_terry_loss(torch.tensor([0.0, 1.0986123]), torch.tensor([0.0, 0.0]))
+        >>> round(loss.item(), 4), m["rm_accuracy"]
+        (0.4904, 0.5)
+    """
+    if chosen.shape != rejected.shape or chosen.dim() != 1:
+        raise ValueError(f"chosen and rejected must both be [B]; got {tuple(chosen.shape)}, {tuple(rejected.shape)}")
+    margin = chosen - rejected  # [B]
+    loss = -F.logsigmoid(margin).mean()
+    with torch.no_grad():
+        metrics = {"rm_accuracy": (margin > 0).float().mean().item(), "rm_margin": margin.mean().item()}
     return loss, metrics
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from common.models import load_causal_lm, load_tokenizer
+from common.models import load_lm, load_tokenizer
 from common.types import TrainBatch
+from learner import lora as lora_lib
 from learner import losses
 from learner.logprobs import chunk_logits, chunks, from_ragged, sequence_logprobs, token_entropy, token_logprobs
 
@@ -52,6 +53,31 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
+def load_named_arrays(model, named_arrays) -> None:
+    """Copy (name, array) pairs (numpy from the object store, or tensors) into `model`'s parameters."""
+    import warnings
+
+    with warnings.catch_warnings():  # object-store arrays are read-only views; load_state_dict copies them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        state = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in named_arrays}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Tied embeddings legitimately miss lm_head.weight; anything else means another architecture.
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with each shared tensor once (tied embeddings): safetensors refuses shared memory."""
+    seen, out = set(), {}
+    for k, v in state.items():
+        if v.data_ptr() in seen:
+            continue
+        seen.add(v.data_ptr())
+        out[k] = v.contiguous()
+    return out
+
+
 class Reference:
     """Frozen reference policy: logprobs of completions, nothing else."""
 
@@ -59,7 +85,7 @@ class Reference:
                  threads: int | None = None):
         set_threads(threads)
         self.device = pick_device()
-        self.model = load_causal_lm(model_path).to(self.device)
+        self.model = load_lm(model_path).to(self.device)
         self.model.requires_grad_(False)
         self.pad_id = load_tokenizer(model_path).pad_token_id
         self.micro_batch_size = micro_batch_size
@@ -70,22 +96,31 @@ class Reference:
                                  self.micro_batch_size, self.bf16)
 
     def reload(self, model_path: str) -> None:
-        """Point the reference at another checkpoint (after SFT, the SFT model)."""
-        self.model = load_causal_lm(model_path).to(self.device)
+        """Point the reference at another checkpoint (a phase's `reference: <folder>`, or on resume)."""
+        self.model = load_lm(model_path).to(self.device)
         self.model.requires_grad_(False)
+
+    def load_weights(self, named_arrays) -> None:
+        """Become the model these weights describe (the learner's, when a phase starts: reference=phase_start)."""
+        load_named_arrays(self.model, named_arrays)
 
 
 class Learner:
     def __init__(self, model_path: str, lr: float, total_steps: int, warmup_ratio: float = 0.1,
                  schedule: str = "cosine", weight_decay: float = 0.0, grad_clip: float = 1.0,
                  micro_batch_size: int = 4, precision: str = "fp32", threads: int | None = None,
-                 gradient_checkpointing: bool = False, full_kl_reference: str | None = None, seed: int = 0):
+                 gradient_checkpointing: bool = False, seed: int = 0, optimizer: str = "adamw",
+                 lora: lora_lib.LoraSpec | None = None):
         set_threads(threads)
         torch.manual_seed(seed)
         self.device = pick_device()
-        self.model = load_causal_lm(model_path).to(self.device)
+        self.model = load_lm(model_path).to(self.device)
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        self.lora = lora
+        if lora is not None:
+            self.model = lora_lib.wrap(self.model, lora)
+        self.optimizer = optimizer
         self.tokenizer = load_tokenizer(model_path)
         self.pad_id = self.tokenizer.pad_token_id
         self.micro_batch_size = micro_batch_size
@@ -94,8 +129,7 @@ class Learner:
         self.reset_optimizer(lr, total_steps, warmup_ratio, schedule, weight_decay)
         # Exact full-vocabulary KL needs the reference's logits at every completion position; shipping
         # B*T*V floats between actors costs more than holding a frozen copy here, so it lives here.
-        self.full_ref = (load_causal_lm(full_kl_reference).to(self.device).requires_grad_(False)
-                         if full_kl_reference else None)
+        self.full_ref = None
         self.updates = 0
 
     # ---- GRPO ---------------------------------------------------------------------------------
@@ -129,7 +163,9 @@ class Learner:
             T, dev = mask.shape[1], self.device
             old = from_ragged(batch.old_logprobs[sl], T).to(dev)  # [b, T]
             ref = from_ragged(batch.ref_logprobs[sl], T).to(dev) if batch.ref_logprobs else None  # [b, T]
-            adv = torch.tensor(batch.advantages[sl], dtype=torch.float32, device=dev)  # [b]
+            rows = batch.advantages[sl]
+            adv = (from_ragged(rows, T).to(dev) if rows and isinstance(rows[0], list)  # [b, T] per token (PPO)
+                   else torch.tensor(rows, dtype=torch.float32, device=dev))  # [b] per sequence (GRPO)
             logp = token_logprobs(logits, tgt)  # [b, T]
             use_sampled_kl = ref is not None and algo.kl_kind != "full"
             loss, m = losses.policy_loss(
@@ -152,7 +188,7 @@ class Learner:
             n_tok += valid
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v * valid
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(lora_lib.trainable(self.model), self.grad_clip)
         self.opt.step()
         self.sched.step()
         self.updates += 1
@@ -182,7 +218,7 @@ class Learner:
             nll = -(token_logprobs(logits, tgt) * mask).sum() / total
             nll.backward()
             loss_sum += nll.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(lora_lib.trainable(self.model), self.grad_clip)
         self.opt.step()
         self.sched.step()
         self.model.eval()
@@ -190,24 +226,63 @@ class Learner:
 
     def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str,
                         weight_decay: float = 0.0) -> None:
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        params = lora_lib.trainable(self.model)
+        if self.optimizer == "adafactor":  # the NLU paper's PPO optimizer: factored second moments, less memory
+            self.opt = torch.optim.Adafactor(params, lr=lr, weight_decay=weight_decay)
+        else:
+            self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         warmup = int(round(warmup_ratio * total_steps))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(schedule, warmup, total_steps))
+
+    def set_full_reference(self, source: str | None) -> None:
+        """The frozen copy that kl_kind=full compares against: 'current' (this policy's weights now), a model
+        folder, or None (no full KL in this phase)."""
+        import copy
+
+        if source is None:
+            self.full_ref = None
+            return
+        ref = copy.deepcopy(self.model) if source == "current" else load_lm(source).to(self.device)
+        ref.zero_grad(set_to_none=True)
+        self.full_ref = ref.eval().requires_grad_(False)
+
+    # ---- LoRA: the reference is the model with its adapters disabled ---------------------------
+    def ref_logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
+        if self.lora is None:
+            raise RuntimeError("the learner serves reference logprobs only with LoRA; use the reference actor")
+        with self.model.disable_adapter():
+            return self.logprobs(prompt_ids, completion_ids)
+
+    def start_phase_reference(self) -> None:
+        """LoRA: fold the adapters into the base weights and start fresh ones, so that the adapters-disabled
+        model (the reference) is the model this phase starts from."""
+        lora_lib.merge_and_reset(self.model)
 
     # ---- weights and checkpoints ----------------------------------------------------------------
     def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
         return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
                                  self.micro_batch_size, self.bf16)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The plain model's weights (with LoRA: the adapters merged in), under the plain model's names."""
+        return lora_lib.merged_state(self.model) if self.lora is not None else self.model.state_dict()
+
     def named_arrays(self) -> list[tuple[str, np.ndarray]]:
         """Weights as numpy arrays: one ray.put, zero-copy reads on every engine of the node."""
-        return [(k, v.detach().cpu().numpy()) for k, v in self.model.state_dict().items()]
+        return [(k, v.detach().cpu().numpy()) for k, v in self.state().items()]
 
     def save(self, path: str, with_optimizer: bool = True) -> None:
         from pathlib import Path
 
         Path(path).mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        if self.lora is None:
+            self.model.save_pretrained(path)
+        else:  # an ordinary model folder (merged) for engines and eval; the adapters apart for resuming
+            self.model.get_base_model().save_pretrained(path, state_dict=self.state())
+            if with_optimizer:
+                from safetensors.torch import save_file
+
+                save_file(untied(self.model.state_dict()), str(Path(path) / "lora_state.safetensors"))
         self.tokenizer.save_pretrained(path)
         if with_optimizer:
             torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
@@ -220,8 +295,14 @@ class Learner:
 
         from safetensors.torch import load_file
 
-        state = load_file(str(Path(path) / "model.safetensors"))
-        self.model.load_state_dict(state, strict=False)
+        if self.lora is None:
+            self.model.load_state_dict(load_file(str(Path(path) / "model.safetensors")), strict=False)
+        else:  # base weights (the phase's reference) and adapters, as they were
+            missing, unexpected = self.model.load_state_dict(load_file(str(Path(path) / "lora_state.safetensors")),
+                                                             strict=False)
+            if unexpected or any(not k.endswith("lm_head.weight") for k in missing):  # tied: saved once
+                raise ValueError(f"{path}/lora_state.safetensors does not fit this LoRA model: missing "
+                                 f"{missing[:3]}, unexpected {unexpected[:3]}")
         st = torch.load(Path(path) / "trainer_state.pt", weights_only=False)
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])

@@ -37,7 +37,7 @@ class Retriever:
 def format_passages(hits: list[dict[str, Any]]) -> str:
     """Retrieved passages as one prompt context, best first: "[1] text\\n[2] text".
 
-    It fills {context} of common.data.PROMPT_TEMPLATE, so the passages come before the question.
+    It fills {context} of a QA prompt template (tasks/mlqa.py), so the passages come before the question.
 
     >>> format_passages([{"text": " Paris is in France."}, {"text": "Lyon too. "}])
     '[1] Paris is in France.\\n[2] Lyon too.'

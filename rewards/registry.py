@@ -181,6 +181,31 @@ class RepetitionReward:
         return values, {"ngram": ngram, "sentence": emb}
 
 
+@dataclass(frozen=True)
+class RewardModelReward:
+    """A trained reward model's score of (example['prompt'], completion), times `scale`."""
+    path: str = ""                    # the folder jobs/reward_model.py wrote
+    scale: float = 1.0
+    max_length: int = 384
+    needs = ("prompt",)
+
+    def __post_init__(self):
+        if not self.path:
+            raise ValueError("reward 'reward_model' needs params.path: the folder jobs/reward_model.py wrote")
+
+    def __call__(self, completions, num_tokens, examples) -> Values:
+        from rewards.reward_model import scores
+
+        try:
+            values = scores(self.path, [ex["prompt"] for ex in examples], completions, self.max_length)
+        except FileNotFoundError:
+            raise
+        except Exception as err:
+            raise RewardError(f"reward 'reward_model' raised on a batch of {len(completions)}: "
+                              f"{type(err).__name__}: {err}; first completion={completions[0][:200]!r}") from err
+        return [self.scale * v for v in values], {}
+
+
 REWARDS: dict[str, type] = {
     "qa": QAReward,
     "arithmetic": ArithmeticReward,
@@ -190,6 +215,7 @@ REWARDS: dict[str, type] = {
     "stsb": STSBReward,
     "similarity": SimilarityReward,
     "repetition": RepetitionReward,
+    "reward_model": RewardModelReward,
 }
 
 

@@ -182,10 +182,3 @@ class HFEngine:
         if unexpected:
             raise ValueError(f"weights do not match the rollout model: unexpected {unexpected[:5]}")
 
-
-def make_engine(kind: str, model_path: str, **kw) -> RolloutEngine:
-    if kind == "vllm":
-        return VLLMEngine(model_path, **kw)
-    if kind == "hf":
-        return HFEngine(model_path, seed=kw.get("seed", 0))
-    raise ValueError(f"rollout.engine must be 'vllm' or 'hf', got {kind!r}")

@@ -65,3 +65,16 @@ def save_model(model, folder: Path) -> str:
 def random_ids(gen: torch.Generator, n: int, low: int = 2) -> list[int]:
     """n random non-special token ids."""
     return torch.randint(low, V, (n,), generator=gen).tolist()
+
+
+def char_tokenizer():
+    """One token per printable ASCII character (ids 2..96), so real task prompts ("What is 15 + 27?") encode
+    to something a tiny model can read; same V, PAD and EOS as `tiny_tokenizer`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": PAD, "<eos>": EOS, **{chr(c): c - 30 for c in range(32, 127)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")

@@ -28,3 +28,17 @@ def test_map_shards_keeps_order_and_uses_every_member():
     out = get(g.map_shards("twice", [(p,) for p in parts]))
     assert [v for part in out for _, v in part] == [0, 2, 4, 6, 8]
     assert len(get(g.call_all("twice", [1]))) == 2
+
+
+def test_peak_rss_of_in_process_members_and_of_a_process():
+    import os
+
+    from cluster.groups import ActorGroup, process_peak_rss_gib
+
+    big = bytearray(64 * 2**20)  # touched: 64 MiB resident
+    big[::4096] = b"x" * len(big[::4096])
+    group = ActorGroup.create("g", dict, 2, "inprocess")
+    peaks = group.peak_rss_gib()
+    assert len(peaks) == 2 and peaks[0] == peaks[1] and peaks[0] > 64 / 1024
+    assert process_peak_rss_gib(os.getpid()) >= peaks[0] - 1e-3
+    assert process_peak_rss_gib(None) is None and process_peak_rss_gib(2**31 - 1) is None  # no such process

@@ -29,7 +29,10 @@ def test_defaults_are_the_papers():
     assert c.learner.grad_clip == 1.0
     assert c.rollout.max_prompt_tokens == 512
     assert c.rollout.max_new_tokens == 64
-    assert [(r.name, r.weight, r.params) for r in c.rewards.components] == [("qa", 1.0, {})]
+    assert c.rewards.components is None and c.task.name == "mlqa"  # the task's own rewards:
+    from tasks.registry import reward_components
+    assert reward_components(c) == [{"name": "qa", "weight": 1.0, "params": {}}]
+    assert [(p.kind, p.steps, p.reference) for p in c.train.phases] == [("grpo", 100, "phase_start")]
     from rewards.registry import QAReward
     assert (QAReward().f1_weight, QAReward().em_weight) == (0.7, 0.3)
     assert (QAReward().length_coef, QAReward().length_free_tokens) == (0.001, 64)
@@ -76,9 +79,9 @@ def test_bad_literal_names_the_allowed_values():
 
 def test_bad_type_names_the_field():
     with pytest.raises(ConfigError) as err:
-        load_config(overrides=["train.steps=abc"])
+        load_config(overrides=["train.phases.0.steps=abc"])
     msg = str(err.value)
-    assert "train.steps" in msg and "integer" in msg and "'abc'" in msg
+    assert "train.phases.0.steps" in msg and "integer" in msg and "'abc'" in msg
 
 
 def test_out_of_range_names_the_bound():
@@ -106,31 +109,33 @@ def test_cross_field_boundary_is_allowed():
 
 def test_malformed_override():
     with pytest.raises(ConfigError, match="section.key=value"):
-        load_config(overrides=["train.steps"])
-    with pytest.raises(ConfigError, match="'steps' is a value"):
-        load_config(overrides=["train.steps=2", "train.steps.x=1"])
+        load_config(overrides=["train.eval_every"])
+    with pytest.raises(ConfigError, match="'eval_every' is a value"):
+        load_config(overrides=["train.eval_every=2", "train.eval_every.x=1"])
 
 
 # --- overrides and files --------------------------------------------------------------------------------------
 
 def test_overrides_parse_yaml_scalars():
-    tree = parse_overrides(["train.steps=3", "algo.beta=0.5", "model.reference=null", "train.eval_at_start=false",
-                            "train.run_name=", "data.lang=de", "cluster.num_cpus=~"])
+    tree = parse_overrides(["train.save_every=3", "algo.beta=0.5", "data.source=null", "train.eval_at_start=false",
+                            "train.run_name=", "task.params.lang=de", "cluster.num_cpus=~"])
     assert tree == {
-        "train": {"steps": 3, "eval_at_start": False, "run_name": None},  # "" -> None
+        "train": {"save_every": 3, "eval_at_start": False, "run_name": None},  # "" -> None
         "algo": {"beta": 0.5},
-        "model": {"reference": None},
-        "data": {"lang": "de"},
+        "data": {"source": None},
+        "task": {"params": {"lang": "de"}},
         "cluster": {"num_cpus": None},  # YAML's ~ is null
     }
-    assert type(tree["train"]["steps"]) is int and type(tree["algo"]["beta"]) is float
+    assert type(tree["train"]["save_every"]) is int and type(tree["algo"]["beta"]) is float
 
 
 def test_overrides_apply_on_top_of_the_yaml(tmp_path):
     path = tmp_path / "job.yaml"
-    path.write_text("train:\n  steps: 7\n  eval_every: 3\nlearner:\n  lr: 2.0e-5\n")
-    c = load_config(path, ["train.steps=9", "learner.lr=1e-6", "train.eval_at_start=no"])
-    assert c.train.steps == 9  # override wins
+    path.write_text("train:\n  phases:\n    - {kind: sft}\n    - {kind: grpo, steps: 7}\n  eval_every: 3\n"
+                    "learner:\n  lr: 2.0e-5\n")
+    c = load_config(path, ["train.phases.1.steps=9", "learner.lr=1e-6", "train.eval_at_start=no"])
+    assert c.train.phases[1].steps == 9  # override wins, reaching into the YAML's list
+    assert c.train.phases[0].kind == "sft" and len(c.train.phases) == 2
     assert c.train.eval_every == 3  # the YAML's sibling survives the merge
     assert c.learner.lr == 1e-6  # PyYAML reads 1e-6 as a string; pydantic still parses it as a float
     assert c.train.eval_at_start is False  # YAML 1.1: no -> False
@@ -170,23 +175,67 @@ def test_job_script_rejects_a_typo_before_doing_anything():
     assert time.monotonic() - t < 20
 
 
-def test_reward_components_are_validated_with_a_fix():
-    ok = load_config(overrides=["rewards.components=[{name: qa, weight: 1.0}, {name: similarity, weight: 0.5}]"])
-    assert [(r.name, r.weight) for r in ok.rewards.components] == [("qa", 1.0), ("similarity", 0.5)]
-    with pytest.raises(ConfigError, match="unknown reward 'simlarity'. Did you mean 'similarity'"):
-        load_config(overrides=["rewards.components=[{name: simlarity}]"])
-    with pytest.raises(ConfigError, match="has no param 'f1_wieght'. Did you mean 'f1_weight'"):
-        load_config(overrides=["rewards.components=[{name: qa, params: {f1_wieght: 1}}]"])
-    with pytest.raises(ConfigError, match="metric must be one of"):
-        load_config(overrides=["rewards.components=[{name: qa, params: {metric: fuzzy}}]"])
-    with pytest.raises(ConfigError, match="names a reward twice"):
-        load_config(overrides=["rewards.components=[{name: qa}, {name: qa}]"])
-    with pytest.raises(ConfigError, match="Did you mean 'rewards.components.0.weight'"):
-        load_config(overrides=["rewards.components=[{name: qa, wieght: 2}]"])
-
-
 def test_retrieval_section():
     c = load_config(overrides=["retrieval.enabled=true"])
     assert (c.retrieval.k, c.retrieval.chunk_tokens, c.retrieval.use_in) == (3, 256, "eval")
     with pytest.raises(ConfigError, match="overlap .* must be below"):
         load_config(overrides=["retrieval.overlap=300"])
+
+
+# --- phases ---------------------------------------------------------------------------------------------------
+
+def test_phases_have_their_own_hyperparameters():
+    c = load_config(overrides=["algo.clip_eps=0.25", "rollout.temperature=0.8", "train.phases=["
+                               "{kind: sft, epochs: 1, lr: 2e-5, batch_size: 2},"
+                               "{kind: grpo, steps: 5, lr: 5e-6, algo: {beta: 0.05, kl_kind: k2, adv_scale: none},"
+                               " sampling: {temperature: 0.7}},"
+                               "{kind: rs_sft, prompts: 8, threshold: 0.5},"
+                               "{kind: grpo, steps: 3, reference: initial}]"])
+    sft, grpo1, rs, grpo2 = c.train.phases
+    assert c.train.phase_names() == ["sft", "grpo1", "rs_sft", "grpo2"]  # a repeated kind is numbered
+    assert (sft.epochs, sft.lr, sft.batch_size) == (1, 2e-5, 2)
+    a1, a2 = c.algo_for(grpo1), c.algo_for(grpo2)
+    assert (a1.beta, a1.kl_kind, a1.adv_scale, a1.clip_eps) == (0.05, "k2", "none", 0.25)  # unset: the top level's
+    assert (a2.beta, a2.kl_kind, a2.adv_scale) == (0.04, "k3", "std")                      # the defaults
+    assert c.rollout_for(grpo1).temperature == 0.7 and c.rollout_for(grpo2).temperature == 0.8
+    assert (rs.prompts, rs.threshold) == (8, 0.5) and grpo2.reference == "initial"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.phases=[]"], "train.phases is empty"),
+    (["train.phases=[{kind: grpo}, {kind: grpo, name: grpo1}]"], "phase names ['grpo1'] repeat"),
+    (["train.phases=[{kind: sftt}]"], "a phase needs kind: one of sft, grpo, rs_sft"),
+    (["train.phases=[{steps: 3}]"], "a phase needs kind"),
+    (["train.phases.0.stepz=3"], "Did you mean 'train.phases.0.steps'?"),
+    (["train.phases.0.algo.clipeps=0.3"], "Did you mean 'train.phases.0.algo.clip_eps'?"),
+    (["train.phases.0.sampling.temperature=0"], "train.phases.0.sampling.temperature: Input should be greater than 0"),
+    (["train.phases.0.algo.kl_kind=full", "algo.beta=0"], "train.phases.0 (grpo): algo.kl_kind=full with algo.beta=0"),
+    (["train.phases.0.sampling.max_new_tokens=2000"], "train.phases.0 (grpo)) exceeds rollout.max_model_len"),
+    (["train.phases.2.steps=1"], "the list has 1 items"),
+    (["train.phases=[{kind: grpo, name: 'a/b'}]"], "must be letters, digits"),
+])
+def test_bad_phase_lists_name_the_fix(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=overrides)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("key, where", [
+    ("train.steps=3", "train.phases.<i>.steps"), ("train.sft_epochs=1", "{kind: sft, epochs: N}"),
+    ("model.reference=x", "train.phases.<i>.reference"), ("data.lang=de", "task.params.lang"),
+])
+def test_moved_keys_say_where_they_went(key, where):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[key])
+    assert "has moved" in str(err.value) and where in str(err.value)
+
+
+def test_a_saved_config_loads_back(tmp_path):
+    import yaml
+
+    from common.config import config_to_dict
+
+    c = load_config(overrides=["train.phases=[{kind: sft}, {kind: grpo, algo: {beta: 0.1}}]"])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(c)))
+    assert load_config(path) == c

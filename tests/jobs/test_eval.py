@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.eval import infer_lang, sample_distribution, score, summarize
+from jobs.eval import sample_distribution, summarize
+from tasks.mlqa import MLQAParams, MLQATask
+from tasks.squad import source_lang
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,16 +21,20 @@ class WordTokenizer:
 
 
 class Ex:
-    def __init__(self, answers, id_="q"):
-        self.answers, self.id = tuple(answers), id_
+    def __init__(self, answers, id_="q", lang="en"):
+        self.answers, self.id, self.lang = tuple(answers), id_, lang
+
+
+def task(lang="en") -> MLQATask:
+    return MLQATask({}, MLQAParams(lang=lang), WordTokenizer(), 512)
 
 
 @pytest.mark.parametrize("source, lang", [
     ("xquad:de", "de"), ("xquad:zh", "zh"), ("mlqa-de", "de"),   # shortcuts name their language
     ("data/file.json", "en"), ("xquad:xx", "en"),                 # anything else: English rules
 ])
-def test_infer_lang(source, lang):
-    assert infer_lang(source) == lang
+def test_source_lang(source, lang):
+    assert source_lang(source) == lang
 
 
 # Metric self-check: eval.py's per-question scores are the official rules' hand-computed cases
@@ -41,7 +47,7 @@ def test_infer_lang(source, lang):
     ("", ["Paris"], "en", 0.0, 0.0),                                         # empty answer
 ])
 def test_scores_follow_the_official_rules(completion, golds, lang, em, f1):
-    per = score([completion], [Ex(golds)], lang, WordTokenizer())
+    per = task().score([completion], [Ex(golds, lang=lang)])
     assert per["em"] == [em] and per["f1"] == [pytest.approx(f1)]
 
 
@@ -56,7 +62,7 @@ def test_sample_distribution_hand_computed():
     # 2 questions x 3 samples; texts are question-major (q0 s0, q0 s1, q0 s2, q1 s0, ...).
     texts = ["Paris", "Paris", "Lyon",        # q0: gold Paris -> F1 1, 1, 0; majority Paris
              "blue", "red", "red"]            # q1: gold red   -> F1 0, 1, 1; majority red
-    d = sample_distribution(texts, [Ex(["Paris"]), Ex(["red"])], "en", 3, WordTokenizer())
+    d = sample_distribution(task(), texts, [Ex(["Paris"]), Ex(["red"])], 3)
     # run j = j-th sample of each question: runs score (1+0)/2, (1+1)/2, (0+1)/2
     assert d["f1_mean"] == pytest.approx(2 / 3) and d["f1_min"] == 0.5 and d["f1_max"] == 1.0
     assert d["f1_std"] == pytest.approx(((1 / 6) ** 2 * 2 + (1 / 3) ** 2) ** 0.5 / 3 ** 0.5)
@@ -81,26 +87,27 @@ def test_eval_job_on_real_vllm_greedy_and_sampled(shared_data, tmp_path):
     assert "[eval] F1" in proc.stdout
 
 
-def test_split_needs_a_run(tmp_path):
+def test_a_split_the_config_does_not_make_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "eval.py"), "--split", "test"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode != 0 and "--split test/eval needs --run" in proc.stderr
+    assert proc.returncode != 0 and "has no split 'test'" in proc.stderr and "data.test_size is unset" in proc.stderr
 
 
 def test_split_of_a_parallel_language_keeps_the_run_split_questions(shared_data, tmp_path):
     """--run R --split test --data xquad:de: the English test split's questions, in German (same ids),
     so cross-lingual scores never include a question trained on in English."""
-    from jobs.eval import load_questions, parse_args
+    from jobs.eval import load_items, parse_args
 
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text("data:\n  source: 'xquad:en'\n  test_size: 300\n  eval_size: 50\n")
-    en, _, _ = load_questions(parse_args(["--run", str(run), "--split", "test"]))
-    de, source, lang = load_questions(parse_args(["--run", str(run), "--split", "test", "--data", "xquad:de"]))
-    assert (source, lang, len(de)) == ("xquad:de", "de", len(en)) and abs(len(en) - 300) < 10
+    _, en, _, train = load_items(parse_args(["--run", str(run), "--split", "test"]))
+    _, de, source, _ = load_items(parse_args(["--run", str(run), "--split", "test", "--data", "xquad:de"]))
+    assert (source, de[0].lang, len(de)) == ("xquad:de", "de", len(en)) and abs(len(en) - 300) < 10
     assert [e.id for e in de] == [e.id for e in en] and de[0].question != en[0].question
+    assert train and not {e.id for e in train} & {e.id for e in en}  # few-shot demonstrations come from train
     with pytest.raises(SystemExit, match="no question of mlqa-de has an id"):
-        load_questions(parse_args(["--run", str(run), "--split", "test", "--data", "mlqa-de"]))
+        load_items(parse_args(["--run", str(run), "--split", "test", "--data", "mlqa-de"]))
 
 
 @pytest.mark.parametrize("args, message", [

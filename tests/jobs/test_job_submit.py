@@ -37,7 +37,7 @@ def _get(url: str, env) -> object:
         return json.loads(r.read())
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def head():
     # Ray's socket paths must stay short, so not under pytest's deep tmp_path.
     temp_dir = tempfile.mkdtemp(prefix="rg", dir="/tmp")
@@ -53,6 +53,23 @@ def head():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def _wait(address: str, submission: str, env, seen_actors: set | None = None, timeout: float = 1200) -> str:
+    status, deadline = None, time.time() + timeout
+    while time.time() < deadline:
+        jobs = _get(f"{address}/api/jobs/", env)
+        status = next(j["status"] for j in jobs if j.get("submission_id") == submission)
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            break
+        if seen_actors is not None:
+            try:
+                actors = _get(f"{address}/api/v0/actors?limit=100", env)["data"]["result"]["result"]
+                seen_actors |= {a["class_name"] for a in actors}
+            except Exception:  # the state API can lag while the job starts; polling again is enough
+                pass
+        time.sleep(3)
+    return status
+
+
 def test_job_submit_smoke_preset_succeeds_and_is_visible(head, shared_data, tmp_path):
     env = head
     address = f"http://127.0.0.1:{PORT}"
@@ -63,21 +80,27 @@ def test_job_submit_smoke_preset_succeeds_and_is_visible(head, shared_data, tmp_
                   str(ROOT / "jobs" / "configs" / "smoke.yaml"), f"train.output_dir={out_dir}", env=env)
     assert submit.returncode == 0, submit.stderr[-2000:]
     seen_actors: set[str] = set()
-    status = None
-    deadline = time.time() + 1200
-    while time.time() < deadline:
-        jobs = _get(f"{address}/api/jobs/", env)
-        status = next(j["status"] for j in jobs if j.get("submission_id") == "smoke-test")
-        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
-            break
-        try:
-            actors = _get(f"{address}/api/v0/actors?limit=100", env)["data"]["result"]["result"]
-            seen_actors |= {a["class_name"] for a in actors}
-        except Exception:  # the state API can lag while the job starts; polling again is enough
-            pass
-        time.sleep(3)
+    status = _wait(address, "smoke-test", env, seen_actors)
     logs = _ray("job", "logs", "--address", address, "smoke-test", env=env).stdout
     assert status == "SUCCEEDED", logs[-4000:]
     assert {"VLLMEngine", "Learner", "Reference", "RewardScorer"} <= seen_actors, seen_actors
     assert "last_checkpoint:" in logs
     assert (out_dir / "smoke" / "checkpoints" / "last" / "model.safetensors").is_file()
+
+
+def test_job_submit_runs_any_recipe_through_train_py(head, tmp_path):
+    """The recipe entry point under `ray job submit`: arithmetic GRPO (its own phase settings), 2 steps."""
+    address = f"http://127.0.0.1:{PORT}"
+    out_dir = tmp_path / "runs"
+    submit = _ray("job", "submit", "--address", address, "--no-wait", "--submission-id", "arith-test", "--",
+                  "python", str(ROOT / "jobs" / "train.py"), "--config",
+                  str(ROOT / "jobs" / "configs" / "arithmetic_grpo.yaml"), f"train.output_dir={out_dir}",
+                  "train.phases.0.steps=2", "data.eval_size=6", "data.test_size=null", "task.params.num_problems=200",
+                  "task.params.gsm8k=false", "rollout.max_new_tokens=16", "train.eval_at_start=false", env=head)
+    assert submit.returncode == 0, submit.stderr[-2000:]
+    status = _wait(address, "arith-test", head)
+    logs = _ray("job", "logs", "--address", address, "arith-test", env=head).stdout
+    assert status == "SUCCEEDED", logs[-4000:]
+    assert "task: arithmetic" in logs and "[step 2 | grpo 2/2]" in logs
+    summary = json.loads((out_dir / "arithmetic-grpo" / "summary.json").read_text())
+    assert summary["finished"] and summary["primary_metric"] == "eval/accuracy"

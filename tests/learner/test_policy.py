@@ -207,7 +207,8 @@ def test_reference_equals_learner(folder):
 
 def test_full_vocabulary_kl_is_zero_at_the_reference_and_grows_after_updates(folder):
     """kl_kind=full: the learner holds the frozen reference and adds beta * exact KL per token."""
-    learner = make_learner(folder, full_kl_reference=str(folder), lr=1e-2)
+    learner = make_learner(folder, lr=1e-2)
+    learner.set_full_reference(str(folder))
     b = make_batch(learner)
     batch = TrainBatch(b.prompt_ids, b.completion_ids, learner.logprobs(b.prompt_ids, b.completion_ids),
                        [], b.advantages)
@@ -217,3 +218,45 @@ def test_full_vocabulary_kl_is_zero_at_the_reference_and_grows_after_updates(fol
     second = learner.train_step(batch, algo)
     assert second["kl_full"] > 1e-6                           # the update moved the policy away
     assert "kl" not in second                                 # no sampled-token estimator in this mode
+    learner.set_full_reference("current")                     # a new phase: the reference is the policy now
+    assert learner.train_step(batch, algo)["kl_full"] == pytest.approx(0.0, abs=1e-6)
+    learner.set_full_reference(None)
+    assert "kl_full" not in learner.train_step(batch, algo)
+
+
+# --- encoder-decoder policies (flan-t5's shape) ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def t5_folder(tmp_path_factory):
+    from tests.tiny_models import tiny_t5
+
+    return save_model(tiny_t5(seed=0), tmp_path_factory.mktemp("tiny_t5"))
+
+
+def test_seq2seq_learner_logprobs_equal_the_hf_engine_that_sampled(t5_folder):
+    """The learner's teacher-forced encoder-decoder pass gives the sampling engine's logprobs, so the GRPO ratio
+    starts at 1 and the logprob gap is the sync check for seq2seq too."""
+    from rollout.engine import HFEngine
+
+    engine = HFEngine(t5_folder)
+    r = engine.generate([[5, 6, 7, 8, 9], [10, 11]], n=3, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=3)
+    for mbs in (1, 4):
+        got = make_learner(t5_folder, micro_batch_size=mbs).logprobs(r.prompt_ids, r.completion_ids)
+        for a, b in zip(got, r.old_logprobs):
+            assert a == pytest.approx(b, abs=1e-5)
+    ref = Reference(t5_folder, threads=1)
+    assert ref.logprobs(r.prompt_ids, r.completion_ids)[0] == pytest.approx(r.old_logprobs[0], abs=1e-5)
+
+
+def test_seq2seq_sft_and_grpo_steps_move_the_model(t5_folder):
+    learner = make_learner(t5_folder, lr=1e-2)
+    prompts, targets = [[5, 6, 7], [8, 9]], [[20, 21, 1], [22, 1]]
+    before = learner.logprobs(prompts, targets)
+    for _ in range(5):
+        learner.sft_step(prompts, targets)
+    after = learner.logprobs(prompts, targets)
+    assert sum(map(sum, after)) > sum(map(sum, before)) + 1.0  # the targets became far more likely
+    batch = TrainBatch([[5, 6, 7]] * 2, [[20, 21], [22, 1]], learner.logprobs([[5, 6, 7]] * 2, [[20, 21], [22, 1]]),
+                       [], [1.0, -1.0])
+    m = learner.train_step(batch, AlgoParams(beta=0.0))
+    assert m["clip_frac_first"] == 0.0 and m["logprob_diff_max"] < 1e-5 and m["grad_norm"] > 0

@@ -2,7 +2,7 @@
 
 import pytest
 
-from common.data import QAExample
+from tasks.squad import QAExample
 from retrieval.chunking import Chunk, chunk_corpus, chunk_document, unique_contexts
 
 LONG_EN = " ".join(f"Fox number {i} is brown and sleeps under tree {i % 7}." for i in range(120))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from common.data import PROMPT_TEMPLATE
+from tasks.mlqa import PROMPT_TEMPLATE
 from retrieval.index import StaleIndexError, build_index
 from retrieval.retriever import Retriever, format_passages
 from tests.fakes import HashEncoder

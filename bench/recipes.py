@@ -1,0 +1,164 @@
+"""docs/recipes.md: the recipes of the method trained on this machine, evaluated on held-out data, reported.
+
+    python bench/recipes.py [--runs runs/recipes] [--only arithmetic,countdown,domain_qa] [--short] [--report-only]
+
+--short keeps arithmetic SFT whole, cuts arithmetic GRPO to 40 of its 100 steps and shrinks Countdown and domain
+QA (fewer steps a stage, smaller eval and test sets), and evaluates on the test split only the checkpoints the
+comparisons need (no GSM8K), so that everything fits in under two hours on a 2-core CPU; the commands in the
+report show exactly what ran.
+
+Steps, each skipped when its output exists (so a stopped run continues where it stopped):
+  1. train each preset with jobs/train.py --local (resuming a partial run);
+  2. evaluate the checkpoints that matter on the preset's held-out test split with jobs/eval.py (greedy,
+     95% bootstrap CIs; domain QA also 3 sampled answers per question for consistency);
+  3. write docs/recipes.md and docs/recipes-*.png from the run dirs alone (bench/recipes_report.py).
+Every command is appended to <runs>/commands.log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BASE = "embedded:smollm2-135m-instruct"
+XQUAD_LANGS = ("de", "es", "zh", "hi", "ar", "vi")
+RM = "rm-qnli"  # the reward model folder under <runs>, written by jobs/reward_model.py before PPO-RM trains
+# recipe -> runs (name -> preset, or (preset, overrides with {runs} for the runs folder)) and evals (file stem,
+# run, checkpoint or None for the base model, eval.py args)
+RECIPES = {
+    "arithmetic": {
+        "runs": {"arithmetic-sft": "arithmetic_sft.yaml", "arithmetic-grpo": "arithmetic_grpo.yaml"},
+        "evals": [("test-base", "arithmetic-sft", None, []),
+                  ("test-sft-best", "arithmetic-sft", "best", []), ("test-sft-final", "arithmetic-sft", "last", []),
+                  ("test-grpo-best", "arithmetic-grpo", "best", []), ("test-grpo-final", "arithmetic-grpo", "last", []),
+                  *[(f"gsm8k-{k}", "arithmetic-sft" if "sft" in k or k == "base" else "arithmetic-grpo",
+                     None if k == "base" else "best", ["--split", "gsm8k", "--max-new-tokens", "256", "--limit", "100"])
+                    for k in ("base", "sft-best", "grpo-best")]],
+    },
+    "countdown": {
+        "runs": {"countdown-grpo-rs-grpo": "countdown_grpo_rs_grpo.yaml"},
+        "evals": [(f"test-{k}", "countdown-grpo-rs-grpo", None if k == "base" else k, [])
+                  for k in ("base", "grpo1", "rs_sft", "grpo2", "best")],
+    },
+    "domain_qa": {
+        "runs": {"domain-qa-sft-grpo": "domain_qa_sft_grpo.yaml"},
+        "evals": [(f"test-{k}", "domain-qa-sft-grpo", {"base": None, "grpo-final": "last"}.get(k, k),
+                   ["--samples", "3", "--limit", "200"]) for k in ("base", "sft", "best", "grpo-final")],
+    },
+    # The NLU paper on QNLI built from XQuAD-en: zero-/few-shot, SFT, GRPO, PPO, PPO with a trained reward model
+    # (all LoRA rank 16, same splits), then zero-shot transfer of the English-trained models to other languages.
+    "nlu": {
+        "runs": {"qnli-sft": "qnli_sft.yaml", "qnli-grpo-lora": "qnli_grpo_lora.yaml",
+                 "qnli-ppo-lora": "qnli_ppo_lora.yaml",
+                 "qnli-ppo-rm": ("qnli_ppo_lora.yaml", ["rewards.components=[{name: reward_model, params: "
+                                                        "{path: '{runs}/" + RM + "'}}]"])},
+        "evals": [("test-zero-shot", "qnli-sft", None, []),
+                  ("test-few-shot-4", "qnli-sft", None, ["task.params.few_shot=4"]),
+                  *[(f"test-{m}", f"qnli-{m}", "best", []) for m in ("sft", "grpo-lora", "ppo-lora", "ppo-rm")],
+                  *[(f"{lang}-{m}", "qnli-sft" if m in ("base", "sft") else f"qnli-{m}",
+                     None if m == "base" else "best", ["--data", f"qnli:xquad:{lang}"])
+                    for lang in XQUAD_LANGS for m in ("base", "sft", "grpo-lora", "ppo-lora")]],
+    },
+}
+
+
+# --short: overrides per run, and eval.py --limit per recipe
+SHORT = {
+    "arithmetic-grpo": ["train.phases.0.steps=40"],
+    "countdown-grpo-rs-grpo": ["train.phases.0.steps=10", "train.phases.1.prompts=64", "train.phases.2.steps=10",
+                               "train.eval_every=5", "train.save_every=5", "data.eval_size=60"],
+    "domain-qa-sft-grpo": ["train.phases.0.limit=128", "train.phases.1.steps=12", "train.eval_every=6",
+                           "train.save_every=6", "data.eval_size=40"],
+}
+SHORT_EVAL_LIMIT = {"countdown": 100, "domain_qa": 60, "gsm8k": 30}
+# --short evaluates the checkpoints that carry the comparison only
+SHORT_SKIP = {"test-sft-final", "test-grpo-final", "gsm8k-base", "gsm8k-sft-best", "gsm8k-grpo-best", "test-grpo1",
+              "test-rs_sft", "test-sft"}
+
+
+def sh(cmd: list[str], log: Path) -> None:
+    from jobs.experiment import sh as run_logged
+
+    run_logged(cmd, log, tag="recipes")
+
+
+def train_reward_model(runs: Path, log: Path) -> None:
+    """The reward model PPO-RM trains against: pairs of the base policy's own QNLI samples (2-shot prompts), by the
+    label reward."""
+    if (runs / RM / "rm_report.json").is_file():
+        return
+    sh([sys.executable, "jobs/reward_model.py", "--config", "jobs/configs/qnli_grpo_lora.yaml", "--out",
+        str(runs / RM), "--prompts", "512", "--samples", "4", "rollout.temperature=1.0", "rollout.max_new_tokens=24",
+        "task.params.few_shot=2"], log)  # zero-shot, the base model's answers are all cut or unformatted: no pairs
+
+
+def train(runs: Path, name: str, preset: str, log: Path, overrides: list[str]) -> None:
+    run = runs / name
+    last = run / "checkpoints" / "last" / "driver_state.json"
+    summary = run / "summary.json"
+    if summary.is_file() and json.loads(summary.read_text()).get("finished"):
+        return
+    cmd = [sys.executable, "jobs/train.py", "--config", f"jobs/configs/{preset}", "--local",
+           f"train.output_dir={runs}", f"train.run_name={name}", *overrides]
+    sh(cmd + (["--resume"] if last.is_file() else []), log)
+
+
+def evaluate(runs: Path, stem: str, run_name: str, checkpoint: str | None, extra: list[str], log: Path) -> None:
+    run = runs / run_name
+    out = run / "eval" / f"{stem}.json"
+    if out.is_file():
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = BASE if checkpoint is None else str(run / "checkpoints" / checkpoint)
+    split = [] if "--split" in extra else ["--split", "test"]
+    sh([sys.executable, "jobs/eval.py", "--model", model, "--run", str(run), *split, *extra, "--out", str(out)], log)
+
+
+def shorten(extra: list[str], limit: int | None) -> list[str]:
+    if limit is None:
+        return extra
+    if "--limit" in extra:
+        i = extra.index("--limit")
+        return [*extra[:i], "--limit", str(limit), *extra[i + 2:]]
+    return [*extra, "--limit", str(limit)]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", default="runs/recipes", help="where the recipe runs live")
+    p.add_argument("--only", default="arithmetic,countdown,domain_qa", help="comma-separated recipes (also: nlu)")
+    p.add_argument("--short", action="store_true", help="shrink Countdown and domain QA to fit ~2 h (see above)")
+    p.add_argument("--report-only", action="store_true", help="write the report from what exists")
+    p.add_argument("--out", default=str(ROOT / "docs" / "recipes.md"))
+    args = p.parse_args(argv)
+    runs = Path(args.runs).resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    log = runs / "commands.log"
+    for recipe in args.only.split(","):
+        spec = RECIPES[recipe]
+        if args.report_only:
+            continue
+        if recipe == "nlu":
+            train_reward_model(runs, log)
+        for name, preset in spec["runs"].items():
+            preset, own = preset if isinstance(preset, tuple) else (preset, [])
+            own = [o.replace("{runs}", str(runs)) for o in own]
+            train(runs, name, preset, log, own + (SHORT.get(name, []) if args.short else []))
+        for stem, run_name, checkpoint, extra in spec["evals"]:
+            if args.short and stem in SHORT_SKIP:
+                continue
+            if args.short:
+                extra = shorten(extra, SHORT_EVAL_LIMIT.get("gsm8k" if "gsm8k" in extra else recipe))
+            evaluate(runs, stem, run_name, checkpoint, extra, log)
+    from bench.recipes_report import write_report
+
+    write_report(runs, Path(args.out), "python bench/recipes.py --runs " + runs.name + " --short" * args.short)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""docs/recipes.md from the recipe run dirs written by bench/recipes.py: tables, paired tests and figures.
+
+Every number is read from <runs>/<run>/metrics.jsonl, summary.json, rs_sft traces and eval/*.json; the commands
+that wrote them are copied from <runs>/commands.log.
+
+    python bench/recipes_report.py runs/recipes [--out docs/recipes.md]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common.metrics_log import phase_spans, read_records  # noqa: E402
+from common.stats import mcnemar_exact, paired_bootstrap_diff  # noqa: E402
+
+
+def load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ci(r: dict, key: str) -> str:
+    lo, hi = r[f"{key}_ci"]
+    return f"{r[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def per_item(r: dict, key: str) -> list[float]:
+    return [q[key] for q in r["per_question"]]
+
+
+def wall_minutes(run: Path) -> tuple[float, float]:
+    """(minutes from the run's first record to its last, minutes of training steps alone)."""
+    recs = read_records(run / "metrics.jsonl")
+    times = [r["time"] for r in recs if "time" in r]
+    steps = sum(r.get("timing/step", 0.0) for r in recs if r.get("kind") == "step")
+    return (max(times) - min(times)) / 60, steps / 60
+
+
+def budget(run: Path) -> str:
+    """What a run trained on, from its step records: SFT examples (steps x batch) or GRPO prompts x samples."""
+    from common.config import load_config
+
+    cfg = load_config(run / "config.yaml")
+    steps = [r for r in read_records(run / "metrics.jsonl") if r.get("kind") == "step"]
+    parts = []
+    for name, phase in zip(cfg.train.phase_names(), cfg.train.phases):
+        n = sum(1 for r in steps if r.get("phase") == name)
+        if phase.kind in ("sft", "rs_sft"):
+            parts.append(f"{name}: {n} steps x {phase.batch_size} = {n * phase.batch_size} examples")
+        elif phase.kind in ("grpo", "ppo"):
+            p, g = phase.prompts_per_step or cfg.train.prompts_per_step, cfg.rollout_for(phase).group_size
+            parts.append(f"{name}: {n} steps x {p} prompts x {g} samples = {n * p * g} samples")
+    return "; ".join(parts)
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    flags = Path("/proc/cpuinfo").read_text()
+    isa = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "no AVX2"
+    amx = ", AMX" if " amx_tile" in flags else ""
+    return f"{cpu} ({isa}{amx}), 2 cores, no GPU; fp32"
+
+
+def evals_of(runs: Path, run_names: list[str]) -> dict[str, dict]:
+    out = {}
+    for name in run_names:
+        for path in sorted((runs / name / "eval").glob("*.json")):
+            out[path.stem] = json.loads(path.read_text())
+    return out
+
+
+def compare(a: dict, b: dict, metric: str, labels: tuple[str, str]) -> str:
+    """A paired comparison of two models on the same items: difference with its bootstrap CI, and for 0/1
+    metrics the exact McNemar test."""
+    x, y = per_item(a, metric), per_item(b, metric)
+    d, lo, hi = paired_bootstrap_diff(x, y)
+    text = f"{labels[1]} - {labels[0]}: {d:+.3f} {metric} [95% CI {lo:+.3f}, {hi:+.3f}] on the same {len(x)} items"
+    if set(x) | set(y) <= {0.0, 1.0}:
+        only_a, only_b, p = mcnemar_exact(x, y)
+        text += f"; exact McNemar: {only_a} items only {labels[0]} got right, {only_b} only {labels[1]}, p = {p:.3g}"
+    return text + "."
+
+
+def verdict(a: dict, b: dict, metric: str) -> str:
+    """How b compares with a on the same items: 'higher' / 'lower' when the paired 95% CI excludes 0."""
+    d, lo, hi = paired_bootstrap_diff(per_item(a, metric), per_item(b, metric))
+    return "higher than" if lo > 0 else "lower than" if hi < 0 else "not distinguishable from"
+
+
+# ---- arithmetic ---------------------------------------------------------------------------------------------
+
+def arithmetic(runs: Path, figs: dict) -> list[str]:
+    names = ["arithmetic-sft", "arithmetic-grpo"]
+    if not all((runs / n / "metrics.jsonl").is_file() for n in names):
+        return ["(the arithmetic runs are not there yet)"]
+    ev = evals_of(runs, names)
+    lines = [f"Training budgets: {budget(runs / names[0])} (arithmetic-sft); {budget(runs / names[1])} "
+             "(arithmetic-grpo).", "",
+             "| model | test accuracy [95% CI] | no integer in answer | answer length (tokens) | training wall-clock "
+             "(min; of it, steps) | n |", "|---|---|---|---|---|---|"]
+    walls = {n: wall_minutes(runs / n) for n in names}
+    for key, label, run in (("test-base", "base (SmolLM2-135M-Instruct)", None),
+                            ("test-sft-best", "SFT, best by validation", "arithmetic-sft"),
+                            ("test-sft-final", "SFT, final", "arithmetic-sft"),
+                            ("test-grpo-best", "GRPO, best by validation", "arithmetic-grpo"),
+                            ("test-grpo-final", "GRPO, final", "arithmetic-grpo")):
+        r = ev.get(key)
+        if r is None:
+            continue
+        wall = f"{walls[run][0]:.1f} ({walls[run][1]:.1f})" if run else "-"
+        lines.append(f"| {label} | {ci(r, 'accuracy')} | {r['unparsed']:.3f} | {r['len']:.1f} | {wall} | {r['n']} |")
+    lines.append("")
+    for a, b in (("test-base", "test-sft-best"), ("test-base", "test-grpo-best"), ("test-sft-best", "test-grpo-best")):
+        if a in ev and b in ev:
+            lines.append(f"- {compare(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))}")
+    gsm = [(k, ev[k]) for k in ("gsm8k-base", "gsm8k-sft-best", "gsm8k-grpo-best") if k in ev]
+    if gsm:
+        lines += ["", f"GSM8K (the first {gsm[0][1]['n']} test problems, up to 256 new tokens, final-number match):", "",
+                  "| model | GSM8K accuracy [95% CI] | no number | answer length |", "|---|---|---|---|"]
+        lines += [f"| {k[6:]} | {ci(r, 'accuracy')} | {r['unparsed']:.3f} | {r['len']:.1f} |" for k, r in gsm]
+    if all(k in ev for k in ("test-base", "test-sft-best", "test-grpo-best")):
+        sft, grpo = ev["test-sft-best"], ev["test-grpo-best"]
+        lines += ["", f"**Reading.** On held-out problems, SFT's best checkpoint ({sft['accuracy']:.3f}) is "
+                  f"{verdict(ev['test-base'], sft, 'accuracy')} the base model and GRPO's ({grpo['accuracy']:.3f}) is "
+                  f"{verdict(ev['test-base'], grpo, 'accuracy')} it; GRPO is {verdict(sft, grpo, 'accuracy')} SFT. "
+                  f"SFT trained {walls['arithmetic-sft'][0]:.0f} min, GRPO {walls['arithmetic-grpo'][0]:.0f} min "
+                  "(wall-clock of the whole run, evals included). The paper's finding that GRPO generalises at least "
+                  "as well as SFT with less data is reproduced only where the table says so; with the 135M model, "
+                  "its short answers and this budget, the comparison above is what this machine shows."]
+    plot_learning_speed(runs, names, figs["arithmetic"])
+    return lines + ["", f"![validation accuracy against wall-clock]({figs['arithmetic'].name})"]
+
+
+def plot_learning_speed(runs: Path, names: list[str], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name in names:
+        recs = read_records(runs / name / "metrics.jsonl")
+        t0 = min(r["time"] for r in recs if "time" in r)
+        evals = [r for r in recs if r.get("kind") == "eval"]
+        axes[0].plot([(r["time"] - t0) / 60 for r in evals], [r["eval/accuracy"] for r in evals], "o-", label=name)
+        axes[1].plot([r["step"] for r in evals], [r["eval/accuracy"] for r in evals], "o-", label=name)
+    axes[0].set_xlabel("wall-clock minutes since the run started")
+    axes[1].set_xlabel("optimizer steps (SFT) / rollout steps (GRPO)")
+    for a in axes:
+        a.set_ylabel("validation accuracy (greedy)")
+        a.grid(alpha=0.3)
+        a.legend()
+    fig.suptitle("Arithmetic: SFT vs GRPO, validation accuracy (greedy)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+# ---- countdown ----------------------------------------------------------------------------------------------
+
+def countdown(runs: Path, figs: dict) -> list[str]:
+    name = "countdown-grpo-rs-grpo"
+    run = runs / name
+    if not (run / "metrics.jsonl").is_file():
+        return ["(the Countdown run is not there yet)"]
+    recs = read_records(run / "metrics.jsonl")
+    evals = [r for r in recs if r.get("kind") == "eval"]
+    n_val = next((r["eval/n"] for r in evals if "eval/n" in r), "?")
+    lines = [f"Training budget: {budget(run)}.", "",
+             f"Validation ({n_val} problems, greedy) through the stages, as the paper's Table 1 lays them out:", "",
+             "| step | stage | accuracy (exact) | format rate | valid expression | mean reward |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['step']} | {r['phase']} | {r['eval/accuracy']:.3f} | {r['eval/format']:.3f} | "
+              f"{r['eval/valid']:.3f} | {r['eval/reward']:.3f} |" for r in evals]
+    kept = next((r["data"] for r in recs if "rs_sft/kept" in r.get("data", {})), None)
+    if kept:
+        from common.config import load_config
+
+        cfg = load_config(run / "config.yaml")
+        threshold = next(p.threshold for p in cfg.train.phases if p.kind == "rs_sft")
+        lines += ["", f"RS-SFT sampled {kept['rs_sft/sampled']} completions for {kept['rs_sft/prompts']} training "
+                  f"problems and kept **{kept['rs_sft/kept']}** distinct finished completions with reward >= "
+                  f"{threshold} ({kept['rs_sft/prompts_with_kept']} problems had at least one); mean sampled reward "
+                  f"{kept['rs_sft/reward_mean']:.3f}."]
+    ev = evals_of(runs, [name])
+    tests = [(k, ev[f"test-{k}"]) for k in ("base", "grpo1", "rs_sft", "grpo2", "best") if f"test-{k}" in ev]
+    if tests:
+        lines += ["", f"Held-out test split ({tests[0][1]['n']} problems never trained on), greedy:", "",
+                  "| checkpoint | accuracy [95% CI] | format rate [95% CI] | valid | answer length |", "|---|---|---|---|---|"]
+        lines += [f"| {k} | {ci(r, 'accuracy')} | {ci(r, 'format')} | {r['valid']:.3f} | {r['len']:.1f} |" for k, r in tests]
+        if "test-base" in ev and "test-grpo2" in ev:
+            lines += ["", f"- {compare(ev['test-base'], ev['test-grpo2'], 'format', ('base', 'grpo2'))}",
+                      f"- {compare(ev['test-base'], ev['test-grpo2'], 'accuracy', ('base', 'grpo2'))}"]
+    last = evals[-1] if evals else {}
+    if evals and max(r["eval/accuracy"] for r in evals) == 0 and last["eval/format"] > 0.5 and last["eval/valid"] < 0.05:
+        lines += ["", f"**Reading.** Not reproduced: the paper's stages raise exact solutions; here accuracy stays "
+                  f"{last['eval/accuracy']:.3f}. GRPO does teach the answer format (greedy format rate "
+                  f"{evals[0]['eval/format']:.2f} at the start, {last['eval/format']:.2f} at step {last['step']}), but "
+                  f"by reward hacking: the policy learns to copy the prompt's own example, e.g. "
+                  f"`{last['eval/sample'][:60].strip()}`, which earns the format tier (0.1) and is never a valid use "
+                  "of the given numbers (valid rate above). RS-SFT then finds nothing to keep at its threshold, so the "
+                  "third stage continues from the same policy. The best checkpoint by accuracy is the first one "
+                  "evaluated, since no later one exceeds 0 (ties keep the earlier). A 135M model does not solve "
+                  "Countdown from scratch in 20 GRPO steps; removing the worked example from the prompt, or a larger "
+                  "model, is the next thing to try."]
+    plot_countdown(recs, figs["countdown"])
+    return lines + ["", f"![Countdown through the stages]({figs['countdown'].name})"]
+
+
+def plot_countdown(recs: list[dict], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r for r in recs if r.get("kind") == "step"]
+    grpo = [r for r in steps if "reward/countdown/no_format" in r]
+    evals = [r for r in recs if r.get("kind") == "eval"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    axes[0].plot([r["step"] for r in grpo], [1 - r["reward/countdown/no_format"] for r in grpo], ".-", lw=0.8,
+                 label="format rate (sampled, per step)")
+    axes[0].plot([r["step"] for r in grpo], [r["reward/countdown/correct"] for r in grpo], ".-", lw=0.8,
+                 label="exact (sampled, per step)")
+    for key, style in (("eval/format", "s--"), ("eval/accuracy", "o-")):
+        axes[1].plot([r["step"] for r in evals], [r[key] for r in evals], style, label=key.split("/")[1] + " (greedy)")
+    for a in axes:
+        for name, first, last in phase_spans(steps):
+            a.axvspan(first - 0.5, last + 0.5, alpha=0.08, color={"rs_sft": "tab:green"}.get(name, "tab:blue"))
+            a.text((first + last) / 2, 1.01, name, transform=a.get_xaxis_transform(), ha="center", fontsize=8)
+        a.set_xlabel("step (GRPO rollout steps; RS-SFT optimizer steps)")
+        a.set_ylim(-0.02, 1.02)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    axes[0].set_title("training samples")
+    axes[1].set_title("validation, greedy")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+# ---- domain QA ----------------------------------------------------------------------------------------------
+
+def domain_qa(runs: Path, figs: dict) -> list[str]:
+    name = "domain-qa-sft-grpo"
+    if not (runs / name / "metrics.jsonl").is_file():
+        return ["(the domain-QA run is not there yet)"]
+    ev = evals_of(runs, [name])
+    rows = [(k, ev[f"test-{k}"]) for k in ("base", "sft", "best", "grpo-final") if f"test-{k}" in ev]
+    val = [r for r in read_records(runs / name / "metrics.jsonl") if r.get("kind") == "eval"]
+    head = [f"Validation during training ({val[0]['eval/n'] if val else '?'} questions; greedy, and 3 samples per "
+            "question for consistency):", "", "| step | stage | accuracy (sim >= 0.7) | mean similarity | repetition "
+            "rate | answer length | consistency |", "|---|---|---|---|---|---|---|"]
+    head += [f"| {r['step']} | {r['phase']} | {r['eval/accuracy']:.3f} | {r['eval/similarity']:.3f} | "
+             f"{r['eval/repetition_rate']:.3f} | {r['eval/len']:.1f} | {r.get('eval/consistency', float('nan')):.3f} |"
+             for r in val]
+    if not rows:
+        return [f"Training budget: {budget(runs / name)}.", "", *head, "",
+                "(the held-out test evaluations of this run are not there yet)"]
+    lines = [f"Training budget: {budget(runs / name)}.", "", *head, "",
+             f"Held-out test questions ({rows[0][1]['n'] if rows else '?'}, paragraphs never trained on); greedy "
+             "answers, and 3 sampled answers per question (T 0.8, top-p 0.9) for consistency:", "",
+             "| model | accuracy (sim >= 0.7) [95% CI] | mean similarity | repetition rate | answer length (tokens) | "
+             "consistency of 3 samples | seconds / answer |", "|---|---|---|---|---|---|---|"]
+    for k, r in rows:
+        s = r.get("sampling", {})
+        lines.append(f"| {k} | {ci(r, 'accuracy')} | {r['similarity']:.3f} | {r['repetition_rate']:.3f} | "
+                     f"{r['len']:.1f} | {s.get('consistency', float('nan')):.3f} | {r['seconds'] / r['n']:.2f} |")
+    if "test-base" in ev and "test-best" in ev:
+        lines += ["", f"- {compare(ev['test-base'], ev['test-best'], 'accuracy', ('base', 'best'))}",
+                  f"- {compare(ev['test-base'], ev['test-best'], 'similarity', ('base', 'best'))}"]
+    if "test-sft" in ev and "test-best" in ev:
+        lines.append(f"- {compare(ev['test-sft'], ev['test-best'], 'accuracy', ('sft', 'best'))}")
+    if "test-base" in ev and "test-best" in ev:
+        a, b = ev["test-base"], ev["test-best"]
+        lines += ["", f"**Reading.** After SFT -> GRPO the best checkpoint's similarity accuracy is "
+                  f"{verdict(a, b, 'accuracy')} the base model's ({a['accuracy']:.3f} -> {b['accuracy']:.3f}); answers go "
+                  f"from {a['len']:.0f} to {b['len']:.0f} tokens and the repetition rate from {a['repetition_rate']:.3f} to "
+                  f"{b['repetition_rate']:.3f}. The best checkpoint is {load(runs / name / 'summary.json').get('best_phase', '?')}"
+                  "'s (chosen on the validation split)."]
+    return lines
+
+
+# ---- NLU: QNLI ----------------------------------------------------------------------------------------------
+
+def step_seconds(run: Path) -> str:
+    """Median [min, max] seconds of a run's training steps."""
+    import statistics
+
+    t = sorted(r["timing/step"] for r in read_records(run / "metrics.jsonl") if r.get("kind") == "step"
+               and "timing/step" in r)
+    return f"{statistics.median(t):.1f} [{t[0]:.1f}, {t[-1]:.1f}]" if t else "-"
+
+
+def peak_gib(run: Path, group: str) -> str:
+    summary = load(run / "summary.json") or {}
+    vals = [v for v in (summary.get("peak_rss_gib") or {}).get(group, []) if v is not None]
+    return f"{max(vals):.2f}" if vals else "-"
+
+
+def nlu(runs: Path) -> list[str]:
+    names = {"sft": "qnli-sft", "grpo-lora": "qnli-grpo-lora", "ppo-lora": "qnli-ppo-lora", "ppo-rm": "qnli-ppo-rm"}
+    if not (runs / "qnli-sft" / "metrics.jsonl").is_file():
+        return ["(the QNLI runs are not there yet: `python bench/recipes.py --only nlu`)"]
+    ev = evals_of(runs, list(names.values()))
+    lines = ["Held-out QNLI built from XQuAD-en (paragraphs never trained on), greedy, the NLU paper's Table 9 shape:",
+             "", "| method | accuracy [95% CI] | wrong format | s / training step [min, max] | learner peak RSS (GiB) "
+             "| critic peak RSS (GiB) | n |", "|---|---|---|---|---|---|---|"]
+    rows = [("zero-shot (base)", "test-zero-shot", None), ("few-shot, k=4 (base)", "test-few-shot-4", None),
+            ("SFT + LoRA", "test-sft", "sft"), ("GRPO + LoRA", "test-grpo-lora", "grpo-lora"),
+            ("PPO + LoRA (rule reward)", "test-ppo-lora", "ppo-lora"), ("PPO + LoRA (reward model)", "test-ppo-rm", "ppo-rm")]
+    for label, key, m in rows:
+        if key not in ev:
+            continue
+        r, run = ev[key], (runs / names[m] if m else None)
+        lines.append(f"| {label} | {ci(r, 'accuracy')} | {r['wrong_format']:.3f} | "
+                     f"{step_seconds(run) if run else '-'} | {peak_gib(run, 'learner') if run else '-'} | "
+                     f"{peak_gib(run, 'critic') if run else '-'} | {r['n']} |")
+    for a, b in (("test-sft", "test-ppo-lora"), ("test-grpo-lora", "test-ppo-lora"), ("test-zero-shot", "test-sft")):
+        if a in ev and b in ev:
+            lines.append(f"- {compare(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))}")
+    rm = load(runs / "rm-qnli" / "rm_report.json")
+    if rm:
+        h = rm["history"][-1]
+        lines += ["", f"Reward model: {rm['pairs']} training pairs from {rm['prompts']} prompts x {rm['samples']} samples "
+                  f"of the base policy, ordered by the label reward; held-out pair accuracy "
+                  f"{h.get('held_out_rm_accuracy', float('nan')):.3f} on {rm['held_out_pairs']} pairs."]
+    langs = sorted({k.split("-", 1)[0] for k in ev if not k.startswith("test-")})
+    if langs:
+        lines += ["", "Zero-shot transfer of the English-trained models (the same held-out questions, translated):", "",
+                  "| lang | base | SFT | GRPO | PPO |", "|---|---|---|---|---|"]
+        for lang in langs:
+            cells = [ci(ev[f"{lang}-{m}"], "accuracy") if f"{lang}-{m}" in ev else "-"
+                     for m in ("base", "sft", "grpo-lora", "ppo-lora")]
+            lines.append(f"| {lang} | " + " | ".join(cells) + " |")
+    return lines
+
+
+# ---- the document -------------------------------------------------------------------------------------------
+
+HOW = """| recipe | command | reproduces |
+|---|---|---|
+| MLQA SFT -> GRPO | `python jobs/grpo_mlqa.py --config jobs/configs/xquad_en_sft_grpo.yaml --local` | the MLQA paper: SFT then GRPO on extractive QA, reward 0.7 F1 + 0.3 EM - length penalty, K=4, T 0.8, top-p 0.9, clip 0.2, beta 0.04, lr 1e-5; results in [results.md](results.md) |
+| arithmetic SFT | `python jobs/train.py --config jobs/configs/arithmetic_sft.yaml --local` | the SFT-vs-GRPO arithmetic paper, SFT side: lr 2e-5, batch 2, 3 epochs |
+| arithmetic GRPO | `python jobs/train.py --config jobs/configs/arithmetic_grpo.yaml --local` | the same paper, GRPO side: lr 5e-6, 2 prompts x group 4, KL 0.05 (squared log-ratio), T 0.7, top-p 0.9, 100 steps, eval every 10, mean-only advantages |
+| Countdown GRPO -> RS-SFT -> GRPO | `python jobs/train.py --config jobs/configs/countdown_grpo_rs_grpo.yaml --local` | the multi-stage paper: GRPO, SFT on the policy's own correct traces, GRPO again; clip 0.25 |
+| domain QA SFT -> GRPO | `python jobs/train.py --config jobs/configs/domain_qa_sft_grpo.yaml --local` | the domain-QA system: MiniLM similarity reward - repetition penalty; similarity accuracy, repetition, length, consistency |
+| QNLI SFT / GRPO / PPO, LoRA | `python jobs/train.py --config jobs/configs/qnli_ppo_lora.yaml --local` (or `qnli_sft`, `qnli_grpo_lora`) | the NLU paper: PPO with a critic and LoRA rank 16 on label tasks, against SFT, GRPO and zero/few-shot; a Bradley-Terry reward model (`jobs/reward_model.py`) for PPO-RM |
+
+Every preset also runs under `ray job submit` and with `--inprocess`; `jobs/eval.py --run <run dir> --split test`
+evaluates any checkpoint of any recipe on its held-out split. `tests/jobs/test_recipes.py` runs each preset for 2
+steps a phase on local Ray with vLLM and the embedded model."""
+
+
+def write_report(runs: Path, out: Path, command: str | None = None) -> None:
+    figs = {k: out.with_name(f"{out.stem}-{k}.png") for k in ("arithmetic", "countdown")}
+    commands = (runs / "commands.log").read_text().strip() if (runs / "commands.log").is_file() else "(none logged)"
+    text = "\n".join([
+        "# Recipes of the method, measured", "",
+        f"Generated by `{command or f'python bench/recipes.py --runs {runs.name}'}` (report only: `python "
+        f"bench/recipes_report.py {runs.name}`) from the run dirs alone. Machine: {machine()}. Policy: the embedded SmolLM2-135M-Instruct. "
+        "CIs are 95% percentile bootstraps over items (1000 resamples); comparisons of two models are paired, on "
+        "the same items.", "", "## Running a recipe", "", HOW, "",
+        "## Arithmetic: SFT vs GRPO (the SFT-vs-GRPO arithmetic paper)", "",
+        *arithmetic(runs, figs), "",
+        "## Countdown: GRPO -> RS-SFT -> GRPO (the multi-stage paper)", "",
+        *countdown(runs, figs), "",
+        "## Domain QA: SFT -> GRPO with similarity and repetition rewards", "",
+        *domain_qa(runs, figs), "",
+        "## Label tasks: zero-shot, few-shot, SFT, GRPO, PPO on QNLI (the NLU paper)", "",
+        *nlu(runs), "",
+        "## Provenance", "", "```", commands, "```", ""])
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("runs")
+    p.add_argument("--out", default=str(ROOT / "docs" / "recipes.md"))
+    args = p.parse_args(argv)
+    write_report(Path(args.runs), Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""The recipe engine: run a config's phases for any task on the Ray/vLLM system.
+
+    task   = the config's task (data, prompts, rewards' inputs, SFT targets, metrics)   tasks/
+    system = rollout engines, reward actors, reference, learner                        cluster/system.py
+    for each phase (sft | grpo | rs_sft, jobs/phases.py):
+        begin   fresh optimizer, the phase's KL reference, engines synced
+        steps   one step -> metrics -> log; every `eval_every` steps and at the phase's end a greedy eval on
+                the held-out split keeps the best checkpoint by the task's primary metric; `patience` evals
+                without a better one end the phase; a resumable checkpoint every `save_every` steps
+        end     checkpoints/<phase name> (the next phase's default reference) and an eval
+
+Everything a run writes lives in one run dir (common/checkpoint.py). A stopped run resumes from its last
+checkpoint with `--resume`: the phase, the step inside it, the optimizer, RNGs and the data position all
+come back, so the rest of the run is the run that would have happened.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from common import checkpoint as ck
+from common.config import JobConfig, config_to_dict
+from common.metrics_log import MetricsLog, plot_curves
+from common.models import load_tokenizer, resolve_model
+from common.types import Sampling
+from tasks.base import Task
+from tasks.registry import build_task, reward_components
+
+
+@dataclass
+class RunState:
+    """The driver's state; saved beside every checkpoint as driver_state.json."""
+    phase: int = 0               # index of the phase in progress
+    phase_step: int = 0          # steps of that phase done (0: the phase has not begun)
+    step: int = 0                # steps done over all phases (the x axis of every curve)
+    grpo_steps: int = 0          # GRPO steps done over all phases (seeds each step's sampling)
+    drawn: int = 0               # training prompts drawn from the task's stream (the data position)
+    best: float | None = None    # best primary metric so far, and where
+    best_step: int | None = None
+    best_phase: str | None = None
+    evals_since_best: int = 0    # within the current phase
+
+
+class StopRequested(Exception):
+    """This invocation's step budget (--max-steps) is spent; the run resumes later with --resume."""
+
+
+class Run:
+    """One run: its dir, log, state, task and system; evaluation and checkpoints for the phases."""
+
+    def __init__(self, cfg: JobConfig, task: Task, system, path: Path, log: MetricsLog, state: RunState,
+                 policy_path: str, max_steps: int | None = None, resume_from: Path | None = None):
+        self.cfg, self.task, self.system, self.path, self.log, self.state = cfg, task, system, path, log, state
+        self.policy_path, self.resume_from = policy_path, resume_from
+        self.engines_stale = False  # the learner has moved since the engines last received its weights
+        self.stop_at = None if max_steps is None else state.step + max_steps
+        self.peak_rss: dict = {}  # GiB by actor group, read when the run ends
+
+    def start_optimizer(self, lr: float, total_steps: int, fresh: bool) -> None:
+        """A phase's optimizer and schedule; resuming inside the phase, its saved moments and schedule position
+        on top (the schedule's shape is code, not state, so it is rebuilt first)."""
+        self.system.reset_optimizer(lr, total_steps)
+        if not fresh:
+            self.system.load_trainer_state(str(self.resume_from))
+
+    def check_budget(self) -> None:
+        """After a step or a phase: with --max-steps spent, leave a resumable checkpoint and stop."""
+        if self.stop_at is not None and self.state.step >= self.stop_at:
+            self.save_last()
+            raise StopRequested
+
+    @property
+    def metric(self) -> str:
+        return f"eval/{self.task.primary_metric}"
+
+    def sync_if_stale(self) -> None:
+        if self.engines_stale:
+            self.system.sync_weights()
+            self.engines_stale = False
+
+    def evaluate(self) -> dict:
+        """Greedy answers to the held-out split, scored by the task; with `eval_samples`, also that many
+        sampled answers per question (their consistency)."""
+        self.sync_if_stale()
+        t = time.perf_counter()
+        prompts, examples = self.task.prompts("eval"), self.task.splits["eval"]
+        print(f"[eval] greedy answers for {len(prompts)} held-out examples ...", flush=True)
+        texts = self.system.greedy(prompts, self.cfg.rollout.max_new_tokens)
+        out = {f"eval/{k}": v for k, v in self.task.evaluate(texts, examples).items()}
+        out["eval/seconds_per_answer"] = (time.perf_counter() - t) / len(texts)
+        n = self.task.eval_samples
+        if n:
+            r = self.cfg.rollout
+            rollout = self.system.generate(prompts, Sampling(n, r.temperature, r.top_p, r.max_new_tokens),
+                                           seed=r.seed + 999_983)
+            groups = [rollout.texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+            per = self.task.score_samples(groups, examples)
+            out.update({f"eval/{k}": sum(v) / len(v) for k, v in per.items() if v})
+        return {**out, "eval/n": len(texts), "eval/context": self.task.contexts.get("eval", "gold"),
+                "eval/seconds": time.perf_counter() - t, "eval/sample": texts[0][:200]}
+
+    def eval_and_keep_best(self, phase: str) -> None:
+        """Evaluate; keep checkpoints/best by the task's primary metric."""
+        m = self.evaluate()
+        s = self.state
+        self.log.eval(s.step, {**m, "phase": phase})
+        if s.best is None or m[self.metric] > s.best:
+            s.best, s.best_step, s.best_phase, s.evals_since_best = m[self.metric], s.step, phase, 0
+            ck.atomic_checkpoint(self.path / "checkpoints" / "best",
+                                 lambda p: self.system.save(str(p), False), {**asdict(s), "eval": m})
+        else:
+            s.evals_since_best += 1
+
+    def save_last(self) -> None:
+        ck.atomic_checkpoint(self.path / "checkpoints" / "last", lambda p: self.system.save(str(p), True),
+                             asdict(self.state))
+
+    def save_phase_end(self, name: str) -> Path:
+        return ck.atomic_checkpoint(self.path / "checkpoints" / name, lambda p: self.system.save(str(p), False))
+
+    def phase_start_model(self, index: int) -> str:
+        """The model phase `index` started from, as a folder: the previous phase's end checkpoint (or the
+        initial policy for the first phase). Needed when a run resumes inside a phase."""
+        if index == 0:
+            return self.policy_path
+        prev = self.cfg.train.phase_names()[index - 1]
+        return str(self.path / "checkpoints" / prev)
+
+
+def prepare(cfg: JobConfig, resume: str | None) -> tuple[Path, RunState, Path | None]:
+    """(run dir, state, checkpoint to resume from). A fresh run never appends to an old one: an old run dir of
+    the same name is kept beside it, renamed."""
+    run_name = cfg.train.run_name or time.strftime("run-%Y%m%d-%H%M%S")
+    path = Path(resume) if resume not in (None, "auto") else Path(cfg.train.output_dir) / run_name
+    if not resume and (path / "metrics.jsonl").exists():
+        path.rename(path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}"))
+    path.mkdir(parents=True, exist_ok=True)
+    ckpt = ck.find_resumable(path) if resume else None
+    if resume and ckpt is None:
+        raise FileNotFoundError(f"--resume: no checkpoint under {path}/checkpoints; start without --resume")
+    state = RunState(**{k: v for k, v in ck.load_driver_state(ckpt).items() if k in RunState.__dataclass_fields__}) \
+        if ckpt is not None else RunState()
+    return path, state, ckpt
+
+
+def load_task(cfg: JobConfig) -> tuple[str, Task]:
+    """(policy folder or hub id, the task with its data loaded and every train/eval prompt built): everything
+    that can fail on bad input, done before a run dir or an actor exists."""
+    policy_path = resolve_model(cfg.model.policy, cfg.model.cache_dir)
+    task = build_task(cfg, load_tokenizer(policy_path))
+    task.prompts("train"), task.prompts("eval")
+    return policy_path, task
+
+
+def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
+        loaded: tuple[str, Task] | None = None) -> dict:
+    """Run every phase of `cfg` (or the rest of them, resuming; at most `max_steps` steps in this call);
+    return the run's summary. `loaded` is `load_task(cfg)` when the caller has it already."""
+    from cluster.system import GRPOSystem
+    from jobs.phases import PHASES
+
+    policy_path, task = loaded or load_task(cfg)
+    path, state, ckpt = prepare(cfg, resume)
+    log = MetricsLog(path / "metrics.jsonl")
+    log.info(f"run dir {path.resolve()}", data={"task": task.name, **task.stats,
+                                                **{f"train_prompts_{k}": v for k, v in task.prompt_stats("train").items()},
+                                                **{f"eval_prompts_{k}": v for k, v in task.prompt_stats("eval").items()}})
+    if ckpt is not None:
+        log.info(f"resuming from {ckpt} after step {state.step} (phase {state.phase}, step {state.phase_step})")
+    (path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    system = GRPOSystem(cfg, policy_path, reward_components(cfg), learner_init_path=str(ckpt) if ckpt else None)
+    r = Run(cfg, task, system, path, log, state, policy_path, max_steps, resume_from=ckpt)
+    finished = True
+    try:
+        if cfg.retrieval.enabled:
+            from jobs.rag import attach_retrieval
+
+            r.task, info = attach_retrieval(system, task, cfg)
+            log.info("retrieval: contexts replaced by top-k passages", data=info)
+        if ckpt is None and cfg.train.eval_at_start:
+            r.eval_and_keep_best("base")
+        names = cfg.train.phase_names()
+        for i in range(state.phase, len(cfg.train.phases)):
+            phase = cfg.train.phases[i]
+            PHASES[phase.kind](r, i, names[i], phase).execute()
+    except StopRequested:
+        finished = False
+        log.info(f"stopped after {max_steps} steps as asked (--max-steps); continue with the same command, "
+                 f"train.run_name={path.name} --resume")
+    except BaseException as err:
+        last = ck.find_resumable(path)
+        where = (f"the last checkpoint ({last}, after step {ck.load_driver_state(last)['step']})" if last
+                 else "no checkpoint yet")
+        log.info(f"stopped by {type(err).__name__}: {err}; {where} is intact: rerun the same command with "
+                 f"train.run_name={path.name} --resume")
+        raise
+    finally:
+        r.peak_rss = system.peak_rss_gib()  # while the actors live
+        system.shutdown()
+    return finish(r, finished)
+
+
+def finish(r: Run, finished: bool = True) -> dict:
+    png = plot_curves(r.path / "metrics.jsonl", r.path / "curves.png", title=r.path.name,
+                      primary=r.task.primary_metric)
+    s = r.state
+    summary = {"run_dir": str(r.path.resolve()), "finished": finished, "task": r.task.name, "primary_metric": r.metric,
+               f"best_{r.task.primary_metric}": s.best, "best_step": s.best_step, "best_phase": s.best_phase,
+               "steps": s.step, "phases": r.cfg.train.phase_names(), "curves": str(png.resolve()),
+               "metrics": str((r.path / "metrics.jsonl").resolve()),
+               "best_checkpoint": str((r.path / "checkpoints" / "best").resolve()),
+               "last_checkpoint": str((r.path / "checkpoints" / "last").resolve()),
+               "peak_rss_gib": r.peak_rss}
+    (r.path / "summary.json").write_text(json.dumps(summary, indent=1))
+    for k, v in summary.items():
+        print(f"{k}: {v}")
+    return summary
+
+
+def parse_args(argv=None, description: str = ""):
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", help="YAML preset (jobs/configs/*.yaml); defaults are the MLQA paper's")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", help="start a single-node Ray cluster in this process")
+    where.add_argument("--inprocess", action="store_true", help="no Ray: plain objects in this process (debug)")
+    p.add_argument("--resume", nargs="?", const="auto", help="resume a run dir (default: output_dir/run_name)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps, leaving a checkpoint to --resume from "
+                                                 "(time-boxed or preemptible allocations)")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.phases.0.steps=2")
+    return p.parse_args(argv)
+
+
+def load_job(config: str | None, overrides: list[str], only_task: str | None = None) -> JobConfig:
+    """The validated config (common/config.py) checked against the task and reward registries; ConfigError
+    naming the fix otherwise."""
+    from common.config import ConfigError, load_config
+    from tasks.registry import check_job
+
+    cfg = load_config(config, overrides)
+    if only_task and cfg.task.name != only_task:
+        raise ConfigError(f"this job script runs task '{only_task}', the config names task '{cfg.task.name}'; "
+                          "run it with jobs/train.py --config ...")
+    check_job(cfg)
+    return cfg
+
+
+def main(argv=None, description: str = "", only_task: str | None = None) -> int:
+    """Command line of every training entry point: config + overrides -> checks -> run. Bad config or data:
+    exit 2 with the message, before any actor starts."""
+    import sys
+
+    from common.config import ConfigError
+
+    args = parse_args(argv, description)
+    overrides = list(args.overrides)
+    if args.local:
+        overrides.append("cluster.backend=ray")
+    if args.inprocess:
+        overrides.append("cluster.backend=inprocess")
+    if args.max_steps is not None and args.max_steps < 1:
+        print("error: --max-steps must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_job(args.config, overrides, only_task)
+        loaded = load_task(cfg)
+    except (ConfigError, FileNotFoundError, ValueError) as err:  # bad config, model folder or data
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    run(cfg, resume=args.resume, max_steps=args.max_steps, loaded=loaded)
+    return 0

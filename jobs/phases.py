@@ -1,0 +1,331 @@
+"""The four kinds of phase a recipe is made of, each a `begin` and a ~30-line `step`.
+
+  sft     supervised fine-tuning on the task's gold targets (token-mean cross-entropy on the target tokens)
+  grpo    generate K per prompt -> score -> reference logprobs -> group advantages -> clipped surrogate + KL
+          -> broadcast weights (Shao et al. 2024; the MLQA paper's seed hyperparameters are the defaults)
+  rs_sft  rejection-sampled SFT: sample K per prompt from the current policy, keep the distinct finished
+          completions whose reward passes a threshold, fine-tune on them (the "SFT on its own correct traces"
+          stage of GRPO -> SFT -> GRPO)
+  ppo     the same rollouts with a critic: per-token GAE advantages, KL in the rewards, PPO epochs over
+          minibatches (the NLU paper's PPO; OpenRLHF/verl conventions)
+
+Every phase starts with a fresh optimizer (its own lr and schedule over its own steps). A GRPO phase's KL
+reference is explicit (`reference`: the model the phase started from by default, as the papers do after
+SFT). The loop around the steps (eval, best checkpoint, patience, checkpoints, logs) is `Phase.execute`.
+Deliberate simplifications of GRPO: the policy optimised is the temperature-1 model (the sampling
+temperature only shapes exploration, as in OpenRLHF); top-p truncation is not corrected for in the ratio.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import contextmanager
+
+from common.types import Sampling, TrainBatch
+
+
+class Timer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t = time.perf_counter()
+        yield
+        self.seconds[f"timing/{name}"] = time.perf_counter() - t
+
+
+def sampling_of(rollout_cfg) -> Sampling:
+    return Sampling(rollout_cfg.group_size, rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_new_tokens)
+
+
+class Phase:
+    """The loop every phase shares; subclasses set `steps` in `begin` and implement `step`."""
+    eval_every_default: int | None = None  # None: evaluate at the phase's end only
+
+    def __init__(self, run, index: int, name: str, cfg):
+        self.run, self.index, self.name, self.cfg = run, index, name, cfg
+        self.job = run.cfg
+        self.steps = 0
+
+    def begin(self, fresh: bool) -> None:
+        raise NotImplementedError
+
+    def step(self, k: int) -> dict:
+        raise NotImplementedError
+
+    def execute(self) -> None:
+        r, s = self.run, self.run.state
+        fresh = s.phase != self.index or s.phase_step == 0
+        s.phase, s.evals_since_best = self.index, (0 if fresh else s.evals_since_best)
+        self.begin(fresh)
+        r.log.info(f"phase {self.name} ({self.cfg.kind}): {self.steps} steps"
+                   + ("" if fresh else f", resuming after step {s.phase_step}"),
+                   data={"phase": self.name, "kind": self.cfg.kind, "steps": self.steps, "start_step": s.step})
+        eval_every = self.cfg.eval_every or self.eval_every_default
+        patience = self.cfg.patience or self.job.train.patience
+        for k in range(s.phase_step + 1, self.steps + 1):
+            metrics = self.step(k)
+            s.step, s.phase_step = s.step + 1, k
+            r.log.step(s.step, {"phase": self.name, "phase_step": k, **metrics}, progress=(self.name, k, self.steps))
+            end, stop = k == self.steps, False
+            if end or (eval_every and k % eval_every == 0):
+                r.eval_and_keep_best(self.name)
+                stop = patience is not None and s.evals_since_best >= patience
+            if stop:
+                r.log.info(f"early stop of phase {self.name}: {patience} evals without a better {r.metric}")
+            if end or stop:
+                break
+            if s.step % self.job.train.save_every == 0:
+                r.save_last()
+            r.check_budget()
+        r.save_phase_end(self.name)
+        s.phase, s.phase_step, s.evals_since_best = self.index + 1, 0, 0
+        r.save_last()
+        r.check_budget()
+
+    # shared by sft and rs_sft
+    def sft_step(self, pairs: list[tuple[list[int], list[int]]], k: int, batch_size: int) -> dict:
+        batch = [pairs[((k - 1) * batch_size + j) % len(pairs)] for j in range(batch_size)]
+        t0 = time.perf_counter()
+        m = self.run.system.sft_step([p for p, _ in batch], [t for _, t in batch])
+        self.run.engines_stale = True
+        return {**m, "timing/step": time.perf_counter() - t0}
+
+
+class SFTPhase(Phase):
+    """Gold targets of the task's first `limit` training examples, `epochs` passes (or `steps` batches)."""
+
+    def begin(self, fresh: bool) -> None:
+        c = self.cfg
+        self.pairs = self.run.task.sft_pairs(c.limit)
+        self.steps = c.steps or max(1, math.ceil(c.epochs * len(self.pairs) / c.batch_size))
+        self.run.start_optimizer(c.lr, self.steps, fresh)
+
+    def step(self, k: int) -> dict:
+        return self.sft_step(self.pairs, k, self.cfg.batch_size)
+
+
+class GRPOPhase(Phase):
+    def __init__(self, run, index, name, cfg):
+        super().__init__(run, index, name, cfg)
+        from learner.policy import AlgoParams
+
+        job = self.job
+        self.eval_every_default = job.train.eval_every
+        self.algo_cfg, rollout = job.algo_for(cfg), job.rollout_for(cfg)
+        self.sampling = sampling_of(rollout)
+        a = self.algo_cfg
+        self.algo = AlgoParams(clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high, beta=a.beta, kl_kind=a.kl_kind,
+                               loss_agg=a.loss_agg, max_new_tokens=rollout.max_new_tokens)
+        self.prompts_per_step = cfg.prompts_per_step or job.train.prompts_per_step
+
+    def begin(self, fresh: bool) -> None:
+        r, c = self.run, self.cfg
+        self.steps = c.steps
+        r.start_optimizer(c.lr or self.job.learner.lr, c.steps * self.job.learner.inner_steps, fresh)
+        if c.reference == "phase_start":
+            source = "current" if fresh else r.phase_start_model(self.index)
+        else:
+            source = r.policy_path if c.reference == "initial" else _resolve(c.reference, self.job)
+        a = self.algo_cfg
+        if a.beta > 0:
+            r.system.set_reference(source, full_kl=a.kl_kind == "full")
+        r.sync_if_stale()
+
+    def rollout(self, timer: "Timer"):
+        """generate -> score -> reference logprobs for the next `prompts_per_step` training prompts."""
+        r, s = self.run, self.run.state
+        batch = r.task.train_batch(s.drawn, self.prompts_per_step)
+        s.drawn, s.grpo_steps = s.drawn + self.prompts_per_step, s.grpo_steps + 1
+        with timer("generate"):
+            rollout = r.system.generate(batch.prompt_ids, self.sampling, seed=self.job.rollout.seed + 1000 * s.grpo_steps)
+        with timer("reward"):
+            scored = r.system.score(rollout, batch.reward_inputs)
+        with timer("reference"):
+            ref = r.system.ref_logprobs(rollout) if self.wants_ref else []
+        return batch, rollout, scored, ref
+
+    @property
+    def wants_ref(self) -> bool:
+        return self.algo_cfg.beta > 0 and self.algo_cfg.kl_kind != "full"
+
+    def step(self, k: int) -> dict:
+        import torch
+
+        from learner.advantages import group_advantages
+
+        r, a, timer = self.run, self.algo_cfg, Timer()
+        batch, rollout, scored, ref = self.rollout(timer)
+        adv, adv_m = group_advantages(torch.tensor(scored.rewards), self.sampling.group_size, a.adv_scale, a.adv_eps)
+        with timer("learn"):
+            learn_m = r.system.train(TrainBatch(rollout.prompt_ids, rollout.completion_ids, rollout.old_logprobs,
+                                                ref, adv.tolist()), self.algo, self.job.learner.inner_steps)
+        with timer("sync"):
+            r.system.sync_weights()
+        return self.metrics(batch, rollout, scored, timer, {**{f"reward/{k}": v for k, v in adv_m.items()},
+                                                            **{f"learner/{k}": v for k, v in learn_m.items()}})
+
+    def metrics(self, batch, rollout, scored, timer: "Timer", extra: dict) -> dict:
+        import torch
+
+        from rewards.registry import component_metrics
+
+        seconds, lens = sum(timer.seconds.values()), [len(c) for c in rollout.completion_ids]
+        rewards = torch.tensor(scored.rewards)
+        return {
+            "reward/mean": rewards.mean().item(), "reward/std": rewards.std().item(),
+            **{f"reward/{k}": v for k, v in component_metrics(scored.components, self.sampling.group_size).items()},
+            **{k: v for k, v in extra.items() if k.startswith("reward/")},
+            "rollout/len_mean": sum(lens) / len(lens), "rollout/len_max": max(lens),
+            "rollout/hit_max_tokens_frac": sum(f == "length" for f in rollout.finish_reasons) / len(lens),
+            **{k: v for k, v in extra.items() if not k.startswith("reward/")},
+            **timer.seconds, "timing/step": seconds, "perf/samples_per_s": len(lens) / seconds,
+            "perf/tokens_per_s_generate": sum(lens) / timer.seconds["timing/generate"],
+            "sample/completion": rollout.texts[0][:200], "sample/reward_inputs": json.dumps(batch.reward_inputs[0])[:200],
+        }
+
+
+class PPOPhase(GRPOPhase):
+    """PPO with a critic: the GRPO phase's rollouts and clipped surrogate, with per-token GAE advantages from a
+    value model and -kl_coef * k1 folded into the token rewards; `epochs` passes over `minibatches` shuffled
+    minibatches per rollout batch, the policy and the critic one optimizer step each per minibatch; the first
+    `critic_warmup` steps train only the critic."""
+
+    @property
+    def wants_ref(self) -> bool:
+        return self.cfg.kl_coef > 0
+
+    def begin(self, fresh: bool) -> None:
+        r, c = self.run, self.cfg
+        self.steps = c.steps
+        updates = c.steps * c.epochs * c.minibatches
+        r.system.start_critic(c.critic_lr, updates, _resolve(c.critic, self.job) if c.critic else None, fresh)
+        r.start_optimizer(c.lr or self.job.learner.lr, updates, fresh)  # resuming: loads learner and critic
+        if c.kl_coef > 0:
+            source = ("current" if fresh else r.phase_start_model(self.index)) if c.reference == "phase_start" \
+                else (r.policy_path if c.reference == "initial" else _resolve(c.reference, self.job))
+            r.system.set_reference(source, full_kl=False)
+        r.sync_if_stale()
+
+    def step(self, k: int) -> dict:
+        import random
+
+        import torch
+
+        from learner.advantages import ppo_advantages
+        from learner.logprobs import from_ragged, to_ragged
+
+        r, c, timer = self.run, self.cfg, Timer()
+        batch, rollout, scored, ref = self.rollout(timer)
+        with timer("values"):
+            values = r.system.values(rollout)
+        T = max(1, max(len(x) for x in rollout.completion_ids))
+        mask = from_ragged([[1.0] * len(x) for x in rollout.completion_ids], T)  # [B, T]
+        adv, ret, ppo_m = ppo_advantages(torch.tensor(scored.rewards), mask, from_ragged(rollout.old_logprobs, T),
+                                         from_ragged(ref, T) if ref else None, from_ragged(values, T),
+                                         c.kl_coef, c.gamma, c.lam, c.whiten)
+        adv_rows, ret_rows = to_ragged(adv, mask), to_ragged(ret, mask)
+        rng, B = random.Random(self.job.train.seed * 7919 + k), len(rollout.completion_ids)
+        learn, critic = [], []
+        with timer("learn"):
+            for _ in range(c.epochs):
+                order = list(range(B))
+                rng.shuffle(order)
+                for mb in (sorted(order[j::c.minibatches]) for j in range(c.minibatches)):
+                    pick = lambda rows: [rows[i] for i in mb]  # noqa: E731
+                    critic.append(r.system.train_critic(pick(rollout.prompt_ids), pick(rollout.completion_ids),
+                                                        pick(values), pick(ret_rows), c.vf_clip))
+                    if k > c.critic_warmup:
+                        learn.append(r.system.train(TrainBatch(
+                            pick(rollout.prompt_ids), pick(rollout.completion_ids), pick(rollout.old_logprobs), [],
+                            pick(adv_rows)), self.algo, 1))
+        if learn:
+            r.engines_stale = True
+        with timer("sync"):
+            r.sync_if_stale()
+        mean = lambda ms: {key: sum(m[key] for m in ms) / len(ms) for key in ms[0]} if ms else {}  # noqa: E731
+        learn_m = mean(learn)
+        if learn:  # the sync check: the first minibatch of the first epoch saw the engine's own policy
+            learn_m.update(logprob_diff_max=learn[0]["logprob_diff_max"], logprob_diff_mean=learn[0]["logprob_diff_mean"],
+                           clip_frac_first=learn[0]["clip_frac"], clip_frac_last=learn[-1]["clip_frac"])
+        return self.metrics(batch, rollout, scored, timer, {
+            **{f"ppo/{k}": v for k, v in ppo_m.items()}, **{f"critic/{k}": v for k, v in mean(critic).items()},
+            **{f"learner/{k}": v for k, v in learn_m.items()}, "ppo/policy_updates": len(learn)})
+
+
+class RSSFTPhase(Phase):
+    """Sample K per prompt for `prompts` training prompts, keep distinct finished completions with reward >=
+    `threshold` (at most `max_per_prompt` per prompt), then SFT on them. The kept traces are written to
+    <run>/rs_sft-<name>.jsonl before training, so a resumed phase trains on the same traces."""
+
+    def begin(self, fresh: bool) -> None:
+        c, r = self.cfg, self.run
+        traces = r.path / f"rs_sft-{self.name}.jsonl"
+        if fresh or not traces.is_file():
+            self.collect(traces)
+        rows = [json.loads(line) for line in traces.read_text().splitlines() if line.strip()]
+        self.pairs = [(row["prompt_ids"], row["completion_ids"]) for row in rows]
+        self.steps = 0 if not self.pairs else (c.steps or max(1, math.ceil(c.epochs * len(self.pairs) / c.batch_size)))
+        if not self.pairs:
+            r.log.info(f"phase {self.name}: no completion passed reward >= {c.threshold}; nothing to train on")
+        else:
+            r.start_optimizer(c.lr, self.steps, fresh)
+
+    def collect(self, traces) -> None:
+        c, r, s = self.cfg, self.run, self.run.state
+        sampling = sampling_of(self.job.rollout_for(c))
+        r.sync_if_stale()
+        t, kept, seen, per_prompt, rewards = time.perf_counter(), [], set(), {}, []
+        for start in range(0, c.prompts, 32):
+            n = min(32, c.prompts - start)
+            batch = r.task.train_batch(s.drawn, n)
+            s.drawn += n
+            rollout = r.system.generate(batch.prompt_ids, sampling, seed=self.job.rollout.seed + 7_000_003 + s.drawn)
+            scored = r.system.score(rollout, batch.reward_inputs)
+            rewards += scored.rewards
+            kept += keep_passing(rollout, scored.rewards, batch.indices, c.threshold, c.max_per_prompt, seen,
+                                 per_prompt)
+            print(f"[{self.name}] sampled {start + n}/{c.prompts} prompts, kept {len(kept)} completions", flush=True)
+        tmp = traces.with_name(traces.name + ".tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        tmp.rename(traces)
+        r.log.info(f"phase {self.name}: kept {len(kept)} of {len(rewards)} sampled completions "
+                   f"({len(per_prompt)} of {c.prompts} prompts had one with reward >= {c.threshold})",
+                   data={"phase": self.name, "rs_sft/sampled": len(rewards), "rs_sft/kept": len(kept),
+                         "rs_sft/prompts": c.prompts, "rs_sft/prompts_with_kept": len(per_prompt),
+                         "rs_sft/reward_mean": sum(rewards) / max(1, len(rewards)), "rs_sft/traces": str(traces),
+                         "rs_sft/seconds": time.perf_counter() - t})
+
+    def step(self, k: int) -> dict:
+        return self.sft_step(self.pairs, k, self.cfg.batch_size)
+
+
+def keep_passing(rollout, rewards: list[float], prompt_indices: list[int], threshold: float,
+                 max_per_prompt: int | None, seen: set, per_prompt: dict) -> list[dict]:
+    """The samples of `rollout` worth fine-tuning on: finished (stopped, not cut at the token limit), reward >=
+    `threshold`, not a repeat of a kept completion of the same prompt (whitespace-normalised), at most
+    `max_per_prompt` per prompt. `seen` and `per_prompt` carry over between batches and are updated.
+    Samples are group-contiguous: sample i answers prompt `prompt_indices[i // G]`."""
+    out = []
+    for i, (text, reward) in enumerate(zip(rollout.texts, rewards, strict=True)):
+        p = prompt_indices[i // rollout.group_size]
+        key = (p, " ".join(text.split()))
+        if (reward < threshold or rollout.finish_reasons[i] != "stop" or key in seen
+                or per_prompt.get(p, 0) >= (max_per_prompt or math.inf)):
+            continue
+        seen.add(key)
+        per_prompt[p] = per_prompt.get(p, 0) + 1
+        out.append({"prompt_index": p, "prompt_ids": rollout.prompt_ids[i],
+                    "completion_ids": rollout.completion_ids[i], "text": text, "reward": reward})
+    return out
+
+
+def _resolve(spec: str, job) -> str:
+    from common.models import resolve_model
+
+    return resolve_model(spec, job.model.cache_dir)
+
+
+PHASES = {"sft": SFTPhase, "grpo": GRPOPhase, "rs_sft": RSSFTPhase, "ppo": PPOPhase}

@@ -1,0 +1,42 @@
+"""Retrieval-augmented QA: replace the gold contexts of a QA task's questions by their top-k passages.
+
+The dense index over every context of the task's data is built (or loaded, checksummed) once on the
+driver; retrieval actors answer the queries; retrieval is deterministic, so it runs once per job.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from common.config import JobConfig
+from tasks.base import Task
+
+
+def safe_name(source: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in Path(source).name or source)
+
+
+def attach_retrieval(system, task: Task, cfg: JobConfig) -> tuple[Task, dict]:
+    """(a task whose eval (and, with use_in=train_and_eval, train) contexts are retrieved passages, info)."""
+    from retrieval.chunking import unique_contexts
+    from retrieval.encoder import load_encoder
+    from retrieval.index import load_or_build
+    from retrieval.retriever import format_passages
+
+    r, t = cfg.retrieval, time.perf_counter()
+    docs, _ = unique_contexts([ex for split in task.splits.values() for ex in split])
+    source = task.stats.get("source", cfg.data.source or "data")
+    index_dir = Path(r.index_dir) if r.index_dir else Path(cfg.train.output_dir) / "index" / safe_name(source)
+    index, status = load_or_build(index_dir, docs, task.tokenizer, load_encoder(r.encoder), r.chunk_tokens,
+                                  r.overlap, tokenizer_name=task.tokenizer.name_or_path, rebuild=r.rebuild)
+    system.start_retrieval(str(index_dir))
+    targets = ["eval"] + (["train"] if r.use_in == "train_and_eval" else [])
+    for name in targets:
+        examples = task.splits[name]
+        hits = system.retrieve([ex.question for ex in examples], r.k)
+        task = task.with_split(name, [dataclasses.replace(ex, context=format_passages(h))
+                                      for ex, h in zip(examples, hits, strict=True)], context="retrieved")
+    return task, {"retrieval/index": str(index_dir), "retrieval/index_status": status,
+                  "retrieval/chunks": len(index), "retrieval/docs": len(docs),
+                  "retrieval/used_in": "+".join(targets), "retrieval/seconds": time.perf_counter() - t}

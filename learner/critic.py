@@ -1,0 +1,123 @@
+"""The PPO critic: a value model (a causal LM body with a scalar head) and its optimizer, as a plain class.
+
+V at completion token t is read from the hidden state that predicts token t (position len(prompt) - 1 + t),
+i.e. the value of the state before the token is emitted; GAE (learner/advantages.py) takes it from there.
+By default the critic starts each PPO phase as the policy's body at that moment with a fresh head (OpenRLHF
+and verl start it from the reward model or the SFT model); any HF causal LM folder can be given instead.
+"""
+from __future__ import annotations
+
+import torch
+
+from common.models import load_lm, load_tokenizer
+from learner import losses
+from learner.logprobs import body_and_head, chunks, from_ragged, pad_batch, to_ragged
+from learner.policy import load_named_arrays, lr_lambda, pick_device, set_threads
+
+
+class ValueModel(torch.nn.Module):
+    def __init__(self, lm, seed: int = 0):
+        super().__init__()
+        if getattr(lm.config, "is_encoder_decoder", False):
+            raise ValueError("the PPO critic needs a causal LM; an encoder-decoder policy (flan-t5) trains with "
+                             "grpo, or give a causal LM folder as the ppo phase's critic")
+        self.lm = lm  # its body is used; its LM head (tied to the embeddings here) never runs
+        hidden = lm.config.hidden_size
+        self.head = torch.nn.Linear(hidden, 1)
+        self.reset_head(seed)
+
+    def reset_head(self, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():  # OpenRLHF's value head init: N(0, 1 / (H + 1)), bias 0
+            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) / (self.head.in_features + 1))
+            self.head.bias.zero_()
+
+    def forward(self, input_ids, attn, positions) -> torch.Tensor:
+        """[B, L] ids and mask, [B, T] positions -> [B, T] values."""
+        body, _ = body_and_head(self.lm)
+        hidden = body(input_ids=input_ids, attention_mask=attn).last_hidden_state  # [B, L, H]
+        idx = positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])  # [B, T, H]
+        return self.head(torch.gather(hidden, 1, idx)).squeeze(-1)  # [B, T]
+
+
+class Critic:
+    def __init__(self, model_path: str, lr: float = 1e-5, total_steps: int = 1, warmup_ratio: float = 0.0,
+                 schedule: str = "constant", grad_clip: float = 1.0, micro_batch_size: int = 4,
+                 threads: int | None = None, seed: int = 0):
+        set_threads(threads)
+        self.device, self.seed = pick_device(), seed
+        self.model = ValueModel(load_lm(model_path), seed).to(self.device)
+        self.pad_id = load_tokenizer(model_path).pad_token_id
+        self.micro_batch_size, self.grad_clip = micro_batch_size, grad_clip
+        self.reset_optimizer(lr, total_steps, warmup_ratio, schedule)
+
+    def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str) -> None:
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr)
+        warmup = int(round(warmup_ratio * total_steps))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(schedule, warmup, total_steps))
+
+    def start_from(self, named_arrays=None, model_path: str | None = None) -> None:
+        """A phase's critic: the policy's weights now (named_arrays) or a model folder, with a fresh head."""
+        if model_path is not None:
+            self.model = ValueModel(load_lm(model_path), self.seed).to(self.device)
+        else:
+            load_named_arrays(self.model.lm, named_arrays)
+            self.model.reset_head(self.seed)
+
+    def _batches(self, prompt_ids, completion_ids):
+        for sl, _ in chunks(prompt_ids, self.micro_batch_size):
+            ids, attn, pos, _, mask = (t.to(self.device) for t in
+                                       pad_batch(prompt_ids[sl], completion_ids[sl], self.pad_id))
+            yield sl, ids, attn, pos, mask
+
+    @torch.no_grad()
+    def values(self, prompt_ids, completion_ids) -> list[list[float]]:
+        self.model.eval()
+        out: list[list[float]] = []
+        for _, ids, attn, pos, mask in self._batches(prompt_ids, completion_ids):
+            out.extend(to_ragged(self.model(ids, attn, pos), mask))
+        return out
+
+    def train_step(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None) -> dict:
+        """One optimizer step of the clipped value loss, token-mean over the whole batch (micro-batched)."""
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        total = float(sum(len(c) for c in completion_ids))
+        sums: dict[str, float] = {}
+        for sl, ids, attn, pos, mask in self._batches(prompt_ids, completion_ids):
+            T = mask.shape[1]
+            v = self.model(ids, attn, pos)  # [b, T]
+            old = from_ragged(old_values[sl], T).to(self.device)  # [b, T]
+            ret = from_ragged(returns[sl], T).to(self.device)  # [b, T]
+            loss, m = losses.value_loss(v, old, ret, mask, clip_eps)
+            share = mask.sum().item() / total  # token-mean of the batch = sum of chunk means x their shares
+            (loss * share).backward()
+            for k, val in m.items():
+                if k != "explained_var":
+                    sums[k] = sums.get(k, 0.0) + val * share
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.model.eval()
+        return {**sums, "grad_norm": float(grad_norm), "lr": self.sched.get_last_lr()[0]}
+
+    def save(self, path: str) -> None:
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        save_file({k: v for k, v in state.items() if not k.endswith("lm_head.weight")},
+                  str(Path(path) / "critic.safetensors"))
+        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
+                   Path(path) / "critic_optimizer.pt")
+
+    def load(self, path: str) -> None:
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(str(Path(path) / "critic.safetensors")), strict=False)
+        st = torch.load(Path(path) / "critic_optimizer.pt", weights_only=True)
+        self.opt.load_state_dict(st["optimizer"])
+        self.sched.load_state_dict(st["scheduler"])

@@ -1,0 +1,113 @@
+"""Integer arithmetic (the SFT-vs-GRPO arithmetic paper): "What is 15 + 27? Answer with an integer."
+
+Data: seeded generated problems (+, -, *, exact /; one- and two-digit operands, rewards/numeric.py),
+split into train / eval / test with every copy of a question on one side, so no held-out question was
+trained on. GSM8K's test set (../shared/data/gsm8k) is an extra, harder held-out split `gsm8k` with its own
+scoring (the final number of a worked solution); it is evaluated by jobs/eval.py, never trained on.
+Reward: 1 when the last integer of the completion is the answer (`arithmetic`). Metrics: accuracy
+(primary), the fraction with no integer at all, answer length in tokens.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Sequence
+
+from common.data import shared_data_dir
+from rewards.numeric import arithmetic_reward, extract_number, gsm8k_gold, gsm8k_reward, last_integer, \
+    make_arithmetic_problems
+from tasks.base import Task, split_by
+
+GSM8K_FILE = "gsm8k/test.jsonl"
+GSM8K_INSTRUCTION = "Solve the problem step by step, then end with 'The answer is N.'"
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    question: str
+    answer: int | None = None   # arithmetic problems
+    gold: str | None = None     # GSM8K: the final number after '####'
+
+
+@dataclass(frozen=True)
+class ArithmeticParams:
+    num_problems: int = 5000             # generated before the split (duplicates stay on one side)
+    ops: str = "+-*/"
+    min_digits: int = 1
+    max_digits: int = 2
+    gsm8k: bool = True                   # add the `gsm8k` held-out split when the shared file exists
+    gsm8k_instruction: str = GSM8K_INSTRUCTION
+
+    def __post_init__(self):
+        if self.num_problems < 10:
+            raise ValueError(f"num_problems must be >= 10, got {self.num_problems}")
+        if not self.ops or set(self.ops) - set("+-*/"):
+            raise ValueError(f"ops must be a non-empty string of + - * /, got {self.ops!r}")
+        if not 1 <= self.min_digits <= self.max_digits <= 6:
+            raise ValueError(f"need 1 <= min_digits <= max_digits <= 6, got {self.min_digits}, {self.max_digits}")
+
+
+def load_gsm8k(path, limit: int | None = None) -> list[Problem]:
+    """GSM8K rows {"question", "answer": "... #### N"} -> Problems with the gold final number."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            out.append(Problem(id=f"gsm8k-{i}", question=row["question"], gold=str(gsm8k_gold(row["answer"]))))
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+class ArithmeticTask(Task):
+    name = "arithmetic"
+    primary_metric = "accuracy"
+    reward_fields = frozenset({"answer"})
+    default_rewards = ({"name": "arithmetic", "weight": 1.0, "params": {}},)
+    default_source = "generated"
+    Params = ArithmeticParams
+
+    @classmethod
+    def load(cls, source, data, params):
+        if source != "generated":
+            raise ValueError(f"task arithmetic reads data.source 'generated' (seeded problems), got {source!r}")
+        raw = make_arithmetic_problems(params.num_problems, seed=data.split_seed, ops=tuple(params.ops),
+                                       digits=(params.min_digits, params.max_digits))
+        problems = [Problem(id=f"arith-{i}", question=p["question"], answer=p["answer"]) for i, p in enumerate(raw)]
+        problems = problems[: data.limit] if data.limit else problems
+        splits = split_by(problems, lambda p: p.question, data)
+        stats = {"generated": len(problems), "distinct_questions": len({p.question for p in problems})}
+        gsm8k = shared_data_dir() / GSM8K_FILE
+        if params.gsm8k and gsm8k.is_file():
+            splits["gsm8k"] = load_gsm8k(gsm8k)
+        elif params.gsm8k:
+            stats["gsm8k"] = f"absent ({gsm8k}); the gsm8k split is skipped"
+        return splits, stats
+
+    def content(self, example: Problem, cut: str | None = None) -> str:
+        if example.gold is not None:
+            return f"{example.question}\n{self.params.gsm8k_instruction}"
+        return example.question
+
+    def reward_inputs(self, example: Problem) -> dict:
+        return {"answer": example.answer} if example.gold is None else {"gold": example.gold}
+
+    def sft_target(self, example: Problem) -> str:
+        if example.gold is not None:
+            raise ValueError("GSM8K problems are held out: there is no SFT target for them")
+        return str(example.answer)
+
+    def score(self, texts: list[str], examples: Sequence[Problem]) -> dict[str, list[float]]:
+        acc, unparsed, lens = [], [], []
+        for text, ex in zip(texts, examples, strict=True):
+            if ex.gold is None:
+                acc.append(arithmetic_reward(text, ex.answer))
+                unparsed.append(float(last_integer(text) is None))
+            else:
+                acc.append(gsm8k_reward(text, ex.gold))
+                unparsed.append(float(extract_number(text) is None))
+            lens.append(float(len(self.tokenizer.encode(text, add_special_tokens=False))))
+        return {"accuracy": acc, "unparsed": unparsed, "len": lens}

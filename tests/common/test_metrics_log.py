@@ -1,0 +1,22 @@
+"""Reading a run's metrics.jsonl: a resumed run's replayed steps replace the abandoned attempt's."""
+import json
+
+from common.metrics_log import phase_spans, read_records
+
+
+def test_replayed_steps_of_a_resumed_run_replace_the_abandoned_ones(tmp_path):
+    rows = [{"kind": "eval", "step": 0}, {"kind": "step", "step": 1}, {"kind": "step", "step": 2},
+            {"kind": "eval", "step": 2}, {"kind": "step", "step": 3, "try": 1},    # killed after step 3...
+            {"kind": "info", "message": "resumed"},                              # ...resumed from step 2
+            {"kind": "step", "step": 3, "try": 2}, {"kind": "step", "step": 4}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = read_records(path)
+    assert [(r["kind"], r.get("step")) for r in got] == [
+        ("eval", 0), ("step", 1), ("step", 2), ("eval", 2), ("info", None), ("step", 3), ("step", 4)]
+    assert next(r for r in got if r.get("step") == 3)["try"] == 2
+
+
+def test_phase_spans_of_a_run():
+    steps = [{"step": i, "phase": p} for i, p in enumerate(["sft", "sft", "grpo1", "rs_sft", "grpo2"], 1)]
+    assert phase_spans(steps) == [("sft", 1, 2), ("grpo1", 3, 3), ("rs_sft", 4, 4), ("grpo2", 5, 5)]

@@ -1,0 +1,180 @@
+"""The recipe engine on tiny random models (HF engine, in-process, seconds): phases in order with their own
+settings, phase boundaries in the log and the curves, checkpoints per phase, a seq2seq policy trained end to
+end, a resumed run equal to an uninterrupted one, and bad configs refused before anything starts.
+
+The same engine on the real path (vLLM, Ray, the embedded model) is tests/jobs/test_recipes.py.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.engine import main
+from tests.tiny_models import char_tokenizer, tiny_llama, tiny_t5
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _save(model, folder: Path) -> str:
+    model.save_pretrained(folder)
+    char_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    return _save(tiny_llama(seed=0), tmp_path_factory.mktemp("llama"))
+
+
+@pytest.fixture(scope="module")
+def t5(tmp_path_factory):
+    return _save(tiny_t5(seed=0), tmp_path_factory.mktemp("t5"))
+
+
+def _args(model: str, out: Path, task: str, phases: str, *extra: str) -> list[str]:
+    return ["--inprocess", f"model.policy={model}", "rollout.engine=hf", f"task.name={task}",
+            f"train.output_dir={out}", "train.run_name=r", "data.limit=300", "data.eval_size=6",
+            "task.params.num_problems=300", "train.prompts_per_step=2", "rollout.max_new_tokens=6",
+            "rollout.max_prompt_tokens=300", "learner.micro_batch_size=8", "cluster.threads=1",
+            f"train.phases={phases}", *extra]
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_phases_run_in_order_with_their_own_settings(llama, tmp_path, capsys):
+    phases = ("[{kind: grpo, steps: 2, algo: {beta: 0.05, kl_kind: k2, adv_scale: none}, sampling: {temperature: 0.7}},"
+              " {kind: rs_sft, prompts: 4, threshold: 0.0}, {kind: sft, steps: 2, batch_size: 2},"
+              " {kind: grpo, steps: 1, reference: initial}]")
+    assert main(_args(llama, tmp_path, "countdown", phases, "task.params.sizes=[3]")) == 0
+    run = tmp_path / "r"
+    recs = _records(run)
+    steps = [r for r in recs if r["kind"] == "step"]
+    kept = [r for r in recs if r["kind"] == "info" and "rs_sft/kept" in r.get("data", {})][0]["data"]
+    assert kept["rs_sft/sampled"] == 4 * 4 and (run / "rs_sft-rs_sft.jsonl").is_file()
+    n_rs = -(-2 * kept["rs_sft/kept"] // 8)  # 2 epochs of batches of 8 over what was kept (0 if nothing)
+    expected = ["grpo1"] * 2 + ["rs_sft"] * n_rs + ["sft"] * 2 + ["grpo2"]
+    assert [r["phase"] for r in steps] == expected
+    assert [r["step"] for r in steps] == list(range(1, len(expected) + 1))  # one global step axis
+    grpo1 = [r for r in steps if r["phase"] == "grpo1"]
+    assert all("learner/kl_k2" in r and r["learner/logprob_diff_max"] < 1e-4 for r in grpo1)  # its own KL
+    assert "learner/kl_k3" in steps[-1]                                                          # the default
+    # grpo2's reference is the initial policy, which SFT has moved away from: KL > 0 from its first step.
+    assert steps[-1]["learner/kl"] > 1e-9
+    assert all("sft/loss" in r for r in steps if r["phase"] == "sft")
+    # Every phase ends with an eval tagged with its name (the base eval comes first).
+    evals = [r["phase"] for r in recs if r["kind"] == "eval"]
+    assert evals[0] == "base" and {"grpo1", "sft", "grpo2"} <= set(evals)
+    starts = [r["data"]["phase"] for r in recs if r["kind"] == "info" and r["message"].startswith("phase ")
+              and "data" in r and "kind" in r["data"]]
+    assert starts == ["grpo1", "rs_sft", "sft", "grpo2"]
+    for name in ("grpo1", "rs_sft", "sft", "grpo2", "best", "last"):
+        assert (run / "checkpoints" / name / "model.safetensors").is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["finished"] and summary["primary_metric"] == "eval/accuracy" and "best_accuracy" in summary
+    assert summary["phases"] == ["grpo1", "rs_sft", "sft", "grpo2"]
+    assert (run / "curves.png").stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "[step 1 | grpo1 1/2]" in out and f"[step {3 + n_rs} | sft 1/2]" in out
+
+
+def test_seq2seq_policy_trains_end_to_end(t5, tmp_path):
+    """A tiny random T5 (flan-t5's architecture) through SFT then GRPO: HF engine, learner and reference all
+    encoder-decoder; the engine's logprobs match the learner's after every sync."""
+    phases = "[{kind: sft, steps: 2, batch_size: 2}, {kind: grpo, steps: 2}]"
+    assert main(_args(t5, tmp_path, "arithmetic", phases, "task.params.gsm8k=false", "learner.lr=1e-3")) == 0
+    run = tmp_path / "r"
+    steps = [r for r in _records(run) if r["kind"] == "step"]
+    grpo = [r for r in steps if r["phase"] == "grpo"]
+    assert len(grpo) == 2 and all(r["learner/logprob_diff_max"] < 1e-4 for r in grpo)
+    # The reference is the model the phase started from (the SFT model): KL is 0 at the first GRPO step.
+    assert grpo[0]["learner/kl"] == pytest.approx(0.0, abs=1e-7)
+    assert [r["phase"] for r in steps[:2]] == ["sft", "sft"] and all(r["sft/loss"] > 0 for r in steps[:2])
+    config = json.loads((run / "checkpoints" / "last" / "config.json").read_text())
+    assert config["is_encoder_decoder"] and (run / "checkpoints" / "sft" / "model.safetensors").is_file()
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(llama, tmp_path):
+    """Stop after 3 steps (mid-phase), resume: every later step's metrics equal the uninterrupted run's."""
+    phases = "[{kind: sft, steps: 2, batch_size: 2}, {kind: grpo, steps: 3}]"
+    base = _args(llama, tmp_path, "arithmetic", phases, "task.params.gsm8k=false", "train.save_every=100",
+                 "learner.lr=1e-3")
+    assert main([*base, "train.run_name=whole"]) == 0
+    assert main([*base, "train.run_name=split", "--max-steps", "3"]) == 0
+    state = json.loads((tmp_path / "split" / "checkpoints" / "last" / "driver_state.json").read_text())
+    assert (state["step"], state["phase"], state["phase_step"]) == (3, 1, 1)
+    assert not json.loads((tmp_path / "split" / "summary.json").read_text())["finished"]
+    assert main([*base, "train.run_name=split", "--resume"]) == 0
+
+    def numbers(run: str) -> dict:
+        out = {}
+        for r in _records(tmp_path / run):
+            if r["kind"] in ("step", "eval"):
+                out[(r["kind"], r["step"])] = {k: v for k, v in r.items() if isinstance(v, float) and not
+                                               k.startswith(("timing/", "perf/", "eval/seconds")) and k != "time"}
+        return out
+
+    whole, split = numbers("whole"), numbers("split")
+    assert whole.keys() == split.keys() and len(whole) >= 5
+    for key in whole:
+        assert split[key] == pytest.approx(whole[key], rel=1e-6, abs=1e-9), key
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task.name=arithmetc"], "unknown task 'arithmetc' (task.name). Did you mean 'arithmetic'?"),
+    (["task.name=countdown", "task.params.size=[3]"], "task 'countdown' has no param 'size'. Did you mean 'sizes'?"),
+    (["task.name=arithmetic", "rewards.components=[{name: qa}]"],
+     "reward 'qa' reads example fields ['answers', 'lang'], which task 'arithmetic' does not provide"),
+    (["rewards.components=[{name: countdown}]"], "reward 'countdown' reads example fields ['target', 'numbers']"),
+    (["rewards.components=[{name: simlarity}]"], "unknown reward 'simlarity'. Did you mean 'similarity'"),
+    (["rewards.components=[{name: qa, params: {f1_wieght: 1}}]"], "has no param 'f1_wieght'. Did you mean 'f1_weight'"),
+    (["rewards.components=[{name: qa}, {name: qa}]"], "names a reward twice"),
+    (["task.name=countdown", "retrieval.enabled=true"], "task 'countdown' has none"),
+    (["train.phases=[{kind: sft}, {kind: grpo, reference: runs/nope/checkpoints/sft}]"],
+     "train.phases.1.reference: model folder 'runs/nope/checkpoints/sft' does not exist"),
+    (["train.phases=[{kind: grpo, stepz: 3}]"], "Did you mean 'train.phases.0.steps'?"),
+    (["train.phases=[{kind: dpo}]"], "a phase needs kind: one of sft, grpo, rs_sft"),
+])
+def test_bad_config_fails_before_anything_starts(overrides, message, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--inprocess",
+                           f"train.output_dir={tmp_path}", *overrides], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())  # no run dir, no actor, no model loaded
+
+
+def test_an_overlong_prompt_names_the_fix(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--inprocess", "task.name=countdown",
+                           "rollout.max_prompt_tokens=40", f"train.output_dir={tmp_path}"], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and "raise max_prompt_tokens to at least" in proc.stderr
+    assert "Traceback" not in proc.stderr and not any(tmp_path.iterdir())
+
+
+def test_a_seq2seq_policy_on_vllm_is_refused(t5, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--inprocess", f"model.policy={t5}",
+                           f"train.output_dir={tmp_path}"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "encoder-decoder (seq2seq)" in proc.stderr and "rollout.engine=hf" in proc.stderr
+
+
+def test_the_mlqa_script_runs_only_mlqa(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--inprocess", "task.name=countdown",
+                           f"train.output_dir={tmp_path}"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "jobs/train.py" in proc.stderr
+
+
+def test_early_stopping_ends_a_phase_and_the_next_one_runs(llama, tmp_path):
+    """patience counts evals without a better primary metric than the best so far (any phase's): the tiny model
+    never beats its base accuracy, so the first GRPO phase stops at its first eval and the SFT phase follows."""
+    phases = "[{kind: grpo, steps: 5, eval_every: 1, patience: 1}, {kind: sft, steps: 1, batch_size: 2}]"
+    assert main(_args(llama, tmp_path, "arithmetic", phases, "task.params.gsm8k=false")) == 0
+    recs = _records(tmp_path / "r")
+    assert [(r["phase"], r["phase_step"]) for r in recs if r["kind"] == "step"] == [("grpo", 1), ("sft", 1)]
+    assert any(r["kind"] == "info" and r["message"].startswith("early stop of phase grpo") for r in recs)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert (summary["best_phase"], summary["best_step"]) == ("base", 0)  # the best checkpoint is the base model's
+    assert (tmp_path / "r" / "checkpoints" / "grpo" / "model.safetensors").is_file()

@@ -1,0 +1,66 @@
+"""The task/phase reshaping (issue 8) changed no number: a fixed-seed MLQA SFT -> GRPO run of a few steps gives
+the per-step rewards, losses, KL, clip fractions, logprob gaps and eval F1 that the job gave before it.
+
+tests/jobs/data/mlqa_sft_grpo_pinned.json holds those numbers as the job printed them at the commit it names,
+with the command of that time and the machine. The same run through today's engine is the same computation
+(same data order, seeds, optimizer schedules, reference): on that machine the numbers agree bit for bit. On a
+CPU with other float kernels (AVX-512, AMX) tiny differences are allowed, and the logprob gap (a float-noise
+diagnostic between vLLM and the learner) is only bounded: it must stay float noise (< 1e-3; a broken weight
+sync gives ~1). A sampled token that flips would show as a reward difference, and the message says so.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PINNED = json.loads((Path(__file__).parent / "data" / "mlqa_sft_grpo_pinned.json").read_text())
+
+pytestmark = [pytest.mark.slow]
+
+# The vLLM-vs-learner logprob gap is float noise between two kernels (~2e-5 here); vLLM's CPU attention does not
+# repeat it from run to run (seen in CI: 1.881e-5 against a pinned 1.848e-5, 4.315e-5 against 3.958e-5), so it is
+# bounded, not pinned. Everything the algorithm computes from (rewards, losses, KL, clip fractions, F1) stays
+# pinned to 1e-7.
+GAP_BOUND = 1e-3
+
+
+def test_mlqa_sft_then_grpo_reproduces_the_pinned_numbers(shared_data, tmp_path):
+    args = ["--config", str(ROOT / "jobs" / "configs" / "smoke.yaml"), "--inprocess", f"train.output_dir={tmp_path}",
+            "train.phases=[{kind: sft, epochs: 1, limit: 16, batch_size: 8}, {kind: grpo, steps: 3}]",
+            "learner.inner_steps=2", "train.eval_every=3", "train.eval_at_start=false", "cluster.threads=2"]
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), *args], capture_output=True,
+                          text=True, timeout=1200, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "smoke"
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if r["kind"] == "step"]
+    got = {"sft": [r for r in steps if r["phase"] == "sft"], "grpo": [r for r in steps if r["phase"] == "grpo"],
+           "eval": {r["phase"]: r for r in recs if r["kind"] == "eval"}}
+    where = f"(pinned on {PINNED['machine']} at commit {PINNED['produced_by_commit'][:10]})"
+    assert len(got["sft"]) == len(PINNED["sft"]) and len(got["grpo"]) == len(PINNED["grpo"])
+    assert set(got["eval"]) == set(PINNED["eval"]) == {"sft", "grpo"}
+    pairs = [*(("sft", i, PINNED["sft"][i], got["sft"][i]) for i in range(len(PINNED["sft"]))),
+             *(("grpo", i, PINNED["grpo"][i], got["grpo"][i]) for i in range(len(PINNED["grpo"]))),
+             *(("eval", k, PINNED["eval"][k], got["eval"][k]) for k in PINNED["eval"])]
+    compared = 0
+    for phase, i, want, have in pairs:
+        for key, value in want.items():
+            if key in ("step", "phase", "sample/completion", "eval/sample"):
+                continue
+            assert key in have, f"{phase} {i}: {key} is no longer logged"
+            if "logprob_diff" in key:
+                assert abs(have[key]) < GAP_BOUND, f"{phase} {i} {key} is no longer float noise: {have[key]}"
+            elif isinstance(value, float):
+                assert have[key] == pytest.approx(value, rel=1e-5, abs=1e-7), f"{phase} {i} {key} {where}"
+            else:
+                assert have[key] == value, f"{phase} {i} {key} {where}"
+            compared += 1
+        if "sample/completion" in want:  # the sampled text itself: a flipped token shows here first
+            assert have["sample/completion"] == want["sample/completion"], f"{phase} {i}: another sample {where}"
+    assert compared >= 90
+    # The SFT model is checkpointed and is GRPO's KL reference: KL starts near 0 at the first GRPO update.
+    assert (run / "checkpoints" / "sft" / "model.safetensors").is_file()
+    assert got["grpo"][0]["learner/kl"] < got["grpo"][-1]["learner/kl"]

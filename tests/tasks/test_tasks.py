@@ -1,0 +1,210 @@
+"""The tasks behind the recipes: data, splits without leakage, reward inputs, SFT targets and scoring, with
+hand-computed cases; the shared Task plumbing (data stream, SFT pairs, values not mutation); the registry's
+checks of a job config."""
+import dataclasses
+
+import pytest
+
+from common.config import ConfigError, DataConfig, load_config
+from tasks.arithmetic import ArithmeticParams, ArithmeticTask, Problem
+from tasks.countdown import CountdownParams, CountdownTask
+from tasks.domain_qa import DomainExample, DomainQAParams, DomainQATask, containing_sentence, reference_sentence
+from tasks.mlqa import MLQAParams, MLQATask
+from tasks.registry import TASKS, check_job, reward_components
+from tasks.squad import QAExample
+from tests.fakes import HashEncoder
+
+
+class WordTokenizer:
+    """Token = a whitespace word, id = its length + 2: enough for lengths, prompts and targets."""
+    eos_token_id = 1
+    chat_template = None
+
+    def encode(self, text, add_special_tokens=False):
+        return [len(w) + 2 for w in text.split()]
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": self.encode(text)}
+
+
+def _ids(split):
+    return {getattr(x, "id", None) for x in split}
+
+
+# ---- arithmetic -----------------------------------------------------------------------------------------------
+
+def test_arithmetic_splits_keep_every_copy_of_a_question_on_one_side(shared_data):
+    data = DataConfig(eval_size=100, test_size=200)
+    splits, stats = ArithmeticTask.load("generated", data, ArithmeticParams(num_problems=2000))
+    assert stats["generated"] == 2000 and stats["distinct_questions"] < 2000  # one-digit problems repeat
+    q = {name: {p.question for p in splits[name]} for name in ("train", "eval", "test")}
+    assert not (q["train"] & q["eval"] or q["train"] & q["test"] or q["eval"] & q["test"])
+    assert len(splits["test"]) == pytest.approx(200, abs=20) and len(splits["eval"]) == pytest.approx(100, abs=20)
+    again, _ = ArithmeticTask.load("generated", data, ArithmeticParams(num_problems=2000))
+    assert [p.id for p in again["eval"]] == [p.id for p in splits["eval"]]  # seeded
+    assert len(splits["gsm8k"]) == 1319 and all(p.gold is not None for p in splits["gsm8k"])
+
+
+@pytest.mark.parametrize("text, problem, accuracy, unparsed", [
+    ("15 + 27 = 42", Problem("a", "What is 15 + 27?", answer=42), 1.0, 0.0),       # the last integer counts
+    ("42. Or maybe 41", Problem("a", "q", answer=42), 0.0, 0.0),                  # ... even when wrong
+    ("I don't know", Problem("a", "q", answer=42), 0.0, 1.0),                    # no integer at all
+    ("-5", Problem("a", "What is 3 - 8?", answer=-5), 1.0, 0.0),                 # signs
+    ("The answer is 18.", Problem("g", "q", gold="18"), 1.0, 0.0),               # GSM8K: the final number
+    ("#### 1,234", Problem("g", "q", gold="1234"), 1.0, 0.0),                    # ... with a separator
+])
+def test_arithmetic_scores(text, problem, accuracy, unparsed):
+    task = ArithmeticTask({}, ArithmeticParams(), WordTokenizer(), 64)
+    per = task.score([text], [problem])
+    assert per["accuracy"] == [accuracy] and per["unparsed"] == [unparsed]
+
+
+def test_arithmetic_prompts_targets_and_reward_inputs():
+    task = ArithmeticTask({}, ArithmeticParams(), WordTokenizer(), 64)
+    p, g = Problem("a", "What is 6 / 3? Answer with an integer.", answer=2), Problem("g", "Ann has 3.", gold="3")
+    assert task.content(p) == p.question and task.sft_target(p) == "2"
+    assert task.reward_inputs(p) == {"answer": 2} and task.reward_inputs(g) == {"gold": "3"}
+    assert "The answer is N" in task.content(g)
+    with pytest.raises(ValueError, match="held out"):
+        task.sft_target(g)
+
+
+# ---- countdown ------------------------------------------------------------------------------------------------
+
+def test_countdown_splits_and_targets_score_one():
+    splits, _ = CountdownTask.load("generated", DataConfig(eval_size=50), CountdownParams(num_problems=400))
+    key = lambda p: (tuple(sorted(p.numbers)), p.target)  # noqa: E731
+    assert not {key(p) for p in splits["train"]} & {key(p) for p in splits["eval"]}
+    task = CountdownTask(splits, CountdownParams(), WordTokenizer(), 512)
+    train = splits["train"][:100]
+    per = task.score([task.sft_target(p) for p in train], train)  # every SFT target is an exact solution
+    assert per["accuracy"] == [1.0] * 100 and per["format"] == [1.0] * 100
+    assert all(3 <= len(p.numbers) <= 4 for p in train)
+    assert task.reward_inputs(train[0]) == {"target": train[0].target, "numbers": list(train[0].numbers)}
+
+
+@pytest.mark.parametrize("text, accuracy, fmt, valid, reward", [
+    ("<answer>(25 - 5) * 3</answer>", 1.0, 1.0, 1.0, 1.0),     # 60 exactly, numbers from [25, 5, 3]
+    ("<answer>25 * 3 - 5</answer>", 0.0, 1.0, 1.0, 0.6),       # 70 misses 60 by 10/60 = 0.17: the <= 0.2 tier
+    ("<answer>25 * 4</answer>", 0.0, 1.0, 0.0, 0.1),           # 4 is not given
+    ("the answer is 60", 0.0, 0.0, 0.0, 0.0),                  # no answer block
+])
+def test_countdown_scores(text, accuracy, fmt, valid, reward):
+    from tasks.countdown import CountdownProblem
+
+    task = CountdownTask({}, CountdownParams(), WordTokenizer(), 512)
+    per = task.score([text], [CountdownProblem("c", (25, 5, 3), 60, "(25 - 5) * 3", "q")])
+    assert (per["accuracy"], per["format"], per["valid"], per["reward"]) == ([accuracy], [fmt], [valid], [reward])
+
+
+# ---- domain QA ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("context, start, length, sentence", [
+    ("Ann met Bob. Bob met Cy in Rome. The end.", 21, 2, "Bob met Cy in Rome."),   # the middle sentence
+    ("Ann met Bob. Bob met Cy in Rome. The end.", 0, 3, "Ann met Bob."),           # the first
+    ("Ann met Bob. Bob met Cy", 17, 3, "Bob met Cy"),                              # no final stop
+    ("Ann met Bob. Bob met Cy.", 8, 8, "Ann met Bob. Bob met Cy."),                # a span across the boundary
+    ("Line one\nLine two here", 14, 3, "Line two here"),                           # newlines end sentences
+    ("中文第一句。 第二句在这里。", 7, 3, "第二句在这里。"),                           # CJK full stop
+])
+def test_containing_sentence(context, start, length, sentence):
+    assert containing_sentence(context, start, length) == sentence
+
+
+def test_reference_uses_the_answer_offset_not_the_first_match():
+    ex = QAExample("q", "Rome is old. Cy lives in Rome now.", "Where?", ("Rome",), "en", answer_starts=(25,))
+    assert reference_sentence(ex) == "Cy lives in Rome now."
+    no_offset = dataclasses.replace(ex, answer_starts=())
+    assert reference_sentence(no_offset) == "Rome is old."  # without an offset: the first occurrence
+
+
+def _domain(threshold=0.7):
+    task = DomainQATask({}, DomainQAParams(threshold=threshold), WordTokenizer(), 512)
+    task._encoder = lambda: HashEncoder(dim=256)  # a deterministic bag-of-words encoder, no model
+    return task
+
+
+def test_domain_scores():
+    task = _domain()
+    ex = DomainExample("q", "c", "Where does Cy live?", "Cy lives in Rome now.", "en")
+    per = task.score(["Cy lives in Rome now.", "Paris.", "Cy lives in Rome. Cy lives in Rome."], [ex] * 3)
+    assert per["accuracy"] == [1.0, 0.0, 1.0] and per["similarity"][0] == pytest.approx(1.0)
+    assert per["repetition_rate"] == [0.0, 0.0, 1.0]  # the third repeats a sentence
+    assert per["len"] == [5.0, 1.0, 8.0]
+
+
+def test_domain_consistency_over_samples():
+    task = _domain()
+    ex = DomainExample("q", "c", "Where?", "Cy lives in Rome now.", "en")
+    per = task.score_samples([["Cy lives in Rome now."] * 3,                      # all correct: consistent
+                              ["Cy lives in Rome now.", "Paris.", "Paris."]],      # 1 of 3: not
+                             [ex, ex])
+    assert per["consistency"] == [1.0, 0.0]
+    assert per["sample_spread"][0] == pytest.approx(0.0) and per["sample_spread"][1] > 0.5
+
+
+def test_domain_qa_data_from_xquad(shared_data):
+    splits, _ = DomainQATask.load("xquad:en", DataConfig(eval_size=50), DomainQAParams())
+    for ex in splits["eval"]:
+        assert ex.reference in ex.context and len(ex.reference) < len(ex.context) + 1
+
+
+# ---- the shared plumbing --------------------------------------------------------------------------------------
+
+def _mlqa(n=10):
+    ex = [QAExample(f"q{i}", f"context {i}", f"question {i}?", (f"answer {i}",), "en") for i in range(n)]
+    return MLQATask({"train": ex, "eval": ex[:2]}, MLQAParams(), WordTokenizer(), 512, seed=3)
+
+
+def test_the_training_stream_is_a_seeded_permutation_per_epoch():
+    task = _mlqa(10)
+    first, second = [task.position(g) for g in range(10)], [task.position(g) for g in range(10, 20)]
+    assert sorted(first) == sorted(second) == list(range(10)) and first != second
+    assert [_mlqa(10).position(g) for g in range(20)] == first + second  # a function of the draw count alone
+    batch = task.train_batch(4, 3)
+    assert batch.indices == first[4:7]
+    assert batch.reward_inputs[0] == {"answers": [f"answer {first[4]}"], "lang": "en"}
+
+
+def test_sft_pairs_end_in_eos_and_follow_the_split_order():
+    task = _mlqa(10)
+    pairs = task.sft_pairs(limit=3)
+    assert len(pairs) == 3 and all(t[-1] == WordTokenizer.eos_token_id for _, t in pairs)
+    assert pairs[1][1] == WordTokenizer().encode("answer 1") + [1]
+
+
+def test_with_split_returns_a_new_task():
+    task = _mlqa(4)
+    retrieved = [dataclasses.replace(ex, context="[1] passage") for ex in task.splits["eval"]]
+    other = task.with_split("eval", retrieved, context="retrieved")
+    assert other is not task and other.contexts == {"eval": "retrieved"} and task.contexts == {}
+    assert task.splits["eval"][0].context == "context 0" and other.splits["eval"][0].context == "[1] passage"
+
+
+def test_task_params_are_checked_with_a_fix():
+    with pytest.raises(ValueError, match="has no param 'lng'. Did you mean 'lang'"):
+        MLQATask.make_params({"lng": "de"})
+    with pytest.raises(ValueError, match="template must contain {question}"):
+        MLQATask.make_params({"template": "Context: {context}"})
+    with pytest.raises(ValueError, match="ops must be"):
+        ArithmeticTask.make_params({"ops": "^"})
+
+
+# ---- the registry's checks ------------------------------------------------------------------------------------
+
+def test_every_task_is_registered_and_feeds_its_own_rewards():
+    for name, cls in TASKS.items():
+        cfg = load_config(overrides=[f"task.name={name}"])
+        check_job(cfg)  # the task's default rewards read only fields it provides
+        assert [c["name"] for c in reward_components(cfg)] == [c["name"] for c in cls.default_rewards]
+        assert cls.primary_metric and cls.name == name
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task.name=countdwn"], "Did you mean 'countdown'?"),
+    (["task.name=domain_qa", "rewards.components=[{name: arithmetic}]"], "use one of similarity, repetition"),
+    (["task.name=arithmetic", "task.params.num_problems=3"], "num_problems must be >= 10"),
+])
+def test_the_registry_refuses_with_a_fix(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_job(load_config(overrides=overrides))

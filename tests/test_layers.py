@@ -1,0 +1,67 @@
+"""Imports run one way through the layers, and no two modules import each other (directly or in a longer
+circle). Read from the code's own import statements, function-level (lazy) imports included.
+
+    common  <-  learner, rollout, rewards, retrieval  <-  tasks, cluster  <-  jobs  <-  bench
+"""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = {"common": 0, "learner": 1, "rollout": 1, "rewards": 1, "retrieval": 1, "tasks": 2, "cluster": 2,
+          "jobs": 3, "bench": 4}
+
+
+def modules() -> dict[str, Path]:
+    return {".".join(p.relative_to(ROOT).with_suffix("").parts): p
+            for pkg in LAYERS for p in (ROOT / pkg).glob("*.py") if p.name != "__init__.py"}
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """Project modules that `path` imports anywhere in it ('from rewards import qa' -> rewards.qa)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        out |= {n for n in names if n in known}
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {m: imports_of(p, set(mods)) - {m} for m, p in mods.items()}
+
+
+def test_imports_never_run_up_a_layer():
+    wrong = [f"{a} imports {b}" for a, deps in graph().items() for b in deps
+             if LAYERS[b.split(".")[0]] > LAYERS[a.split(".")[0]]]
+    assert not wrong, wrong
+
+
+def test_no_import_cycles():
+    g = graph()
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    cycles = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(g[m]):
+            if state.get(d) == 1:
+                cycles.append(" -> ".join(path[path.index(d):] + [m, d]) if d in path else f"{m} -> {d}")
+            elif d not in state:
+                visit(d, path + [m])
+        state[m] = 2
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m, [])
+    assert not cycles, cycles
+
+
+def test_the_graph_is_read():
+    g = graph()
+    assert "tasks.registry" in g and "rewards.registry" in g["tasks.registry"]
+    assert "jobs.engine" in g and "tasks.registry" in g["jobs.engine"]
