@@ -2,8 +2,9 @@
 
     python bench/recipes.py [--runs runs/recipes] [--only arithmetic,countdown,domain_qa] [--short] [--report-only]
 
---short keeps arithmetic SFT whole, cuts arithmetic GRPO to 40 of its 100 steps and shrinks Countdown and domain
-QA (fewer steps a stage, smaller eval and test sets), and evaluates on the test split only the checkpoints the
+--short keeps arithmetic SFT whole, cuts arithmetic GRPO to 40 of its 100 steps, shrinks Countdown and domain
+QA (fewer steps a stage, smaller eval and test sets) and the QNLI RL runs (30 of 60 steps; 200 questions a language
+for the transfer evals), and evaluates on the test split only the checkpoints the
 comparisons need (no GSM8K), so that everything fits in under two hours on a 2-core CPU; the commands in the
 report show exactly what ran.
 
@@ -54,11 +55,14 @@ RECIPES = {
     "nlu": {
         "runs": {"qnli-sft": "qnli_sft.yaml", "qnli-grpo-lora": "qnli_grpo_lora.yaml",
                  "qnli-ppo-lora": "qnli_ppo_lora.yaml",
+                 # full fine-tuning beside LoRA, for the memory comparison (a reference copy, full optimizer state)
+                 "qnli-grpo-full": ("qnli_grpo_lora.yaml", ["learner.lora=null", "learner.lr=1.0e-5"]),
                  "qnli-ppo-rm": ("qnli_ppo_lora.yaml", ["rewards.components=[{name: reward_model, params: "
                                                         "{path: '{runs}/" + RM + "'}}]"])},
         "evals": [("test-zero-shot", "qnli-sft", None, []),
                   ("test-few-shot-4", "qnli-sft", None, ["task.params.few_shot=4"]),
-                  *[(f"test-{m}", f"qnli-{m}", "best", []) for m in ("sft", "grpo-lora", "ppo-lora", "ppo-rm")],
+                  *[(f"test-{m}", f"qnli-{m}", "best", [])
+                    for m in ("sft", "grpo-lora", "grpo-full", "ppo-lora", "ppo-rm")],
                   *[(f"{lang}-{m}", "qnli-sft" if m in ("base", "sft") else f"qnli-{m}",
                      None if m == "base" else "best", ["--data", f"qnli:xquad:{lang}"])
                     for lang in XQUAD_LANGS for m in ("base", "sft", "grpo-lora", "ppo-lora")]],
@@ -73,8 +77,10 @@ SHORT = {
                                "train.eval_every=5", "train.save_every=5", "data.eval_size=60"],
     "domain-qa-sft-grpo": ["train.phases.0.limit=128", "train.phases.1.steps=12", "train.eval_every=6",
                            "train.save_every=6", "data.eval_size=40"],
+    **{name: ["train.phases.0.steps=30"] for name in ("qnli-grpo-lora", "qnli-ppo-lora", "qnli-ppo-rm")},
+    "qnli-grpo-full": ["train.phases.0.steps=20"],
 }
-SHORT_EVAL_LIMIT = {"countdown": 100, "domain_qa": 60, "gsm8k": 30}
+SHORT_EVAL_LIMIT = {"countdown": 100, "domain_qa": 60, "gsm8k": 30, "nlu-transfer": 200}
 # --short evaluates the checkpoints that carry the comparison only
 SHORT_SKIP = {"test-sft-final", "test-grpo-final", "gsm8k-base", "gsm8k-sft-best", "gsm8k-grpo-best", "test-grpo1",
               "test-rs_sft", "test-sft"}
@@ -152,7 +158,8 @@ def main(argv=None) -> int:
             if args.short and stem in SHORT_SKIP:
                 continue
             if args.short:
-                extra = shorten(extra, SHORT_EVAL_LIMIT.get("gsm8k" if "gsm8k" in extra else recipe))
+                kind = "gsm8k" if "gsm8k" in extra else "nlu-transfer" if "--data" in extra else recipe
+                extra = shorten(extra, SHORT_EVAL_LIMIT.get(kind))
             evaluate(runs, stem, run_name, checkpoint, extra, log)
     from bench.recipes_report import write_report
 

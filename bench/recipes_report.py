@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -64,7 +65,7 @@ def machine() -> str:
     flags = Path("/proc/cpuinfo").read_text()
     isa = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "no AVX2"
     amx = ", AMX" if " amx_tile" in flags else ""
-    return f"{cpu} ({isa}{amx}), 2 cores, no GPU; fp32"
+    return f"{cpu} ({isa}{amx}), {os.cpu_count()} cores, no GPU; fp32"
 
 
 def evals_of(runs: Path, run_names: list[str]) -> dict[str, dict]:
@@ -303,24 +304,27 @@ def peak_gib(run: Path, group: str) -> str:
 
 
 def nlu(runs: Path) -> list[str]:
-    names = {"sft": "qnli-sft", "grpo-lora": "qnli-grpo-lora", "ppo-lora": "qnli-ppo-lora", "ppo-rm": "qnli-ppo-rm"}
+    names = {m: f"qnli-{m}" for m in ("sft", "grpo-lora", "grpo-full", "ppo-lora", "ppo-rm")}
     if not (runs / "qnli-sft" / "metrics.jsonl").is_file():
         return ["(the QNLI runs are not there yet: `python bench/recipes.py --only nlu`)"]
     ev = evals_of(runs, list(names.values()))
     lines = ["Held-out QNLI built from XQuAD-en (paragraphs never trained on), greedy, the NLU paper's Table 9 shape:",
-             "", "| method | accuracy [95% CI] | wrong format | s / training step [min, max] | learner peak RSS (GiB) "
-             "| critic peak RSS (GiB) | n |", "|---|---|---|---|---|---|---|"]
+             "", "| method | accuracy [95% CI] | wrong format | s / training step [min, max] | peak RSS (GiB): learner "
+             "| reference | critic | n |", "|---|---|---|---|---|---|---|---|"]
     rows = [("zero-shot (base)", "test-zero-shot", None), ("few-shot, k=4 (base)", "test-few-shot-4", None),
             ("SFT + LoRA", "test-sft", "sft"), ("GRPO + LoRA", "test-grpo-lora", "grpo-lora"),
+            ("GRPO, full fine-tuning", "test-grpo-full", "grpo-full"),
             ("PPO + LoRA (rule reward)", "test-ppo-lora", "ppo-lora"), ("PPO + LoRA (reward model)", "test-ppo-rm", "ppo-rm")]
     for label, key, m in rows:
         if key not in ev:
             continue
         r, run = ev[key], (runs / names[m] if m else None)
         lines.append(f"| {label} | {ci(r, 'accuracy')} | {r['wrong_format']:.3f} | "
-                     f"{step_seconds(run) if run else '-'} | {peak_gib(run, 'learner') if run else '-'} | "
-                     f"{peak_gib(run, 'critic') if run else '-'} | {r['n']} |")
-    for a, b in (("test-sft", "test-ppo-lora"), ("test-grpo-lora", "test-ppo-lora"), ("test-zero-shot", "test-sft")):
+                     f"{step_seconds(run) if run else '-'} | "
+                     + " | ".join(peak_gib(run, g) if run else "-" for g in ("learner", "reference", "critic"))
+                     + f" | {r['n']} |")
+    for a, b in (("test-sft", "test-ppo-lora"), ("test-grpo-lora", "test-ppo-lora"), ("test-zero-shot", "test-sft"),
+                 ("test-ppo-lora", "test-ppo-rm"), ("test-grpo-full", "test-grpo-lora")):
         if a in ev and b in ev:
             lines.append(f"- {compare(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))}")
     rm = load(runs / "rm-qnli" / "rm_report.json")
@@ -356,24 +360,42 @@ evaluates any checkpoint of any recipe on its held-out split. `tests/jobs/test_r
 steps a phase on local Ray with vLLM and the embedded model."""
 
 
+def previous_sections(out: Path) -> dict[str, str]:
+    """The "## " sections of an earlier report, by heading."""
+    if not out.is_file():
+        return {}
+    parts = ("\n" + out.read_text()).split("\n## ")[1:]
+    return {part.split("\n", 1)[0]: part.split("\n", 1)[1].strip("\n") for part in parts}
+
+
 def write_report(runs: Path, out: Path, command: str | None = None) -> None:
+    """The report from the run dirs; a recipe whose runs are not under `runs` keeps its section (and commands)
+    from the earlier report at `out`, so recipes can be run, and reported, one at a time."""
     figs = {k: out.with_name(f"{out.stem}-{k}.png") for k in ("arithmetic", "countdown")}
-    commands = (runs / "commands.log").read_text().strip() if (runs / "commands.log").is_file() else "(none logged)"
+    commands = (runs / "commands.log").read_text().strip() if (runs / "commands.log").is_file() else ""
+    before = previous_sections(out)
+    recipes = [("Arithmetic: SFT vs GRPO (the SFT-vs-GRPO arithmetic paper)", "arithmetic-sft", arithmetic),
+               ("Countdown: GRPO -> RS-SFT -> GRPO (the multi-stage paper)", "countdown-grpo-rs-grpo", countdown),
+               ("Domain QA: SFT -> GRPO with similarity and repetition rewards", "domain-qa-sft-grpo", domain_qa),
+               ("Label tasks: zero-shot, few-shot, SFT, GRPO, PPO on QNLI (the NLU paper)", "qnli-sft", nlu)]
+    body, kept = [], False
+    for heading, probe, build in recipes:
+        if not (runs / probe / "metrics.jsonl").is_file() and heading in before:
+            section, kept = before[heading].split("\n"), True
+        else:
+            section = build(runs, figs) if build is not nlu else build(runs)
+        body += [f"## {heading}", "", *section, ""]
+    if kept:  # the commands behind the kept sections, then this run's
+        earlier = before.get("Provenance", "").strip("`\n").strip()
+        commands = "\n".join(x for x in (earlier, commands) if x)
     text = "\n".join([
         "# Recipes of the method, measured", "",
         f"Generated by `{command or f'python bench/recipes.py --runs {runs.name}'}` (report only: `python "
-        f"bench/recipes_report.py {runs.name}`) from the run dirs alone. Machine: {machine()}. Policy: the embedded SmolLM2-135M-Instruct. "
-        "CIs are 95% percentile bootstraps over items (1000 resamples); comparisons of two models are paired, on "
-        "the same items.", "", "## Running a recipe", "", HOW, "",
-        "## Arithmetic: SFT vs GRPO (the SFT-vs-GRPO arithmetic paper)", "",
-        *arithmetic(runs, figs), "",
-        "## Countdown: GRPO -> RS-SFT -> GRPO (the multi-stage paper)", "",
-        *countdown(runs, figs), "",
-        "## Domain QA: SFT -> GRPO with similarity and repetition rewards", "",
-        *domain_qa(runs, figs), "",
-        "## Label tasks: zero-shot, few-shot, SFT, GRPO, PPO on QNLI (the NLU paper)", "",
-        *nlu(runs), "",
-        "## Provenance", "", "```", commands, "```", ""])
+        f"bench/recipes_report.py {runs.name}`) from the run dirs alone. Machine: {machine()}. Policy: the embedded "
+        "SmolLM2-135M-Instruct. CIs are 95% percentile bootstraps over items (1000 resamples); comparisons of two "
+        "models are paired, on the same items.", "", "## Running a recipe", "", HOW, "",
+        *body,
+        "## Provenance", "", "```", commands or "(none logged)", "```", ""])
     out.write_text(text)
     print(f"wrote {out}")
 
