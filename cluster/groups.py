@@ -6,6 +6,7 @@ under `ray.remote`, so the dashboard shows VLLMEngine, Learner, Reference, Rewar
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -46,7 +47,7 @@ class ActorGroup:
             return cls(name, [factory(*args, **kwargs) for _ in range(n)], backend)
         import ray
 
-        remote = ray.remote(factory)
+        remote = ray.remote(_logged(factory))
         members = []
         for i in range(n):
             opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, name=f"{name}-{i}", max_concurrency=1)
@@ -83,6 +84,24 @@ class ActorGroup:
             return ray.get([m.__ray_call__.remote(_own_peak_rss_gib) for m in self.members], timeout=60)
         except Exception:  # memory is a report, never a failure
             return [None] * len(self.members)
+
+
+def _logged(factory: type) -> type:
+    """`factory` as a Ray actor class whose process first moves its output (engine and library logs) to the run
+    folder's logs/<actor name>.log (common/console.py); same name on the dashboard."""
+
+    class Actor(factory):
+        def __init__(self, *args, **kwargs):
+            import ray
+
+            from common.console import redirect_actor_output
+
+            redirect_actor_output(ray.get_runtime_context().get_actor_name() or f"{factory.__name__}-{os.getpid()}")
+            super().__init__(*args, **kwargs)
+
+    Actor.__name__ = Actor.__qualname__ = factory.__name__
+    Actor.__doc__ = factory.__doc__
+    return Actor
 
 
 def _own_peak_rss_gib(_instance) -> float | None:

@@ -11,8 +11,11 @@ import os
 
 
 def actor_env(threads: int | None, kv_cache_gib: float) -> dict[str, str]:
+    from common.console import actor_env as console_env
+
     n = str(threads or os.cpu_count() or 1)
     return {
+        **console_env(),  # quiet console: the actor's output goes to the run folder's logs/
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "VLLM_CPU_KVCACHE_SPACE": str(int(max(1, round(kv_cache_gib)))),
         # Stages run one after another on a small machine, so each may use every core.
@@ -31,13 +34,20 @@ def start(backend: str, address: str | None, num_cpus: int | None, env: dict[str
 
     if ray.is_initialized():
         return
+    from common.console import is_quiet, quiet_library_loggers
+
     runtime_env = {"env_vars": env}
+    # Quiet console: Ray's own driver logs go to the run folder's driver.log, actor output to logs/<actor>.log.
+    logs = dict(configure_logging=not is_quiet(), log_to_driver=not is_quiet())
+    if is_quiet():
+        quiet_library_loggers()
     if address or os.environ.get("RAY_ADDRESS"):
         # Under `ray job submit` RAY_ADDRESS is set and the job's runtime_env (working_dir) is inherited.
-        ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=runtime_env,
-                 log_to_driver=True)
+        ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=runtime_env, **logs)
     else:
-        ray.init(num_cpus=num_cpus, runtime_env=runtime_env, include_dashboard=False, log_to_driver=True)
+        ray.init(num_cpus=num_cpus, runtime_env=runtime_env, include_dashboard=False, **logs)
+    if is_quiet():
+        quiet_library_loggers()
 
 
 def shutdown(backend: str) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from common import checkpoint as ck
+from common import console
 from common.config import JobConfig, config_to_dict
 from common.metrics_log import MetricsLog, plot_curves
 from common.models import load_tokenizer, resolve_model
@@ -165,8 +166,9 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
 
     policy_path, task = loaded or load_task(cfg)
     path, state, ckpt = prepare(cfg, resume)
+    logs = console.attach(path / "logs")
     log = MetricsLog(path / "metrics.jsonl")
-    log.info(f"run dir {path.resolve()}", data={"task": task.name, **task.stats,
+    log.info(f"run dir {path.resolve()}" + (f" (engine and library logs: {logs.parent})" if logs else ""), data={"task": task.name, **task.stats,
                                                 **{f"train_prompts_{k}": v for k, v in task.prompt_stats("train").items()},
                                                 **{f"eval_prompts_{k}": v for k, v in task.prompt_stats("eval").items()}})
     if ckpt is not None:
@@ -230,6 +232,8 @@ def parse_args(argv=None, description: str = ""):
     where.add_argument("--local", action="store_true", help="start a single-node Ray cluster in this process")
     where.add_argument("--inprocess", action="store_true", help="no Ray: plain objects in this process (debug)")
     p.add_argument("--resume", nargs="?", const="auto", help="resume a run dir (default: output_dir/run_name)")
+    p.add_argument("--verbose", action="store_true", help="engine and library logs on the console too (else they "
+                                                          "go to the run folder's logs/)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps, leaving a checkpoint to --resume from "
                                                  "(time-boxed or preemptible allocations)")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.phases.0.steps=2")
@@ -258,6 +262,7 @@ def main(argv=None, description: str = "", only_task: str | None = None) -> int:
     from common.config import ConfigError
 
     args = parse_args(argv, description)
+    console.quiet(args.verbose)
     overrides = list(args.overrides)
     if args.local:
         overrides.append("cluster.backend=ray")

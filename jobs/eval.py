@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from common import console  # noqa: E402
 from common.stats import bootstrap_ci  # noqa: E402
 
 
@@ -59,6 +62,8 @@ def parse_args(argv=None):
     p.add_argument("overrides", nargs="*", help="config overrides key=value on top of the run/preset, e.g. "
                    "task.params.few_shot=4 (the label tasks' few-shot baseline)")
     p.add_argument("--out", help="write the result (with per-item scores) to this JSON file")
+    p.add_argument("--verbose", action="store_true", help="engine and library logs on the console too (else they go "
+                                                          "to logs/ beside --out, in --run, or in the temp folder)")
     return p.parse_args(argv)
 
 
@@ -183,6 +188,10 @@ def evaluate(args) -> dict:
                r.max_prompt_tokens)
     prompts, pstats = task.prompts("eval"), task.prompt_stats("eval")
     print(f"[eval] {args.model} on {task.name} {source} ({args.split}, {len(items)} items)", flush=True)
+    logs = console.attach(Path(args.out).parent / "logs" if args.out else Path(args.run) / "logs" if args.run
+                          else Path(tempfile.gettempdir()) / "raygrpo-logs" / f"eval-{os.getpid()}")
+    if logs:
+        print(f"[eval] engine and library logs: {logs.parent}", flush=True)
     backend = "inprocess" if args.inprocess else "ray"
     runtime.start(backend, args.address, None, runtime.actor_env(None, r.kv_cache_gib))
     group = start_rollout(r, ClusterConfig(num_rollout_actors=args.engines), model_path, backend)
@@ -216,6 +225,7 @@ def _label(metric: str) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    console.quiet(args.verbose)
     if args.samples < 0 or args.engines < 1 or args.batch < 1:
         print("error: --samples must be >= 0, --engines and --batch >= 1", file=sys.stderr)
         return 2

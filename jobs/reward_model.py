@@ -38,6 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--max-length", type=int, default=384)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--inprocess", action="store_true", help="no Ray: the engine in this process")
+    p.add_argument("--verbose", action="store_true", help="engine and library logs on the console (else <out>/logs/)")
     p.add_argument("overrides", nargs="*", help="config overrides key=value")
     return p.parse_args(argv)
 
@@ -137,9 +138,14 @@ def main(argv=None) -> int:
     from cluster.system import start_rollout
     from jobs.engine import load_job, load_task
 
+    from common import console
+
     args = parse_args(argv)
+    console.quiet(args.verbose)
     cfg = load_job(args.config, args.overrides)
     _, task = load_task(cfg)
+    if logs := console.attach(Path(args.out) / "logs"):
+        print(f"[rm] engine and library logs: {logs.parent}", flush=True)
     backend = "inprocess" if args.inprocess else "ray"
     runtime.start(backend, cfg.cluster.address, cfg.cluster.num_cpus,
                   runtime.actor_env(cfg.cluster.threads, cfg.rollout.kv_cache_gib))

@@ -287,7 +287,7 @@ class Learner:
         if with_optimizer:
             torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                         "updates": self.updates, "torch_rng": torch.get_rng_state(),
-                        "py_rng": random.getstate(), "np_rng": np.random.get_state()},
+                        "py_rng": random.getstate(), "np_rng": np_state_to_torch(np.random.get_state())},
                        Path(path) / "trainer_state.pt")
 
     def load_trainer_state(self, path: str) -> None:
@@ -303,10 +303,21 @@ class Learner:
             if unexpected or any(not k.endswith("lm_head.weight") for k in missing):  # tied: saved once
                 raise ValueError(f"{path}/lora_state.safetensors does not fit this LoRA model: missing "
                                  f"{missing[:3]}, unexpected {unexpected[:3]}")
-        st = torch.load(Path(path) / "trainer_state.pt", weights_only=False)
+        st = torch.load(Path(path) / "trainer_state.pt", weights_only=True)  # plain tensors and numbers only
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
         self.updates = st["updates"]
         torch.set_rng_state(st["torch_rng"])
         random.setstate(st["py_rng"])
-        np.random.set_state(st["np_rng"])
+        np.random.set_state(np_state_from_torch(st["np_rng"]))
+
+
+def np_state_to_torch(state: tuple) -> tuple:
+    """numpy's RNG state with its key array as a tensor, so that trainer_state.pt loads with weights_only=True."""
+    name, keys, pos, has_gauss, gauss = state
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)
+
+
+def np_state_from_torch(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, gauss = state
+    return name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss
