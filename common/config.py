@@ -270,6 +270,8 @@ class TrainConfig(_Section):
     patience: int | None = Field(None, ge=1, description="end a phase after this many evals without a better "
                                                         "primary metric")
     save_every: int = Field(10, ge=1, description="write a resumable checkpoint every N steps")
+    rollout_records: bool = Field(True, description="every GRPO/PPO step's samples, rewards and advantages to "
+                                                    "<run>/rollouts/step-N.parquet (jobs/samples.py reads them)")
     seed: int = 0
     output_dir: str = "runs"
     run_name: str | None = None

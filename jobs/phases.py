@@ -164,8 +164,24 @@ class GRPOPhase(Phase):
                                                 ref, adv.tolist()), self.algo, self.job.learner.inner_steps)
         with timer("sync"):
             r.system.sync_weights()
+        self.record(batch, rollout, scored, adv.tolist(), ref)
         return self.metrics(batch, rollout, scored, timer, {**{f"reward/{k}": v for k, v in adv_m.items()},
                                                             **{f"learner/{k}": v for k, v in learn_m.items()}})
+
+    def record(self, batch, rollout, scored, advantages, ref) -> None:
+        """This step's samples to <run>/rollouts/step-N.parquet (common/rollout_records.py)."""
+        r = self.run
+        if not self.job.train.rollout_records:
+            return
+        from common import rollout_records
+
+        decode = r.task.tokenizer.decode
+        rows = rollout_records.step_rows(
+            r.state.step + 1, self.name, self.sampling.group_size, batch.indices,
+            [decode(p, skip_special_tokens=False) for p in batch.prompt_ids], batch.reward_inputs, rollout.texts,
+            rollout.completion_ids, rollout.finish_reasons, scored.rewards, scored.components, advantages,
+            rollout.old_logprobs, ref)
+        rollout_records.write_step(r.path, r.state.step + 1, rows)
 
     def metrics(self, batch, rollout, scored, timer: "Timer", extra: dict) -> dict:
         import torch
@@ -245,6 +261,7 @@ class PPOPhase(GRPOPhase):
             r.engines_stale = True
         with timer("sync"):
             r.sync_if_stale()
+        self.record(batch, rollout, scored, adv_rows, ref)
         mean = lambda ms: {key: sum(m[key] for m in ms) / len(ms) for key in ms[0]} if ms else {}  # noqa: E731
         learn_m = mean(learn)
         if learn:  # the sync check: the first minibatch of the first epoch saw the engine's own policy

@@ -121,6 +121,33 @@ def test_a_resumed_run_equals_an_uninterrupted_one(llama, tmp_path):
     assert whole.keys() == split.keys() and len(whole) >= 5
     for key in whole:
         assert split[key] == pytest.approx(whole[key], rel=1e-6, abs=1e-9), key
+    # Rollout records: every GRPO step once, the same samples, rewards and advantages as the uninterrupted run.
+    from common import rollout_records
+
+    a, b = rollout_records.read(tmp_path / "whole"), rollout_records.read(tmp_path / "split")
+    assert sorted(set(a["step"])) == sorted(set(b["step"])) == [3, 4, 5] and len(a) == len(b) == 3 * 2 * 4
+    assert not b.duplicated(["step", "prompt", "sample"]).any()
+    cols = ["step", "prompt", "sample", "train_index", "completion", "reward", "finish_reason", "completion_tokens"]
+    assert a[cols].equals(b[cols])
+    assert a["advantage"].tolist() == pytest.approx(b["advantage"].tolist(), abs=1e-6)
+    assert a.groupby("step")["advantage"].sum().abs().max() < 1e-4  # group-normalized: each group sums to ~0
+
+
+def test_the_samples_cli_prints_best_and_worst(llama, tmp_path, capsys):
+    from jobs import samples
+
+    phases = "[{kind: grpo, steps: 2, algo: {beta: 0.05}}]"
+    assert main(_args(llama, tmp_path, "arithmetic", phases, "task.params.gsm8k=false")) == 0
+    capsys.readouterr()
+    assert samples.main([str(tmp_path / "r"), "-n", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("step 2 (grpo): 8 samples of 2 prompts; reward mean")
+    assert out[1] == "-- best 1" and out[5] == "-- worst 1" and "advantage" in out[2]
+    df = samples.rollout_records.read(tmp_path / "r", 1)
+    assert df["kl_k1_mean"].notna().all() and df["prompt_text"].str.len().min() > 0
+    assert samples.main([str(tmp_path / "r"), "--steps"]) == 0
+    assert capsys.readouterr().out.count("\n") == 2
+    assert samples.main([str(tmp_path / "nope")]) == 2
 
 
 @pytest.mark.parametrize("overrides, message", [

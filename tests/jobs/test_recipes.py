@@ -87,3 +87,11 @@ def test_recipe_runs_two_steps_a_phase_on_local_ray(preset, shared_data, tmp_pat
     assert (run / "curves.png").stat().st_size > 10_000
     rss = summary["peak_rss_gib"]  # every actor's peak memory, read through Ray's state API
     assert 0.3 < rss["learner"][0] < 16 and 0.3 < rss["rollout"][0] < 16 and rss["driver"][0] > 0.05
+    # Rollout records of every RL step; the console holds the job's lines, the engines' logs are in logs/.
+    from common import rollout_records
+
+    rl = sorted({r["step"] for r in steps if "reward/mean" in r})
+    if rl:
+        assert sorted(set(rollout_records.read(run)["step"])) == rl
+    assert "INFO" not in proc.stdout and "pid=" not in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    assert (run / "logs" / "rollout-0.log").stat().st_size > 0 and (run / "logs" / "learner-0.log").is_file()
