@@ -280,6 +280,9 @@ class TrainConfig(_Section):
     def _phase_names(self) -> "TrainConfig":
         if not self.phases:
             raise ValueError("train.phases is empty; give at least one phase, e.g. [{kind: grpo, steps: 100}]")
+        if self.run_name is not None and (not self.run_name.strip(". ") or any(c in self.run_name for c in "/\\\0")):
+            raise ValueError(f"train.run_name {self.run_name!r} must be a plain folder name (no '/', '\\', or '..'): "
+                             "the run folder is <train.output_dir>/<train.run_name> and may not leave it")
         names = self.phase_names()
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

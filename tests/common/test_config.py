@@ -203,6 +203,8 @@ def test_phases_have_their_own_hyperparameters():
 
 @pytest.mark.parametrize("overrides, message", [
     (["train.phases=[]"], "train.phases is empty"),
+    (["train.run_name=../elsewhere"], "must be a plain folder name"),
+    (["train.run_name=.."], "may not leave it"),
     (["train.phases=[{kind: grpo}, {kind: grpo, name: grpo1}]"], "phase names ['grpo1'] repeat"),
     (["train.phases=[{kind: sftt}]"], "a phase needs kind: one of sft, grpo, rs_sft"),
     (["train.phases=[{steps: 3}]"], "a phase needs kind"),
