@@ -25,7 +25,8 @@ def actor_env(threads: int | None, kv_cache_gib: float) -> dict[str, str]:
     }
 
 
-def start(backend: str, address: str | None, num_cpus: int | None, env: dict[str, str]) -> None:
+def start(backend: str, address: str | None, num_cpus: int | None, env: dict[str, str],
+          metrics_export_port: int | None = None) -> None:
     """Connect to or start Ray (no-op for the in-process backend)."""
     if backend == "inprocess":
         os.environ.update(env)
@@ -45,7 +46,8 @@ def start(backend: str, address: str | None, num_cpus: int | None, env: dict[str
         # Under `ray job submit` RAY_ADDRESS is set and the job's runtime_env (working_dir) is inherited.
         ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=runtime_env, **logs)
     else:
-        ray.init(num_cpus=num_cpus, runtime_env=runtime_env, include_dashboard=False, **logs)
+        ports = {"_metrics_export_port": metrics_export_port} if metrics_export_port else {}
+        ray.init(num_cpus=num_cpus, runtime_env=runtime_env, include_dashboard=False, **ports, **logs)
     if is_quiet():
         quiet_library_loggers()
 

@@ -55,7 +55,8 @@ class GRPOSystem:
                  learner_init_path: str | None = None):
         c, backend = cfg.cluster, cfg.cluster.backend
         self.cfg, self.backend = cfg, backend
-        runtime.start(backend, c.address, c.num_cpus, runtime.actor_env(c.threads, cfg.rollout.kv_cache_gib))
+        runtime.start(backend, c.address, c.num_cpus, runtime.actor_env(c.threads, cfg.rollout.kv_cache_gib),
+                      c.metrics_export_port)
         init_path = learner_init_path or policy_path
         self.rollout = start_rollout(cfg.rollout, c, init_path, backend)
         self.reward = ActorGroup.create("reward", RewardScorer, c.num_reward_actors, backend,

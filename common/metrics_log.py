@@ -18,8 +18,10 @@ CONSOLE_KEYS = [("reward/mean", "R", 3), ("sft/loss", "loss", 4), ("learner/kl",
 
 
 class MetricsLog:
-    def __init__(self, path: str | Path, stream=None):
+    def __init__(self, path: str | Path, stream=None, sinks=()):
         self.path = Path(path)
+        self.sinks = list(sinks)  # callables(record) that also get every record (Prometheus, ...); a failing
+        self._sink_errors: set[str] = set()  # sink is reported once and never stops training
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._stream = stream  # None: whatever sys.stdout is when a line is printed
         self._phase: tuple[str, int, float] | None = None  # (name, first step seen, its start time)
@@ -32,6 +34,15 @@ class MetricsLog:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with self.path.open("a") as f:
             f.write(json.dumps(clean) + "\n")
+        for sink in self.sinks:
+            try:
+                sink(clean)
+            except Exception as err:  # noqa: BLE001 -- an exporter must never end a run
+                name = getattr(sink, "__name__", type(sink).__name__)
+                if name not in self._sink_errors:
+                    self._sink_errors.add(name)
+                    print(f"[info] metrics sink {name} failed ({type(err).__name__}: {err}); training goes on",
+                          file=self.stream, flush=True)
 
     def step(self, step: int, metrics: dict, progress: tuple[str, int, int] | None = None) -> None:
         """Log one step; `progress` = (phase name, step in phase, steps in phase) for the line and its ETA."""

@@ -8,6 +8,7 @@ metric picks the best checkpoint.
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -50,13 +51,52 @@ def shrink(preset: str) -> list[str]:
     return out
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Scraper(threading.Thread):
+    """Polls a Prometheus endpoint while a job runs; keeps the raygrpo_* lines of the last answer that had any."""
+
+    def __init__(self, port: int):
+        super().__init__(daemon=True)
+        self.url, self.lines, self.done = f"http://127.0.0.1:{port}/metrics", [], threading.Event()
+
+    def run(self):
+        import urllib.request
+
+        while not self.done.wait(2.0):
+            try:
+                body = urllib.request.urlopen(self.url, timeout=5).read().decode()
+            except OSError:
+                continue
+            mine = [line for line in body.splitlines() if line.startswith("ray_raygrpo_")]
+            if mine:
+                self.lines = mine
+
+
 @pytest.mark.parametrize("preset", list(RECIPES))
 def test_recipe_runs_two_steps_a_phase_on_local_ray(preset, shared_data, tmp_path):
     task, primary = RECIPES[preset]
-    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--config", str(CONFIGS / preset),
-                           "--local", f"train.output_dir={tmp_path}", "train.run_name=r", *shrink(preset)],
-                          capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    port = free_port()
+    scraper = Scraper(port)
+    scraper.start()
+    try:
+        proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--config", str(CONFIGS / preset),
+                               "--local", f"train.output_dir={tmp_path}", "train.run_name=r",
+                               f"cluster.metrics_export_port={port}", *shrink(preset)],
+                              capture_output=True, text=True, timeout=1500, cwd=ROOT)
+    finally:
+        scraper.done.set()
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # The training metrics reached the cluster's Prometheus endpoint while the job ran (tagged with the run).
+    assert any(line.startswith("ray_raygrpo_step{") and 'run="r"' in line for line in scraper.lines), scraper.lines
+    if any(p["kind"] != "sft" for p in yaml.safe_load((CONFIGS / preset).read_text())["train"]["phases"]):
+        assert any(line.startswith("ray_raygrpo_reward_mean{") for line in scraper.lines), scraper.lines
     run = tmp_path / "r"
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((run / "summary.json").read_text())
