@@ -3,8 +3,8 @@
     python bench/recipes.py [--runs runs/recipes] [--only arithmetic,countdown,domain_qa] [--short] [--report-only]
 
 --short keeps arithmetic SFT whole, cuts arithmetic GRPO to 40 of its 100 steps, shrinks Countdown and domain
-QA (fewer steps a stage, smaller eval and test sets) and the QNLI RL runs (30 of 60 steps; 200 questions a language
-for the transfer evals), and evaluates on the test split only the checkpoints the
+QA (fewer steps a stage, smaller eval and test sets) and the QNLI RL runs (30 of 60 steps; transfer evals of the
+base, SFT and PPO models on 100 questions a language), and evaluates on the test split only the checkpoints the
 comparisons need (no GSM8K), so that everything fits in under two hours on a 2-core CPU; the commands in the
 report show exactly what ran.
 
@@ -80,10 +80,11 @@ SHORT = {
     **{name: ["train.phases.0.steps=30"] for name in ("qnli-grpo-lora", "qnli-ppo-lora", "qnli-ppo-rm")},
     "qnli-grpo-full": ["train.phases.0.steps=20"],
 }
-SHORT_EVAL_LIMIT = {"countdown": 100, "domain_qa": 60, "gsm8k": 30, "nlu-transfer": 200}
+SHORT_EVAL_LIMIT = {"countdown": 100, "domain_qa": 60, "gsm8k": 30, "nlu-transfer": 100}
 # --short evaluates the checkpoints that carry the comparison only
-SHORT_SKIP = {"test-sft-final", "test-grpo-final", "gsm8k-base", "gsm8k-sft-best", "gsm8k-grpo-best", "test-grpo1",
-              "test-rs_sft", "test-sft"}
+SHORT_SKIP = {"arithmetic": {"test-sft-final", "test-grpo-final", "gsm8k-base", "gsm8k-sft-best", "gsm8k-grpo-best"},
+              "countdown": {"test-grpo1", "test-rs_sft"}, "domain_qa": {"test-sft"},
+              "nlu": {f"{lang}-grpo-lora" for lang in XQUAD_LANGS}}
 
 
 def sh(cmd: list[str], log: Path) -> None:
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
             own = [o.replace("{runs}", str(runs)) for o in own]
             train(runs, name, preset, log, own + (SHORT.get(name, []) if args.short else []))
         for stem, run_name, checkpoint, extra in spec["evals"]:
-            if args.short and stem in SHORT_SKIP:
+            if args.short and stem in SHORT_SKIP.get(recipe, ()):
                 continue
             if args.short:
                 kind = "gsm8k" if "gsm8k" in extra else "nlu-transfer" if "--data" in extra else recipe

@@ -335,11 +335,15 @@ def nlu(runs: Path) -> list[str]:
                   f"{h.get('held_out_rm_accuracy', float('nan')):.3f} on {rm['held_out_pairs']} pairs."]
     langs = sorted({k.split("-", 1)[0] for k in ev if not k.startswith("test-")})
     if langs:
-        lines += ["", "Zero-shot transfer of the English-trained models (the same held-out questions, translated):", "",
-                  "| lang | base | SFT | GRPO | PPO |", "|---|---|---|---|---|"]
+        models = [(m, label) for m, label in (("base", "base"), ("sft", "SFT"), ("grpo-lora", "GRPO"),
+                                              ("ppo-lora", "PPO")) if any(f"{lang}-{m}" in ev for lang in langs)]
+        n = {ev[k]["n"] for k in ev if not k.startswith("test-")}
+        lines += ["", "Zero-shot transfer of the English-trained models to QNLI built the same way from the other "
+                  f"XQuAD languages (the same held-out paragraphs, translated; n = {', '.join(map(str, sorted(n)))} "
+                  "questions a language):", "",
+                  "| lang | " + " | ".join(label for _, label in models) + " |", "|---" * (len(models) + 1) + "|"]
         for lang in langs:
-            cells = [ci(ev[f"{lang}-{m}"], "accuracy") if f"{lang}-{m}" in ev else "-"
-                     for m in ("base", "sft", "grpo-lora", "ppo-lora")]
+            cells = [ci(ev[f"{lang}-{m}"], "accuracy") if f"{lang}-{m}" in ev else "-" for m, _ in models]
             lines.append(f"| {lang} | " + " | ".join(cells) + " |")
     return lines
 

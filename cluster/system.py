@@ -167,6 +167,20 @@ class GRPOSystem:
     def sync_weights(self) -> None:
         weights = handoff(self.learner.call("named_arrays"))  # one object, read by every engine
         get(self.rollout.call_all("update_weights", weights))
+        if self.cfg.cluster.verify_sync:
+            self.verify_sync()
+
+    def verify_sync(self) -> None:
+        """Every engine holds the learner's weights (common/fingerprint.py), else a loud error naming the engine."""
+        from common.fingerprint import same
+
+        want = tuple(get(self.learner.call("weights_fingerprint")))
+        for i, got in enumerate(get(self.rollout.call_all("weights_fingerprint"))):
+            if got is not None and not same(tuple(got), want):
+                raise RuntimeError(
+                    f"weight sync failed: engine rollout-{i} holds weights with fingerprint (sum {got[0]:.9g}, "
+                    f"sum of squares {got[1]:.9g}), the learner sent (sum {want[0]:.9g}, sum of squares "
+                    f"{want[1]:.9g}): it would sample from another policy than the one being trained")
 
     def save(self, path: str, with_optimizer: bool) -> None:
         get(self.learner.call("save", path, with_optimizer))

@@ -57,6 +57,8 @@ class ClusterConfig(_Section):
     metrics_export_port: int | None = Field(
         None, ge=1, le=65535, description="Prometheus port of a new local Ray cluster (None = Ray picks one; the "
                                           "run log names it); on an existing cluster, the cluster's own")
+    verify_sync: bool = Field(True, description="after every weight sync, check each engine's weight fingerprint "
+                                                "against the learner's and stop on a mismatch")
     weight_sync: Literal["object_store", "collective"] = Field(
         "object_store", description="object_store: one ray.put per sync (CPU); collective: NCCL broadcast (GPU)")
 

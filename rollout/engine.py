@@ -24,6 +24,8 @@ class RolloutEngine(Protocol):
 
     def update_weights(self, named_tensors: Iterable) -> None: ...
 
+    def weights_fingerprint(self) -> tuple[float, float] | None: ...
+
 
 def _reload(worker, named_arrays):
     """Runs on the vLLM worker: in-place reload from (name, array) pairs (numpy or torch)."""
@@ -41,6 +43,13 @@ def _reload(worker, named_arrays):
 
     worker.model_runner.reload_weights(weights_iterator=tensors())
     return True
+
+
+def _fingerprint(worker):
+    """Runs on the vLLM worker: common/fingerprint.py over the served model's parameters."""
+    from common.fingerprint import fingerprint
+
+    return fingerprint(p for _, p in worker.model_runner.get_model().named_parameters())
 
 
 class VLLMEngine:
@@ -97,6 +106,12 @@ class VLLMEngine:
         self.llm.collective_rpc(_reload, args=(list(named_tensors),))
         # Cached prefix KV was computed with the old weights; reusing it would mix two policies.
         self.llm.reset_prefix_cache()
+
+    def weights_fingerprint(self) -> tuple[float, float]:
+        """The weights the engine samples from (common/fingerprint.py); every worker must hold the same."""
+        prints = self.llm.collective_rpc(_fingerprint)
+        # Tensor-parallel workers hold shards (and copies of the replicated norms): no single sum to compare.
+        return tuple(prints[0]) if len(prints) == 1 else None
 
 
 class HFEngine:
@@ -181,4 +196,9 @@ class HFEngine:
         missing, unexpected = self.model.load_state_dict(sd, strict=False)
         if unexpected:
             raise ValueError(f"weights do not match the rollout model: unexpected {unexpected[:5]}")
+
+    def weights_fingerprint(self) -> tuple[float, float]:
+        from common.fingerprint import fingerprint
+
+        return fingerprint(p for _, p in self.model.named_parameters())
 
