@@ -50,6 +50,10 @@ def needs_ref_logprobs(cfg: JobConfig) -> bool:
     return ppo_kl or any(a.beta > 0 and a.kl_kind != "full" for a in algos)
 
 
+# The sync check's probe: 40 fixed token ids below 92 (every vocabulary has them); 8 of prompt, 32 scored.
+PROBE = [(7919 * i) % 89 + 3 for i in range(40)]
+
+
 class GRPOSystem:
     def __init__(self, cfg: JobConfig, policy_path: str, reward_components: list[dict],
                  learner_init_path: str | None = None):
@@ -171,16 +175,19 @@ class GRPOSystem:
             self.verify_sync()
 
     def verify_sync(self) -> None:
-        """Every engine holds the learner's weights (common/fingerprint.py), else a loud error naming the engine."""
-        from common.fingerprint import same
-
-        want = tuple(get(self.learner.call("weights_fingerprint")))
-        for i, got in enumerate(get(self.rollout.call_all("weights_fingerprint"))):
-            if got is not None and not same(tuple(got), want):
+        """Every engine serves the learner's weights: the logprobs of a fixed probe sequence on each engine equal
+        the learner's within cluster.sync_tolerance, else a loud error naming the engine. (A sync that silently
+        did nothing, a known failure of broadcast-based syncs, leaves the engine on the old policy.)"""
+        prompt, completion = PROBE[:8], PROBE[8:]
+        want = get(self.learner.call("logprobs", [prompt], [completion]))[0]
+        tol = self.cfg.cluster.sync_tolerance
+        for i, got in enumerate(get(self.rollout.call_all("probe_logprobs", prompt, completion))):
+            gap = max(abs(a - b) for a, b in zip(got, want))
+            if not gap <= tol:
                 raise RuntimeError(
-                    f"weight sync failed: engine rollout-{i} holds weights with fingerprint (sum {got[0]:.9g}, "
-                    f"sum of squares {got[1]:.9g}), the learner sent (sum {want[0]:.9g}, sum of squares "
-                    f"{want[1]:.9g}): it would sample from another policy than the one being trained")
+                    f"weight sync failed: engine rollout-{i} scores the probe sequence {gap:.3g} away from the "
+                    f"learner (cluster.sync_tolerance {tol:g}): it samples from another policy than the one being "
+                    "trained")
 
     def save(self, path: str, with_optimizer: bool) -> None:
         get(self.learner.call("save", path, with_optimizer))

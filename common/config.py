@@ -57,8 +57,10 @@ class ClusterConfig(_Section):
     metrics_export_port: int | None = Field(
         None, ge=1, le=65535, description="Prometheus port of a new local Ray cluster (None = Ray picks one; the "
                                           "run log names it); on an existing cluster, the cluster's own")
-    verify_sync: bool = Field(True, description="after every weight sync, check each engine's weight fingerprint "
-                                                "against the learner's and stop on a mismatch")
+    verify_sync: bool = Field(True, description="after every weight sync, score a probe sequence on each engine "
+                                                "and on the learner; stop if they differ by more than sync_tolerance")
+    sync_tolerance: float = Field(1e-3, gt=0.0, description="largest probe logprob gap accepted after a sync "
+                                                           "(fp32 engines differ from the learner by ~1e-5)")
     weight_sync: Literal["object_store", "collective"] = Field(
         "object_store", description="object_store: one ray.put per sync (CPU); collective: NCCL broadcast (GPU)")
 

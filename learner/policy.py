@@ -267,13 +267,6 @@ class Learner:
         """The plain model's weights (with LoRA: the adapters merged in), under the plain model's names."""
         return lora_lib.merged_state(self.model) if self.lora is not None else self.model.state_dict()
 
-    def weights_fingerprint(self) -> tuple[float, float]:
-        """common/fingerprint.py over the weights an engine receives, each shared tensor once (tied embeddings),
-        as an engine holds them."""
-        from common.fingerprint import fingerprint
-
-        return fingerprint(untied(self.state()).values())
-
     def named_arrays(self) -> list[tuple[str, np.ndarray]]:
         """Weights as numpy arrays: one ray.put, zero-copy reads on every engine of the node."""
         return [(k, v.detach().cpu().numpy()) for k, v in self.state().items()]

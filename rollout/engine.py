@@ -24,7 +24,7 @@ class RolloutEngine(Protocol):
 
     def update_weights(self, named_tensors: Iterable) -> None: ...
 
-    def weights_fingerprint(self) -> tuple[float, float] | None: ...
+    def probe_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]: ...
 
 
 def _reload(worker, named_arrays):
@@ -43,13 +43,6 @@ def _reload(worker, named_arrays):
 
     worker.model_runner.reload_weights(weights_iterator=tensors())
     return True
-
-
-def _fingerprint(worker):
-    """Runs on the vLLM worker: common/fingerprint.py over the served model's parameters."""
-    from common.fingerprint import fingerprint
-
-    return fingerprint(p for _, p in worker.model_runner.get_model().named_parameters())
 
 
 class VLLMEngine:
@@ -107,11 +100,16 @@ class VLLMEngine:
         # Cached prefix KV was computed with the old weights; reusing it would mix two policies.
         self.llm.reset_prefix_cache()
 
-    def weights_fingerprint(self) -> tuple[float, float]:
-        """The weights the engine samples from (common/fingerprint.py); every worker must hold the same."""
-        prints = self.llm.collective_rpc(_fingerprint)
-        # Tensor-parallel workers hold shards (and copies of the replicated norms): no single sum to compare.
-        return tuple(prints[0]) if len(prints) == 1 else None
+    def probe_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
+        """Logprobs of `completion_ids` after `prompt_ids` under the served weights (prompt logprobs of one
+        request): the sync check compares them with the learner's. A check of behaviour, not of tensors, since
+        vLLM's CPU backend repacks linear weights into oneDNN handles that no tensor sum can read."""
+        from vllm import SamplingParams
+
+        out = self.llm.generate(self._prompts([list(prompt_ids) + list(completion_ids)]),
+                                SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), use_tqdm=False)[0]
+        steps = out.prompt_logprobs[len(prompt_ids):]
+        return [step[tok].logprob for step, tok in zip(steps, completion_ids)]
 
 
 class HFEngine:
@@ -197,8 +195,17 @@ class HFEngine:
         if unexpected:
             raise ValueError(f"weights do not match the rollout model: unexpected {unexpected[:5]}")
 
-    def weights_fingerprint(self) -> tuple[float, float]:
-        from common.fingerprint import fingerprint
+    def probe_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
+        import torch
 
-        return fingerprint(p for _, p in self.model.named_parameters())
+        with torch.no_grad():
+            if self.seq2seq:
+                start = self.model.config.decoder_start_token_id
+                logits = self.model(input_ids=torch.tensor([list(prompt_ids)]),
+                                    decoder_input_ids=torch.tensor([[start, *completion_ids[:-1]]])).logits[0]
+            else:
+                ids = torch.tensor([list(prompt_ids) + list(completion_ids)])
+                logits = self.model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1]
+        lp = torch.log_softmax(logits.float(), dim=-1)
+        return lp[torch.arange(len(completion_ids)), torch.tensor(completion_ids)].tolist()
 
