@@ -277,6 +277,8 @@ class TrainConfig(_Section):
     patience: int | None = Field(None, ge=1, description="end a phase after this many evals without a better "
                                                         "primary metric")
     save_every: int = Field(10, ge=1, description="write a resumable checkpoint every N steps")
+    keep_checkpoints: int = Field(1, ge=1, description="resumable checkpoints kept: last plus the newest N-1 earlier "
+                                                       "ones as checkpoints/step-N (best and phase ends are extra)")
     rollout_records: bool = Field(True, description="every GRPO/PPO step's samples, rewards and advantages to "
                                                     "<run>/rollouts/step-N.parquet (jobs/samples.py reads them)")
     seed: int = 0

@@ -117,8 +117,14 @@ class Run:
             s.evals_since_best += 1
 
     def save_last(self) -> None:
-        ck.atomic_checkpoint(self.path / "checkpoints" / "last", lambda p: self.system.save(str(p), True),
-                             asdict(self.state))
+        """checkpoints/last; the one it replaces is kept as step-N while train.keep_checkpoints allows."""
+        ckpts, keep = self.path / "checkpoints", self.cfg.train.keep_checkpoints
+        last = ckpts / "last"
+        previous = None
+        if keep > 1 and ck.resumable(last) and (step := ck.load_driver_state(last)["step"]) != self.state.step:
+            previous = ck.step_folder(ckpts, step)
+        ck.atomic_checkpoint(last, lambda p: self.system.save(str(p), True), asdict(self.state), previous)
+        ck.prune(ckpts, keep - 1)
 
     def save_phase_end(self, name: str) -> Path:
         return ck.atomic_checkpoint(self.path / "checkpoints" / name, lambda p: self.system.save(str(p), False))

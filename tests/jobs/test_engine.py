@@ -226,3 +226,12 @@ def test_a_sync_that_leaves_an_engine_on_old_weights_stops_the_run(llama, tmp_pa
                       "train.run_name=unchecked")) == 0
     first, second = [r["learner/logprob_diff_max"] for r in _records(tmp_path / "unchecked") if r["kind"] == "step"]
     assert second > 100 * first and second > 1e-5
+
+
+def test_keep_checkpoints_keeps_the_newest_and_best(llama, tmp_path):
+    assert main(_args(llama, tmp_path, "arithmetic", "[{kind: grpo, steps: 5}]", "task.params.gsm8k=false",
+                      "train.save_every=1", "train.keep_checkpoints=3", "train.eval_every=100")) == 0
+    ckpts = tmp_path / "r" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best", "grpo", "last", "step-000003", "step-000004"]
+    assert json.loads((ckpts / "step-000004" / "driver_state.json").read_text())["step"] == 4
+    assert json.loads((ckpts / "last" / "driver_state.json").read_text())["step"] == 5
