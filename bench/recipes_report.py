@@ -309,20 +309,26 @@ def nlu(runs: Path) -> list[str]:
         return ["(the QNLI runs are not there yet: `python bench/recipes.py --only nlu`)"]
     ev = evals_of(runs, list(names.values()))
     lines = ["Held-out QNLI built from XQuAD-en (paragraphs never trained on), greedy, the NLU paper's Table 9 shape:",
-             "", "| method | accuracy [95% CI] | wrong format | s / training step [min, max] | peak RSS (GiB): learner "
-             "| reference | critic | n |", "|---|---|---|---|---|---|---|---|"]
+             "", "| method | accuracy [95% CI] | wrong format | s / training step, median [min, max] | n |",
+             "|---|---|---|---|---|"]
     rows = [("zero-shot (base)", "test-zero-shot", None), ("few-shot, k=4 (base)", "test-few-shot-4", None),
             ("SFT + LoRA", "test-sft", "sft"), ("GRPO + LoRA", "test-grpo-lora", "grpo-lora"),
             ("GRPO, full fine-tuning", "test-grpo-full", "grpo-full"),
             ("PPO + LoRA (rule reward)", "test-ppo-lora", "ppo-lora"), ("PPO + LoRA (reward model)", "test-ppo-rm", "ppo-rm")]
     for label, key, m in rows:
-        if key not in ev:
-            continue
-        r, run = ev[key], (runs / names[m] if m else None)
-        lines.append(f"| {label} | {ci(r, 'accuracy')} | {r['wrong_format']:.3f} | "
-                     f"{step_seconds(run) if run else '-'} | "
-                     + " | ".join(peak_gib(run, g) if run else "-" for g in ("learner", "reference", "critic"))
-                     + f" | {r['n']} |")
+        if key in ev:
+            r, run = ev[key], (runs / names[m] if m else None)
+            lines.append(f"| {label} | {ci(r, 'accuracy')} | {r['wrong_format']:.3f} | "
+                         f"{step_seconds(run) if run else '-'} | {r['n']} |")
+    mem = [(label, runs / names[m]) for label, _, m in rows if m and (runs / names[m] / "summary.json").is_file()]
+    if mem:
+        groups = ("learner", "reference", "critic", "rollout", "reward", "driver")
+        lines += ["", "Peak resident memory of each actor (GiB, VmHWM read by the actor itself at the end of the run; '-' "
+                  "where the run has no such actor: with LoRA the learner serves the reference with its adapters off):",
+                  "", "| run | steps | s / step | " + " | ".join(groups) + " |", "|---" * (len(groups) + 3) + "|"]
+        for label, run in mem:
+            n = sum(1 for r in read_records(run / "metrics.jsonl") if r.get("kind") == "step")
+            lines.append(f"| {label} | {n} | {step_seconds(run)} | " + " | ".join(peak_gib(run, g) for g in groups) + " |")
     for a, b in (("test-sft", "test-ppo-lora"), ("test-grpo-lora", "test-ppo-lora"), ("test-zero-shot", "test-sft"),
                  ("test-ppo-lora", "test-ppo-rm"), ("test-grpo-full", "test-grpo-lora")):
         if a in ev and b in ev:
@@ -330,9 +336,13 @@ def nlu(runs: Path) -> list[str]:
     rm = load(runs / "rm-qnli" / "rm_report.json")
     if rm:
         h = rm["history"][-1]
-        lines += ["", f"Reward model: {rm['pairs']} training pairs from {rm['prompts']} prompts x {rm['samples']} samples "
-                  f"of the base policy, ordered by the label reward; held-out pair accuracy "
-                  f"{h.get('held_out_rm_accuracy', float('nan')):.3f} on {rm['held_out_pairs']} pairs."]
+        held = (f"held-out pair accuracy {h['held_out_rm_accuracy']:.3f} on {rm['held_out_pairs']} pairs"
+                if rm["held_out_pairs"] else "no held-out pair: none of the held-out prompts' samples disagreed")
+        lines += ["", f"Reward model (MiniLM backbone, Bradley-Terry): {rm['pairs']} training pairs from {rm['prompts']} "
+                  f"prompts x {rm['samples']} samples of the base policy (2-shot prompts, T 1.0), ordered by the label "
+                  f"reward; training pair accuracy {rm['train']['rm_accuracy']:.3f}; {held}. The base policy's samples "
+                  f"of a prompt rarely disagree (pairs exist only where they do), so the reward model learns from "
+                  f"few pairs; {rm['seconds'] / 60:.0f} min to sample and train."]
     langs = sorted({k.split("-", 1)[0] for k in ev if not k.startswith("test-")})
     if langs:
         models = [(m, label) for m, label in (("base", "base"), ("sft", "SFT"), ("grpo-lora", "GRPO"),

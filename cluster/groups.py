@@ -16,14 +16,24 @@ class _Done:
     value: Any
 
 
-def get(futures):
-    """Resolve one future or a list of futures from either backend."""
+def get(futures, timeout: float | None = None, what: str = "a remote call"):
+    """Resolve one future or a list of futures from either backend; on Ray, a call that has not answered within
+    `timeout` seconds becomes a TimeoutError naming `what` (actor and stage)."""
     single = not isinstance(futures, list)
     items = [futures] if single else futures
     if items and not isinstance(items[0], _Done):
         import ray
 
-        values = ray.get(items)
+        try:
+            values = ray.get(items, timeout=timeout)
+        except ray.exceptions.GetTimeoutError as err:
+            for f in items:
+                try:  # drop what has not started; a running call of a threaded actor cannot be stopped
+                    ray.cancel(f, force=False)
+                except Exception:  # noqa: BLE001
+                    pass
+            raise TimeoutError(f"{what} did not answer within {timeout:.0f} s (cluster.call_timeout_s): the actor "
+                               "hangs or the machine is overloaded; its log is in the run folder's logs/") from err
     else:
         values = [f.value for f in items]
     return values[0] if single else values
@@ -41,7 +51,9 @@ class ActorGroup:
 
     @classmethod
     def create(cls, name: str, factory: Callable, n: int, backend: str, args: tuple = (), kwargs=None,
-               num_cpus: float = 0.5, num_gpus: float = 0.0, placement=None) -> "ActorGroup":
+               num_cpus: float = 0.5, num_gpus: float = 0.0, placement=None, max_restarts: int = 0) -> "ActorGroup":
+        """n members named <name>-<i>; on Ray, a member whose process dies is restarted (its __init__ runs again)
+        up to `max_restarts` times, and the call it was running fails for the caller to retry."""
         kwargs = kwargs or {}
         if backend == "inprocess":
             return cls(name, [factory(*args, **kwargs) for _ in range(n)], backend)
@@ -50,7 +62,8 @@ class ActorGroup:
         remote = ray.remote(_logged(factory))
         members = []
         for i in range(n):
-            opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, name=f"{name}-{i}", max_concurrency=1)
+            opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, name=f"{name}-{i}", max_concurrency=1,
+                        max_restarts=max_restarts, max_task_retries=0)
             if placement is not None:
                 opts["scheduling_strategy"] = placement(i)
             members.append(remote.options(**opts).remote(*args, **kwargs))

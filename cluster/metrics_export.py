@@ -13,7 +13,7 @@ STEP_GAUGES = {"step": "raygrpo_step", "reward/mean": "raygrpo_reward_mean", "le
                "learner/clip_frac": "raygrpo_clip_frac", "learner/logprob_diff_max": "raygrpo_logprob_gap_max",
                "rollout/len_mean": "raygrpo_completion_tokens_mean", "timing/step": "raygrpo_step_seconds",
                "perf/tokens_per_s_generate": "raygrpo_generate_tokens_per_s", "sft/loss": "raygrpo_sft_loss",
-               "actor_restarts": "raygrpo_actor_restarts"}
+               "cluster/actor_restarts": "raygrpo_actor_restarts"}
 
 
 class PrometheusSink:

@@ -35,7 +35,7 @@ def start_rollout(rollout: RolloutConfig, cluster: ClusterConfig, model_path: st
         cls, kw = VLLMEngine, dict(max_model_len=rollout.max_model_len, kv_cache_gib=rollout.kv_cache_gib,
                                    seed=rollout.seed, gpu_memory_utilization=rollout.gpu_memory_utilization)
     return ActorGroup.create("rollout", cls, cluster.num_rollout_actors, backend, args=(model_path,), kwargs=kw,
-                             num_cpus=0.5, num_gpus=cluster.gpus_per_rollout_actor)
+                             num_cpus=0.5, num_gpus=cluster.gpus_per_rollout_actor, max_restarts=cluster.max_restarts)
 
 
 def needs_reference_actor(cfg: JobConfig) -> bool:
@@ -64,7 +64,8 @@ class GRPOSystem:
         init_path = learner_init_path or policy_path
         self.rollout = start_rollout(cfg.rollout, c, init_path, backend)
         self.reward = ActorGroup.create("reward", RewardScorer, c.num_reward_actors, backend,
-                                        args=(reward_components,), num_cpus=0.1)
+                                        args=(reward_components,), num_cpus=0.1, max_restarts=c.max_restarts)
+        self.restarts = 0  # stateless actors that died and came back (their calls were retried)
         L = cfg.learner
         self.reference = None
         if needs_reference_actor(cfg):
@@ -94,25 +95,44 @@ class GRPOSystem:
     # ---- rollout and reward ------------------------------------------------------------------------------
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> Rollout:
         shards = shard(prompt_ids, len(self.rollout.members))
-        futs = self.rollout.map_shards("generate", [
-            (s, sampling.group_size, sampling.temperature, sampling.top_p, sampling.max_new_tokens, seed + 7919 * i)
-            for i, s in enumerate(shards)])
-        return Rollout.concat(get(futs))
+        args = [(s, sampling.group_size, sampling.temperature, sampling.top_p, sampling.max_new_tokens, seed + 7919 * i)
+                for i, s in enumerate(shards)]
+        return Rollout.concat(self.retried(self.rollout, "generate", args))
 
     def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[str]:
         shards = shard(prompt_ids, len(self.rollout.members))
-        return [t for part in get(self.rollout.map_shards("greedy", [(s, max_new_tokens) for s in shards]))
-                for t in part]
+        return [t for part in self.retried(self.rollout, "greedy", [(s, max_new_tokens) for s in shards]) for t in part]
+
+    def retried(self, group: ActorGroup, method: str, shard_args: list[tuple]) -> list:
+        """`group.map_shards(method, shard_args)` resolved; if a member died (its process killed, a node lost) and
+        Ray restarted it, the whole call is run again from the same inputs (same seeds: the same samples, none
+        lost or counted twice). A restarted engine starts from the initial weights, so the learner's are sent
+        (and checked) first. A call that never answers fails after cluster.call_timeout_s."""
+        from ray.exceptions import RayActorError
+
+        c = self.cfg.cluster
+        for attempt in range(c.max_restarts + 1):
+            try:
+                return get(group.map_shards(method, shard_args), timeout=c.call_timeout_s, what=f"{group.name}.{method}")
+            except RayActorError as err:  # ActorDiedError, ActorUnavailableError
+                if attempt == c.max_restarts:
+                    raise RuntimeError(f"a {group.name} actor died during {method} {attempt + 1} times "
+                                       f"(cluster.max_restarts={c.max_restarts}); last: {err}") from err
+                self.restarts += 1
+                print(f"[cluster] a {group.name} actor died during {method} ({type(err).__name__}); Ray restarts it "
+                      f"and the call is retried ({self.restarts} restarts so far)", flush=True)
+                if group is self.rollout:
+                    self.sync_weights()
+        raise AssertionError("unreachable")
 
     def score(self, rollout: Rollout, reward_inputs: list[dict]) -> ScoredRollout:
         """reward_inputs: [P] one per prompt (sample i belongs to prompt i // G)."""
         G = rollout.group_size
         shards = shard(list(range(len(rollout.texts))), len(self.reward.members))
-        futs = self.reward.map_shards("score", [
-            ([rollout.texts[i] for i in s], [len(rollout.completion_ids[i]) for i in s],
-             [reward_inputs[i // G] for i in s]) for s in shards])
+        args = [([rollout.texts[i] for i in s], [len(rollout.completion_ids[i]) for i in s],
+                 [reward_inputs[i // G] for i in s]) for s in shards]
         rewards, comps = [], {}
-        for rw, cp in get(futs):
+        for rw, cp in self.retried(self.reward, "score", args):
             rewards.extend(rw)
             for k, v in cp.items():
                 comps.setdefault(k, []).extend(v)
@@ -169,10 +189,26 @@ class GRPOSystem:
         get(self.learner.call("reset_optimizer", lr, total_steps, L.warmup_ratio, L.schedule, L.weight_decay))
 
     def sync_weights(self) -> None:
-        weights = handoff(self.learner.call("named_arrays"))  # one object, read by every engine
-        get(self.rollout.call_all("update_weights", weights))
-        if self.cfg.cluster.verify_sync:
-            self.verify_sync()
+        """The learner's weights to every engine (one object in the store, read by all), then checked. An engine
+        that dies on the way is restarted by Ray and gets them again."""
+        from ray.exceptions import RayActorError
+
+        c = self.cfg.cluster
+        weights = handoff(self.learner.call("named_arrays"))
+        for attempt in range(c.max_restarts + 1):
+            try:
+                get(self.rollout.call_all("update_weights", weights), timeout=c.call_timeout_s,
+                    what="rollout.update_weights")
+                if c.verify_sync:
+                    self.verify_sync()
+                return
+            except RayActorError as err:
+                if attempt == c.max_restarts:
+                    raise RuntimeError(f"a rollout actor died during the weight sync {attempt + 1} times "
+                                       f"(cluster.max_restarts={c.max_restarts}); last: {err}") from err
+                self.restarts += 1
+                print(f"[cluster] a rollout actor died during the weight sync ({type(err).__name__}); Ray restarts "
+                      f"it and the sync is repeated ({self.restarts} restarts so far)", flush=True)
 
     def verify_sync(self) -> None:
         """Every engine serves the learner's weights: the logprobs of a fixed probe sequence on each engine equal
@@ -181,7 +217,9 @@ class GRPOSystem:
         prompt, completion = PROBE[:8], PROBE[8:]
         want = get(self.learner.call("logprobs", [prompt], [completion]))[0]
         tol = self.cfg.cluster.sync_tolerance
-        for i, got in enumerate(get(self.rollout.call_all("probe_logprobs", prompt, completion))):
+        probes = get(self.rollout.call_all("probe_logprobs", prompt, completion), timeout=self.cfg.cluster.call_timeout_s,
+                     what="rollout.probe_logprobs")
+        for i, got in enumerate(probes):
             gap = max(abs(a - b) for a, b in zip(got, want))
             if not gap <= tol:
                 raise RuntimeError(

@@ -57,6 +57,10 @@ class ClusterConfig(_Section):
     metrics_export_port: int | None = Field(
         None, ge=1, le=65535, description="Prometheus port of a new local Ray cluster (None = Ray picks one; the "
                                           "run log names it); on an existing cluster, the cluster's own")
+    max_restarts: int = Field(3, ge=0, description="times Ray restarts a dead rollout or reward actor; the call it "
+                                                  "was running is retried from the same inputs")
+    call_timeout_s: float = Field(3600.0, gt=0.0, description="a rollout/reward call that has not answered after this "
+                                                             "many seconds fails, naming the actor and stage")
     verify_sync: bool = Field(True, description="after every weight sync, score a probe sequence on each engine "
                                                 "and on the learner; stop if they differ by more than sync_tolerance")
     sync_tolerance: float = Field(1e-3, gt=0.0, description="largest probe logprob gap accepted after a sync "

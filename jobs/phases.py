@@ -198,6 +198,7 @@ class GRPOPhase(Phase):
             "rollout/hit_max_tokens_frac": sum(f == "length" for f in rollout.finish_reasons) / len(lens),
             **{k: v for k, v in extra.items() if not k.startswith("reward/")},
             **timer.seconds, "timing/step": seconds, "perf/samples_per_s": len(lens) / seconds,
+            "cluster/actor_restarts": self.run.system.restarts,
             "perf/tokens_per_s_generate": sum(lens) / timer.seconds["timing/generate"],
             "sample/completion": rollout.texts[0][:200], "sample/reward_inputs": json.dumps(batch.reward_inputs[0])[:200],
         }
