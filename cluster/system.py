@@ -66,6 +66,7 @@ class GRPOSystem:
         self.reward = ActorGroup.create("reward", RewardScorer, c.num_reward_actors, backend,
                                         args=(reward_components,), num_cpus=0.1, max_restarts=c.max_restarts)
         self.restarts = 0  # stateless actors that died and came back (their calls were retried)
+        self.weights_version = 0  # syncs so far; engines refuse to sample from another version (StaleWeights)
         L = cfg.learner
         self.reference = None
         if needs_reference_actor(cfg):
@@ -110,11 +111,16 @@ class GRPOSystem:
         (and checked) first. A call that never answers fails after cluster.call_timeout_s."""
         from ray.exceptions import RayActorError
 
+        from rollout.engine import StaleWeights
+
         c = self.cfg.cluster
         for attempt in range(c.max_restarts + 1):
             try:
-                return get(group.map_shards(method, shard_args), timeout=c.call_timeout_s, what=f"{group.name}.{method}")
-            except RayActorError as err:  # ActorDiedError, ActorUnavailableError
+                # engines are told which weights they must hold: a restarted one refuses (StaleWeights)
+                kwargs = {"weights_version": self.weights_version} if group is self.rollout else {}
+                return get(group.map_shards(method, shard_args, **kwargs), timeout=c.call_timeout_s,
+                           what=f"{group.name}.{method}")
+            except (RayActorError, StaleWeights) as err:  # died during the call, or restarted before it
                 if attempt == c.max_restarts:
                     raise RuntimeError(f"a {group.name} actor died during {method} {attempt + 1} times "
                                        f"(cluster.max_restarts={c.max_restarts}); last: {err}") from err
@@ -195,9 +201,10 @@ class GRPOSystem:
 
         c = self.cfg.cluster
         weights = handoff(self.learner.call("named_arrays"))
+        self.weights_version += 1
         for attempt in range(c.max_restarts + 1):
             try:
-                get(self.rollout.call_all("update_weights", weights), timeout=c.call_timeout_s,
+                get(self.rollout.call_all("update_weights", weights, self.weights_version), timeout=c.call_timeout_s,
                     what="rollout.update_weights")
                 if c.verify_sync:
                     self.verify_sync()

@@ -16,15 +16,31 @@ from typing import Iterable, Protocol
 from common.types import Rollout
 
 
+class StaleWeights(RuntimeError):
+    """The engine does not hold the weights version the caller expects (it was restarted since the last sync)."""
+
+
 class RolloutEngine(Protocol):
+    """`weights_version`: the caller's count of syncs. An engine that does not hold that version (a restarted
+    engine came back with its initial weights) raises StaleWeights instead of sampling from another policy."""
+
     def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int) -> Rollout: ...
+                 max_new_tokens: int, seed: int, weights_version: int | None = None) -> Rollout: ...
 
-    def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[str]: ...
+    def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int, weights_version: int | None = None) -> list[str]: ...
 
-    def update_weights(self, named_tensors: Iterable) -> None: ...
+    def update_weights(self, named_tensors: Iterable, version: int | None = None) -> None: ...
 
     def probe_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]: ...
+
+
+class _Versioned:
+    weights_version = 0  # 0: the weights the engine was built from
+
+    def _check(self, expected: int | None) -> None:
+        if expected is not None and expected != self.weights_version:
+            raise StaleWeights(f"engine holds weights version {self.weights_version}, the caller expects {expected} "
+                               "(restarted since the last sync?)")
 
 
 def _reload(worker, named_arrays):
@@ -45,7 +61,7 @@ def _reload(worker, named_arrays):
     return True
 
 
-class VLLMEngine:
+class VLLMEngine(_Versioned):
     def __init__(self, model_path: str, max_model_len: int = 2048, kv_cache_gib: float = 2.0,
                  dtype: str = "float32", seed: int = 0, gpu_memory_utilization: float = 0.5,
                  enforce_eager: bool = True):
@@ -69,7 +85,8 @@ class VLLMEngine:
 
         return [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids]
 
-    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed) -> Rollout:
+    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed, weights_version=None) -> Rollout:
+        self._check(weights_version)
         from vllm import SamplingParams
 
         params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
@@ -88,15 +105,17 @@ class VLLMEngine:
                 reasons.append(comp.finish_reason or "length")
         return Rollout(p_ids, c_ids, lps, texts, reasons, group_size=n)
 
-    def greedy(self, prompt_ids, max_new_tokens) -> list[str]:
+    def greedy(self, prompt_ids, max_new_tokens, weights_version=None) -> list[str]:
+        self._check(weights_version)
         from vllm import SamplingParams
 
         params = SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens)
         outs = self.llm.generate(self._prompts(prompt_ids), params, use_tqdm=False)
         return [o.outputs[0].text for o in outs]
 
-    def update_weights(self, named_tensors) -> None:
+    def update_weights(self, named_tensors, version=None) -> None:
         self.llm.collective_rpc(_reload, args=(list(named_tensors),))
+        self.weights_version = self.weights_version + 1 if version is None else version
         # Cached prefix KV was computed with the old weights; reusing it would mix two policies.
         self.llm.reset_prefix_cache()
 
@@ -112,7 +131,7 @@ class VLLMEngine:
         return [step[tok].logprob for step, tok in zip(steps, completion_ids)]
 
 
-class HFEngine:
+class HFEngine(_Versioned):
     """transformers `generate` behind the same interface (causal LMs and seq2seq)."""
 
     def __init__(self, model_path: str, seed: int = 0, dtype: str = "float32"):
@@ -165,7 +184,8 @@ class HFEngine:
                 break
         return ids, lps, reason
 
-    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed) -> Rollout:
+    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed, weights_version=None) -> Rollout:
+        self._check(weights_version)
         import torch
 
         torch.manual_seed(seed)
@@ -181,12 +201,13 @@ class HFEngine:
             reasons.append(reason)
         return Rollout(p_ids, c_ids, lps, texts, reasons, group_size=n)
 
-    def greedy(self, prompt_ids, max_new_tokens) -> list[str]:
+    def greedy(self, prompt_ids, max_new_tokens, weights_version=None) -> list[str]:
+        self._check(weights_version)
         new, logp = self._run(prompt_ids, 1, max_new_tokens, do_sample=False)
         return [self.tokenizer.decode(self._trim(new[r], logp[r])[0], skip_special_tokens=True)
                 for r in range(new.shape[0])]
 
-    def update_weights(self, named_tensors) -> None:
+    def update_weights(self, named_tensors, version=None) -> None:
         import numpy as np
         import torch
 
@@ -194,6 +215,7 @@ class HFEngine:
         missing, unexpected = self.model.load_state_dict(sd, strict=False)
         if unexpected:
             raise ValueError(f"weights do not match the rollout model: unexpected {unexpected[:5]}")
+        self.weights_version = self.weights_version + 1 if version is None else version
 
     def probe_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
         import torch

@@ -213,7 +213,8 @@ def test_a_sync_that_leaves_an_engine_on_old_weights_stops_the_run(llama, tmp_pa
     the first sync is a real change even when every reward in a group is equal.)"""
     from rollout.engine import HFEngine
 
-    monkeypatch.setattr(HFEngine, "update_weights", lambda self, named: None)
+    monkeypatch.setattr(HFEngine, "update_weights",  # acknowledges the version, loads nothing
+                        lambda self, named, version=None: setattr(self, "weights_version", version))
     with pytest.raises(RuntimeError, match=r"weight sync failed: engine rollout-0 scores the probe sequence .* away from the learner"):
         main(_args(llama, tmp_path, "arithmetic", "[{kind: grpo, steps: 3}]", "task.params.gsm8k=false",
                    "learner.lr=1e-3", "learner.weight_decay=0.5", "train.eval_at_start=false"))
@@ -235,3 +236,28 @@ def test_keep_checkpoints_keeps_the_newest_and_best(llama, tmp_path):
     assert sorted(p.name for p in ckpts.iterdir()) == ["best", "grpo", "last", "step-000003", "step-000004"]
     assert json.loads((ckpts / "step-000004" / "driver_state.json").read_text())["step"] == 4
     assert json.loads((ckpts / "last" / "driver_state.json").read_text())["step"] == 5
+
+
+def test_an_engine_that_came_back_with_its_initial_weights_is_synced_before_it_samples(llama, tmp_path, monkeypatch):
+    """A restarted engine holds the weights it was built from. Simulated here in-process (the real kill is
+    tests/jobs/test_faults.py): before the 3rd step's generate the engine reloads its initial model and forgets
+    its version. It refuses to sample (StaleWeights), the driver re-syncs and retries, and every step's samples
+    come from the learner's current weights."""
+    from rollout.engine import HFEngine
+
+    real, calls = HFEngine.generate, {"n": 0}
+
+    def generate(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # "restart": back to the initial weights, version 0
+            fresh = HFEngine(llama)
+            self.model, self.weights_version = fresh.model, 0
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(HFEngine, "generate", generate)
+    assert main(_args(llama, tmp_path, "arithmetic", "[{kind: grpo, steps: 4}]", "task.params.gsm8k=false",
+                      "learner.lr=1e-3", "learner.weight_decay=0.5", "train.eval_at_start=false")) == 0
+    steps = [r for r in _records(tmp_path / "r") if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert [r["cluster/actor_restarts"] for r in steps] == [0, 0, 1, 1]
+    assert all(r["learner/logprob_diff_max"] < 1e-4 for r in steps)  # no step sampled the stale weights

@@ -88,6 +88,11 @@ def test_resume_after_kill_continues_from_saved_step(shared_data, tmp_path):
     # Steps up to the kill, then exactly the rest; a step after the checkpoint may appear twice.
     assert steps[-(3 - saved):] == list(range(saved + 1, 4))
     assert json.loads((run / "summary.json").read_text())["steps"] == 3
+    # The rollout records hold every step once: the replayed step's file was rewritten, not appended.
+    from common import rollout_records
+
+    df = rollout_records.read(run)
+    assert sorted(set(df["step"])) == [1, 2, 3] and not df.duplicated(["step", "prompt", "sample"]).any()
 
 
 @pytest.mark.ray
