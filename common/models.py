@@ -83,6 +83,11 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> str:
         folder = Path(spec).expanduser().resolve()
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"model folder {folder} has no config.json; pass an HF model folder")
+        weights = [*folder.glob("*.safetensors"), *folder.glob("*.bin"), *folder.glob("*.safetensors.index.json")]
+        if not weights:
+            raise FileNotFoundError(f"model folder {folder} has a config.json but no weights (*.safetensors or "
+                                    "*.bin): an interrupted download or copy? Copy the weights in or pass another "
+                                    "folder")
         return str(folder)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # a hub id is 'name' or 'namespace/name'
         raise FileNotFoundError(f"model folder '{spec}' does not exist; pass an existing HF model folder or "

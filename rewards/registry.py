@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -261,6 +262,10 @@ class RewardScorer:
         comps: dict[str, list[float]] = {}
         for name, weight, fn in self.components:
             values, parts = fn(completions, num_tokens, examples)
+            bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+            if bad is not None:  # one NaN would make every advantage of its group NaN, and the update with it
+                raise RewardError(f"reward '{name}' returned {values[bad]} on sample {bad}; a reward must be a finite "
+                                  f"number. completion={completions[bad][:200]!r} example={dict(examples[bad])!r:.300}")
             comps[name] = values
             comps.update({f"{name}/{k}": v for k, v in parts.items()})
             totals = [t + weight * v for t, v in zip(totals, values)]

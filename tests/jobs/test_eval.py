@@ -114,6 +114,7 @@ def test_split_of_a_parallel_language_keeps_the_run_split_questions(shared_data,
     (["--model", "runs/nope/checkpoints/best", "--data", "xquad:de"], "model folder 'runs/nope/checkpoints/best' "
                                                                       "does not exist; pass an existing"),
     (["--data", "/tmp/raygrpo-missing.json"], "set data.source=... (jobs/eval.py: --data)"),
+    (["--model", str(ROOT / "tests" / "jobs" / "data"), "--data", "xquad:de"], "has no config.json"),
 ])
 def test_bad_model_or_data_is_a_clear_error(args, message):
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "eval.py"), *args, "--inprocess", "--limit", "2"],

@@ -30,6 +30,16 @@ def test_reward_function_that_raises_fails_loudly_with_the_sample():
         s.score(["Paris", "oops"], [1, 1], [ex("Paris"), ex("Paris", lang="xx")])
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_reward_that_returns_nan_or_inf_fails_loudly_with_the_sample(monkeypatch, value):
+    from rewards.registry import QAReward
+
+    monkeypatch.setattr(QAReward, "_one", lambda self, text, n, example: (value if text == "bad" else 1.0, {}))
+    with pytest.raises(RewardError, match=rf"reward 'qa' returned {value} on sample 1; a reward must be a finite "
+                                          r"number\. completion='bad'"):
+        RewardScorer(QA).score(["Paris", "bad"], [1, 1], [ex("Paris"), ex("Paris")])
+
+
 def test_weights_come_from_params():
     s = RewardScorer([{"name": "qa", "params": dict(f1_weight=1.0, em_weight=0.0, length_free_tokens=0,
                                                      length_coef=0.5)}])
