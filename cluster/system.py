@@ -20,12 +20,14 @@ from common.config import ClusterConfig, JobConfig, RolloutConfig
 from common.types import Rollout, Sampling, ScoredRollout, TrainBatch
 from cluster import runtime
 from cluster.groups import ActorGroup, get, handoff, shard
+from cluster.placement import ENGINE_CPUS, TRAIN_CPUS
 from learner.lora import LoraSpec
 from learner.policy import AlgoParams, Learner, Reference
 from rewards.registry import RewardScorer
 
 
-def start_rollout(rollout: RolloutConfig, cluster: ClusterConfig, model_path: str, backend: str) -> ActorGroup:
+def start_rollout(rollout: RolloutConfig, cluster: ClusterConfig, model_path: str, backend: str,
+                  placement=None) -> ActorGroup:
     """The rollout engines (the one place engines are built: training jobs and jobs/eval.py)."""
     from rollout.engine import HFEngine, VLLMEngine
 
@@ -35,7 +37,8 @@ def start_rollout(rollout: RolloutConfig, cluster: ClusterConfig, model_path: st
         cls, kw = VLLMEngine, dict(max_model_len=rollout.max_model_len, kv_cache_gib=rollout.kv_cache_gib,
                                    seed=rollout.seed, gpu_memory_utilization=rollout.gpu_memory_utilization)
     return ActorGroup.create("rollout", cls, cluster.num_rollout_actors, backend, args=(model_path,), kwargs=kw,
-                             num_cpus=0.5, num_gpus=cluster.gpus_per_rollout_actor, max_restarts=cluster.max_restarts)
+                             num_cpus=ENGINE_CPUS, num_gpus=cluster.gpus_per_rollout_actor,
+                             max_restarts=cluster.max_restarts, placement=placement)
 
 
 def needs_reference_actor(cfg: JobConfig) -> bool:
@@ -62,18 +65,28 @@ class GRPOSystem:
         runtime.start(backend, c.address, c.num_cpus, runtime.actor_env(c.threads, cfg.rollout.kv_cache_gib),
                       c.metrics_export_port)
         init_path = learner_init_path or policy_path
-        self.rollout = start_rollout(cfg.rollout, c, init_path, backend)
+        self.placement = None
+        if backend == "ray" and c.placement != "none":
+            from cluster.placement import Placement
+
+            self.placement = Placement(c.placement, c.num_rollout_actors, c.gpus_per_rollout_actor, c.gpus_per_learner)
+        on = (lambda role: getattr(self.placement, role)()) if self.placement else (lambda role: None)  # noqa: E731
+        self.rollout = start_rollout(cfg.rollout, c, init_path, backend, placement=on("engines"))
         self.reward = ActorGroup.create("reward", RewardScorer, c.num_reward_actors, backend,
                                         args=(reward_components,), num_cpus=0.1, max_restarts=c.max_restarts)
         self.restarts = 0  # stateless actors that died and came back (their calls were retried)
         self.weights_version = 0  # syncs so far; engines refuse to sample from another version (StaleWeights)
         L = cfg.learner
+        has_critic = any(p.kind == "ppo" for p in cfg.train.phases)
+        # the learner's GPU share is split among the training actors that exist (they share bundle 0)
+        gpu = c.gpus_per_learner / (1 + needs_reference_actor(cfg) + has_critic)
         self.reference = None
         if needs_reference_actor(cfg):
             self.reference = ActorGroup.create("reference", Reference, 1, backend, args=(policy_path,),
                                                kwargs=dict(micro_batch_size=L.micro_batch_size,
                                                            precision=L.precision, threads=c.threads),
-                                               num_cpus=0.2, num_gpus=c.gpus_per_learner / 2)
+                                               num_cpus=TRAIN_CPUS["reference"], num_gpus=gpu,
+                                               placement=on("trainer"))
         # The optimizer is rebuilt by reset_optimizer when each phase starts; total_steps=1 is a placeholder.
         self.learner = ActorGroup.create(
             "learner", Learner, 1, backend, args=(init_path,),
@@ -82,15 +95,17 @@ class GRPOSystem:
                         precision=L.precision, threads=c.threads,
                         gradient_checkpointing=L.gradient_checkpointing, seed=cfg.train.seed,
                         optimizer=L.optimizer, lora=LoraSpec(**L.lora.model_dump()) if L.lora else None),
-            num_cpus=0.5, num_gpus=c.gpus_per_learner / 2 if self.reference else c.gpus_per_learner)
+            num_cpus=TRAIN_CPUS["learner"], num_gpus=gpu,
+            placement=on("trainer"))
         self.critic = None
-        if any(p.kind == "ppo" for p in cfg.train.phases):
+        if has_critic:
             from learner.critic import Critic
 
             self.critic = ActorGroup.create("critic", Critic, 1, backend, args=(init_path,),
                                             kwargs=dict(grad_clip=L.grad_clip, micro_batch_size=L.micro_batch_size,
                                                         threads=c.threads, seed=cfg.train.seed),
-                                            num_cpus=0.2, num_gpus=c.gpus_per_learner / 2)
+                                            num_cpus=TRAIN_CPUS["critic"], num_gpus=gpu,
+                                            placement=on("trainer"))
         self.retrieval = None  # started by start_retrieval once the index exists
 
     # ---- rollout and reward ------------------------------------------------------------------------------
@@ -269,5 +284,16 @@ class GRPOSystem:
                   if g is not None]
         return {"driver": [process_peak_rss_gib("self")], **{g.name: g.peak_rss_gib() for g in groups}}
 
+    def nodes(self) -> dict[str, list[str]]:
+        """The node id of every Ray actor, by group (placement tests and the run log)."""
+        from cluster.placement import node_of
+
+        groups = [g for g in (self.rollout, self.reward, self.reference, self.learner, self.critic) if g is not None]
+        if self.backend != "ray":
+            return {}
+        return {g.name: get([m.__ray_call__.remote(node_of) for m in g.members], timeout=60) for g in groups}
+
     def shutdown(self) -> None:
+        if self.placement is not None:
+            self.placement.remove()
         runtime.shutdown(self.backend)

@@ -54,6 +54,9 @@ class ClusterConfig(_Section):
     threads: int | None = Field(None, ge=1, description="torch threads per actor (None = all cores: stages run in turn)")
     gpus_per_rollout_actor: float = Field(0.0, ge=0.0, description="GPU share per rollout actor (0 on CPU)")
     gpus_per_learner: float = Field(0.0, ge=0.0, description="GPU share for learner and reference actors")
+    placement: Literal["none", "colocated", "spread", "disaggregated"] = Field(
+        "none", description="placement groups (cluster/placement.py): colocated = one node for everything, "
+                            "disaggregated = each engine and the learner on nodes of their own, spread, or none")
     metrics_export_port: int | None = Field(
         None, ge=1, le=65535, description="Prometheus port of a new local Ray cluster (None = Ray picks one; the "
                                           "run log names it); on an existing cluster, the cluster's own")
