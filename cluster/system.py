@@ -7,10 +7,13 @@
                                             checkpoints (with LoRA it also serves the reference logprobs)
   critic    1 x Critic                      PPO value model and its optimizer (only when a phase is ppo)
 
-Weight sync: the learner's weights become one object in the Ray object store (the return value of
-`named_arrays`); every engine reads that same object (zero-copy numpy on a node) and reloads in
-place. On GPUs the same interface is where an NCCL broadcast goes (cluster.weight_sync=collective),
-which this CPU-only project does not implement yet and refuses at config time.
+Weight sync (cluster.weight_sync): `object_store` makes the learner's weights one object in the Ray object store
+(the return value of `named_arrays`) that every engine reads (zero-copy numpy on a node) and reloads in place;
+`collective` broadcasts them tensor by tensor over a process group of the learner and every engine's worker
+(common/collective.py: gloo on CPU, NCCL on GPU) straight into the engines' reload. After either, every engine
+scores a probe sequence that must match the learner's (verify_sync). Engines know the version of the weights they
+hold; one restarted by Ray (rollout and reward actors restart, cluster.max_restarts) refuses to sample until it
+has been synced again. Actors are placed by cluster/placement.py.
 
 The job calls these methods only; a renamed stage fails at import, not after an hour of training.
 """
@@ -55,6 +58,15 @@ def needs_ref_logprobs(cfg: JobConfig) -> bool:
 
 # The sync check's probe: 40 fixed token ids below 92 (every vocabulary has them); 8 of prompt, 32 scored.
 PROBE = [(7919 * i) % 89 + 3 for i in range(40)]
+
+
+def _rendezvous(_learner) -> tuple[str, int]:
+    """On the learner's node: its address and a free port for the weight-sync group's store."""
+    import ray
+
+    from common.collective import free_port
+
+    return ray.util.get_node_ip_address(), free_port()
 
 
 class GRPOSystem:
@@ -107,6 +119,9 @@ class GRPOSystem:
                                             num_cpus=TRAIN_CPUS["critic"], num_gpus=gpu,
                                             placement=on("trainer"))
         self.retrieval = None  # started by start_retrieval once the index exists
+        self.weights_meta = None
+        if c.weight_sync == "collective":
+            self.start_collective()
 
     # ---- rollout and reward ------------------------------------------------------------------------------
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> Rollout:
@@ -143,6 +158,8 @@ class GRPOSystem:
                 print(f"[cluster] a {group.name} actor died during {method} ({type(err).__name__}); Ray restarts it "
                       f"and the call is retried ({self.restarts} restarts so far)", flush=True)
                 if group is self.rollout:
+                    if self.cfg.cluster.weight_sync == "collective":
+                        self.start_collective()
                     self.sync_weights()
         raise AssertionError("unreachable")
 
@@ -209,18 +226,39 @@ class GRPOSystem:
         L = self.cfg.learner
         get(self.learner.call("reset_optimizer", lr, total_steps, L.warmup_ratio, L.schedule, L.weight_decay))
 
+    def start_collective(self) -> None:
+        """A weight-sync process group of the learner (rank 0) and every engine's worker (common/collective.py):
+        gloo on CPU, NCCL when the learner has a GPU. Built again after an engine restart."""
+        c = self.cfg.cluster
+        host, port = get(self.learner.members[0].__ray_call__.remote(_rendezvous))
+        world, backend = 1 + len(self.rollout.members), "nccl" if c.gpus_per_learner > 0 else "gloo"
+        futs = [self.learner.call("init_sync_group", host, port, world, backend),
+                *[self.rollout.call("init_sync_group", host, port, world, 1 + i, backend, index=i)
+                  for i in range(len(self.rollout.members))]]
+        get(futs, timeout=c.call_timeout_s, what=f"the {backend} weight-sync group at {host}:{port}")
+        self.weights_meta = get(self.learner.call("weights_meta"))
+
+    def _push_weights(self) -> None:
+        c = self.cfg.cluster
+        if c.weight_sync == "collective":  # rank 0 broadcasts while every engine receives into its reload
+            futs = [self.learner.call("broadcast_weights"),
+                    *self.rollout.call_all("receive_weights", self.weights_meta, self.weights_version)]
+            get(futs, timeout=c.call_timeout_s, what="the collective weight sync")
+        else:  # one object in the store, read by every engine of a node without a copy
+            weights = handoff(self.learner.call("named_arrays"))
+            get(self.rollout.call_all("update_weights", weights, self.weights_version), timeout=c.call_timeout_s,
+                what="rollout.update_weights")
+
     def sync_weights(self) -> None:
-        """The learner's weights to every engine (one object in the store, read by all), then checked. An engine
-        that dies on the way is restarted by Ray and gets them again."""
+        """The learner's weights to every engine (cluster.weight_sync: object_store or collective), then checked
+        on each. An engine that dies on the way is restarted by Ray and gets them again."""
         from ray.exceptions import RayActorError
 
         c = self.cfg.cluster
-        weights = handoff(self.learner.call("named_arrays"))
         self.weights_version += 1
         for attempt in range(c.max_restarts + 1):
             try:
-                get(self.rollout.call_all("update_weights", weights, self.weights_version), timeout=c.call_timeout_s,
-                    what="rollout.update_weights")
+                self._push_weights()
                 if c.verify_sync:
                     self.verify_sync()
                 return
@@ -231,6 +269,8 @@ class GRPOSystem:
                 self.restarts += 1
                 print(f"[cluster] a rollout actor died during the weight sync ({type(err).__name__}); Ray restarts "
                       f"it and the sync is repeated ({self.restarts} restarts so far)", flush=True)
+                if c.weight_sync == "collective":  # the restarted engine is in no group yet: a new one for all
+                    self.start_collective()
 
     def verify_sync(self) -> None:
         """Every engine serves the learner's weights: the logprobs of a fixed probe sequence on each engine equal

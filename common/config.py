@@ -69,7 +69,8 @@ class ClusterConfig(_Section):
     sync_tolerance: float = Field(1e-3, gt=0.0, description="largest probe logprob gap accepted after a sync "
                                                            "(fp32 engines differ from the learner by ~1e-5)")
     weight_sync: Literal["object_store", "collective"] = Field(
-        "object_store", description="object_store: one ray.put per sync (CPU); collective: NCCL broadcast (GPU)")
+        "object_store", description="object_store: one ray.put per sync, read by every engine; collective: a process "
+                        "group of learner and engines broadcasting into the engines' reload (gloo on CPU, NCCL on GPU)")
 
 
 class ModelConfig(_Section):
@@ -366,9 +367,9 @@ class JobConfig(_Section):
                                  f"disabled, which is the model the phase started from; reference "
                                  f"'{phase.reference}' needs full fine-tuning (drop learner.lora) or "
                                  "reference: phase_start")
-        if self.cluster.weight_sync == "collective" and self.cluster.gpus_per_learner == 0:
-            raise ValueError("cluster.weight_sync=collective needs GPUs (cluster.gpus_per_learner > 0); "
-                             "use weight_sync=object_store on CPU")
+        if self.cluster.weight_sync == "collective" and self.cluster.backend != "ray":
+            raise ValueError("cluster.weight_sync=collective broadcasts between Ray actors; with "
+                             "cluster.backend=inprocess use weight_sync=object_store")
         return self
 
 

@@ -34,6 +34,22 @@ class RolloutEngine(Protocol):
     def probe_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]: ...
 
 
+def _init_sync(worker, host, port, world_size, rank, backend):
+    """Runs on the vLLM worker: join the learner's weight-sync group (common/collective.py)."""
+    from common.collective import SyncGroup
+
+    worker.raygrpo_sync = SyncGroup(host, port, world_size, rank, backend)
+
+
+def _receive_reload(worker, meta):
+    """Runs on the vLLM worker: receive the learner's broadcast tensor by tensor, straight into the in-place
+    reload (no copy through the object store)."""
+    from common.collective import receive
+
+    worker.model_runner.reload_weights(weights_iterator=receive(worker.raygrpo_sync, meta))
+    return True
+
+
 class _Versioned:
     weights_version = 0  # 0: the weights the engine was built from
 
@@ -118,6 +134,15 @@ class VLLMEngine(_Versioned):
         self.weights_version = self.weights_version + 1 if version is None else version
         # Cached prefix KV was computed with the old weights; reusing it would mix two policies.
         self.llm.reset_prefix_cache()
+
+    def init_sync_group(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
+        self.llm.collective_rpc(_init_sync, args=(host, port, world_size, rank, backend))
+
+    def receive_weights(self, meta, version=None) -> None:
+        """The other end of Learner.broadcast_weights (cluster.weight_sync=collective)."""
+        self.llm.collective_rpc(_receive_reload, args=(meta,))
+        self.llm.reset_prefix_cache()
+        self.weights_version = self.weights_version + 1 if version is None else version
 
     def probe_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
         """Logprobs of `completion_ids` after `prompt_ids` under the served weights (prompt logprobs of one
@@ -216,6 +241,16 @@ class HFEngine(_Versioned):
         if unexpected:
             raise ValueError(f"weights do not match the rollout model: unexpected {unexpected[:5]}")
         self.weights_version = self.weights_version + 1 if version is None else version
+
+    def init_sync_group(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
+        from common.collective import SyncGroup
+
+        self.sync_group = SyncGroup(host, port, world_size, rank, backend)
+
+    def receive_weights(self, meta, version=None) -> None:
+        from common.collective import receive
+
+        self.update_weights(list(receive(self.sync_group, meta)), version)
 
     def probe_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
         import torch

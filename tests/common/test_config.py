@@ -93,7 +93,7 @@ def test_out_of_range_names_the_bound():
     # 2000 + 64 > 2048
     (["rollout.max_prompt_tokens=2000"], "raise max_model_len or lower one of the two"),
     (["rollout.max_new_tokens=100", "rollout.max_model_len=600"], "raise max_model_len"),  # 512 + 100 > 600
-    (["cluster.weight_sync=collective"], "use weight_sync=object_store on CPU"),
+    (["cluster.weight_sync=collective", "cluster.backend=inprocess"], "with cluster.backend=inprocess use weight_sync"),
     (["algo.kl_kind=full", "algo.beta=0"], "set beta > 0"),
 ])
 def test_cross_field_checks_name_the_fix(overrides, fix):
