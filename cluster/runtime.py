@@ -25,6 +25,25 @@ def actor_env(threads: int | None, kv_cache_gib: float) -> dict[str, str]:
     }
 
 
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A Ray address that does not answer fails now, naming the fix (ray.init would retry for minutes)."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"cluster.address {address!r} is not host:port (e.g. 127.0.0.1:6379 or ray://host:10001)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except OSError as err:
+        raise ConnectionError(f"no Ray cluster answers at cluster.address={address} ({err}); start one with "
+                              "`ray start --head` there, fix the address, or drop cluster.address to start a local "
+                              "one (--local)") from err
+
+
 def start(backend: str, address: str | None, num_cpus: int | None, env: dict[str, str],
           metrics_export_port: int | None = None) -> None:
     """Connect to or start Ray (no-op for the in-process backend)."""

@@ -284,8 +284,12 @@ def main(argv=None, description: str = "", only_task: str | None = None) -> int:
         return 2
     try:
         cfg = load_job(args.config, overrides, only_task)
+        if cfg.cluster.backend == "ray":
+            from cluster.runtime import check_reachable
+
+            check_reachable(cfg.cluster.address)
         loaded = load_task(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as err:  # bad config, model folder or data
+    except (ConfigError, FileNotFoundError, ValueError, ConnectionError) as err:  # bad config, cluster, model, data
         print(f"error: {err}", file=sys.stderr)
         return 2
     run(cfg, resume=args.resume, max_steps=args.max_steps, loaded=loaded)

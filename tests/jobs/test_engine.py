@@ -174,6 +174,17 @@ def test_bad_config_fails_before_anything_starts(overrides, message, tmp_path):
     assert not any(tmp_path.iterdir())  # no run dir, no actor, no model loaded
 
 
+def test_an_unreachable_ray_address_names_the_fix(tmp_path, capsys):
+    from common.collective import free_port
+
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    assert main(["--config", str(ROOT / "jobs" / "configs" / "smoke.yaml"), f"cluster.address={address}",
+                 f"train.output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert f"no Ray cluster answers at cluster.address={address}" in err and "ray start --head" in err
+    assert not (tmp_path / "smoke").exists()  # nothing started, nothing written
+
+
 def test_an_overlong_prompt_names_the_fix(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--inprocess", "task.name=countdown",
                            "rollout.max_prompt_tokens=40", f"train.output_dir={tmp_path}"], capture_output=True,
