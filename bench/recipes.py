@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 BASE = "embedded:smollm2-135m-instruct"
 XQUAD_LANGS = ("de", "es", "zh", "hi", "ar", "vi")
 RM = "rm-qnli"  # the reward model folder under <runs>, written by jobs/reward_model.py before PPO-RM trains
+FROM_SFT = "model.policy={runs}/qnli-sft/checkpoints/best"
 # recipe -> runs (name -> preset, or (preset, overrides with {runs} for the runs folder)) and evals (file stem,
 # run, checkpoint or None for the base model, eval.py args)
 RECIPES = {
@@ -53,12 +54,16 @@ RECIPES = {
     },
     # The NLU paper on QNLI built from XQuAD-en: zero-/few-shot, SFT, GRPO, PPO, PPO with a trained reward model
     # (all LoRA rank 16, same splits), then zero-shot transfer of the English-trained models to other languages.
+    # Base-model evals use the base model; "best" checkpoints are each run's own.
     "nlu": {
-        "runs": {"qnli-sft": "qnli_sft.yaml", "qnli-grpo-lora": "qnli_grpo_lora.yaml",
-                 "qnli-ppo-lora": "qnli_ppo_lora.yaml",
+        # The RL runs start from the SFT model: zero-shot, the embedded 135M model never answers in the
+        # <Judgement> format, so every reward is -1 and a group has nothing to compare (seen: R -1.000 at every
+        # GRPO step from the base model). SFT -> RL with fresh LoRA adapters, the reference the SFT model.
+        "runs": {"qnli-sft": "qnli_sft.yaml", "qnli-grpo-lora": ("qnli_grpo_lora.yaml", [FROM_SFT]),
+                 "qnli-ppo-lora": ("qnli_ppo_lora.yaml", [FROM_SFT]),
                  # full fine-tuning beside LoRA, for the memory comparison (a reference copy, full optimizer state)
-                 "qnli-grpo-full": ("qnli_grpo_lora.yaml", ["learner.lora=null", "learner.lr=1.0e-5"]),
-                 "qnli-ppo-rm": ("qnli_ppo_lora.yaml", ["rewards.components=[{name: reward_model, params: "
+                 "qnli-grpo-full": ("qnli_grpo_lora.yaml", [FROM_SFT, "learner.lora=null", "learner.lr=1.0e-5"]),
+                 "qnli-ppo-rm": ("qnli_ppo_lora.yaml", [FROM_SFT, "rewards.components=[{name: reward_model, params: "
                                                         "{path: '{runs}/" + RM + "'}}]"])},
         "evals": [("test-zero-shot", "qnli-sft", None, []),
                   ("test-few-shot-4", "qnli-sft", None, ["task.params.few_shot=4"]),
