@@ -60,6 +60,9 @@ def test_two_grpo_steps_on_local_ray_with_vllm(shared_data, tmp_path):
                 "cluster.num_reward_actors=2", "rollout.kv_cache_gib=1", "learner.inner_steps=2"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert "run_dir:" in out.stdout and "last_checkpoint:" in out.stdout
+    # A quiet console: the job's own lines fit on one screen; engine and library logs are in the run's logs/.
+    assert len(out.stdout.splitlines()) <= 40 and out.stderr.strip() == "", (out.stdout, out.stderr[-2000:])
+    assert "pid=" not in out.stdout and (tmp_path / "smoke" / "logs" / "rollout-1.log").stat().st_size > 0
     _check_run(tmp_path / "smoke", 2)
     for r in _records(tmp_path / "smoke", "step"):
         # The second update of a batch sees a moved policy: its ratio is no longer 1 everywhere.
