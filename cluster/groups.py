@@ -46,8 +46,9 @@ def handoff(future):
 
 
 class ActorGroup:
-    def __init__(self, name: str, members: list, backend: str):
+    def __init__(self, name: str, members: list, backend: str, timeout: float | None = None):
         self.name, self.members, self.backend = name, members, backend
+        self.timeout = timeout  # seconds a `run` may take (None: no deadline)
 
     @classmethod
     def create(cls, name: str, factory: Callable, n: int, backend: str, args: tuple = (), kwargs=None,
@@ -76,6 +77,12 @@ class ActorGroup:
 
     def call(self, method: str, *args, index: int = 0, **kwargs):
         return self._call(self.members[index], method, *args, **kwargs)
+
+    def run(self, method: str, *args, index: int = 0, **kwargs):
+        """`call` resolved, within the group's deadline (`self.timeout`, cluster.call_timeout_s): a hang becomes a
+        TimeoutError naming <group>-<index>.<method>."""
+        return get(self.call(method, *args, index=index, **kwargs), timeout=self.timeout,
+                   what=f"{self.name}-{index}.{method}")
 
     def call_all(self, method: str, *args, **kwargs) -> list:
         return [self._call(m, method, *args, **kwargs) for m in self.members]

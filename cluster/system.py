@@ -118,6 +118,9 @@ class GRPOSystem:
                                                         threads=c.threads, seed=cfg.train.seed),
                                             num_cpus=TRAIN_CPUS["critic"], num_gpus=gpu,
                                             placement=on("trainer"))
+        for group in (self.learner, self.reference, self.critic):  # every training call has a deadline too
+            if group is not None:
+                group.timeout = c.call_timeout_s
         self.retrieval = None  # started by start_retrieval once the index exists
         self.weights_meta = None
         if c.weight_sync == "collective":
@@ -179,9 +182,9 @@ class GRPOSystem:
     # ---- reference and learner ---------------------------------------------------------------------------
     def ref_logprobs(self, rollout: Rollout) -> list[list[float]]:
         if self.reference is not None:
-            return get(self.reference.call("logprobs", rollout.prompt_ids, rollout.completion_ids))
+            return self.reference.run("logprobs", rollout.prompt_ids, rollout.completion_ids)
         if self.cfg.learner.lora is not None and needs_ref_logprobs(self.cfg):
-            return get(self.learner.call("ref_logprobs", rollout.prompt_ids, rollout.completion_ids))
+            return self.learner.run("ref_logprobs", rollout.prompt_ids, rollout.completion_ids)
         return []
 
     def set_reference(self, source: str, full_kl: bool) -> None:
@@ -191,16 +194,16 @@ class GRPOSystem:
             # The config allows only the phase-start model here. A folder means a resumed phase (the saved base
             # weights already are its start) or the first phase's initial model (the adapters are fresh).
             if source == "current":
-                get(self.learner.call("start_phase_reference"))
+                self.learner.run("start_phase_reference")
         elif self.reference is not None:
             if source == "current":
-                get(self.reference.call("load_weights", handoff(self.learner.call("named_arrays"))))
+                self.reference.run("load_weights", handoff(self.learner.call("named_arrays")))
             else:
-                get(self.reference.call("reload", source))
-        get(self.learner.call("set_full_reference", source if full_kl else None))
+                self.reference.run("reload", source)
+        self.learner.run("set_full_reference", source if full_kl else None)
 
     def train(self, batch: TrainBatch, algo: AlgoParams, inner_steps: int) -> dict:
-        return get(self.learner.call("train_step", batch, algo, inner_steps))
+        return self.learner.run("train_step", batch, algo, inner_steps)
 
     # ---- PPO critic --------------------------------------------------------------------------------------
     def start_critic(self, lr: float, total_steps: int, source: str | None, fresh: bool) -> None:
@@ -209,22 +212,22 @@ class GRPOSystem:
         L = self.cfg.learner
         if fresh:
             weights = handoff(self.learner.call("named_arrays")) if source is None else None
-            get(self.critic.call("start_from", weights, source))
-        get(self.critic.call("reset_optimizer", lr, total_steps, L.warmup_ratio, L.schedule))
+            self.critic.run("start_from", weights, source)
+        self.critic.run("reset_optimizer", lr, total_steps, L.warmup_ratio, L.schedule)
 
     def values(self, rollout: Rollout) -> list[list[float]]:
-        return get(self.critic.call("values", rollout.prompt_ids, rollout.completion_ids))
+        return self.critic.run("values", rollout.prompt_ids, rollout.completion_ids)
 
     def train_critic(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None) -> dict:
-        return get(self.critic.call("train_step", prompt_ids, completion_ids, old_values, returns, clip_eps))
+        return self.critic.run("train_step", prompt_ids, completion_ids, old_values, returns, clip_eps)
 
     def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]]) -> dict:
-        return get(self.learner.call("sft_step", prompt_ids, target_ids))
+        return self.learner.run("sft_step", prompt_ids, target_ids)
 
     def reset_optimizer(self, lr: float, total_steps: int) -> None:
         """A fresh AdamW and schedule (warmup, shape and weight decay from the learner section)."""
         L = self.cfg.learner
-        get(self.learner.call("reset_optimizer", lr, total_steps, L.warmup_ratio, L.schedule, L.weight_decay))
+        self.learner.run("reset_optimizer", lr, total_steps, L.warmup_ratio, L.schedule, L.weight_decay)
 
     def start_collective(self) -> None:
         """A weight-sync process group of the learner (rank 0) and every engine's worker (common/collective.py):
@@ -236,7 +239,7 @@ class GRPOSystem:
                 *[self.rollout.call("init_sync_group", host, port, world, 1 + i, backend, index=i)
                   for i in range(len(self.rollout.members))]]
         get(futs, timeout=c.call_timeout_s, what=f"the {backend} weight-sync group at {host}:{port}")
-        self.weights_meta = get(self.learner.call("weights_meta"))
+        self.weights_meta = self.learner.run("weights_meta")
 
     def _push_weights(self) -> None:
         c = self.cfg.cluster
@@ -277,7 +280,7 @@ class GRPOSystem:
         the learner's within cluster.sync_tolerance, else a loud error naming the engine. (A sync that silently
         did nothing, a known failure of broadcast-based syncs, leaves the engine on the old policy.)"""
         prompt, completion = PROBE[:8], PROBE[8:]
-        want = get(self.learner.call("logprobs", [prompt], [completion]))[0]
+        want = self.learner.run("logprobs", [prompt], [completion])[0]
         tol = self.cfg.cluster.sync_tolerance
         probes = get(self.rollout.call_all("probe_logprobs", prompt, completion), timeout=self.cfg.cluster.call_timeout_s,
                      what="rollout.probe_logprobs")
@@ -290,16 +293,16 @@ class GRPOSystem:
                     "trained")
 
     def save(self, path: str, with_optimizer: bool) -> None:
-        get(self.learner.call("save", path, with_optimizer))
+        self.learner.run("save", path, with_optimizer)
         if with_optimizer and self.critic is not None:
-            get(self.critic.call("save", path))
+            self.critic.run("save", path)
 
     def load_trainer_state(self, path: str) -> None:
-        get(self.learner.call("load_trainer_state", path))
+        self.learner.run("load_trainer_state", path)
         from pathlib import Path
 
         if self.critic is not None and (Path(path) / "critic.safetensors").is_file():
-            get(self.critic.call("load", path))
+            self.critic.run("load", path)
 
     # ---- retrieval ---------------------------------------------------------------------------------------
     def start_retrieval(self, index_dir: str) -> None:

@@ -42,3 +42,28 @@ def test_peak_rss_of_in_process_members_and_of_a_process():
     assert len(peaks) == 2 and peaks[0] == peaks[1] and peaks[0] > 64 / 1024
     assert process_peak_rss_gib(os.getpid()) >= peaks[0] - 1e-3
     assert process_peak_rss_gib(None) is None and process_peak_rss_gib(2**31 - 1) is None  # no such process
+
+
+class Sleeper:
+    def nap(self, seconds):
+        import time
+
+        time.sleep(seconds)
+        return seconds
+
+
+@pytest.mark.ray
+def test_a_call_that_hangs_becomes_an_error_naming_the_actor_and_stage():
+    import ray
+
+    from cluster import runtime
+
+    runtime.start("ray", None, 1, {})
+    try:
+        group = ActorGroup.create("slow", Sleeper, 1, "ray", num_cpus=0.1)
+        group.timeout = 1.0
+        assert group.run("nap", 0) == 0
+        with pytest.raises(TimeoutError, match=r"slow-0\.nap did not answer within 1 s \(cluster.call_timeout_s\)"):
+            group.run("nap", 30)
+    finally:
+        ray.shutdown()
