@@ -12,10 +12,12 @@ import os
 
 def actor_env(threads: int | None, kv_cache_gib: float) -> dict[str, str]:
     from common.console import actor_env as console_env
+    from common.models import TRUST_ENV
 
     n = str(threads or os.cpu_count() or 1)
     return {
         **console_env(),  # quiet console: the actor's output goes to the run folder's logs/
+        **({TRUST_ENV: "1"} if os.environ.get(TRUST_ENV) == "1" else {}),  # model.trust_remote_code
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "VLLM_CPU_KVCACHE_SPACE": str(int(max(1, round(kv_cache_gib)))),
         # Stages run one after another on a small machine, so each may use every core.

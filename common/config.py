@@ -78,6 +78,8 @@ class ModelConfig(_Section):
                         description="HF id, local folder, or 'embedded:smollm2-135m-instruct'; causal or seq2seq "
                                     "(seq2seq needs rollout.engine=hf)")
     cache_dir: str | None = Field(None, description="where embedded models are materialized (None = ~/.cache/raygrpo)")
+    trust_remote_code: bool = Field(False, description="let a model repo run its own Python code (custom "
+                                                       "architectures); only for sources you trust")
 
 
 class RolloutConfig(_Section):

@@ -96,10 +96,18 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> str:
     return spec  # a hub id; loading it needs network access to the hub
 
 
+TRUST_ENV = "RAYGRPO_TRUST_REMOTE_CODE"  # "1" when model.trust_remote_code is set (travels to every actor)
+
+
+def trust_remote_code() -> bool:
+    """Whether a model repo's own Python code may run (model.trust_remote_code; off unless set)."""
+    return os.environ.get(TRUST_ENV) == "1"
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code())
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -109,7 +117,8 @@ def is_seq2seq(path: str) -> bool:
     """Whether the model at `path` (folder or hub id) is an encoder-decoder (flan-t5) rather than causal."""
     from transformers import AutoConfig
 
-    return bool(getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False))
+    return bool(getattr(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code()),
+                        "is_encoder_decoder", False))
 
 
 def load_lm(path: str, dtype: str = "float32"):
@@ -119,7 +128,7 @@ def load_lm(path: str, dtype: str = "float32"):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     cls = AutoModelForSeq2SeqLM if is_seq2seq(path) else AutoModelForCausalLM
-    model = cls.from_pretrained(path, dtype=getattr(torch, dtype))
+    model = cls.from_pretrained(path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code())
     disable_dropout(model)
     return model
 

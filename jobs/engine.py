@@ -284,6 +284,12 @@ def main(argv=None, description: str = "", only_task: str | None = None) -> int:
         return 2
     try:
         cfg = load_job(args.config, overrides, only_task)
+        if cfg.model.trust_remote_code:  # this process and, through runtime.actor_env, every actor
+            import os
+
+            from common.models import TRUST_ENV
+
+            os.environ[TRUST_ENV] = "1"
         if cfg.cluster.backend == "ray":
             from cluster.runtime import check_reachable
 

@@ -85,11 +85,13 @@ class VLLMEngine(_Versioned):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(max(1, round(kv_cache_gib)))))
         from vllm import LLM
 
+        from common.models import trust_remote_code
+
         # Chunked prefill off: with it, a batch large enough to split a prompt's prefill across steps makes
         # vLLM rewind the per-request seeded generator of the discarded token, which a CPU generator cannot
         # do ("CPU Generator does not use offset"; vLLM 0.32 gpu_model_runner._bookkeeping_sync). Whole-prompt
         # prefill never discards a sampled token. Found by a 200-question x 5-sample eval.
-        self.llm = LLM(model=model_path, dtype=dtype, enforce_eager=enforce_eager,
+        self.llm = LLM(model=model_path, dtype=dtype, enforce_eager=enforce_eager, trust_remote_code=trust_remote_code(),
                        max_model_len=max_model_len, seed=seed,
                        gpu_memory_utilization=gpu_memory_utilization,
                        enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 8192))
@@ -163,12 +165,12 @@ class HFEngine(_Versioned):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-        from common.models import disable_dropout, load_tokenizer
+        from common.models import disable_dropout, load_tokenizer, trust_remote_code
 
-        cfg = AutoConfig.from_pretrained(model_path)
+        cfg = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code())
         self.seq2seq = bool(getattr(cfg, "is_encoder_decoder", False))
         cls = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
-        self.model = cls.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        self.model = cls.from_pretrained(model_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code())
         disable_dropout(self.model)
         self.tokenizer = load_tokenizer(model_path)
         self.seed = seed
