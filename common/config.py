@@ -289,6 +289,8 @@ class TrainConfig(_Section):
     save_every: int = Field(10, ge=1, description="write a resumable checkpoint every N steps")
     keep_checkpoints: int = Field(1, ge=1, description="resumable checkpoints kept: last plus the newest N-1 earlier "
                                                        "ones as checkpoints/step-N (best and phase ends are extra)")
+    tensorboard: bool = Field(False, description="also write every step and eval metric to <run>/tensorboard/ "
+                                                 "(needs the tensorboard extra)")
     rollout_records: bool = Field(True, description="every GRPO/PPO step's samples, rewards and advantages to "
                                                     "<run>/rollouts/step-N.parquet (jobs/samples.py reads them)")
     seed: int = 0

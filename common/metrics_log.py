@@ -73,6 +73,28 @@ class MetricsLog:
         print(f"[info] {message}", file=self.stream, flush=True)
 
 
+class TensorBoardSink:
+    """A MetricsLog sink: every number of a step or eval record as a TensorBoard scalar (train.tensorboard)."""
+    __name__ = "tensorboard"
+
+    def __init__(self, logdir: str | Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:  # the tensorboard package is an extra
+            raise ImportError("train.tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
+                              "(scripts/setup.sh installs it)") from err
+        self.writer = SummaryWriter(str(logdir))
+
+    def __call__(self, record: dict) -> None:
+        if record.get("kind") not in ("step", "eval"):
+            return
+        for key, value in record.items():
+            if key not in ("step", "time", "phase_step") and isinstance(value, (int, float)) \
+                    and not isinstance(value, bool) and value is not None:
+                self.writer.add_scalar(key, value, record["step"])
+        self.writer.flush()
+
+
 def read_records(path: str | Path) -> list[dict]:
     """The records of a metrics.jsonl. A run that died and resumed from an earlier checkpoint logs some steps
     twice: a step record at or below a step already seen starts the replay, so the earlier step and eval

@@ -174,6 +174,10 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
     path, state, ckpt = prepare(cfg, resume)
     logs = console.attach(path / "logs")
     log = MetricsLog(path / "metrics.jsonl")
+    if cfg.train.tensorboard:
+        from common.metrics_log import TensorBoardSink
+
+        log.sinks.append(TensorBoardSink(path / "tensorboard"))
     log.info(f"run dir {path.resolve()}" + (f" (engine and library logs: {logs.parent})" if logs else ""), data={"task": task.name, **task.stats,
                                                 **{f"train_prompts_{k}": v for k, v in task.prompt_stats("train").items()},
                                                 **{f"eval_prompts_{k}": v for k, v in task.prompt_stats("eval").items()}})

@@ -20,3 +20,19 @@ def test_replayed_steps_of_a_resumed_run_replace_the_abandoned_ones(tmp_path):
 def test_phase_spans_of_a_run():
     steps = [{"step": i, "phase": p} for i, p in enumerate(["sft", "sft", "grpo1", "rs_sft", "grpo2"], 1)]
     assert phase_spans(steps) == [("sft", 1, 2), ("grpo1", 3, 3), ("rs_sft", 4, 4), ("grpo2", 5, 5)]
+
+
+def test_tensorboard_sink_writes_step_and_eval_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from common.metrics_log import MetricsLog, TensorBoardSink
+
+    log = MetricsLog(tmp_path / "metrics.jsonl", sinks=[TensorBoardSink(tmp_path / "tb")])
+    log.step(1, {"phase": "grpo", "reward/mean": 0.25, "learner/kl": 0.01, "sample/completion": "text"})
+    log.step(2, {"phase": "grpo", "reward/mean": 0.5, "learner/kl": 0.02})
+    log.eval(2, {"phase": "grpo", "eval/f1": 0.4})
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("reward/mean")] == [0.25, 0.5]
+    assert [(e.step, round(e.value, 6)) for e in acc.Scalars("eval/f1")] == [(2, 0.4)]
+    assert "sample/completion" not in acc.Tags()["scalars"]
