@@ -308,18 +308,25 @@ def nlu(runs: Path) -> list[str]:
     if not (runs / "qnli-sft" / "metrics.jsonl").is_file():
         return ["(the QNLI runs are not there yet: `python bench/recipes.py --only nlu`)"]
     ev = evals_of(runs, list(names.values()))
-    lines = ["Held-out QNLI built from XQuAD-en (paragraphs never trained on), greedy, the NLU paper's Table 9 shape:",
-             "", "| method | accuracy [95% CI] | wrong format | s / training step, median [min, max] | n |",
-             "|---|---|---|---|---|"]
+    lines = ["Held-out QNLI built from XQuAD-en (paragraphs never trained on), greedy, the NLU paper's Table 9 shape. "
+             "The RL runs start from the SFT model with fresh LoRA adapters (KL reference: the SFT model): zero-shot "
+             "the embedded 135M model never answers in the `<Judgement>` format (wrong format 1.0 below), so from the "
+             "base model every reward is -1 and no group carries a signal (seen: reward -1.000 at every step of a "
+             "GRPO run from the base model). Each RL row is that run's best checkpoint by validation accuracy, "
+             "which may be its starting point (step 0, the SFT model).",
+             "", "| method | accuracy [95% CI] | wrong format | s / training step, median [min, max] | best at step | n |",
+             "|---|---|---|---|---|---|"]
     rows = [("zero-shot (base)", "test-zero-shot", None), ("few-shot, k=4 (base)", "test-few-shot-4", None),
-            ("SFT + LoRA", "test-sft", "sft"), ("GRPO + LoRA", "test-grpo-lora", "grpo-lora"),
-            ("GRPO, full fine-tuning", "test-grpo-full", "grpo-full"),
-            ("PPO + LoRA (rule reward)", "test-ppo-lora", "ppo-lora"), ("PPO + LoRA (reward model)", "test-ppo-rm", "ppo-rm")]
+            ("SFT (LoRA)", "test-sft", "sft"), ("SFT -> GRPO (LoRA)", "test-grpo-lora", "grpo-lora"),
+            ("SFT -> GRPO (full fine-tuning)", "test-grpo-full", "grpo-full"),
+            ("SFT -> PPO (LoRA, rule reward)", "test-ppo-lora", "ppo-lora"),
+            ("SFT -> PPO (LoRA, reward model)", "test-ppo-rm", "ppo-rm")]
     for label, key, m in rows:
         if key in ev:
             r, run = ev[key], (runs / names[m] if m else None)
+            best = (load(run / "summary.json") or {}).get("best_step", "-") if run else "-"
             lines.append(f"| {label} | {ci(r, 'accuracy')} | {r['wrong_format']:.3f} | "
-                         f"{step_seconds(run) if run else '-'} | {r['n']} |")
+                         f"{step_seconds(run) if run else '-'} | {best} | {r['n']} |")
     mem = [(label, runs / names[m]) for label, _, m in rows if m and (runs / names[m] / "summary.json").is_file()]
     if mem:
         groups = ("learner", "reference", "critic", "rollout", "reward", "driver")
@@ -329,8 +336,9 @@ def nlu(runs: Path) -> list[str]:
         for label, run in mem:
             n = sum(1 for r in read_records(run / "metrics.jsonl") if r.get("kind") == "step")
             lines.append(f"| {label} | {n} | {step_seconds(run)} | " + " | ".join(peak_gib(run, g) for g in groups) + " |")
-    for a, b in (("test-sft", "test-ppo-lora"), ("test-grpo-lora", "test-ppo-lora"), ("test-zero-shot", "test-sft"),
-                 ("test-ppo-lora", "test-ppo-rm"), ("test-grpo-full", "test-grpo-lora")):
+    lines.append("")
+    for a, b in (("test-zero-shot", "test-few-shot-4"), ("test-zero-shot", "test-sft"), ("test-sft", "test-grpo-lora"),
+                 ("test-sft", "test-ppo-lora"), ("test-grpo-lora", "test-ppo-lora"), ("test-ppo-lora", "test-ppo-rm")):
         if a in ev and b in ev:
             lines.append(f"- {compare(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))}")
     rm = load(runs / "rm-qnli" / "rm_report.json")
