@@ -341,6 +341,8 @@ def nlu(runs: Path) -> list[str]:
                  ("test-sft", "test-ppo-lora"), ("test-grpo-lora", "test-ppo-lora"), ("test-ppo-lora", "test-ppo-rm")):
         if a in ev and b in ev:
             lines.append(f"- {compare(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))}")
+    if (runs / "nlu-notes.md").is_file():  # what the person who ran the bench saw (e.g. other work on the machine)
+        lines += ["", "Notes on this measurement: " + (runs / "nlu-notes.md").read_text().strip()]
     rm = load(runs / "rm-qnli" / "rm_report.json")
     if rm:
         h = rm["history"][-1]
