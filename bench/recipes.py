@@ -66,7 +66,7 @@ RECIPES = {
                  "qnli-ppo-rm": ("qnli_ppo_lora.yaml", [FROM_SFT, "rewards.components=[{name: reward_model, params: "
                                                         "{path: '{runs}/" + RM + "'}}]"])},
         "evals": [("test-zero-shot", "qnli-sft", None, []),
-                  ("test-few-shot-4", "qnli-sft", None, ["task.params.few_shot=4"]),
+                  ("test-few-shot-4", "qnli-sft", None, ["task.params.few_shot=4", "rollout.max_prompt_tokens=1024"]),
                   *[(f"test-{m}", f"qnli-{m}", "best", [])
                     for m in ("sft", "grpo-lora", "grpo-full", "ppo-lora", "ppo-rm")],
                   *[(f"{lang}-{m}", "qnli-sft" if m in ("base", "sft") else f"qnli-{m}",
