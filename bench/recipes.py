@@ -69,6 +69,8 @@ RECIPES = {
                   ("test-few-shot-4", "qnli-sft", None, ["task.params.few_shot=4", "rollout.max_prompt_tokens=1024"]),
                   *[(f"test-{m}", f"qnli-{m}", "best", [])
                     for m in ("sft", "grpo-lora", "grpo-full", "ppo-lora", "ppo-rm")],
+                  # where RL ended, whatever validation chose (best may be the starting SFT model)
+                  *[(f"test-{m}-final", f"qnli-{m}", "last", []) for m in ("grpo-lora", "ppo-lora", "ppo-rm")],
                   *[(f"{lang}-{m}", "qnli-sft" if m in ("base", "sft") else f"qnli-{m}",
                      None if m == "base" else "best", ["--data", f"qnli:xquad:{lang}"])
                     for lang in XQUAD_LANGS for m in ("base", "sft", "grpo-lora", "ppo-lora")]],

@@ -314,17 +314,21 @@ def nlu(runs: Path) -> list[str]:
              "base model every reward is -1 and no group carries a signal (seen: reward -1.000 at every step of a "
              "GRPO run from the base model). Each RL row is that run's best checkpoint by validation accuracy, "
              "which may be its starting point (step 0, the SFT model).",
-             "", "| method | accuracy [95% CI] | wrong format | s / training step, median [min, max] | best at step | n |",
+             "", "| method | accuracy [95% CI] | wrong format | s / training step, median [min, max] | checkpoint at step | n |",
              "|---|---|---|---|---|---|"]
     rows = [("zero-shot (base)", "test-zero-shot", None), ("few-shot, k=4 (base)", "test-few-shot-4", None),
             ("SFT (LoRA)", "test-sft", "sft"), ("SFT -> GRPO (LoRA)", "test-grpo-lora", "grpo-lora"),
             ("SFT -> GRPO (full fine-tuning)", "test-grpo-full", "grpo-full"),
             ("SFT -> PPO (LoRA, rule reward)", "test-ppo-lora", "ppo-lora"),
-            ("SFT -> PPO (LoRA, reward model)", "test-ppo-rm", "ppo-rm")]
+            ("SFT -> PPO (LoRA, reward model)", "test-ppo-rm", "ppo-rm"),
+            ("SFT -> GRPO (LoRA), final", "test-grpo-lora-final", "grpo-lora"),
+            ("SFT -> PPO (LoRA, rule reward), final", "test-ppo-lora-final", "ppo-lora"),
+            ("SFT -> PPO (LoRA, reward model), final", "test-ppo-rm-final", "ppo-rm")]
     for label, key, m in rows:
         if key in ev:
             r, run = ev[key], (runs / names[m] if m else None)
-            best = (load(run / "summary.json") or {}).get("best_step", "-") if run else "-"
+            summary = (load(run / "summary.json") or {}) if run else {}
+            best = summary.get("steps", "-") if key.endswith("-final") else summary.get("best_step", "-")
             lines.append(f"| {label} | {ci(r, 'accuracy')} | {r['wrong_format']:.3f} | "
                          f"{step_seconds(run) if run else '-'} | {best} | {r['n']} |")
     mem = [(label, runs / names[m]) for label, _, m in rows if m and (runs / names[m] / "summary.json").is_file()]
@@ -338,7 +342,9 @@ def nlu(runs: Path) -> list[str]:
             lines.append(f"| {label} | {n} | {step_seconds(run)} | " + " | ".join(peak_gib(run, g) for g in groups) + " |")
     lines.append("")
     for a, b in (("test-zero-shot", "test-few-shot-4"), ("test-zero-shot", "test-sft"), ("test-sft", "test-grpo-lora"),
-                 ("test-sft", "test-ppo-lora"), ("test-grpo-lora", "test-ppo-lora"), ("test-ppo-lora", "test-ppo-rm")):
+                 ("test-sft", "test-ppo-lora"), ("test-grpo-lora", "test-ppo-lora"), ("test-ppo-lora", "test-ppo-rm"),
+                 ("test-sft", "test-grpo-lora-final"), ("test-sft", "test-ppo-lora-final"),
+                 ("test-sft", "test-ppo-rm-final"), ("test-grpo-lora-final", "test-ppo-lora-final")):
         if a in ev and b in ev:
             lines.append(f"- {compare(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))}")
     if (runs / "nlu-notes.md").is_file():  # what the person who ran the bench saw (e.g. other work on the machine)
