@@ -60,6 +60,10 @@ def needs_ref_logprobs(cfg: JobConfig) -> bool:
 PROBE = [(7919 * i) % 89 + 3 for i in range(40)]
 
 
+def _alive(_instance) -> bool:
+    return True
+
+
 def _rendezvous(_learner) -> tuple[str, int]:
     """On the learner's node: its address and a free port for the weight-sync group's store."""
     import ray
@@ -160,11 +164,40 @@ class GRPOSystem:
                 self.restarts += 1
                 print(f"[cluster] a {group.name} actor died during {method} ({type(err).__name__}); Ray restarts it "
                       f"and the call is retried ({self.restarts} restarts so far)", flush=True)
+                self.await_restart(group)
                 if group is self.rollout:
                     if self.cfg.cluster.weight_sync == "collective":
                         self.start_collective()
                     self.sync_weights()
         raise AssertionError("unreachable")
+
+    def await_restart(self, group: ActorGroup) -> None:
+        """Until every member answers again: a restarting actor refuses calls (ActorUnavailableError) while its
+        __init__ runs again (a vLLM engine: tens of seconds). A member Ray gave up on (ActorDiedError) raises."""
+        if self.backend != "ray":
+            return
+        import time
+
+        import ray
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
+
+        deadline = time.time() + self.cfg.cluster.call_timeout_s
+        for i, member in enumerate(group.members):
+            died = 0
+            while True:
+                try:
+                    ray.get(member.__ray_call__.remote(_alive), timeout=60)
+                    break
+                except ActorDiedError:
+                    died += 1  # right after a death Ray may not yet say "restarting"; a few times, then it is final
+                    if died > 5:
+                        raise
+                    time.sleep(2.0)
+                except (ActorUnavailableError, GetTimeoutError) as err:
+                    if time.time() > deadline:
+                        raise TimeoutError(f"{group.name}-{i} did not come back within cluster.call_timeout_s "
+                                           f"after a restart") from err
+                    time.sleep(2.0)
 
     def score(self, rollout: Rollout, reward_inputs: list[dict]) -> ScoredRollout:
         """reward_inputs: [P] one per prompt (sample i belongs to prompt i // G)."""
@@ -272,6 +305,7 @@ class GRPOSystem:
                 self.restarts += 1
                 print(f"[cluster] a rollout actor died during the weight sync ({type(err).__name__}); Ray restarts "
                       f"it and the sync is repeated ({self.restarts} restarts so far)", flush=True)
+                self.await_restart(self.rollout)
                 if c.weight_sync == "collective":  # the restarted engine is in no group yet: a new one for all
                     self.start_collective()
 
