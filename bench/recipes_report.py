@@ -331,7 +331,8 @@ def nlu(runs: Path) -> list[str]:
             best = summary.get("steps", "-") if key.endswith("-final") else summary.get("best_step", "-")
             lines.append(f"| {label} | {ci(r, 'accuracy')} | {r['wrong_format']:.3f} | "
                          f"{step_seconds(run) if run else '-'} | {best} | {r['n']} |")
-    mem = [(label, runs / names[m]) for label, _, m in rows if m and (runs / names[m] / "summary.json").is_file()]
+    mem = [(label, runs / names[m]) for label, key, m in rows
+           if m and not key.endswith("-final") and (runs / names[m] / "summary.json").is_file()]
     if mem:
         groups = ("learner", "reference", "critic", "rollout", "reward", "driver")
         lines += ["", "Peak resident memory of each actor (GiB, VmHWM read by the actor itself at the end of the run; '-' "
@@ -347,6 +348,27 @@ def nlu(runs: Path) -> list[str]:
                  ("test-sft", "test-ppo-rm-final"), ("test-grpo-lora-final", "test-ppo-lora-final")):
         if a in ev and b in ev:
             lines.append(f"- {compare(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))}")
+    if "test-sft" in ev:  # what the models answer: the share of each label among the greedy answers
+        def shares(r: dict) -> str:
+            import re
+
+            found = [m.group(1) if (m := re.search(r"<Judgement>\s*([a-z_]+)", q["prediction"])) else "unformatted"
+                     for q in r["per_question"]]
+            return ", ".join(f"{k} {found.count(k) / len(found):.2f}" for k in sorted(set(found)))
+
+        said = "; ".join(f"{k[5:]}: {shares(ev[k])}" for k in ("test-sft", "test-grpo-lora-final",
+                                                               "test-ppo-lora-final", "test-ppo-rm-final") if k in ev)
+        rl = {m: (load(runs / names[m] / "summary.json") or {}) for m in ("grpo-lora", "ppo-lora", "ppo-rm")}
+        stuck = [m for m, sm in rl.items() if sm.get("best_step") == 0]
+        lines += ["", f"**Reading.** The test labels are balanced, so 0.5 is chance. What the models answer (share of "
+                  f"each label among the greedy answers): {said}. SFT teaches the format (wrong format "
+                  f"{ev['test-zero-shot']['wrong_format']:.1f} -> {ev['test-sft']['wrong_format']:.1f}) at accuracy "
+                  f"{ev['test-sft']['accuracy']:.3f}. "
+                  + (f"No RL run ({', '.join(stuck)}) beat its starting point on validation, so their best checkpoints "
+                     "are the SFT model; their final checkpoints are the rows marked final. " if len(stuck) == len(rl)
+                     else f"RL runs whose best checkpoint is their start (the SFT model): {', '.join(stuck) or 'none'}. ")
+                  + "The NLU paper's PPO > SFT (+6.3 points) needs the paired differences above to exclude 0; "
+                  "at this budget they are the evidence either way."]
     if (runs / "nlu-notes.md").is_file():  # what the person who ran the bench saw (e.g. other work on the machine)
         lines += ["", "Notes on this measurement: " + (runs / "nlu-notes.md").read_text().strip()]
     rm = load(runs / "rm-qnli" / "rm_report.json")

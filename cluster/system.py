@@ -24,6 +24,7 @@ from common.types import Rollout, Sampling, ScoredRollout, TrainBatch
 from cluster import runtime
 from cluster.groups import ActorGroup, get, handoff, shard
 from cluster.placement import ENGINE_CPUS, TRAIN_CPUS
+from common.checkpoint import TRAINER_DIR
 from learner.lora import LoraSpec
 from learner.policy import AlgoParams, Learner, Reference
 from rewards.registry import RewardScorer
@@ -335,7 +336,7 @@ class GRPOSystem:
         self.learner.run("load_trainer_state", path)
         from pathlib import Path
 
-        if self.critic is not None and (Path(path) / "critic.safetensors").is_file():
+        if self.critic is not None and (Path(path) / TRAINER_DIR / "critic.safetensors").is_file():
             self.critic.run("load", path)
 
     # ---- retrieval ---------------------------------------------------------------------------------------

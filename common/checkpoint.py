@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Callable
 
 
+TRAINER_DIR = "trainer"  # a checkpoint's training-only weights (LoRA state, critic): not at the model folder's top
+# level, where vLLM would load every *.safetensors file as the model's
+
+
 class CheckpointError(OSError):
     """A checkpoint could not be written; the previous one is intact."""
 

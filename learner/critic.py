@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from common.checkpoint import TRAINER_DIR
 from common.models import load_lm, load_tokenizer
 from learner import losses
 from learner.logprobs import body_and_head, chunks, from_ragged, pad_batch, to_ragged
@@ -106,18 +107,20 @@ class Critic:
 
         from safetensors.torch import save_file
 
+        # in trainer/: a checkpoint's top level is a model folder, and vLLM loads every *.safetensors there
+        (Path(path) / TRAINER_DIR).mkdir(parents=True, exist_ok=True)
         state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
         save_file({k: v for k, v in state.items() if not k.endswith("lm_head.weight")},
-                  str(Path(path) / "critic.safetensors"))
+                  str(Path(path) / TRAINER_DIR / "critic.safetensors"))
         torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
-                   Path(path) / "critic_optimizer.pt")
+                   Path(path) / TRAINER_DIR / "critic_optimizer.pt")
 
     def load(self, path: str) -> None:
         from pathlib import Path
 
         from safetensors.torch import load_file
 
-        self.model.load_state_dict(load_file(str(Path(path) / "critic.safetensors")), strict=False)
-        st = torch.load(Path(path) / "critic_optimizer.pt", weights_only=True)
+        self.model.load_state_dict(load_file(str(Path(path) / TRAINER_DIR / "critic.safetensors")), strict=False)
+        st = torch.load(Path(path) / TRAINER_DIR / "critic_optimizer.pt", weights_only=True)
         self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from common.checkpoint import TRAINER_DIR
 from common.models import load_lm, load_tokenizer
 from common.types import TrainBatch
 from learner import lora as lora_lib
@@ -297,7 +298,9 @@ class Learner:
             if with_optimizer:
                 from safetensors.torch import save_file
 
-                save_file(untied(self.model.state_dict()), str(Path(path) / "lora_state.safetensors"))
+                # in trainer/: vLLM loads every *.safetensors at a model folder's top level
+                (Path(path) / TRAINER_DIR).mkdir(parents=True, exist_ok=True)
+                save_file(untied(self.model.state_dict()), str(Path(path) / TRAINER_DIR / "lora_state.safetensors"))
         self.tokenizer.save_pretrained(path)
         if with_optimizer:
             torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
@@ -313,10 +316,10 @@ class Learner:
         if self.lora is None:
             self.model.load_state_dict(load_file(str(Path(path) / "model.safetensors")), strict=False)
         else:  # base weights (the phase's reference) and adapters, as they were
-            missing, unexpected = self.model.load_state_dict(load_file(str(Path(path) / "lora_state.safetensors")),
+            missing, unexpected = self.model.load_state_dict(load_file(str(Path(path) / TRAINER_DIR / "lora_state.safetensors")),
                                                              strict=False)
             if unexpected or any(not k.endswith("lm_head.weight") for k in missing):  # tied: saved once
-                raise ValueError(f"{path}/lora_state.safetensors does not fit this LoRA model: missing "
+                raise ValueError(f"{path}/{TRAINER_DIR}/lora_state.safetensors does not fit this LoRA model: missing "
                                  f"{missing[:3]}, unexpected {unexpected[:3]}")
         st = torch.load(Path(path) / "trainer_state.pt", weights_only=True)  # plain tensors and numbers only
         self.opt.load_state_dict(st["optimizer"])

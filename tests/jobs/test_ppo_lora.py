@@ -39,7 +39,8 @@ def test_ppo_phase_trains_policy_and_critic(llama, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["finished"] and summary["phases"] == ["sft", "ppo"]
     assert summary["peak_rss_gib"]["critic"][0] > 0.05  # in-process: this process's peak, once per group
-    assert (run / "checkpoints" / "last" / "critic.safetensors").is_file()
+    assert (run / "checkpoints" / "last" / "trainer" / "critic.safetensors").is_file()
+    assert sorted(p.name for p in (run / "checkpoints" / "last").glob("*.safetensors")) == ["model.safetensors"]
     assert (run / "checkpoints" / "ppo" / "model.safetensors").is_file()
 
 
