@@ -72,7 +72,7 @@ RECIPES = {
                   # where RL ended, whatever validation chose (best may be the starting SFT model)
                   *[(f"test-{m}-final", f"qnli-{m}", "last", []) for m in ("grpo-lora", "ppo-lora", "ppo-rm")],
                   *[(f"{lang}-{m}", "qnli-sft" if m in ("base", "sft") else f"qnli-{m}",
-                     None if m == "base" else "best", ["--data", f"qnli:xquad:{lang}"])
+                     None if m == "base" else "best", ["--data", f"qnli:xquad:{lang}", "rollout.max_prompt_tokens=1024"])
                     for lang in XQUAD_LANGS for m in ("base", "sft", "grpo-lora", "ppo-lora")]],
     },
 }
