@@ -159,18 +159,25 @@ class GRPOSystem:
                 return get(group.map_shards(method, shard_args, **kwargs), timeout=c.call_timeout_s,
                            what=f"{group.name}.{method}")
             except (RayActorError, StaleWeights) as err:  # died during the call, or restarted before it
-                if attempt == c.max_restarts:
-                    raise RuntimeError(f"a {group.name} actor died during {method} {attempt + 1} times "
-                                       f"(cluster.max_restarts={c.max_restarts}); last: {err}") from err
-                self.restarts += 1
-                print(f"[cluster] a {group.name} actor died during {method} ({type(err).__name__}); Ray restarts it "
-                      f"and the call is retried ({self.restarts} restarts so far)", flush=True)
-                self.await_restart(group)
+                self.recover(group, method, attempt, err)
                 if group is self.rollout:
-                    if self.cfg.cluster.weight_sync == "collective":
-                        self.start_collective()
                     self.sync_weights()
         raise AssertionError("unreachable")
+
+    def recover(self, group: ActorGroup, what: str, attempt: int, err: Exception) -> None:
+        """After a member of `group` died during `what` (attempt 0, 1, ...): give up after cluster.max_restarts,
+        else count the restart, wait until Ray has brought the member back, and rebuild the weight-sync group
+        if the engines are in one (a restarted engine is in none)."""
+        c = self.cfg.cluster
+        if attempt == c.max_restarts:
+            raise RuntimeError(f"a {group.name} actor died during {what} {attempt + 1} times "
+                               f"(cluster.max_restarts={c.max_restarts}); last: {err}") from err
+        self.restarts += 1
+        print(f"[cluster] a {group.name} actor died during {what} ({type(err).__name__}); Ray restarts it and "
+              f"{what} is repeated ({self.restarts} restarts so far)", flush=True)
+        self.await_restart(group)
+        if group is self.rollout and c.weight_sync == "collective":
+            self.start_collective()
 
     def await_restart(self, group: ActorGroup) -> None:
         """Until every member answers again: a restarting actor refuses calls (ActorUnavailableError) while its
@@ -300,15 +307,7 @@ class GRPOSystem:
                     self.verify_sync()
                 return
             except RayActorError as err:
-                if attempt == c.max_restarts:
-                    raise RuntimeError(f"a rollout actor died during the weight sync {attempt + 1} times "
-                                       f"(cluster.max_restarts={c.max_restarts}); last: {err}") from err
-                self.restarts += 1
-                print(f"[cluster] a rollout actor died during the weight sync ({type(err).__name__}); Ray restarts "
-                      f"it and the sync is repeated ({self.restarts} restarts so far)", flush=True)
-                self.await_restart(self.rollout)
-                if c.weight_sync == "collective":  # the restarted engine is in no group yet: a new one for all
-                    self.start_collective()
+                self.recover(self.rollout, "the weight sync", attempt, err)
 
     def verify_sync(self) -> None:
         """Every engine serves the learner's weights: the logprobs of a fixed probe sequence on each engine equal
