@@ -128,7 +128,7 @@ def generate(group, prompts: list[list[int]], args, sampled: bool, max_new_token
 
     texts: list[str] = []
     bar = tqdm(total=len(prompts), desc="sampled" if sampled else "greedy", unit="q", file=sys.stdout,
-               mininterval=5.0, dynamic_ncols=False, ncols=90)
+               mininterval=5.0, dynamic_ncols=False, ncols=90, disable=False)  # ours, despite TQDM_DISABLE
     for start in range(0, len(prompts), args.batch):
         chunk = prompts[start:start + args.batch]
         shards = shard(chunk, len(group.members))
