@@ -268,6 +268,11 @@ class Learner:
         """The plain model's weights (with LoRA: the adapters merged in), under the plain model's names."""
         return lora_lib.merged_state(self.model) if self.lora is not None else self.model.state_dict()
 
+    def sync_state(self) -> dict[str, torch.Tensor]:
+        """What a weight sync sends: `state()` with each shared tensor once (a tied lm_head is the embedding, which
+        every engine and load_named_arrays tie again): 18% fewer bytes for the embedded model."""
+        return untied(self.state())
+
     # ---- collective weight sync (common/collective.py): rank 0 of a group with every engine ----------------
     def init_sync_group(self, host: str, port: int, world_size: int, backend: str) -> None:
         from common.collective import SyncGroup
@@ -276,16 +281,16 @@ class Learner:
 
     def weights_meta(self) -> list[tuple[str, tuple[int, ...], str]]:
         """(name, shape, dtype) of what broadcast_weights sends, in order."""
-        return [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in self.state().items()]
+        return [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in self.sync_state().items()]
 
     def broadcast_weights(self) -> None:
         g = self.sync_group
-        for _, v in self.state().items():
+        for _, v in self.sync_state().items():
             g.broadcast(v.detach().to(g.device).contiguous(), src=0)
 
     def named_arrays(self) -> list[tuple[str, np.ndarray]]:
         """Weights as numpy arrays: one ray.put, zero-copy reads on every engine of the node."""
-        return [(k, v.detach().cpu().numpy()) for k, v in self.state().items()]
+        return [(k, v.detach().cpu().numpy()) for k, v in self.sync_state().items()]
 
     def save(self, path: str, with_optimizer: bool = True) -> None:
         from pathlib import Path
