@@ -36,10 +36,11 @@ def start_rollout(rollout: RolloutConfig, cluster: ClusterConfig, model_path: st
     from rollout.engine import HFEngine, VLLMEngine
 
     if rollout.engine == "hf":
-        cls, kw = HFEngine, dict(seed=rollout.seed)
+        cls, kw = HFEngine, dict(seed=rollout.seed, dtype=rollout.dtype)
     else:
         cls, kw = VLLMEngine, dict(max_model_len=rollout.max_model_len, kv_cache_gib=rollout.kv_cache_gib,
-                                   seed=rollout.seed, gpu_memory_utilization=rollout.gpu_memory_utilization)
+                                   seed=rollout.seed, gpu_memory_utilization=rollout.gpu_memory_utilization,
+                                   dtype=rollout.dtype)
     return ActorGroup.create("rollout", cls, cluster.num_rollout_actors, backend, args=(model_path,), kwargs=kw,
                              num_cpus=ENGINE_CPUS, num_gpus=cluster.gpus_per_rollout_actor,
                              max_restarts=cluster.max_restarts, placement=placement)
@@ -128,6 +129,12 @@ class GRPOSystem:
                 group.timeout = c.call_timeout_s
         self.retrieval = None  # started by start_retrieval once the index exists
         self.weights_meta = None
+        # Each actor resolved precision 'auto' on its own node; the learner needs the engines' (old_logprobs=auto).
+        self.precisions = {"learner": self.learner.run("resolved_precision"),
+                           "engines": sorted(set(get(self.rollout.call_all("resolved_precision"))))}
+        if self.reference is not None:
+            self.precisions["reference"] = self.reference.run("resolved_precision")
+        self.learner.run("set_engine_precision", "bf16" if "bf16" in self.precisions["engines"] else "fp32")
         if c.weight_sync == "collective":
             self.start_collective()
 
@@ -309,13 +316,30 @@ class GRPOSystem:
             except RayActorError as err:
                 self.recover(self.rollout, "the weight sync", attempt, err)
 
+    @property
+    def all_fp32(self) -> bool:
+        return self.precisions["learner"] == "fp32" and self.precisions["engines"] == ["fp32"]
+
+    @property
+    def sync_tolerance(self) -> float:
+        """cluster.sync_tolerance, or by precision: fp32 everywhere differs by ~1e-5, bf16 rounding by ~1e-2."""
+        tol = self.cfg.cluster.sync_tolerance
+        return tol if tol is not None else (1e-3 if self.all_fp32 else 0.1)
+
+    def own_old_logprobs(self, algo: AlgoParams) -> bool:
+        """Whether the learner uses its own logprobs as the ratio's denominator (AlgoConfig.old_logprobs)."""
+        return self.learner.run("own_old_logprobs", algo)
+
+    def learner_logprobs(self, rollout: Rollout) -> list[list[float]]:
+        return self.learner.run("logprobs", rollout.prompt_ids, rollout.completion_ids)
+
     def verify_sync(self) -> None:
         """Every engine serves the learner's weights: the logprobs of a fixed probe sequence on each engine equal
         the learner's within cluster.sync_tolerance, else a loud error naming the engine. (A sync that silently
         did nothing, a known failure of broadcast-based syncs, leaves the engine on the old policy.)"""
         prompt, completion = PROBE[:8], PROBE[8:]
         want = self.learner.run("logprobs", [prompt], [completion])[0]
-        tol = self.cfg.cluster.sync_tolerance
+        tol = self.sync_tolerance
         probes = get(self.rollout.call_all("probe_logprobs", prompt, completion), timeout=self.cfg.cluster.call_timeout_s,
                      what="rollout.probe_logprobs")
         for i, got in enumerate(probes):

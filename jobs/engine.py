@@ -185,6 +185,7 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
         log.info(f"resuming from {ckpt} after step {state.step} (phase {state.phase}, step {state.phase_step})")
     (path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     system = GRPOSystem(cfg, policy_path, reward_components(cfg), learner_init_path=str(ckpt) if ckpt else None)
+    log.info(precision_line(cfg, system), data={"precision": system.precisions})
     if cfg.cluster.backend == "ray":  # the step metrics on the cluster's Prometheus endpoint as well
         from cluster.metrics_export import PrometheusSink, endpoint
 
@@ -219,6 +220,21 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
         r.peak_rss = system.peak_rss_gib()  # while the actors live
         system.shutdown()
     return finish(r, finished)
+
+
+def precision_line(cfg: JobConfig, system) -> str:
+    """What `precision: auto` chose on each actor's node, and where the importance ratio's denominator comes from."""
+    from common.precision import isa_summary
+
+    p = system.precisions
+    parts = [f"learner {p['learner']}", f"engines {'/'.join(p['engines'])}"]
+    if "reference" in p:
+        parts.append(f"reference {p['reference']}")
+    old = {"auto": "the learner's own where bf16 runs, else the engine's", "engine": "the engine's",
+           "learner": "the learner's own"}[cfg.algo.old_logprobs]
+    return (f"precision: {', '.join(parts)} (learner.precision={cfg.learner.precision}, rollout.dtype="
+            f"{cfg.rollout.dtype}; this node: {isa_summary()}); old logprobs: {old}; sync tolerance "
+            f"{system.sync_tolerance:g}")
 
 
 def finish(r: Run, finished: bool = True) -> dict:

@@ -17,6 +17,7 @@ temperature only shapes exploration, as in OpenRLHF); top-p truncation is not co
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -118,7 +119,7 @@ class GRPOPhase(Phase):
         self.sampling = sampling_of(rollout)
         a = self.algo_cfg
         self.algo = AlgoParams(clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high, beta=a.beta, kl_kind=a.kl_kind,
-                               loss_agg=a.loss_agg, max_new_tokens=rollout.max_new_tokens)
+                               loss_agg=a.loss_agg, max_new_tokens=rollout.max_new_tokens, old_logprobs=a.old_logprobs)
         self.prompts_per_step = cfg.prompts_per_step or job.train.prompts_per_step
 
     def begin(self, fresh: bool) -> None:
@@ -246,6 +247,13 @@ class PPOPhase(GRPOPhase):
         adv_rows, ret_rows = to_ragged(adv, mask), to_ragged(ret, mask)
         rng, B = random.Random(self.job.train.seed * 7919 + k), len(rollout.completion_ids)
         learn, critic = [], []
+        old, algo, gap = rollout.old_logprobs, self.algo, None
+        if r.system.own_old_logprobs(self.algo):  # bf16 somewhere: the ratio's denominator is the learner's own
+            with timer("old_logprobs"):  # logprobs before this step's updates (one pass), not the engine's
+                old = r.system.learner_logprobs(rollout)
+            algo = dataclasses.replace(self.algo, old_logprobs="engine")  # = the batch's column, now the learner's
+            diffs = [abs(a - b) for e, o in zip(rollout.old_logprobs, old) for a, b in zip(e, o)]
+            gap = {"logprob_diff_mean": sum(diffs) / max(1, len(diffs)), "logprob_diff_max": max(diffs, default=0.0)}
         with timer("learn"):
             for _ in range(c.epochs):
                 order = list(range(B))
@@ -256,8 +264,8 @@ class PPOPhase(GRPOPhase):
                                                         pick(values), pick(ret_rows), c.vf_clip))
                     if k > c.critic_warmup:
                         learn.append(r.system.train(TrainBatch(
-                            pick(rollout.prompt_ids), pick(rollout.completion_ids), pick(rollout.old_logprobs), [],
-                            pick(adv_rows)), self.algo, 1))
+                            pick(rollout.prompt_ids), pick(rollout.completion_ids), pick(old), [],
+                            pick(adv_rows)), algo, 1))
         if learn:
             r.engines_stale = True
         with timer("sync"):
@@ -268,6 +276,7 @@ class PPOPhase(GRPOPhase):
         if learn:  # the sync check: the first minibatch of the first epoch saw the engine's own policy
             learn_m.update(logprob_diff_max=learn[0]["logprob_diff_max"], logprob_diff_mean=learn[0]["logprob_diff_mean"],
                            clip_frac_first=learn[0]["clip_frac"], clip_frac_last=learn[-1]["clip_frac"])
+            learn_m.update(gap or {})  # engine vs learner, measured before the updates
         return self.metrics(batch, rollout, scored, timer, {
             **{f"ppo/{k}": v for k, v in ppo_m.items()}, **{f"critic/{k}": v for k, v in mean(critic).items()},
             **{f"learner/{k}": v for k, v in learn_m.items()}, "ppo/policy_updates": len(learn)})

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from common.checkpoint import TRAINER_DIR
+from common.precision import resolve as resolve_precision
 from common.models import load_lm, load_tokenizer
 from common.types import TrainBatch
 from learner import lora as lora_lib
@@ -30,6 +31,7 @@ class AlgoParams:
     kl_kind: str = "k3"
     loss_agg: str = "token-mean"
     max_new_tokens: int = 64
+    old_logprobs: str = "engine"  # engine | learner | auto (AlgoConfig.old_logprobs)
 
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
@@ -90,11 +92,15 @@ class Reference:
         self.model.requires_grad_(False)
         self.pad_id = load_tokenizer(model_path).pad_token_id
         self.micro_batch_size = micro_batch_size
-        self.bf16 = precision == "bf16"
+        self.precision = resolve_precision(precision, self.device.type)  # 'auto' -> what is fast here
+        self.bf16 = self.precision == "bf16"
 
     def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
         return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
                                  self.micro_batch_size, self.bf16)
+
+    def resolved_precision(self) -> str:
+        return self.precision
 
     def reload(self, model_path: str) -> None:
         """Point the reference at another checkpoint (a phase's `reference: <folder>`, or on resume)."""
@@ -125,13 +131,29 @@ class Learner:
         self.tokenizer = load_tokenizer(model_path)
         self.pad_id = self.tokenizer.pad_token_id
         self.micro_batch_size = micro_batch_size
-        self.bf16 = precision == "bf16"
+        self.precision = resolve_precision(precision, self.device.type)  # 'auto' -> what is fast here
+        self.bf16 = self.precision == "bf16"
+        self.engine_precision = "fp32"  # told by the system once the engines exist (set_engine_precision)
         self.grad_clip = grad_clip
         self.reset_optimizer(lr, total_steps, warmup_ratio, schedule, weight_decay)
         # Exact full-vocabulary KL needs the reference's logits at every completion position; shipping
         # B*T*V floats between actors costs more than holding a frozen copy here, so it lives here.
         self.full_ref = None
         self.updates = 0
+
+    def resolved_precision(self) -> str:
+        return self.precision
+
+    def set_engine_precision(self, precision: str) -> None:
+        self.engine_precision = precision
+
+    def own_old_logprobs(self, algo: AlgoParams) -> bool:
+        """Whether the ratio's denominator is this learner's logprobs at the batch's first update (else the
+        engine's): 'auto' takes ours where bf16 runs on either side, whose rounding (~1e-2 a token) would otherwise
+        sit in every ratio and its clipping."""
+        if algo.old_logprobs == "auto":
+            return self.bf16 or self.engine_precision == "bf16"
+        return algo.old_logprobs == "learner"
 
     # ---- GRPO ---------------------------------------------------------------------------------
     def train_step(self, batch: TrainBatch, algo: AlgoParams, inner_steps: int = 1) -> dict:
@@ -140,6 +162,7 @@ class Learner:
         denom = losses.batch_denominator(full_mask, algo.loss_agg)
         norm_len = float(len(batch.completion_ids) * algo.max_new_tokens)
         history = []
+        self._own_old = {} if self.own_old_logprobs(algo) else None  # chunk index -> [b, T] from the first update
         for inner in range(inner_steps):
             m = self._accumulate(batch, algo, denom, norm_len, first=(inner == 0))
             history.append(m)
@@ -157,17 +180,20 @@ class Learner:
         sums: dict[str, float] = {}
         n_tok = 0.0
         diffs, diff_max = 0.0, 0.0
-        for sl, shared in chunks(batch.prompt_ids, self.micro_batch_size):
+        for ci, (sl, shared) in enumerate(chunks(batch.prompt_ids, self.micro_batch_size)):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits, tgt, mask = chunk_logits(self.model, batch.prompt_ids, batch.completion_ids,
                                                  self.pad_id, sl, shared)  # [b, T, V]
             T, dev = mask.shape[1], self.device
-            old = from_ragged(batch.old_logprobs[sl], T).to(dev)  # [b, T]
+            engine_old = from_ragged(batch.old_logprobs[sl], T).to(dev)  # [b, T] what the engine sampled with
+            logp = token_logprobs(logits, tgt)  # [b, T]
+            old = engine_old
+            if self._own_old is not None:  # the learner's own logprobs at the first update: ratio 1 there
+                old = self._own_old.setdefault(ci, logp.detach())  # [b, T]
             ref = from_ragged(batch.ref_logprobs[sl], T).to(dev) if batch.ref_logprobs else None  # [b, T]
             rows = batch.advantages[sl]
             adv = (from_ragged(rows, T).to(dev) if rows and isinstance(rows[0], list)  # [b, T] per token (PPO)
                    else torch.tensor(rows, dtype=torch.float32, device=dev))  # [b] per sequence (GRPO)
-            logp = token_logprobs(logits, tgt)  # [b, T]
             use_sampled_kl = ref is not None and algo.kl_kind != "full"
             loss, m = losses.policy_loss(
                 logp, old, adv, mask, clip_eps=algo.clip_eps, clip_eps_high=algo.clip_eps_high,
@@ -183,7 +209,7 @@ class Learner:
             with torch.no_grad():
                 valid = mask.sum().item()
                 m["entropy"] = losses.masked_mean(token_entropy(logits.detach()), mask).item()
-                gap = (logp.detach() - old).abs() * mask  # [b, T]
+                gap = (logp.detach() - engine_old).abs() * mask  # [b, T] engine vs learner, whichever is `old`
                 diffs += gap.sum().item()
                 diff_max = max(diff_max, gap.max().item())
             n_tok += valid
@@ -269,9 +295,10 @@ class Learner:
         return lora_lib.merged_state(self.model) if self.lora is not None else self.model.state_dict()
 
     def sync_state(self) -> dict[str, torch.Tensor]:
-        """What a weight sync sends: `state()` with each shared tensor once (a tied lm_head is the embedding, which
-        every engine and load_named_arrays tie again): 18% fewer bytes for the embedded model."""
-        return untied(self.state())
+        """What a weight sync sends: `state()` whole. A tied lm_head goes too, though it is the embedding: vLLM's
+        CPU backend keeps a repacked copy of the head that a reload of the embedding alone leaves stale (tried:
+        the probe check caught a 0.02 gap after the first update)."""
+        return self.state()
 
     # ---- collective weight sync (common/collective.py): rank 0 of a group with every engine ----------------
     def init_sync_group(self, host: str, port: int, world_size: int, backend: str) -> None:

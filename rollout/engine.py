@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Protocol
 
+from common.precision import VLLM_DTYPE
 from common.types import Rollout
 
 
@@ -52,11 +53,25 @@ def _receive_reload(worker, meta):
 
 class _Versioned:
     weights_version = 0  # 0: the weights the engine was built from
+    precision = "fp32"  # what `dtype` resolved to on this engine's node ('auto' -> common/precision.py)
+
+    def resolved_precision(self) -> str:
+        return self.precision
 
     def _check(self, expected: int | None) -> None:
         if expected is not None and expected != self.weights_version:
             raise StaleWeights(f"engine holds weights version {self.weights_version}, the caller expects {expected} "
                                "(restarted since the last sync?)")
+
+
+def _resolve_dtype(dtype: str) -> str:
+    """'auto' | 'fp32' | 'bf16' (older callers: 'float32' | 'bfloat16') -> 'fp32' | 'bf16' on this node."""
+    import torch
+
+    from common.precision import resolve
+
+    dtype = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
+    return resolve(dtype, "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _reload(worker, named_arrays):
@@ -79,9 +94,10 @@ def _reload(worker, named_arrays):
 
 class VLLMEngine(_Versioned):
     def __init__(self, model_path: str, max_model_len: int = 2048, kv_cache_gib: float = 2.0,
-                 dtype: str = "float32", seed: int = 0, gpu_memory_utilization: float = 0.5,
+                 dtype: str = "fp32", seed: int = 0, gpu_memory_utilization: float = 0.5,
                  enforce_eager: bool = True):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        self.precision = _resolve_dtype(dtype)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(max(1, round(kv_cache_gib)))))
         from vllm import LLM
 
@@ -91,7 +107,7 @@ class VLLMEngine(_Versioned):
         # vLLM rewind the per-request seeded generator of the discarded token, which a CPU generator cannot
         # do ("CPU Generator does not use offset"; vLLM 0.32 gpu_model_runner._bookkeeping_sync). Whole-prompt
         # prefill never discards a sampled token. Found by a 200-question x 5-sample eval.
-        self.llm = LLM(model=model_path, dtype=dtype, enforce_eager=enforce_eager, trust_remote_code=trust_remote_code(),
+        self.llm = LLM(model=model_path, dtype=VLLM_DTYPE[self.precision], enforce_eager=enforce_eager, trust_remote_code=trust_remote_code(),
                        max_model_len=max_model_len, seed=seed,
                        gpu_memory_utilization=gpu_memory_utilization,
                        enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 8192))
@@ -161,7 +177,7 @@ class VLLMEngine(_Versioned):
 class HFEngine(_Versioned):
     """transformers `generate` behind the same interface (causal LMs and seq2seq)."""
 
-    def __init__(self, model_path: str, seed: int = 0, dtype: str = "float32"):
+    def __init__(self, model_path: str, seed: int = 0, dtype: str = "fp32"):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -170,7 +186,9 @@ class HFEngine(_Versioned):
         cfg = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code())
         self.seq2seq = bool(getattr(cfg, "is_encoder_decoder", False))
         cls = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
-        self.model = cls.from_pretrained(model_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code())
+        self.precision = _resolve_dtype(dtype)
+        self.model = cls.from_pretrained(model_path, dtype=getattr(torch, VLLM_DTYPE[self.precision]),
+                                         trust_remote_code=trust_remote_code())
         disable_dropout(self.model)
         self.tokenizer = load_tokenizer(model_path)
         self.seed = seed

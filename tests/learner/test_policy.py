@@ -101,6 +101,32 @@ def test_stale_old_logprobs_show_in_the_gap(folder):
     assert m["clip_frac_first"] > 0  # ratio exp(-0.5) = 0.61 < 0.8: clipped wherever the advantage is < 0
 
 
+def test_learner_old_logprobs_equal_handing_it_its_own(folder):
+    """Equivalence: old_logprobs='learner' (the denominator taken from the first update's own forward, no extra
+    pass) trains exactly as old_logprobs='engine' with the learner's logprobs computed beforehand, over two inner
+    updates; the gap metric still measures the engine's logprobs (here stale by 0.5)."""
+    a, b_ = make_learner(folder, lr=1e-3), make_learner(folder, lr=1e-3)
+    b = make_batch(a)
+    own = a.logprobs(b.prompt_ids, b.completion_ids)
+    stale = [[x + 0.5 for x in row] for row in own]
+    m_own = a.train_step(TrainBatch(b.prompt_ids, b.completion_ids, stale, b.ref_logprobs, b.advantages),
+                         AlgoParams(old_logprobs="learner"), inner_steps=2)
+    m_given = b_.train_step(TrainBatch(b.prompt_ids, b.completion_ids, own, b.ref_logprobs, b.advantages),
+                            AlgoParams(old_logprobs="engine"), inner_steps=2)
+    assert_same_params(params(a), params(b_), atol=1e-7)
+    assert m_own["clip_frac_first"] == 0.0 and m_own["clip_frac_last"] == pytest.approx(m_given["clip_frac_last"])
+    assert m_own["logprob_diff_mean"] == pytest.approx(0.5, abs=1e-4)  # the engine-vs-learner gap, not hidden
+
+
+@pytest.mark.parametrize("learner_p,engine_p,own", [("fp32", "fp32", False), ("bf16", "fp32", True),
+                                                    ("fp32", "bf16", True)])
+def test_auto_old_logprobs_follow_precision(folder, learner_p, engine_p, own):
+    learner = make_learner(folder, precision=learner_p)
+    learner.set_engine_precision(engine_p)
+    assert learner.own_old_logprobs(AlgoParams(old_logprobs="auto")) is own
+    assert learner.own_old_logprobs(AlgoParams(old_logprobs="engine")) is False
+
+
 def test_inner_steps_count_updates(folder):
     learner = make_learner(folder, lr=1e-2, schedule="linear")
     b = make_batch(learner)
