@@ -185,7 +185,7 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
         log.info(f"resuming from {ckpt} after step {state.step} (phase {state.phase}, step {state.phase_step})")
     (path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     system = GRPOSystem(cfg, policy_path, reward_components(cfg), learner_init_path=str(ckpt) if ckpt else None)
-    log.info(precision_line(cfg, system), data={"precision": system.precisions})
+    log.info(precision_line(cfg, system), precision=system.precisions)
     if cfg.cluster.backend == "ray":  # the step metrics on the cluster's Prometheus endpoint as well
         from cluster.metrics_export import PrometheusSink, endpoint
 

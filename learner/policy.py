@@ -81,6 +81,14 @@ def untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def chunk_tokens(prompt_ids, completion_ids, shared: bool, T: int) -> int:
+    """Positions the transformer body runs on for one chunk of `chunks`: a shared-prompt group runs its prompt once
+    and each completion's first T-1 tokens; a padded chunk runs b x its longest sequence."""
+    if shared:
+        return len(prompt_ids[0]) + (len(completion_ids) * (T - 1) if T > 1 else 0)
+    return len(prompt_ids) * max(len(p) + len(c) for p, c in zip(prompt_ids, completion_ids))
+
+
 class Reference:
     """Frozen reference policy: logprobs of completions, nothing else."""
 
@@ -180,6 +188,7 @@ class Learner:
         sums: dict[str, float] = {}
         n_tok = 0.0
         diffs, diff_max = 0.0, 0.0
+        work = {"tokens_forward": 0.0, "head_positions": 0.0}  # what the body and the LM head ran on (FLOP counts)
         for ci, (sl, shared) in enumerate(chunks(batch.prompt_ids, self.micro_batch_size)):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 logits, tgt, mask = chunk_logits(self.model, batch.prompt_ids, batch.completion_ids,
@@ -213,6 +222,8 @@ class Learner:
                 diffs += gap.sum().item()
                 diff_max = max(diff_max, gap.max().item())
             n_tok += valid
+            work["tokens_forward"] += chunk_tokens(batch.prompt_ids[sl], batch.completion_ids[sl], shared, T)
+            work["head_positions"] += mask.numel()
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v * valid
         grad_norm = torch.nn.utils.clip_grad_norm_(lora_lib.trainable(self.model), self.grad_clip)
@@ -221,6 +232,7 @@ class Learner:
         self.updates += 1
         self.model.eval()
         out = {k: v / max(n_tok, 1.0) for k, v in sums.items()}
+        out.update(work)
         out.update(grad_norm=float(grad_norm), lr=self.sched.get_last_lr()[0],
                    logprob_diff_mean=diffs / max(n_tok, 1.0), logprob_diff_max=diff_max)
         return out

@@ -1,0 +1,359 @@
+"""The benchmark: one command, one run, docs/benchmarks.md.
+
+    make bench                      (installs the `bench` extra: a pinned TRL)
+    python bench/run.py [--steps 6] [--trl-steps 4] [--repeats 3] [--skip-trl] [--skip-scaling]
+
+Workload (ours and the peer's): the default GRPO preset's step: 4 XQuAD-en prompts x K=4, <= 64 new tokens, T 0.8,
+top-p 0.9, lr 1e-5, beta 0.04, clip 0.2, the embedded SmolLM2-135M-Instruct, one local Ray node. In order, each
+alone on the machine (2 cores: nothing runs beside a measurement):
+  1. the machine: CPU model, cores, the ISA flags that decide precision; matmul peak (fp32 and bf16) on the
+     learner's GEMM shapes
+  2. our job for --steps steps (the first dropped: vLLM compiles on first use): seconds per stage, samples/s, the
+     learner's and reference's model FLOP/s against that peak, peak RSS of every actor
+  3. plain HF `generate` on the same prompts, same sampling: tokens/s, against our engine's
+  4. weight sync: the object-store push against vLLM's in-place reload alone (bench/weight_sync.py)
+  5. scaling: 2 rollout engines, then 2 reward actors
+  6. the peer: TRL GRPOTrainer on the same workload (bench/trl_peer.py)
+Every figure: median [min, max] over its repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STAGES = ["generate", "reward", "reference", "learn", "sync"]
+WORKLOAD = ["rollout.max_new_tokens=64", "data.limit=400", "train.prompts_per_step=4", "rollout.group_size=4"]
+TARGETS_AVX2 = {"ratio_trl": 5.0, "learn_peak": 0.60, "reference_peak": 0.60}
+TARGETS_BF16 = {"ratio_trl": 10.0, "learn_peak": 0.50, "reference_peak": 0.50}
+
+
+def spread(xs: list[float], fmt: str = "{:.2f}") -> str:
+    if not xs:
+        return "-"
+    return f"{fmt.format(statistics.median(xs))} [{fmt.format(min(xs))}, {fmt.format(max(xs))}]"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---- 1. the machine ----------------------------------------------------------------------------------------------
+def machine() -> dict:
+    from common.precision import cpu_flags, isa_summary, resolve
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = next((int(line.split()[1]) / 2**20 for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), 0.0) if Path("/proc/meminfo").exists() else 0.0
+    versions = {}
+    for mod in ("torch", "vllm", "ray", "transformers", "trl"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing peer is reported, not fatal
+            versions[mod] = "not installed"
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa_summary(), "ram_gib": round(mem, 1),
+            "auto_precision": resolve("auto"), "flags": sorted(f for f in cpu_flags() if "avx" in f or "amx" in f),
+            "versions": versions, "date": datetime.date.today().isoformat()}
+
+
+def matmul_peak(repeats: int, threads: int) -> dict:
+    """GFLOP/s of the learner's GEMM shapes (SmolLM2: hidden 576, MLP 1536, ~2048 tokens a micro-batch): forward
+    x @ W, weight grad dY^T @ X, input grad dY @ W^T; per precision, the best shape's median is 'the peak'."""
+    import torch
+
+    torch.set_num_threads(threads)
+    shapes = {"forward": (2048, 576, 1536), "weight grad": (1536, 2048, 576), "input grad": (2048, 1536, 576)}
+    out = {}
+    for prec, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        rows = {}
+        for name, (m, k, n) in shapes.items():
+            a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+            a @ b  # warm
+            t0 = time.perf_counter()
+            a @ b
+            once = time.perf_counter() - t0
+            inner = max(1, int(0.5 / max(once, 1e-4)))  # ~0.5 s a repeat
+            vals = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                for _ in range(inner):
+                    a @ b
+                vals.append(2 * m * k * n * inner / (time.perf_counter() - t0) / 1e9)
+            rows[name] = vals
+        out[prec] = {"shapes": rows, "peak": max(statistics.median(v) for v in rows.values())}
+    return out
+
+
+# ---- 2. our job --------------------------------------------------------------------------------------------------
+def run_ours(tag: str, steps: int, out: Path, extra: list[str]) -> dict:
+    cmd = [sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--config", str(ROOT / "jobs/configs/smoke.yaml"),
+           "--local", f"train.output_dir={out}", f"train.run_name={tag}", f"train.phases.0.steps={steps}",
+           "train.eval_at_start=false", f"train.eval_every={steps}", f"train.save_every={steps}", *WORKLOAD, *extra]
+    log(f"ours ({tag}): {steps} GRPO steps ...")
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    recs = [json.loads(x) for x in (out / tag / "metrics.jsonl").read_text().splitlines()]
+    steps_ = [r for r in recs if r.get("kind") == "step"]
+    info = next((r.get("precision") for r in recs if r.get("precision")), {})
+    summary = json.loads((out / tag / "summary.json").read_text())
+    log(f"ours ({tag}): done in {time.perf_counter() - t0:.0f} s")
+    return {"steps": steps_[1:] or steps_, "precision": info, "peak_rss_gib": summary.get("peak_rss_gib", {}),
+            "wall_s": time.perf_counter() - t0}
+
+
+def body_params(policy_path: str) -> dict:
+    """Parameter counts for model FLOPs: the transformer body's matmul weights and the LM head's."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(policy_path)
+    h, i, L, V = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
+    kv = h * c.num_key_value_heads // c.num_attention_heads
+    per_layer = h * h * 2 + h * kv * 2 + 3 * h * i  # q, o, k, v, gate/up/down
+    return {"body": per_layer * L, "head": h * V}
+
+
+def flops(steps: list[dict], params: dict, passes: float) -> list[float]:
+    """Model FLOPs a step: 2 x weights x positions per forward; `passes` = 1 (reference) or 3 (forward+backward)
+    times the updates. Attention scores and the optimizer are not counted: a lower bound on the work."""
+    out = []
+    for r in steps:
+        fwd = 2 * (params["body"] * r["learner/tokens_forward"] + params["head"] * r["learner/head_positions"])
+        out.append(passes * fwd)
+    return out
+
+
+# ---- 3. HF generate on the same prompts ---------------------------------------------------------------------------
+def hf_generate(repeats: int, threads: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from common import console
+    from jobs.engine import load_job, load_task
+
+    console.quiet()
+    cfg = load_job(str(ROOT / "jobs/configs/smoke.yaml"), WORKLOAD)
+    policy_path, task = load_task(cfg)
+    prompts = task.train_batch(0, cfg.train.prompts_per_step).prompt_ids
+    torch.set_num_threads(threads)
+    model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32).eval()
+    tok = task.tokenizer
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    r = cfg.rollout
+    rates = []
+    for rep in range(repeats + 1):
+        torch.manual_seed(rep)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=r.temperature,
+                                 top_p=r.top_p, max_new_tokens=r.max_new_tokens, num_return_sequences=r.group_size,
+                                 pad_token_id=tok.pad_token_id)
+        seconds = time.perf_counter() - t0
+        new = out[:, width:].tolist()
+        n = sum(next((i + 1 for i, t in enumerate(row) if t == tok.eos_token_id), len(row)) for row in new)
+        if rep:  # the first call is a warm-up
+            rates.append(n / seconds)
+    return {"tokens_per_s": rates}
+
+
+def in_subprocess(fn: str, *args) -> dict:
+    """Run one of this module's measurements in a fresh process (its own threads and memory)."""
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from bench.run import {fn}; "
+            f"print('RESULT ' + json.dumps({fn}(*{list(args)!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(f"{fn} failed: {out.stderr[-2000:]}")
+    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[7:])
+
+
+def weight_sync(repeats: int) -> dict:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "weight_sync.py"), "--path", "object_store",
+                          "--repeats", str(repeats)], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(f"weight sync bench failed: {out.stderr[-2000:]}")
+    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[7:])
+
+
+def trl_peer(steps: int) -> dict | None:
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        log("TRL is not installed (pip install -e '.[bench]'): the peer row is skipped")
+        return None
+    log(f"peer: TRL GRPOTrainer, {steps} steps ...")
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "trl_peer.py"), "--steps", str(steps), *WORKLOAD],
+                         capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(f"TRL peer failed: {out.stderr[-3000:]}")
+    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[7:])
+
+
+# ---- the report ---------------------------------------------------------------------------------------------------
+def col(steps: list[dict], key: str) -> list[float]:
+    return [r[key] for r in steps if key in r]
+
+
+def report(m: dict, cmd: str) -> str:
+    mach, ours, peak = m["machine"], m["ours"], m["matmul"]
+    steps = ours["steps"]
+    prec = ours["precision"] or {}
+    learner_prec = prec.get("learner", mach["auto_precision"])
+    peak_g = peak[learner_prec]["peak"]
+    bf16_units = mach["auto_precision"] == "bf16"
+    targets = TARGETS_BF16 if bf16_units else TARGETS_AVX2
+    step_s = col(steps, "timing/step")
+    sps = col(steps, "perf/samples_per_s")
+    learn_gf = [f / s / 1e9 for f, s in zip(flops(steps, m["params"], 3.0 * m["inner_steps"]), col(steps, "timing/learn"))]
+    ref_gf = [f / s / 1e9 for f, s in zip(flops(steps, m["params"], 1.0), col(steps, "timing/reference"))]
+    gen_ours = col(steps, "perf/tokens_per_s_generate")
+    gen_hf = m["hf_generate"]["tokens_per_s"]
+    sync_frac = [a / b for a, b in zip(col(steps, "timing/sync"), step_s)]
+    L = [f"# Benchmarks", "",
+         f"Generated by `{cmd}` on {mach['date']}, one run, each measurement alone on the machine.", "",
+         "## Machine", "",
+         f"- CPU: {mach['cpu']}, {mach['cores']} cores, {mach['ram_gib']} GiB RAM, no GPU",
+         f"- ISA that decides precision: {mach['isa']} (flags: {', '.join(mach['flags']) or '-'}); "
+         f"`precision: auto` resolves to **{mach['auto_precision']}** here",
+         f"- " + ", ".join(f"{k} {v}" for k, v in mach["versions"].items()),
+         f"- matmul peak, {m['threads']} threads (GFLOP/s, median [min, max] of {m['repeats']} repeats): " + "; ".join(
+             f"{p}: " + ", ".join(f"{n} {spread(v, '{:.0f}')}" for n, v in peak[p]["shapes"].items())
+             for p in ("fp32", "bf16")), "",
+         "## Workload", "",
+         "The default GRPO preset's step: 4 XQuAD-en prompts x K=4 = 16 samples, <= 64 new tokens, T 0.8, top-p 0.9, "
+         "lr 1e-5, beta 0.04 (k3, reference actor), clip 0.2, the embedded SmolLM2-135M-Instruct; one local Ray node "
+         f"(1 vLLM engine, 1 reward actor, learner, reference). Ours: {len(steps)} steps after a dropped first step; "
+         f"precision learner {learner_prec}, engines {'/'.join(prec.get('engines', ['?']))}.", ""]
+    trl = m.get("trl")
+    L += ["## Against the peer", ""]
+    if trl:
+        warm = trl["step_s"][1:]
+        trl_sps = [trl["samples_per_step"] / s for s in warm]
+        ratio = statistics.median(sps) / statistics.median(trl_sps)
+        ratios = sorted(a / b for a in sps for b in trl_sps)
+        L += ["| system | s / step | samples / s | mean completion tokens | steps |", "|---|---|---|---|---|",
+              f"| ours (Ray + vLLM) | {spread(step_s)} | {spread(sps)} | {spread(col(steps, 'rollout/len_mean'), '{:.1f}')} "
+              f"| {len(steps)} |",
+              f"| TRL {trl['trl']} GRPOTrainer (CPU, transformers generate) | {spread(warm)} | {spread(trl_sps, '{:.3f}')} "
+              f"| {spread([x for x in trl['completion_len'][1:] if x], '{:.1f}')} | {len(warm)} (first dropped) |", "",
+              f"**ratio vs TRL GRPOTrainer: {ratio:.1f}x** (median samples/s over median samples/s; over all pairs of "
+              f"steps {ratios[0]:.1f}x to {ratios[-1]:.1f}x). Target here: >= {targets['ratio_trl']:.0f}x.", ""]
+        m["ratio_trl"] = ratio
+    else:
+        L += ["TRL was not installed: `pip install -e '.[bench]'` (or `make bench`) adds the pinned peer.", ""]
+    L += ["## Stages against their floors", "",
+          "| stage | seconds / step | share of the step | measured against | ratio |", "|---|---|---|---|---|"]
+    for s in STAGES:
+        xs = col(steps, f"timing/{s}")
+        share = statistics.median(xs) / statistics.median(step_s)
+        floor, ratio = "", ""
+        if s == "learn":
+            floor = f"{learner_prec} matmul peak {peak_g:.0f} GFLOP/s: {spread(learn_gf, '{:.0f}')} GFLOP/s achieved"
+            ratio = f"{statistics.median(learn_gf) / peak_g:.0%} of peak (target {targets['learn_peak']:.0%})"
+        elif s == "reference":
+            rp = peak[prec.get("reference", learner_prec)]["peak"]
+            floor = f"matmul peak {rp:.0f} GFLOP/s: {spread(ref_gf, '{:.0f}')} GFLOP/s achieved"
+            ratio = f"{statistics.median(ref_gf) / rp:.0%} of peak (target {targets['reference_peak']:.0%})"
+        elif s == "generate":
+            floor = (f"HF generate, same prompts and sampling: {spread(gen_hf, '{:.0f}')} tok/s; ours "
+                     f"{spread(gen_ours, '{:.0f}')} tok/s")
+            ratio = f"{statistics.median(gen_ours) / statistics.median(gen_hf):.2f}x HF generate (target 2.5x)"
+        elif s == "sync":
+            ws = m["sync"]
+            floor = (f"push {spread(ws['push'], '{:.3f}')} s vs vLLM reload alone {spread(ws['reload_alone'], '{:.3f}')} s "
+                     f"({ws['bytes'] / 2**20:.0f} MiB); probe check {spread(ws['probe'], '{:.3f}')} s")
+            ratio = (f"{statistics.median(ws['push']) / statistics.median(ws['reload_alone']):.2f}x reload alone; "
+                     f"{statistics.median(sync_frac):.1%} of a step (target <= 5%)")
+        elif s == "reward":
+            floor = "rule reward (F1/EM) on one actor"
+        L.append(f"| {s} | {spread(xs)} | {share:.0%} | {floor} | {ratio} |")
+    L += [f"| step | {spread(step_s)} | 100% | | |", "",
+          "Model FLOPs count the weight matmuls of the positions each pass runs (a GRPO group's shared prompt once, "
+          "each completion's tokens, the LM head only at completion positions); attention scores, softmax and the "
+          "optimizer are left out, so achieved FLOP/s are a lower bound. Learn = 3 passes (forward + backward) per "
+          "update.", ""]
+    gap = col(steps, "learner/logprob_diff_mean")
+    L += [f"vLLM-vs-learner logprob gap (mean per token at the first update): {spread(gap, '{:.1e}')}; "
+          f"max {max(col(steps, 'learner/logprob_diff_max') or [0]):.1e}.", ""]
+    L += ["## Memory", "", "Peak RSS of every actor (GiB, VmHWM read by each process at the end of the run):", "",
+          "| actor | GiB |", "|---|---|"]
+    for name, vals in ours["peak_rss_gib"].items():
+        L.append(f"| {name} | {', '.join(f'{v:.2f}' for v in vals if v is not None)} |")
+    L += ["", "Target: no actor above 4 GiB.", ""]
+    if m.get("scaling"):
+        L += ["## Scaling on this machine", "",
+              "| configuration | s / step | samples / s | generate s | reward s | steps |", "|---|---|---|---|---|---|",
+              f"| 1 engine, 1 reward actor | {spread(step_s)} | {spread(sps)} | {spread(col(steps, 'timing/generate'))} "
+              f"| {spread(col(steps, 'timing/reward'), '{:.3f}')} | {len(steps)} |"]
+        for name, res in m["scaling"].items():
+            st = res["steps"]
+            L.append(f"| {name} | {spread(col(st, 'timing/step'))} | {spread(col(st, 'perf/samples_per_s'))} | "
+                     f"{spread(col(st, 'timing/generate'))} | {spread(col(st, 'timing/reward'), '{:.3f}')} | {len(st)} |")
+        L += ["", f"On {mach['cores']} cores a second engine competes with the first for the same cores (and the learner "
+              "and reference wait for generation anyway); a second reward actor only splits a reward stage that takes "
+              "milliseconds. Neither can pay here; on a cluster each engine gets its own cores or GPU, and "
+              "generation time divides by the number of engines.", ""]
+    return "\n".join(L)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=6, help="our GRPO steps (the first is dropped)")
+    p.add_argument("--scaling-steps", type=int, default=4)
+    p.add_argument("--trl-steps", type=int, default=4, help="TRL steps (the first is dropped)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--skip-trl", action="store_true")
+    p.add_argument("--skip-scaling", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    p.add_argument("--raw", default=None, help="also write every measurement as JSON here")
+    args = p.parse_args(argv)
+    cmd = "python bench/run.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    from common.models import resolve_model
+
+    m: dict = {"threads": args.threads, "repeats": args.repeats, "inner_steps": 1}
+    m["machine"] = machine()
+    log(f"machine: {m['machine']['cpu']}, {m['machine']['isa']}; precision auto -> {m['machine']['auto_precision']}")
+    log("matmul peak ...")
+    m["matmul"] = in_subprocess("matmul_peak", args.repeats, args.threads)
+    m["params"] = body_params(resolve_model("embedded:smollm2-135m-instruct"))
+    with tempfile.TemporaryDirectory(prefix="raygrpo-bench-") as tmp:
+        m["ours"] = run_ours("ours", args.steps, Path(tmp), [])
+        log("HF generate on the same prompts ...")
+        m["hf_generate"] = in_subprocess("hf_generate", args.repeats, args.threads)
+        log("weight sync ...")
+        m["sync"] = weight_sync(args.repeats)
+        if not args.skip_scaling:
+            m["scaling"] = {
+                "2 engines, 1 reward actor": run_ours("engines2", args.scaling_steps, Path(tmp),
+                                                      ["cluster.num_rollout_actors=2"]),
+                "1 engine, 2 reward actors": run_ours("rewards2", args.scaling_steps, Path(tmp),
+                                                      ["cluster.num_reward_actors=2"])}
+    if not args.skip_trl:
+        m["trl"] = trl_peer(args.trl_steps)
+    text = report(m, cmd)
+    Path(args.out).write_text(text + "\n")
+    if args.raw:
+        Path(args.raw).write_text(json.dumps(m, indent=1, default=str))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
