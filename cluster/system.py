@@ -58,6 +58,13 @@ def needs_ref_logprobs(cfg: JobConfig) -> bool:
     return ppo_kl or any(a.beta > 0 and a.kl_kind != "full" for a in algos)
 
 
+class Pending:
+    """A generation in flight (GRPOSystem.generate_async): its futures, its inputs, the weights version it samples."""
+
+    def __init__(self, futures: list, inputs: tuple, version: int):
+        self.futures, self.inputs, self.version = futures, inputs, version
+
+
 # The sync check's probe: 40 fixed token ids below 92 (every vocabulary has them); 8 of prompt, 32 scored.
 PROBE = [(7919 * i) % 89 + 3 for i in range(40)]
 
@@ -144,6 +151,30 @@ class GRPOSystem:
         args = [(s, sampling.group_size, sampling.temperature, sampling.top_p, sampling.max_new_tokens, seed + 7919 * i)
                 for i, s in enumerate(shards)]
         return Rollout.concat(self.retried(self.rollout, "generate", args))
+
+    def generate_async(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> "Pending":
+        """Start `generate` and return at once (train.overlap): the engines sample with the weights they hold now
+        (a weight sync sent meanwhile waits in each engine's queue until the generation is done)."""
+        shards = shard(prompt_ids, len(self.rollout.members))
+        args = [(s, sampling.group_size, sampling.temperature, sampling.top_p, sampling.max_new_tokens, seed + 7919 * i)
+                for i, s in enumerate(shards)]
+        return Pending(self.rollout.map_shards("generate", args, weights_version=self.weights_version),
+                       (prompt_ids, sampling, seed), self.weights_version)
+
+    def collect(self, pending: "Pending") -> tuple[Rollout, int]:
+        """(rollout, weights version it was sampled with) of a `generate_async`; an engine that died meanwhile is
+        recovered and the rollout generated again from the same inputs, with the weights of now."""
+        from ray.exceptions import RayActorError
+
+        from rollout.engine import StaleWeights
+
+        try:
+            return Rollout.concat(get(pending.futures, timeout=self.cfg.cluster.call_timeout_s,
+                                      what="rollout.generate")), pending.version
+        except (RayActorError, StaleWeights) as err:
+            self.recover(self.rollout, "generate", 0, err)
+            self.sync_weights()
+            return self.generate(*pending.inputs), self.weights_version
 
     def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[str]:
         shards = shard(prompt_ids, len(self.rollout.members))

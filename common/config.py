@@ -300,6 +300,9 @@ class TrainConfig(_Section):
                                                        "ones as checkpoints/step-N (best and phase ends are extra)")
     tensorboard: bool = Field(False, description="also write every step and eval metric to <run>/tensorboard/ "
                                                  "(needs the tensorboard extra)")
+    overlap: bool = Field(False, description="GRPO: generate the next step's samples while the learner trains on this "
+                                             "step's (one update off-policy, corrected by the ratio against the "
+                                             "engine's logprobs; rollout/staleness is logged)")
     rollout_records: bool = Field(True, description="every GRPO/PPO step's samples, rewards and advantages to "
                                                     "<run>/rollouts/step-N.parquet (jobs/samples.py reads them)")
     seed: int = 0
@@ -380,6 +383,9 @@ class JobConfig(_Section):
                                  f"disabled, which is the model the phase started from; reference "
                                  f"'{phase.reference}' needs full fine-tuning (drop learner.lora) or "
                                  "reference: phase_start")
+        if self.train.overlap and self.algo.old_logprobs == "learner":
+            raise ValueError("train.overlap samples with weights one update older than the learner's: the ratio must "
+                             "use the engine's logprobs (algo.old_logprobs=engine or auto), not the learner's")
         if self.cluster.weight_sync == "collective" and self.cluster.backend != "ray":
             raise ValueError("cluster.weight_sync=collective broadcasts between Ray actors; with "
                              "cluster.backend=inprocess use weight_sync=object_store")

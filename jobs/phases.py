@@ -118,9 +118,14 @@ class GRPOPhase(Phase):
         self.algo_cfg, rollout = job.algo_for(cfg), job.rollout_for(cfg)
         self.sampling = sampling_of(rollout)
         a = self.algo_cfg
+        # train.overlap (GRPO only): the next step's samples are generated while this step trains, by weights one
+        # update older than the learner's; the ratio against the engine's logprobs is then the off-policy correction
+        self.overlap = job.train.overlap and type(self) is GRPOPhase
+        old = "engine" if self.overlap and a.old_logprobs == "auto" else a.old_logprobs
         self.algo = AlgoParams(clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high, beta=a.beta, kl_kind=a.kl_kind,
-                               loss_agg=a.loss_agg, max_new_tokens=rollout.max_new_tokens, old_logprobs=a.old_logprobs)
+                               loss_agg=a.loss_agg, max_new_tokens=rollout.max_new_tokens, old_logprobs=old)
         self.prompts_per_step = cfg.prompts_per_step or job.train.prompts_per_step
+        self.pending = None  # overlap: (batch, generation in flight or its result) for the next step
 
     def begin(self, fresh: bool) -> None:
         r, c = self.run, self.cfg
@@ -135,18 +140,46 @@ class GRPOPhase(Phase):
             r.system.set_reference(source, full_kl=a.kl_kind == "full")
         r.sync_if_stale()
 
-    def rollout(self, timer: "Timer"):
-        """generate -> score -> reference logprobs for the next `prompts_per_step` training prompts."""
+    def rollout(self, timer: "Timer", k: int | None = None):
+        """generate -> score -> reference logprobs for the next `prompts_per_step` training prompts. With overlap,
+        the generation was started during the previous step (or now, on a phase's first step or after a resume),
+        and the next step's is started here, before this step's reward, reference and learning."""
         r, s = self.run, self.run.state
-        batch = r.task.train_batch(s.drawn, self.prompts_per_step)
-        s.drawn, s.grpo_steps = s.drawn + self.prompts_per_step, s.grpo_steps + 1
-        with timer("generate"):
-            rollout = r.system.generate(batch.prompt_ids, self.sampling, seed=self.job.rollout.seed + 1000 * s.grpo_steps)
+        self.staleness = 0
+        if not self.overlap:
+            batch = r.task.train_batch(s.drawn, self.prompts_per_step)
+            s.drawn, s.grpo_steps = s.drawn + self.prompts_per_step, s.grpo_steps + 1
+            with timer("generate"):
+                rollout = r.system.generate(batch.prompt_ids, self.sampling,
+                                            seed=self.job.rollout.seed + 1000 * s.grpo_steps)
+        else:
+            with timer("generate"):  # overlapped steps: only what the learning step did not hide
+                batch, done = self.pending or self.launch()
+                rollout, version = done if isinstance(done, tuple) else r.system.collect(done)
+            self.pending = None
+            self.staleness = r.system.weights_version - version  # learner updates since these samples' weights
+            s.drawn, s.grpo_steps = s.drawn + self.prompts_per_step, s.grpo_steps + 1
+            if k is not None and k < self.steps:
+                self.pending = self.launch()
         with timer("reward"):
             scored = r.system.score(rollout, batch.reward_inputs)
         with timer("reference"):
             ref = r.system.ref_logprobs(rollout) if self.wants_ref else []
         return batch, rollout, scored, ref
+
+    def launch(self):
+        """Overlap: start generating the batch at the data position after the one being consumed (the run state
+        counts consumed batches only, so a checkpoint never skips prompts: a resumed run regenerates it)."""
+        r, s = self.run, self.run.state
+        batch = r.task.train_batch(s.drawn, self.prompts_per_step)
+        return batch, r.system.generate_async(batch.prompt_ids, self.sampling,
+                                              seed=self.job.rollout.seed + 1000 * (s.grpo_steps + 1))
+
+    def finish_pending(self, timer: "Timer") -> None:
+        """Overlap: wait for the next step's generation before the weight sync (which would queue behind it)."""
+        if self.pending is not None and not isinstance(self.pending[1], tuple):
+            with timer("generate_wait"):
+                self.pending = (self.pending[0], self.run.system.collect(self.pending[1]))
 
     @property
     def wants_ref(self) -> bool:
@@ -158,11 +191,12 @@ class GRPOPhase(Phase):
         from learner.advantages import group_advantages
 
         r, a, timer = self.run, self.algo_cfg, Timer()
-        batch, rollout, scored, ref = self.rollout(timer)
+        batch, rollout, scored, ref = self.rollout(timer, k)
         adv, adv_m = group_advantages(torch.tensor(scored.rewards), self.sampling.group_size, a.adv_scale, a.adv_eps)
         with timer("learn"):
             learn_m = r.system.train(TrainBatch(rollout.prompt_ids, rollout.completion_ids, rollout.old_logprobs,
                                                 ref, adv.tolist()), self.algo, self.job.learner.inner_steps)
+        self.finish_pending(timer)
         with timer("sync"):
             r.system.sync_weights()
         self.record(batch, rollout, scored, adv.tolist(), ref)
@@ -199,7 +233,7 @@ class GRPOPhase(Phase):
             "rollout/hit_max_tokens_frac": sum(f == "length" for f in rollout.finish_reasons) / len(lens),
             **{k: v for k, v in extra.items() if not k.startswith("reward/")},
             **timer.seconds, "timing/step": seconds, "perf/samples_per_s": len(lens) / seconds,
-            "cluster/actor_restarts": self.run.system.restarts,
+            "cluster/actor_restarts": self.run.system.restarts, "rollout/staleness": getattr(self, "staleness", 0),
             "perf/tokens_per_s_generate": sum(lens) / timer.seconds["timing/generate"],
             "sample/completion": rollout.texts[0][:200], "sample/reward_inputs": json.dumps(batch.reward_inputs[0])[:200],
         }

@@ -272,3 +272,29 @@ def test_an_engine_that_came_back_with_its_initial_weights_is_synced_before_it_s
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     assert [r["cluster/actor_restarts"] for r in steps] == [0, 0, 1, 1]
     assert all(r["learner/logprob_diff_max"] < 1e-4 for r in steps)  # no step sampled the stale weights
+
+
+def test_overlap_trains_one_update_off_policy_and_loses_no_sample(llama, tmp_path):
+    """train.overlap: the next batch is generated while this one trains. Steps 2.. sample with weights one update
+    older than the learner's (rollout/staleness 1, a logprob gap the ratio corrects); the prompts drawn, their
+    order and the samples recorded are those of the sequential run's data stream, none lost or twice."""
+    phases = "[{kind: grpo, steps: 3}]"
+    base = _args(llama, tmp_path, "arithmetic", phases, "task.params.gsm8k=false", "learner.lr=1e-2")
+    assert main([*base, "train.run_name=seq"]) == 0
+    assert main([*base, "train.run_name=ovl", "train.overlap=true"]) == 0
+    from common import rollout_records
+
+    seq, ovl = ([r for r in _records(tmp_path / n) if r["kind"] == "step"] for n in ("seq", "ovl"))
+    assert [r["rollout/staleness"] for r in seq] == [0, 0, 0]
+    assert [r["rollout/staleness"] for r in ovl] == [0, 1, 1]
+    assert ovl[0]["reward/mean"] == pytest.approx(seq[0]["reward/mean"])  # step 1: same weights, same seed
+    assert ovl[0]["learner/logprob_diff_max"] < 1e-4 < ovl[1]["learner/logprob_diff_max"]  # stale by one update
+    assert "timing/generate_wait" in ovl[1]
+    a, b = rollout_records.read(tmp_path / "seq"), rollout_records.read(tmp_path / "ovl")
+    assert len(a) == len(b) == 3 * 2 * 4 and not b.duplicated(["step", "prompt", "sample"]).any()
+    assert a["train_index"].tolist() == b["train_index"].tolist()  # the same prompts, in the same order
+
+
+def test_overlap_refuses_learner_old_logprobs(tmp_path, capsys):
+    assert main(["--inprocess", f"train.output_dir={tmp_path}", "train.overlap=true", "algo.old_logprobs=learner"]) == 2
+    assert "engine's logprobs" in capsys.readouterr().err
