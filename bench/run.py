@@ -342,12 +342,19 @@ def report(m: dict, cmd: str) -> str:
               f"| {spread(col(steps, 'timing/reward'), '{:.3f}')} | {len(steps)} |"]
         for name, res in m["scaling"].items():
             st = res["steps"]
+            if name.startswith("overlap"):
+                st = [{**r, "timing/generate": r["timing/generate"] + r.get("timing/generate_wait", 0.0)} for r in st]
             L.append(f"| {name} | {spread(col(st, 'timing/step'))} | {spread(col(st, 'perf/samples_per_s'))} | "
                      f"{spread(col(st, 'timing/generate'))} | {spread(col(st, 'timing/reward'), '{:.3f}')} | {len(st)} |")
         L += ["", f"On {mach['cores']} cores a second engine competes with the first for the same cores (and the learner "
               "and reference wait for generation anyway); a second reward actor only splits a reward stage that takes "
               "milliseconds. Neither can pay here; on a cluster each engine gets its own cores or GPU, and "
-              "generation time divides by the number of engines.", ""]
+              "generation time divides by the number of engines.", "",
+              "Overlap generates the next batch while the learner trains on this one (one update off-policy; its "
+              "generate column is only the wait left after learning, `timing/generate_wait` included in the step). "
+              "Here engine and learner each want both cores, so the overlapped work is only interleaved, not "
+              "parallel. On a GPU cluster, where engines and learner sit on different devices, the step becomes "
+              "max(generate, score + reference + learn) + sync instead of their sum.", ""]
     return "\n".join(L)
 
 
@@ -389,7 +396,9 @@ def main(argv=None) -> int:
                 "2 engines, 1 reward actor": run_ours("engines2", args.scaling_steps, Path(tmp),
                                                       ["cluster.num_rollout_actors=2"]),
                 "1 engine, 2 reward actors": run_ours("rewards2", args.scaling_steps, Path(tmp),
-                                                      ["cluster.num_reward_actors=2"])}
+                                                      ["cluster.num_reward_actors=2"]),
+                "overlap (train.overlap=true)": run_ours("overlap", args.scaling_steps, Path(tmp),
+                                                         ["train.overlap=true"])}
     if not args.skip_trl:
         m["trl"] = trl_peer(args.trl_steps)
     text = report(m, cmd)

@@ -278,13 +278,15 @@ def test_overlap_trains_one_update_off_policy_and_loses_no_sample(llama, tmp_pat
     """train.overlap: the next batch is generated while this one trains. Steps 2.. sample with weights one update
     older than the learner's (rollout/staleness 1, a logprob gap the ratio corrects); the prompts drawn, their
     order and the samples recorded are those of the sequential run's data stream, none lost or twice."""
-    phases = "[{kind: grpo, steps: 3}]"
+    # after SFT, a KL term against the initial model moves the policy at every GRPO step even where rewards are flat
+    phases = "[{kind: sft, steps: 2, batch_size: 2}, {kind: grpo, steps: 3, reference: initial, algo: {beta: 1.0}}]"
     base = _args(llama, tmp_path, "arithmetic", phases, "task.params.gsm8k=false", "learner.lr=1e-2")
     assert main([*base, "train.run_name=seq"]) == 0
     assert main([*base, "train.run_name=ovl", "train.overlap=true"]) == 0
     from common import rollout_records
 
-    seq, ovl = ([r for r in _records(tmp_path / n) if r["kind"] == "step"] for n in ("seq", "ovl"))
+    seq, ovl = ([r for r in _records(tmp_path / n) if r["kind"] == "step" and r["phase"] == "grpo"]
+                for n in ("seq", "ovl"))
     assert [r["rollout/staleness"] for r in seq] == [0, 0, 0]
     assert [r["rollout/staleness"] for r in ovl] == [0, 1, 1]
     assert ovl[0]["reward/mean"] == pytest.approx(seq[0]["reward/mean"])  # step 1: same weights, same seed
