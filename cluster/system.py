@@ -146,18 +146,19 @@ class GRPOSystem:
             self.start_collective()
 
     # ---- rollout and reward ------------------------------------------------------------------------------
-    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> Rollout:
+    def _generate_args(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> list[tuple]:
+        """One `generate` call's arguments per engine shard (each shard its own seed)."""
         shards = shard(prompt_ids, len(self.rollout.members))
-        args = [(s, sampling.group_size, sampling.temperature, sampling.top_p, sampling.max_new_tokens, seed + 7919 * i)
+        return [(s, sampling.group_size, sampling.temperature, sampling.top_p, sampling.max_new_tokens, seed + 7919 * i)
                 for i, s in enumerate(shards)]
-        return Rollout.concat(self.retried(self.rollout, "generate", args))
+
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> Rollout:
+        return Rollout.concat(self.retried(self.rollout, "generate", self._generate_args(prompt_ids, sampling, seed)))
 
     def generate_async(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> "Pending":
         """Start `generate` and return at once (train.overlap): the engines sample with the weights they hold now
         (a weight sync sent meanwhile waits in each engine's queue until the generation is done)."""
-        shards = shard(prompt_ids, len(self.rollout.members))
-        args = [(s, sampling.group_size, sampling.temperature, sampling.top_p, sampling.max_new_tokens, seed + 7919 * i)
-                for i, s in enumerate(shards)]
+        args = self._generate_args(prompt_ids, sampling, seed)
         return Pending(self.rollout.map_shards("generate", args, weights_version=self.weights_version),
                        (prompt_ids, sampling, seed), self.weights_version)
 

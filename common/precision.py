@@ -18,7 +18,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # /proc/cpuinfo names of the bf16 matmul units
-ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what a benchmark's machine line names
 VLLM_DTYPE = {"fp32": "float32", "bf16": "bfloat16"}
 
 
@@ -54,7 +53,7 @@ def resolve(choice: str, device: str = "cpu", flags: frozenset[str] | set[str] |
 
 
 def isa_summary(flags: frozenset[str] | set[str] | None = None) -> str:
-    """'AVX2, AVX512F, AVX512-BF16, AMX' as present: the part of a CPU that decides precision and speed."""
+    """'AVX2, AVX-512, AVX512-BF16, AMX-BF16' as present: the part of a CPU that decides precision and speed."""
     present = set(cpu_flags() if flags is None else flags)
     names = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16"}
     return ", ".join(v for k, v in names.items() if k in present) or "no AVX2"

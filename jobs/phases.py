@@ -126,6 +126,7 @@ class GRPOPhase(Phase):
                                loss_agg=a.loss_agg, max_new_tokens=rollout.max_new_tokens, old_logprobs=old)
         self.prompts_per_step = cfg.prompts_per_step or job.train.prompts_per_step
         self.pending = None  # overlap: (batch, generation in flight or its result) for the next step
+        self.staleness = 0  # learner updates between the weights that sampled this step's batch and the learner's
 
     def begin(self, fresh: bool) -> None:
         r, c = self.run, self.cfg
@@ -233,7 +234,7 @@ class GRPOPhase(Phase):
             "rollout/hit_max_tokens_frac": sum(f == "length" for f in rollout.finish_reasons) / len(lens),
             **{k: v for k, v in extra.items() if not k.startswith("reward/")},
             **timer.seconds, "timing/step": seconds, "perf/samples_per_s": len(lens) / seconds,
-            "cluster/actor_restarts": self.run.system.restarts, "rollout/staleness": getattr(self, "staleness", 0),
+            "cluster/actor_restarts": self.run.system.restarts, "rollout/staleness": self.staleness,
             "perf/tokens_per_s_generate": sum(lens) / timer.seconds["timing/generate"],
             "sample/completion": rollout.texts[0][:200], "sample/reward_inputs": json.dumps(batch.reward_inputs[0])[:200],
         }

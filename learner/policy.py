@@ -306,30 +306,27 @@ class Learner:
         """The plain model's weights (with LoRA: the adapters merged in), under the plain model's names."""
         return lora_lib.merged_state(self.model) if self.lora is not None else self.model.state_dict()
 
-    def sync_state(self) -> dict[str, torch.Tensor]:
-        """What a weight sync sends: `state()` whole. A tied lm_head goes too, though it is the embedding: vLLM's
-        CPU backend keeps a repacked copy of the head that a reload of the embedding alone leaves stale (tried:
-        the probe check caught a 0.02 gap after the first update)."""
-        return self.state()
-
     # ---- collective weight sync (common/collective.py): rank 0 of a group with every engine ----------------
     def init_sync_group(self, host: str, port: int, world_size: int, backend: str) -> None:
         from common.collective import SyncGroup
 
         self.sync_group = SyncGroup(host, port, world_size, 0, backend)
 
+    # A weight sync sends `state()` whole. A tied lm_head goes too, though it is the embedding: vLLM's CPU backend
+    # keeps a repacked copy of the head that a reload of the embedding alone leaves stale (tried: the probe check
+    # caught a 0.02 gap after the first update).
     def weights_meta(self) -> list[tuple[str, tuple[int, ...], str]]:
         """(name, shape, dtype) of what broadcast_weights sends, in order."""
-        return [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in self.sync_state().items()]
+        return [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in self.state().items()]
 
     def broadcast_weights(self) -> None:
         g = self.sync_group
-        for _, v in self.sync_state().items():
+        for _, v in self.state().items():
             g.broadcast(v.detach().to(g.device).contiguous(), src=0)
 
     def named_arrays(self) -> list[tuple[str, np.ndarray]]:
         """Weights as numpy arrays: one ray.put, zero-copy reads on every engine of the node."""
-        return [(k, v.detach().cpu().numpy()) for k, v in self.sync_state().items()]
+        return [(k, v.detach().cpu().numpy()) for k, v in self.state().items()]
 
     def save(self, path: str, with_optimizer: bool = True) -> None:
         from pathlib import Path

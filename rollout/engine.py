@@ -65,12 +65,11 @@ class _Versioned:
 
 
 def _resolve_dtype(dtype: str) -> str:
-    """'auto' | 'fp32' | 'bf16' (older callers: 'float32' | 'bfloat16') -> 'fp32' | 'bf16' on this node."""
+    """'auto' | 'fp32' | 'bf16' -> 'fp32' | 'bf16' on this node."""
     import torch
 
     from common.precision import resolve
 
-    dtype = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
     return resolve(dtype, "cuda" if torch.cuda.is_available() else "cpu")
 
 
