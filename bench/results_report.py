@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.metrics_log import plot_curves, read_records  # noqa: E402
+from common.stats import mcnemar_exact, paired_bootstrap_diff  # noqa: E402
 
 ORDER = ["base", "sft", "grpo-best", "grpo-final"]
 CROSS = [("xquad-de", "XQuAD de"), ("xquad-es", "XQuAD es"), ("xquad-vi", "XQuAD vi"), ("xquad-zh", "XQuAD zh"),
@@ -51,11 +52,49 @@ def verdict(tests: dict[str, dict]) -> str:
              f"{'>' if s['f1'] > b['f1'] else '<='} base F1 {b['f1']:.3f}."]
     sep = s["f1_ci"][0] > b["f1_ci"][1]
     parts.append(f"SFT over base is {'clear (the CIs do not overlap)' if sep else 'within the CIs'}.")
-    overlap = g["f1_ci"][0] <= s["f1_ci"][1]
-    delta = g["f1"] - s["f1"]
-    parts.append(f"GRPO-best over SFT is {delta:+.3f} F1, "
-                 f"{'inside the overlap of the two CIs: not significant at this size' if overlap else 'outside the CIs'}.")
+    d = paired(s, g, "f1")
+    if d is None:  # no per-question scores: compare the two CIs
+        overlap = g["f1_ci"][0] <= s["f1_ci"][1]
+        parts.append(f"GRPO-best over SFT is {g['f1'] - s['f1']:+.3f} F1, "
+                     f"{'inside the overlap of the two CIs: not significant at this size' if overlap else 'outside the CIs'}.")
+    else:
+        mean, lo, hi = d
+        sig = "significant" if lo > 0 or hi < 0 else "not significant at this size (the CI holds 0)"
+        parts.append(f"GRPO-best over SFT is {mean:+.3f} F1 [{lo:+.3f}, {hi:+.3f}] on the same questions (paired "
+                     f"bootstrap): {sig}.")
     return " ".join(parts)
+
+
+def paired(a: dict, b: dict, key: str) -> tuple[float, float, float] | None:
+    """Mean of b - a over the same questions with its paired-bootstrap 95% CI (2000 resamples, seed 0); None
+    without per-question scores. Refuses two evals of different questions."""
+    qa, qb = a.get("per_question"), b.get("per_question")
+    if not qa or not qb:
+        return None
+    ids_a, ids_b = [q.get("id") for q in qa], [q.get("id") for q in qb]
+    if len(qa) != len(qb) or ids_a != ids_b:
+        raise SystemExit(f"error: {a.get('model')} and {b.get('model')} were not scored on the same questions")
+    return paired_bootstrap_diff([q[key] for q in qa], [q[key] for q in qb])
+
+
+def paired_table(tests: dict[str, dict]) -> list[str]:
+    """GRPO-best and GRPO-final against SFT on the same test questions: F1 and EM differences with paired
+    bootstrap CIs, and McNemar's exact test on exact match."""
+    if "sft" not in tests or not tests["sft"].get("per_question"):
+        return []
+    lines = ["| comparison | ΔF1 [95% CI] | ΔEM [95% CI] | EM only SFT / only GRPO | McNemar p | n |",
+             "|---|---|---|---|---|---|"]
+    s = tests["sft"]
+    for name in ("grpo-best", "grpo-final"):
+        g = tests.get(name)
+        if not g or not g.get("per_question"):
+            continue
+        f1, em = paired(s, g, "f1"), paired(s, g, "em")
+        only_s, only_g, pval = mcnemar_exact([q["em"] for q in s["per_question"]], [q["em"] for q in g["per_question"]])
+        lines.append(f"| {name} - sft | {f1[0]:+.3f} [{f1[1]:+.3f}, {f1[2]:+.3f}] | {em[0]:+.3f} [{em[1]:+.3f}, "
+                     f"{em[2]:+.3f}] | {only_s} / {only_g} | {pval:.2f} | {len(g['per_question'])} |")
+    return ["Paired on the same test questions (each question's score difference resampled, 2000 resamples, seed 0), "
+            "so the questions' difficulty, which the two checkpoints share, cancels out:", "", *lines, ""]
 
 
 def discussion(tests: dict[str, dict], val: list[dict]) -> list[str]:
@@ -73,27 +112,81 @@ def discussion(tests: dict[str, dict], val: list[dict]) -> list[str]:
             f"On the {tests['sft']['n']} test questions that gain is gone "
             f"({tests['sft']['f1']:.3f} -> {tests['grpo-best']['f1']:.3f}). Picking the maximum of several noisy "
             "validation evals on about a hundred questions is biased upward; the held-out test split is there to "
-            "catch exactly that. The GRPO budget was small (see the paragraph above), and a strong SFT start "
-            "leaves many groups with nothing to learn from. A longer GRPO run with more prompts per step, "
-            "several seeds, and selection on a larger validation split is what would settle it."]
+            "catch exactly that. What GRPO had to learn from is in the table of thirds above: every group whose K "
+            "answers score the same gives no gradient, and a strong SFT start leaves many such groups."]
+
+
+def grpo_budget(cfg_text: str) -> tuple[int | None, int]:
+    """(GRPO steps, prompts per step) from a run's config: the grpo phase's own values, else train's."""
+    import yaml
+
+    train = (yaml.safe_load(cfg_text) or {}).get("train", {})
+    phase = next((ph for ph in train.get("phases") or [] if ph.get("kind") == "grpo"), {})
+    return phase.get("steps") or train.get("steps"), phase.get("prompts_per_step") or train.get("prompts_per_step", 4)
 
 
 def dynamics_summary(steps: list[dict], cfg_text: str) -> str:
-    """What GRPO had to learn from: questions seen, groups with no signal, KL, clipping."""
+    """What GRPO had to learn from: questions seen, groups with no signal, KL, clipping, wall-clock."""
     import yaml
 
     if not steps:
         return ""
-    cfg = yaml.safe_load(cfg_text) or {}
-    per_step = cfg.get("train", {}).get("prompts_per_step", 4)
-    inner = cfg.get("learner", {}).get("inner_steps", 1)
+    _, per_step = grpo_budget(cfg_text)
+    inner = (yaml.safe_load(cfg_text) or {}).get("learner", {}).get("inner_steps", 1)
     mean = lambda k: sum(r.get(k) or 0.0 for r in steps) / len(steps)  # noqa: E731
+    seconds = sum(r.get("timing/step") or 0.0 for r in steps)
     clip = (" Clip fraction is 0 because each rollout batch gets one update (learner.inner_steps=1), so the "
             "ratio only sees the tiny vLLM-vs-learner gap." if inner == 1 else "")
-    return (f"GRPO ran {len(steps)} steps of {per_step} questions ({len(steps) * per_step} questions seen). "
+    wall = (f" The GRPO steps took {seconds / 60:.0f} min ({seconds / len(steps):.1f} s a step, AMD EPYC AVX2, 2 cores)."
+            if seconds else "")
+    return (f"GRPO ran {len(steps)} steps of {per_step} questions ({len(steps) * per_step} questions seen, "
+            f"{len(steps) * per_step} groups).{wall} "
             f"In {mean('reward/zero_std_group_frac'):.0%} of groups all K samples got the same reward, which gives "
             f"zero advantage and no gradient. Final KL to the reference is {steps[-1].get('learner/kl', 0):.3f}. "
             f"The mean sampled answer is {mean('rollout/len_mean'):.1f} tokens long.{clip}")
+
+
+def group_classes(rollouts) -> dict[str, float]:
+    """Fractions of GRPO groups by what their K rewards offered: a signal (rewards differ), or none because all K
+    were right (reward >= 0.9), all wrong (<= 0.1) or equally partial. rollouts: the run's rollout records."""
+    g = rollouts.groupby(["step", "prompt"])["reward"].agg(["min", "max", "mean"])
+    flat = (g["max"] - g["min"]) < 1e-6
+    return {"signal": float((~flat).mean()), "all right": float((flat & (g["mean"] >= 0.9)).mean()),
+            "all wrong": float((flat & (g["mean"] <= 0.1)).mean()),
+            "equal partial": float((flat & (g["mean"] > 0.1) & (g["mean"] < 0.9)).mean())}
+
+
+def signal_table(run: Path, steps: list[dict], val: list[dict]) -> list[str]:
+    """The run in thirds: reward, what the groups offered (from the rollout records), KL, answer length, and the
+    validation F1 at the end of each third; what a reader needs to see why GRPO did or did not add to SFT."""
+    if len(steps) < 3:
+        return []
+    try:
+        from common import rollout_records
+
+        rollouts = rollout_records.read(run)
+        rollouts = rollouts[rollouts["phase"] == "grpo"] if "phase" in rollouts else rollouts
+    except (FileNotFoundError, ImportError):
+        rollouts = None
+    first = steps[0]["step"] - 1  # global step before GRPO's first
+    n = len(steps)
+    cuts = [0, n // 3, 2 * n // 3, n]
+    lines = ["| GRPO steps | reward | groups with a signal | all K right | all K wrong | KL | answer tokens | "
+             "validation F1 at the end |", "|---|---|---|---|---|---|---|---|"]
+    for a, b in zip(cuts, cuts[1:]):
+        part = steps[a:b]
+        mean = lambda k: sum(r.get(k) or 0.0 for r in part) / len(part)  # noqa: E731
+        lo, hi = part[0]["step"], part[-1]["step"]
+        cls = group_classes(rollouts[(rollouts["step"] >= lo) & (rollouts["step"] <= hi)]) \
+            if rollouts is not None and len(rollouts) else None
+        vf = [r["eval/f1"] for r in val if lo <= r["step"] <= hi]
+        cells = ([f"{cls['signal']:.0%}", f"{cls['all right']:.0%}", f"{cls['all wrong']:.0%}"] if cls
+                 else [f"{1 - mean('reward/zero_std_group_frac'):.0%}", "n/a", "n/a"])
+        lines.append(f"| {lo - first}-{hi - first} | {mean('reward/mean'):.3f} | {' | '.join(cells)} | "
+                     f"{part[-1].get('learner/kl', 0):.3f} | {mean('rollout/len_mean'):.1f} | "
+                     f"{f'{vf[-1]:.3f}' if vf else 'n/a'} |")
+    src = "rollout records (`<run>/rollouts/`)" if rollouts is not None else "step metrics (no rollout records)"
+    return [f"The run in thirds (from the {src} and metrics.jsonl; KL at the third's last step):", "", *lines, ""]
 
 
 def table_two(evals: Path) -> tuple[list[str], list[tuple[str, float, float]]]:
@@ -205,17 +298,21 @@ def main(argv=None) -> int:
     commands = annotate_commands((run / "commands.log").read_text().strip()) if (run / "commands.log").is_file() \
         else "(none logged)"
     rel = lambda q: q.relative_to(out.parent).as_posix() if q.is_relative_to(out.parent) else str(q)  # noqa: E731
+    log = (run / "commands.log").read_text() if (run / "commands.log").is_file() else ""
+    config = next((w.split("--config ")[1].split()[0] for w in log.splitlines() if "--config " in w),
+                  "jobs/configs/report_xquad_en.yaml")
+    grpo_steps = [r for r in recs if r.get("kind") == "step" and "reward/mean" in r]
     lines = [
         "# Results: base vs SFT vs GRPO on XQuAD, and cross-lingual transfer", "",
         f"Generated by `python bench/results_report.py {args.run}` from the run dir `{run}` (written by "
-        "`python jobs/experiment.py --config jobs/configs/report_xquad_en.yaml`). Embedded SmolLM2-135M-Instruct, "
+        f"`python jobs/experiment.py --config {config}`). Embedded SmolLM2-135M-Instruct, "
         "2 CPU cores, no GPU. CIs are 95% percentile bootstraps over questions (1000 resamples, seed 0).", "",
         "## Table I: held-out English (XQuAD-en test split)", "",
         "The test split (500 questions, whole paragraphs) was cut before training and used for nothing else; "
         "GRPO-best was chosen on a separate validation split"
         + (f" (best validation F1 {best['eval/f1']:.3f} at step {best['step']})" if best else "") + ".", "",
-        *table_one(tests), "", verdict(tests), "",
-        dynamics_summary([r for r in recs if r.get("kind") == "step" and "reward/mean" in r], cfg), "",
+        *table_one(tests), "", verdict(tests), "", *paired_table(tests),
+        dynamics_summary(grpo_steps, cfg), "", *signal_table(run, grpo_steps, val),
         f"![checkpoints]({rel(pngs['checkpoints'])})", "",
         *discussion(tests, val),
         "## Table II: zero-shot cross-lingual (trained on English only)", "",

@@ -52,37 +52,70 @@ def completion_logits(model, input_ids, attn, positions) -> torch.Tensor:
     return head(picked)  # [B, T, V]
 
 
+def group_runs(prompt_ids: list[list[int]]) -> list[tuple[int, int]]:
+    """(start, stop) of each maximal run of identical consecutive prompts (a GRPO group, or a lone row)."""
+    out, i = [], 0
+    while i < len(prompt_ids):
+        j = i + 1
+        while j < len(prompt_ids) and prompt_ids[j] == prompt_ids[i]:
+            j += 1
+        out.append((i, j))
+        i = j
+    return out
+
+
 def shared_prompt_logits(model, prompt: list[int], completions: list[list[int]], pad_id: int,
                          device: torch.device | str = "cpu"):
-    """Logits [G, T, V] for G completions of ONE prompt, running the prompt once.
+    """Logits [G, T, V] for G completions of ONE prompt, running the prompt once (see grouped_prompt_logits)."""
+    return grouped_prompt_logits(model, [prompt], [len(completions)], completions, pad_id, device)
 
-    The prompt's KV cache is computed once and repeated for the G completions; gradients flow back
-    through the shared cache, so the result (values and gradients) equals G separate padded passes,
-    at a fraction of the cost: the prompt (~230 tokens here) dominates each sequence (~30 tokens of
-    completion), so a group of 4 costs ~1.3 sequences instead of 4. Returns (logits, targets, mask).
+
+def grouped_prompt_logits(model, prompts: list[list[int]], sizes: list[int], completions: list[list[int]],
+                          pad_id: int, device: torch.device | str = "cpu"):
+    """Logits [B, T, V] for n groups (group g: prompt `prompts[g]` and the next `sizes[g]` of the B completions),
+    running each prompt once.
+
+    Pass 1 runs the n prompts right-padded to the longest, [n, P]; pass 2 runs every completion's first T-1
+    tokens [B, T-1] against its own group's prompt cache (the cache's rows repeated per completion, the prompt's
+    padding masked out, positions continuing at its own prompt length). Gradients flow back through the shared
+    cache, so values and gradients equal B separate padded passes (tested), at a fraction of the cost: a prompt
+    (~300 tokens here) dominates each sequence (~50 tokens of completion), so a group of 4 costs ~1.5 sequences
+    instead of 4, and packing several groups gives each matmul n times the rows. Returns (logits, targets, mask).
     """
     body, head = body_and_head(model)
-    G, P = len(completions), len(prompt)
-    T = max(1, max(len(c) for c in completions))
-    targets = torch.full((G, T), pad_id, dtype=torch.long)  # [G, T]
-    mask = torch.zeros((G, T), dtype=torch.float32)  # [G, T]
+    n, B = len(prompts), len(completions)
+    if sum(sizes) != B or len(sizes) != n:
+        raise ValueError(f"group sizes {sizes} do not add up to {B} completions")
+    lens = torch.tensor([len(p) for p in prompts], device=device)  # [n]
+    P, T = int(lens.max()), max(1, max(len(c) for c in completions))
+    ids = torch.full((n, P), pad_id, dtype=torch.long)  # [n, P]
+    p_mask = torch.zeros((n, P), dtype=torch.long)  # [n, P]
+    for g, p in enumerate(prompts):
+        ids[g, : len(p)] = torch.tensor(p)
+        p_mask[g, : len(p)] = 1
+    targets = torch.full((B, T), pad_id, dtype=torch.long)  # [B, T]
+    mask = torch.zeros((B, T), dtype=torch.float32)  # [B, T]
     for i, c in enumerate(completions):
         if c:
             targets[i, : len(c)] = torch.tensor(c)
             mask[i, : len(c)] = 1.0
-    targets, mask = targets.to(device), mask.to(device)
-    out = body(input_ids=torch.tensor([prompt], device=device), use_cache=True)
-    h_last = out.last_hidden_state[:, -1:].expand(G, 1, -1)  # [G, 1, H] predicts completion token 0
+    ids, p_mask, targets, mask = ids.to(device), p_mask.to(device), targets.to(device), mask.to(device)
+    row = torch.repeat_interleave(torch.arange(n, device=device), torch.tensor(sizes, device=device))  # [B] group
+    out = body(input_ids=ids, attention_mask=p_mask if n > 1 else None, use_cache=True)
+    hidden = out.last_hidden_state  # [n, P, H]
+    h_last = hidden[row, lens[row] - 1].unsqueeze(1)  # [B, 1, H] each prompt's last output predicts token 0
     if T == 1:
         return head(h_last), targets, mask
     cache = out.past_key_values
-    cache.batch_repeat_interleave(G)
-    attn = torch.cat([torch.ones((G, P), dtype=torch.long, device=device), mask[:, : T - 1].long()],
-                     dim=1)  # [G, P+T-1]
-    pos = torch.arange(P, P + T - 1, device=device).unsqueeze(0).expand(G, -1)  # [G, T-1]
+    if n == 1:
+        cache.batch_repeat_interleave(B)
+    else:
+        cache.reorder_cache(row)  # index_select: differentiable, rows repeated per completion
+    attn = torch.cat([p_mask[row], mask[:, : T - 1].long()], dim=1)  # [B, P+T-1]
+    pos = lens[row].unsqueeze(1) + torch.arange(T - 1, device=device).unsqueeze(0)  # [B, T-1]
     rest = body(input_ids=targets[:, : T - 1], attention_mask=attn, position_ids=pos,
-                past_key_values=cache, use_cache=True).last_hidden_state  # [G, T-1, H]
-    return head(torch.cat([h_last, rest], dim=1)), targets, mask  # [G, T, V]
+                past_key_values=cache, use_cache=True).last_hidden_state  # [B, T-1, H]
+    return head(torch.cat([h_last, rest], dim=1)), targets, mask  # [B, T, V]
 
 
 def seq2seq_logits(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
@@ -111,14 +144,20 @@ def seq2seq_logits(model, prompt_ids: list[list[int]], completion_ids: list[list
 
 
 def chunks(prompt_ids: list[list[int]], micro_batch_size: int) -> list[tuple[slice, bool]]:
-    """Micro-batches of consecutive sequences: a run sharing one prompt (a GRPO group) becomes one
-    shared-prompt chunk (split if larger than micro_batch_size); other rows go into padded chunks."""
-    out, i, n = [], 0, len(prompt_ids)
+    """Micro-batches of at most `micro_batch_size` consecutive sequences. Runs sharing one prompt (GRPO groups)
+    become shared-prompt chunks: whole consecutive groups packed together while they fit (more rows per matmul,
+    fewer gradient accumulations), a group larger than micro_batch_size split; other rows go into padded chunks."""
+    n = len(prompt_ids)
+    stop = [0] * n  # stop[k]: end of the run of identical prompts that row k belongs to
+    for a, b in group_runs(prompt_ids):
+        stop[a:b] = [b] * (b - a)
+    out, i = [], 0
     while i < n:
-        j = i + 1
-        while j < n and j - i < micro_batch_size and prompt_ids[j] == prompt_ids[i]:
-            j += 1
+        j = min(stop[i], i + micro_batch_size)
         if j - i > 1:
+            if j == stop[i]:  # the (rest of the) group fits whole: pack the next whole groups that fit too
+                while j < n and stop[j] - j > 1 and stop[j] - i <= micro_batch_size:
+                    j = stop[j]
             out.append((slice(i, j), True))
         else:
             j = i + 1
@@ -138,7 +177,9 @@ def chunk_logits(model, prompt_ids, completion_ids, pad_id: int, sl: slice, shar
     if getattr(model.config, "is_encoder_decoder", False):
         return seq2seq_logits(model, prompt_ids[sl], completion_ids[sl], pad_id, device)
     if shared:
-        return shared_prompt_logits(model, prompt_ids[sl.start], completion_ids[sl], pad_id, device)
+        runs = group_runs(prompt_ids[sl])
+        return grouped_prompt_logits(model, [prompt_ids[sl.start + a] for a, _ in runs], [b - a for a, b in runs],
+                                     completion_ids[sl], pad_id, device)
     ids, attn, pos, tgt, mask = (t.to(device) for t in pad_batch(prompt_ids[sl], completion_ids[sl], pad_id))
     return completion_logits(model, ids, attn, pos), tgt, mask
 

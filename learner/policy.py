@@ -20,7 +20,7 @@ from common.models import load_lm, load_tokenizer
 from common.types import TrainBatch
 from learner import lora as lora_lib
 from learner import losses
-from learner.logprobs import chunk_logits, chunks, from_ragged, sequence_logprobs, token_entropy, token_logprobs
+from learner.logprobs import chunk_logits, chunks, from_ragged, group_runs, sequence_logprobs, token_entropy, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,12 @@ def untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def chunk_tokens(prompt_ids, completion_ids, shared: bool, T: int) -> int:
-    """Positions the transformer body runs on for one chunk of `chunks`: a shared-prompt group runs its prompt once
-    and each completion's first T-1 tokens; a padded chunk runs b x its longest sequence."""
+    """Useful positions the transformer body runs on for one chunk of `chunks`: a shared-prompt chunk runs each of
+    its groups' prompts once (the padding to the longest prompt is not counted) and each completion's first T-1
+    tokens; a padded chunk runs b x its longest sequence."""
     if shared:
-        return len(prompt_ids[0]) + (len(completion_ids) * (T - 1) if T > 1 else 0)
+        prompts = sum(len(prompt_ids[a]) for a, _ in group_runs(prompt_ids))
+        return prompts + (len(completion_ids) * (T - 1) if T > 1 else 0)
     return len(prompt_ids) * max(len(p) + len(c) for p, c in zip(prompt_ids, completion_ids))
 
 

@@ -11,7 +11,7 @@ spec.loader.exec_module(report)
 
 def _eval(f1, em, n=500, lo=None, hi=None, model="m"):
     return {"model": model, "f1": f1, "em": em, "len": 9.5, "n": n, "f1_ci": [lo or f1 - 0.03, hi or f1 + 0.03],
-            "em_ci": [em - 0.03, em + 0.03], "per_question": [{"f1": f1, "em": em}] * n}
+            "em_ci": [em - 0.03, em + 0.03], "per_question": [{"id": f"q{i}", "f1": f1, "em": em} for i in range(n)]}
 
 
 def _run(tmp_path: Path) -> Path:
@@ -48,7 +48,9 @@ def test_report_has_both_tables_the_verdict_and_figures(tmp_path):
     assert "| grpo-best | 0.550 [0.520, 0.580] |" in text and "| +0.440 |" in text     # ΔF1 vs base
     assert "| XQuAD de | 0.050 / 0.000 | 0.200 [0.170, 0.230] | 0.100 | +0.150 | 150 |" in text
     assert "GRPO-best F1 0.550 > SFT F1 0.500 > base F1 0.110" in text
-    assert "not significant at this size" in text                    # 0.52 lower bound <= 0.53 upper bound
+    # every question scores 0.50 under SFT and 0.55 under GRPO-best: the paired difference has no spread
+    assert "GRPO-best over SFT is +0.050 F1 [+0.050, +0.050] on the same questions (paired bootstrap): significant" in text
+    assert "| grpo-best - sft | +0.050 [+0.050, +0.050] |" in text
     assert "best validation F1 0.560 at step 2" in text
     assert "| grpo-best | 13.50 |" in text and "| 0.500 ± 0.010 |" in text
     assert "python jobs/eval.py --model embedded" in text            # provenance: the commands
@@ -65,3 +67,52 @@ def test_report_says_where_and_why_not_when_grpo_does_not_beat_sft(tmp_path):
     text = out.read_text()
     assert "GRPO-best F1 0.490 <= SFT F1 0.500" in text
     assert "**Where and why not.**" in text and "(0.500 -> 0.560 F1 at step 2" in text
+
+
+def _per_question(f1s, ems):
+    return [{"id": f"q{i}", "f1": f, "em": e} for i, (f, e) in enumerate(zip(f1s, ems))]
+
+
+def test_paired_table_hand_computed(tmp_path):
+    """SFT right on q0,q1; GRPO right on q1,q2,q3: ΔF1 = ΔEM = (3 - 2) / 4 = +0.25; EM discordant 1 / 2."""
+    sft = {**_eval(0.5, 0.5, n=4), "per_question": _per_question([1, 1, 0, 0], [1, 1, 0, 0])}
+    best = {**_eval(0.75, 0.75, n=4), "per_question": _per_question([0, 1, 1, 1], [0, 1, 1, 1])}
+    lines = report.paired_table({"sft": sft, "grpo-best": best})
+    row = next(line for line in lines if line.startswith("| grpo-best - sft"))
+    assert row.startswith("| grpo-best - sft | +0.250 [") and "| 1 / 2 | 1.00 | 4 |" in row
+    mean, lo, hi = report.paired(sft, best, "f1")
+    assert mean == 0.25 and lo <= 0.25 <= hi
+
+
+def test_paired_refuses_different_questions():
+    a = {**_eval(0.5, 0.5, n=2), "per_question": _per_question([1, 0], [1, 0])}
+    b = {**_eval(0.5, 0.5, n=2), "per_question": [{"id": "other", "f1": 1, "em": 1}, {"id": "q1", "f1": 0, "em": 0}]}
+    import pytest
+
+    with pytest.raises(SystemExit, match="not scored on the same questions"):
+        report.paired(a, b, "f1")
+
+
+def test_group_classes_and_signal_table_from_rollout_records(tmp_path):
+    """Four groups of K=2 over steps 1-3: one with a signal, one all right, one all wrong, one equally partial."""
+    from common import rollout_records
+
+    run = tmp_path / "run"
+    groups = {1: [(0.0, 1.0), (1.0, 1.0)], 2: [(0.0, 0.0)], 3: [(0.5, 0.5)]}  # step -> groups' rewards
+    for step, gs in groups.items():
+        rows = [{"step": step, "phase": "grpo", "prompt": p, "sample": k, "reward": r}
+                for p, g in enumerate(gs) for k, r in enumerate(g)]
+        rollout_records.write_step(run, step, rows)
+    cls = report.group_classes(rollout_records.read(run))
+    assert cls == {"signal": 0.25, "all right": 0.25, "all wrong": 0.25, "equal partial": 0.25}
+    steps = [{"kind": "step", "step": s, "reward/mean": 0.1 * s, "learner/kl": 0.01 * s, "rollout/len_mean": 5.0}
+             for s in (1, 2, 3)]
+    lines = report.signal_table(run, steps, [{"step": 3, "eval/f1": 0.6}])
+    assert "| 1-1 | 0.100 | 50% | 50% | 0% | 0.010 | 5.0 | n/a |" in lines  # step 1: signal + all right
+    assert "| 3-3 | 0.300 | 0% | 0% | 0% | 0.030 | 5.0 | 0.600 |" in lines  # step 3: equal partial
+
+
+def test_budget_read_from_the_grpo_phase():
+    cfg = "train:\n  prompts_per_step: 4\n  phases:\n    - {kind: sft, epochs: 1}\n    - {kind: grpo, steps: 60, prompts_per_step: 16}\n"
+    assert report.grpo_budget(cfg) == (60, 16)
+    assert report.grpo_budget("train:\n  steps: 60\n") == (60, 4)

@@ -1,11 +1,13 @@
 """Tests for learner.logprobs on a tiny random Llama: hand-computed padding, shared-prompt vs padded
 equivalence (values and gradients), chunking, micro-batch invariance, ragged round trips."""
 
+import itertools
+
 import pytest
 import torch
 
-from learner.logprobs import (chunks, completion_logits, from_ragged, pad_batch, sequence_logprobs,
-                              shared_prompt_logits, to_ragged, token_logprobs)
+from learner.logprobs import (chunks, completion_logits, from_ragged, grouped_prompt_logits, pad_batch,
+                              sequence_logprobs, shared_prompt_logits, to_ragged, token_logprobs)
 from tests.tiny_models import PAD, V, random_ids, tiny_llama
 
 
@@ -81,6 +83,49 @@ def test_shared_prompt_equals_padded(model, seed, prompt_len, lengths):
         torch.testing.assert_close(g_s[name], g_p[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("seed, groups", [
+    (0, [(5, [3, 3, 3, 3]), (9, [2, 6, 1, 4])]),        # two groups of 4, prompts of different lengths
+    (1, [(3, [1, 1]), (7, [1, 1, 1]), (4, [1])]),        # all completions of length 1: the T == 1 branch
+    (2, [(8, [4, 2]), (2, [5, 1, 3]), (6, [2, 2, 2, 2])]),  # unequal group sizes, the longest prompt first
+    (3, [(1, [2, 3]), (10, [1, 4])]),                     # a one-token prompt beside a long one
+])
+def test_packed_groups_equal_padded(model, seed, groups):
+    """n groups in one padded shared-prompt pass == every sequence in its own padded pass: values and gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    prompts = [random_ids(gen, plen) for plen, _ in groups]
+    sizes = [len(lengths) for _, lengths in groups]
+    comps = [random_ids(gen, n) for _, lengths in groups for n in lengths]
+    rows = [p for p, g in zip(prompts, sizes) for _ in range(g)]
+    T = max(len(c) for c in comps)
+    weights = torch.randn(len(comps), T, generator=gen)  # [B, T] random cotangent
+
+    def run(packed: bool):
+        model.zero_grad(set_to_none=True)
+        if packed:
+            logits, tgt, mask = grouped_prompt_logits(model, prompts, sizes, comps, PAD)
+        else:
+            ids, attn, pos, tgt, mask = pad_batch(rows, comps, PAD)
+            logits = completion_logits(model, ids, attn, pos)
+        logp = token_logprobs(logits, tgt)  # [B, T]
+        (logp * mask * weights).sum().backward()
+        return logp.detach(), mask, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    lp_k, mask_k, g_k = run(packed=True)
+    lp_p, mask_p, g_p = run(packed=False)
+    model.zero_grad(set_to_none=True)
+    assert torch.equal(mask_k, mask_p)
+    keep = mask_p.bool()
+    torch.testing.assert_close(lp_k[keep], lp_p[keep], atol=1e-5, rtol=0)
+    assert g_k.keys() == g_p.keys() and len(g_p) > 0
+    for name in g_p:
+        torch.testing.assert_close(g_k[name], g_p[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_grouped_prompt_logits_refuses_sizes_that_do_not_add_up(model):
+    with pytest.raises(ValueError, match="do not add up"):
+        grouped_prompt_logits(model, [[2, 3], [4]], [2, 2], [[5], [6], [7]], PAD)
+
+
 def test_padded_path_equals_plain_forward(model):
     gen = torch.Generator().manual_seed(5)
     prompts = [random_ids(gen, n) for n in (4, 9, 2)]
@@ -105,6 +150,12 @@ def test_chunks_hand_computed():
     assert chunks([A, A, A, A], 8) == [(slice(0, 4), True)]
     # a padded run stops before a row that starts a group, so the group B,B stays shared
     assert chunks([A, B, B], 8) == [(slice(0, 1), False), (slice(1, 3), True)]
+    # whole groups are packed into one shared chunk while they fit; a split group is not packed with the next
+    assert chunks([A, A, B, B, C, C], 4) == [(slice(0, 4), True), (slice(4, 6), True)]
+    assert chunks([A, A, B, B, C, C], 6) == [(slice(0, 6), True)]
+    assert chunks([A, A, A, B, B], 2) == [(slice(0, 2), True), (slice(2, 3), False), (slice(3, 5), True)]
+    assert chunks([A, A, A, B, B], 5) == [(slice(0, 5), True)]
+    assert chunks([A, A, B, C, C], 8) == [(slice(0, 2), True), (slice(2, 3), False), (slice(3, 5), True)]
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -120,9 +171,12 @@ def test_chunks_partition_rows(seed, mbs):
     assert covered == list(range(len(prompts)))  # every row exactly once, in order
     for sl, shared in out:
         assert 1 <= sl.stop - sl.start <= mbs
-        if shared:
-            assert sl.stop - sl.start >= 2
-            assert all(prompts[i] == prompts[sl.start] for i in range(sl.start, sl.stop))
+        if shared:  # whole runs of >= 2 identical prompts, or one piece of a run larger than mbs
+            runs = [len(list(g)) for _, g in itertools.groupby(tuple(p) for p in prompts[sl])]
+            assert all(r >= 2 for r in runs), (prompts[sl], runs)
+            if len(runs) > 1:  # packed: every group whole (its run does not continue outside the chunk)
+                assert sl.start == 0 or prompts[sl.start - 1] != prompts[sl.start]
+                assert sl.stop == len(prompts) or prompts[sl.stop] != prompts[sl.stop - 1]
 
 
 # --- sequence_logprobs: micro-batch invariance ---------------------------------------------------------------
