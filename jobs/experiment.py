@@ -14,6 +14,7 @@ Every result is a JSON file in <run>/eval/, written by the command printed besid
 kept (delete a file to redo it).
 
   python jobs/experiment.py --config jobs/configs/report_xquad_en.yaml
+  python jobs/experiment.py --config jobs/configs/report_xquad_en_4x.yaml --parts test   # training + Table I only
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from common.config import load_config  # noqa: E402
 
+PARTS = {"test", "sampling", "cross", "perplexity"}
 CROSS_LINGUAL = ["xquad:de", "xquad:es", "xquad:vi", "xquad:zh", "xquad:ar", "xquad:hi", "mlqa-de"]
 
 
@@ -55,8 +57,13 @@ def main(argv=None) -> int:
     p.add_argument("--cross-limit", type=int, default=150, help="questions per cross-lingual set (>= 100)")
     p.add_argument("--samples", type=int, default=5, help="sampled answers per question for the distribution")
     p.add_argument("--sample-questions", type=int, default=200)
+    p.add_argument("--parts", default="test,sampling,cross,perplexity",
+                   help="evaluations to run after training, comma-separated (test = the English test split)")
     p.add_argument("overrides", nargs="*", help="section.key=value for the training job")
     args = p.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if parts - PARTS:
+        p.error(f"--parts: unknown {sorted(parts - PARTS)}; choose from {', '.join(sorted(PARTS))}")
     cfg = load_config(args.config, args.overrides)
     run = Path(cfg.train.output_dir) / (cfg.train.run_name or "experiment")
     py, out = sys.executable, run / "eval"
@@ -76,13 +83,13 @@ def main(argv=None) -> int:
 
     for name, model in ck.items():
         target = out / f"test-{name}.json"
-        if not target.is_file():
+        if "test" in parts and not target.is_file():
             sh([py, "jobs/eval.py", "--model", model, "--run", str(run), "--split", "test", "--out", str(target)], log)
     target = out / "sampling-grpo-best.json"
-    if not target.is_file():
+    if "sampling" in parts and not target.is_file():
         sh([py, "jobs/eval.py", "--model", ck["grpo-best"], "--run", str(run), "--split", "test",
             "--limit", str(args.sample_questions), "--samples", str(args.samples), "--out", str(target)], log)
-    for source in CROSS_LINGUAL:
+    for source in CROSS_LINGUAL if "cross" in parts else []:
         for name in ("base", "grpo-best"):
             target = out / f"cross-{source.replace(':', '-')}-{name}.json"
             # XQuAD is parallel: take the English test split's questions in each language, so nothing the
@@ -92,7 +99,7 @@ def main(argv=None) -> int:
                 sh([py, "jobs/eval.py", "--model", ck[name], "--data", source, *split, "--limit",
                     str(args.cross_limit), "--out", str(target)], log)
     target = out / "perplexity.json"
-    if not target.is_file():
+    if "perplexity" in parts and not target.is_file():
         sh([py, "jobs/perplexity.py", *[a for m in ck.values() for a in ("--model", m)], "--out", str(target)], log)
     print(f"[experiment] done; report: python bench/results_report.py {run}", flush=True)
     return 0

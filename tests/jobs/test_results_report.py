@@ -116,3 +116,16 @@ def test_budget_read_from_the_grpo_phase():
     cfg = "train:\n  prompts_per_step: 4\n  phases:\n    - {kind: sft, epochs: 1}\n    - {kind: grpo, steps: 60, prompts_per_step: 16}\n"
     assert report.grpo_budget(cfg) == (60, 16)
     assert report.grpo_budget("train:\n  steps: 60\n") == (60, 4)
+
+
+def test_sections_the_experiment_did_not_run_are_left_out(tmp_path):
+    """`jobs/experiment.py --parts test` writes only the test evals: the report has Table I and no empty tables."""
+    run = _run(tmp_path)
+    for f in (run / "eval").glob("*.json"):
+        if not f.name.startswith("test-"):
+            f.unlink()
+    out = tmp_path / "results.md"
+    assert report.main([str(run), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# Results: base vs SFT vs GRPO on XQuAD\n") and "## Table I" in text
+    assert "Table II" not in text and "Sampling distribution" not in text and "perplexity" not in text.lower()
