@@ -117,13 +117,18 @@ class LearnerConfig(_Section):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: float = Field(1.0, gt=0.0)
-    micro_batch_size: int = Field(4, ge=1, description="sequences per forward/backward; grads accumulate")
+    micro_batch_size: int = Field(4, ge=1, description="sequences per forward/backward; grads accumulate. Whole "
+                                  "GRPO groups share one pass while they fit (= K: one group a pass; 4K: four, their "
+                                  "prompts padded to the longest; docs/benchmarks.md measures both)")
     inner_steps: int = Field(1, ge=1, description="optimizer steps per rollout batch (PPO epochs, mu)")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast where the hardware has bf16 units (AMX/AVX512-BF16 CPUs, GPUs), "
                             "else fp32 (emulated bf16 is ~8x slower); learner and reference (common/precision.py)")
     gradient_checkpointing: bool = False
-    optimizer: Literal["adamw", "adafactor"] = Field("adamw", description="adafactor: the NLU paper's PPO optimizer")
+    optimizer: Literal["adamw", "adamw_foreach", "adafactor"] = Field(
+        "adamw", description="adamw: fused AdamW where torch has the kernel (CPU, CUDA; ~8x faster step here); "
+                             "adamw_foreach: torch's multi-tensor AdamW (same update up to rounding); "
+                             "adafactor: the NLU paper's PPO optimizer")
     lora: LoraConfig | None = Field(None, description="LoRA adapters instead of full fine-tuning ({rank: 16}); "
                                     "the reference is then the model with adapters disabled")
 

@@ -13,7 +13,7 @@ from common.checkpoint import TRAINER_DIR
 from common.models import load_lm, load_tokenizer
 from learner import losses
 from learner.logprobs import body_and_head, chunks, from_ragged, pad_batch, to_ragged
-from learner.policy import load_named_arrays, lr_lambda, pick_device, set_threads
+from learner.policy import adamw, load_named_arrays, lr_lambda, pick_device, set_threads
 
 
 class ValueModel(torch.nn.Module):
@@ -53,7 +53,7 @@ class Critic:
         self.reset_optimizer(lr, total_steps, warmup_ratio, schedule)
 
     def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str) -> None:
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr)
+        self.opt = adamw(self.model.parameters(), lr=lr)
         warmup = int(round(warmup_ratio * total_steps))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(schedule, warmup, total_steps))
 

@@ -34,6 +34,17 @@ class AlgoParams:
     old_logprobs: str = "engine"  # engine | learner | auto (AlgoConfig.old_logprobs)
 
 
+def adamw(params, lr: float, weight_decay: float = 0.0, fused: bool = True) -> torch.optim.AdamW:
+    """AdamW, fused where torch has the kernel (CPU and CUDA): one pass over each tensor instead of the foreach
+    path's dozen: 0.09 s against 0.6-0.8 s a step for the 135M model on 2 AVX2 cores (measured 2026-11-23),
+    and without its full-size temporaries. Same update up to rounding (tests/learner/test_policy.py), not bit for
+    bit: `fused=False` is torch's multi-tensor (foreach) AdamW, which the pinned regression run uses."""
+    params = list(params)
+    if fused and all(p.device.type in ("cpu", "cuda") for p in params):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
     def f(step: int) -> float:
         if step < warmup_steps:
@@ -271,7 +282,7 @@ class Learner:
         if self.optimizer == "adafactor":  # the NLU paper's PPO optimizer: factored second moments, less memory
             self.opt = torch.optim.Adafactor(params, lr=lr, weight_decay=weight_decay)
         else:
-            self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+            self.opt = adamw(params, lr=lr, weight_decay=weight_decay, fused=self.optimizer == "adamw")
         warmup = int(round(warmup_ratio * total_steps))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(schedule, warmup, total_steps))
 

@@ -56,3 +56,11 @@ def test_report_states_the_ratio_and_every_stage():
     assert "115 [115, 115] GFLOP/s achieved" in text and "115% of peak" in text
     assert "2.67x HF generate" in text  # 80 against the median of 20 and 40
     assert "Test CPU" in text and "**fp32**" in text
+
+
+def test_micro_batch_table_and_what_packing_did():
+    slow = {"4": [10.0, 11.0, 12.0], "8": [12.0, 12.0, 12.0], "16": [13.2, 13.2, 13.2]}
+    assert "no faster here (1.09x / 1.20x" in bench.packing_note({"micro_batches": slow})
+    fast = {"4": [10.0], "8": [8.0], "16": [7.0]}
+    assert "takes 0.80x / 0.70x the time" in bench.packing_note({"micro_batches": fast})
+    assert "not measured" in bench.packing_note({})

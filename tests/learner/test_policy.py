@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from common.types import TrainBatch
-from learner.policy import AlgoParams, Learner, Reference, lr_lambda
+from learner.policy import AlgoParams, Learner, Reference, adamw, lr_lambda
 from tests.tiny_models import random_ids, save_model, tiny_llama
 
 
@@ -206,6 +206,24 @@ def test_sft_step_lowers_loss(folder):
 
 
 # --- lr schedule: hand-computed -------------------------------------------------------------------------------
+
+def test_fused_adamw_equals_the_foreach_one():
+    """The learner's fused AdamW makes the same updates as torch's default (foreach) AdamW, weight decay included."""
+    a, b, start = tiny_llama(seed=0), tiny_llama(seed=0), tiny_llama(seed=0)
+    opt_a = adamw(a.parameters(), lr=1e-2, weight_decay=0.1)
+    opt_b = torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=0.1, foreach=True)
+    assert opt_a.defaults["fused"] is True
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            g = torch.randn(pa.shape, generator=gen)
+            pa.grad, pb.grad = g.clone(), g.clone()
+        opt_a.step()
+        opt_b.step()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert not torch.equal(pa, start.get_parameter(name)), name  # it moved
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5, msg=name)
+
 
 @pytest.mark.parametrize("schedule, expected", [
     # warmup 2: (step+1)/2 -> 0.5, 1.0; then progress = (step-2)/8: 0 at step 2, 0.5 at 6, 1 at 10
