@@ -64,12 +64,6 @@ def group_runs(prompt_ids: list[list[int]]) -> list[tuple[int, int]]:
     return out
 
 
-def shared_prompt_logits(model, prompt: list[int], completions: list[list[int]], pad_id: int,
-                         device: torch.device | str = "cpu"):
-    """Logits [G, T, V] for G completions of ONE prompt, running the prompt once (see grouped_prompt_logits)."""
-    return grouped_prompt_logits(model, [prompt], [len(completions)], completions, pad_id, device)
-
-
 def grouped_prompt_logits(model, prompts: list[list[int]], sizes: list[int], completions: list[list[int]],
                           pad_id: int, device: torch.device | str = "cpu"):
     """Logits [B, T, V] for n groups (group g: prompt `prompts[g]` and the next `sizes[g]` of the B completions),
