@@ -244,6 +244,10 @@ def optional_sections(cross_lines: list[str], cross_png: str, sampling: dict | N
         lines += ["## General language ability: perplexity on held-out English text", "",
                   "Twelve short paragraphs written for this project (jobs/data/heldout_text.txt); lower is better.", "",
                   *perplexity_table(perplexity, names), ""]
+    missing = [name for name, have in (("cross-lingual transfer", len(cross_lines) > 2), ("sampling distribution",
+               sampling), ("perplexity", perplexity)) if not have]
+    if missing:
+        lines += [f"Not evaluated in this run (`jobs/experiment.py --parts`): {', '.join(missing)}.", ""]
     return lines
 
 

@@ -60,7 +60,9 @@ def test_report_states_the_ratio_and_every_stage():
 
 def test_micro_batch_table_and_what_packing_did():
     slow = {"4": [10.0, 11.0, 12.0], "8": [12.0, 12.0, 12.0], "16": [13.2, 13.2, 13.2]}
-    assert "no faster here (1.09x / 1.20x" in bench.packing_note({"micro_batches": slow})
+    assert "changes little here (1.09x / 1.20x" in bench.packing_note({"micro_batches": slow})
+    noise = {"4": [10.0], "8": [9.6], "16": [10.4]}  # a 4% gain is within a noisy machine's spread
+    assert "changes little here (0.96x / 1.04x" in bench.packing_note({"micro_batches": noise})
     fast = {"4": [10.0], "8": [8.0], "16": [7.0]}
     assert "takes 0.80x / 0.70x the time" in bench.packing_note({"micro_batches": fast})
     assert "not measured" in bench.packing_note({})

@@ -128,4 +128,6 @@ def test_sections_the_experiment_did_not_run_are_left_out(tmp_path):
     assert report.main([str(run), "--out", str(out)]) == 0
     text = out.read_text()
     assert text.startswith("# Results: base vs SFT vs GRPO on XQuAD\n") and "## Table I" in text
-    assert "Table II" not in text and "Sampling distribution" not in text and "perplexity" not in text.lower()
+    assert "Table II" not in text and "Sampling distribution" not in text and "## General language" not in text
+    assert "Not evaluated in this run (`jobs/experiment.py --parts`): cross-lingual transfer, sampling distribution, " \
+           "perplexity." in text
