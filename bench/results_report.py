@@ -318,10 +318,9 @@ def main(argv=None) -> int:
     val = [r for r in recs if r.get("kind") == "eval"]
     best = max((r for r in val if r.get("phase") == "grpo"), key=lambda r: r["eval/f1"], default=None)
     names = {r["model"]: k for k, r in tests.items()}
-    commands = annotate_commands((run / "commands.log").read_text().strip()) if (run / "commands.log").is_file() \
-        else "(none logged)"
     rel = lambda q: q.relative_to(out.parent).as_posix() if q.is_relative_to(out.parent) else str(q)  # noqa: E731
     log = (run / "commands.log").read_text() if (run / "commands.log").is_file() else ""
+    commands = annotate_commands(log.strip()) if log else "(none logged)"
     config = next((w.split("--config ")[1].split()[0] for w in log.splitlines() if "--config " in w),
                   "jobs/configs/report_xquad_en.yaml")
     grpo_steps = [r for r in recs if r.get("kind") == "step" and "reward/mean" in r]

@@ -101,10 +101,7 @@ def grouped_prompt_logits(model, prompts: list[list[int]], sizes: list[int], com
     if T == 1:
         return head(h_last), targets, mask
     cache = out.past_key_values
-    if n == 1:
-        cache.batch_repeat_interleave(B)
-    else:
-        cache.reorder_cache(row)  # index_select: differentiable, rows repeated per completion
+    cache.reorder_cache(row)  # index_select of each completion's group: differentiable
     attn = torch.cat([p_mask[row], mask[:, : T - 1].long()], dim=1)  # [B, P+T-1]
     pos = lens[row].unsqueeze(1) + torch.arange(T - 1, device=device).unsqueeze(0)  # [B, T-1]
     rest = body(input_ids=targets[:, : T - 1], attention_mask=attn, position_ids=pos,
