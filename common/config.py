@@ -126,7 +126,7 @@ class LearnerConfig(_Section):
                             "else fp32 (emulated bf16 is ~8x slower); learner and reference (common/precision.py)")
     gradient_checkpointing: bool = False
     optimizer: Literal["adamw", "adamw_foreach", "adafactor"] = Field(
-        "adamw", description="adamw: fused AdamW where torch has the kernel (CPU, CUDA; ~8x faster step here); "
+        "adamw", description="adamw: fused AdamW where torch has the kernel (CPU, CUDA); "
                              "adamw_foreach: torch's multi-tensor AdamW (same update up to rounding); "
                              "adafactor: the NLU paper's PPO optimizer")
     lora: LoraConfig | None = Field(None, description="LoRA adapters instead of full fine-tuning ({rank: 16}); "

@@ -36,9 +36,8 @@ class AlgoParams:
 
 def adamw(params, lr: float, weight_decay: float = 0.0, fused: bool = True) -> torch.optim.AdamW:
     """AdamW, fused where torch has the kernel (CPU and CUDA): one pass over each tensor instead of the foreach
-    path's dozen: 0.09 s against 0.6-0.8 s a step for the 135M model on 2 AVX2 cores (measured 2026-11-23),
-    and without its full-size temporaries. Same update up to rounding (tests/learner/test_policy.py), not bit for
-    bit: `fused=False` is torch's multi-tensor (foreach) AdamW, which the pinned regression run uses."""
+    path's dozen, and without its full-size temporaries. Same update up to rounding (tests/learner/test_policy.py),
+    not bit for bit: `fused=False` is torch's multi-tensor (foreach) AdamW, which the pinned regression run uses."""
     params = list(params)
     if fused and all(p.device.type in ("cpu", "cuda") for p in params):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
