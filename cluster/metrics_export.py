@@ -3,6 +3,7 @@ any Prometheus that scrapes the cluster see them while the job runs.
 
 Gauges, tagged with the run name and phase (Ray prefixes every name with `ray_`):
     raygrpo_step, raygrpo_reward_mean, raygrpo_kl, raygrpo_clip_frac, raygrpo_logprob_gap_max,
+    raygrpo_mismatch_abs_mean, raygrpo_mismatch_kl, raygrpo_sync_probe_gap,
     raygrpo_completion_tokens_mean, raygrpo_step_seconds, raygrpo_generate_tokens_per_s,
     raygrpo_sft_loss, raygrpo_eval (tagged with the metric), raygrpo_actor_restarts
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 # record key -> gauge name
 STEP_GAUGES = {"step": "raygrpo_step", "reward/mean": "raygrpo_reward_mean", "learner/kl": "raygrpo_kl",
                "learner/clip_frac": "raygrpo_clip_frac", "learner/logprob_diff_max": "raygrpo_logprob_gap_max",
+               "learner/mismatch_abs_mean": "raygrpo_mismatch_abs_mean", "learner/mismatch_kl": "raygrpo_mismatch_kl",
+               "sync/gap": "raygrpo_sync_probe_gap",
                "rollout/len_mean": "raygrpo_completion_tokens_mean", "timing/step": "raygrpo_step_seconds",
                "perf/tokens_per_s_generate": "raygrpo_generate_tokens_per_s", "sft/loss": "raygrpo_sft_loss",
                "cluster/actor_restarts": "raygrpo_actor_restarts"}

@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 
 
+def actor_threads(threads: int | None) -> int:
+    """Threads of every actor's torch/OpenMP (cluster.threads; None = every core: stages run in turn)."""
+    return threads or os.cpu_count() or 1
+
+
 def actor_env(threads: int | None, kv_cache_gib: float) -> dict[str, str]:
     from common.console import actor_env as console_env
     from common.models import TRUST_ENV
 
-    n = str(threads or os.cpu_count() or 1)
+    n = str(actor_threads(threads))
     return {
         **console_env(),  # quiet console: the actor's output goes to the run folder's logs/
         **({TRUST_ENV: "1"} if os.environ.get(TRUST_ENV) == "1" else {}),  # model.trust_remote_code

@@ -24,6 +24,8 @@ from common.types import Rollout, Sampling, ScoredRollout, TrainBatch
 from cluster import runtime
 from cluster.groups import ActorGroup, get, handoff, shard
 from cluster.placement import ENGINE_CPUS, TRAIN_CPUS
+from cluster.sync_check import SyncCheck
+from common.precision import measure_before_actors
 from common.checkpoint import TRAINER_DIR
 from learner.lora import LoraSpec
 from learner.policy import AlgoParams, Learner, Reference
@@ -58,15 +60,21 @@ def needs_ref_logprobs(cfg: JobConfig) -> bool:
     return ppo_kl or any(a.beta > 0 and a.kl_kind != "full" for a in algos)
 
 
+def policy_dims(path: str) -> tuple[int, int]:
+    """(hidden, intermediate) of the model folder or hub id `path`."""
+    from transformers import AutoConfig
+
+    from common.models import trust_remote_code
+    from common.precision import model_dims
+
+    return model_dims(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code()))
+
+
 class Pending:
     """A generation in flight (GRPOSystem.generate_async): its futures, its inputs, the weights version it samples."""
 
     def __init__(self, futures: list, inputs: tuple, version: int):
         self.futures, self.inputs, self.version = futures, inputs, version
-
-
-# The sync check's probe: 40 fixed token ids below 92 (every vocabulary has them); 8 of prompt, 32 scored.
-PROBE = [(7919 * i) % 89 + 3 for i in range(40)]
 
 
 def _alive(_instance) -> bool:
@@ -90,6 +98,9 @@ class GRPOSystem:
         runtime.start(backend, c.address, c.num_cpus, runtime.actor_env(c.threads, cfg.rollout.kv_cache_gib),
                       c.metrics_export_port)
         init_path = learner_init_path or policy_path
+        if backend == "ray" and not (c.gpus_per_learner or c.gpus_per_rollout_actor) and "auto" in (
+                cfg.learner.precision, cfg.rollout.dtype):  # this node's precision probe, before its actors load
+            measure_before_actors(policy_dims(init_path), runtime.actor_threads(c.threads))
         self.placement = None
         if backend == "ray" and c.placement != "none":
             from cluster.placement import Placement
@@ -128,7 +139,8 @@ class GRPOSystem:
 
             self.critic = ActorGroup.create("critic", Critic, 1, backend, args=(init_path,),
                                             kwargs=dict(grad_clip=L.grad_clip, micro_batch_size=L.micro_batch_size,
-                                                        threads=c.threads, seed=cfg.train.seed),
+                                                        threads=c.threads, seed=cfg.train.seed,
+                                                        precision=L.precision),
                                             num_cpus=TRAIN_CPUS["critic"], num_gpus=gpu,
                                             placement=on("trainer"))
         for group in (self.learner, self.reference, self.critic):  # every training call has a deadline too
@@ -136,14 +148,22 @@ class GRPOSystem:
                 group.timeout = c.call_timeout_s
         self.retrieval = None  # started by start_retrieval once the index exists
         self.weights_meta = None
-        # Each actor resolved precision 'auto' on its own node; the learner needs the engines' (old_logprobs=auto).
-        self.precisions = {"learner": self.learner.run("resolved_precision"),
-                           "engines": sorted(set(get(self.rollout.call_all("resolved_precision"))))}
-        if self.reference is not None:
-            self.precisions["reference"] = self.reference.run("resolved_precision")
+        # Each actor resolved precision 'auto' on its own node (common/precision.py): what it chose and the figures
+        self.choices = {"learner": self.learner.run("precision_choice"),
+                        "engines": get(self.rollout.call_all("precision_choice"))}
+        for role in ("reference", "critic"):
+            if getattr(self, role) is not None:
+                self.choices[role] = getattr(self, role).run("precision_choice")
+        self.precisions = {role: ([c["precision"] for c in v] if role == "engines" else v["precision"])
+                           for role, v in self.choices.items()}
         self.learner.run("set_engine_precision", "bf16" if "bf16" in self.precisions["engines"] else "fp32")
         if c.weight_sync == "collective":
             self.start_collective()
+        self.sync_check = SyncCheck("fp32" if self.all_fp32 else "bf16", c.sync_tolerance)
+        self.last_sync: dict[str, float] = {}  # the last check's metrics (sync/gap, ...), logged with each step
+        self.probe = self.learner.run("probe_sequence") if c.verify_sync else None
+        if c.verify_sync:  # engines and learner start from the same weights: the check's baseline
+            self.verify_sync()
 
     # ---- rollout and reward ------------------------------------------------------------------------------
     def _generate_args(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> list[tuple]:
@@ -212,6 +232,9 @@ class GRPOSystem:
             raise RuntimeError(f"a {group.name} actor died during {what} {attempt + 1} times "
                                f"(cluster.max_restarts={c.max_restarts}); last: {err}") from err
         self.restarts += 1
+        if group is self.rollout:  # a restarted engine's probe history starts again
+            for i in range(len(group.members)):
+                self.sync_check.forget(i)
         print(f"[cluster] a {group.name} actor died during {what} ({type(err).__name__}); Ray restarts it and "
               f"{what} is repeated ({self.restarts} restarts so far)", flush=True)
         self.await_restart(group)
@@ -350,13 +373,7 @@ class GRPOSystem:
 
     @property
     def all_fp32(self) -> bool:
-        return self.precisions["learner"] == "fp32" and self.precisions["engines"] == ["fp32"]
-
-    @property
-    def sync_tolerance(self) -> float:
-        """cluster.sync_tolerance, or by precision: fp32 everywhere differs by ~1e-5, bf16 rounding by ~1e-2."""
-        tol = self.cfg.cluster.sync_tolerance
-        return tol if tol is not None else (1e-3 if self.all_fp32 else 0.1)
+        return self.precisions["learner"] == "fp32" and set(self.precisions["engines"]) == {"fp32"}
 
     def own_old_logprobs(self, algo: AlgoParams) -> bool:
         """Whether the learner uses its own logprobs as the ratio's denominator (AlgoConfig.old_logprobs)."""
@@ -366,21 +383,17 @@ class GRPOSystem:
         return self.learner.run("logprobs", rollout.prompt_ids, rollout.completion_ids)
 
     def verify_sync(self) -> None:
-        """Every engine serves the learner's weights: the logprobs of a fixed probe sequence on each engine equal
-        the learner's within cluster.sync_tolerance, else a loud error naming the engine. (A sync that silently
-        did nothing, a known failure of broadcast-based syncs, leaves the engine on the old policy.)"""
-        prompt, completion = PROBE[:8], PROBE[8:]
+        """Every engine serves the learner's weights: each scores the probe sequence (the learner's own likely
+        tokens), and cluster/sync_check.py judges that against the learner's logprobs and how both moved since the
+        last check, in fp32 and in bf16; a failure (SyncFailed, a RuntimeError) names the engine. A sync that
+        silently did nothing, a known failure of broadcast-based syncs, would leave the engine on the old policy."""
+        if self.probe is None:
+            self.probe = self.learner.run("probe_sequence")
+        prompt, completion = self.probe
         want = self.learner.run("logprobs", [prompt], [completion])[0]
-        tol = self.sync_tolerance
         probes = get(self.rollout.call_all("probe_logprobs", prompt, completion), timeout=self.cfg.cluster.call_timeout_s,
                      what="rollout.probe_logprobs")
-        for i, got in enumerate(probes):
-            gap = max(abs(a - b) for a, b in zip(got, want))
-            if not gap <= tol:
-                raise RuntimeError(
-                    f"weight sync failed: engine rollout-{i} scores the probe sequence {gap:.3g} away from the "
-                    f"learner (cluster.sync_tolerance {tol:g}): it samples from another policy than the one being "
-                    "trained")
+        self.last_sync = self.sync_check.check(probes, want)
 
     def save(self, path: str, with_optimizer: bool) -> None:
         self.learner.run("save", path, with_optimizer)

@@ -66,9 +66,10 @@ class ClusterConfig(_Section):
                                                              "many seconds fails, naming the actor and stage")
     verify_sync: bool = Field(True, description="after every weight sync, score a probe sequence on each engine "
                                                 "and on the learner; stop if they differ by more than sync_tolerance")
-    sync_tolerance: float | None = Field(None, gt=0.0, description="largest probe logprob gap accepted after a sync; "
-                                         "None: 1e-3 when learner and engines are fp32 (they differ by ~1e-5), 0.1 "
-                                         "with bf16 anywhere (its rounding alone reaches ~1e-2: a weaker check)")
+    sync_tolerance: float | None = Field(None, gt=0.0, description="largest probe logprob gap accepted after a sync "
+                                         "(cluster/sync_check.py): None = 1e-3 for the largest gap when learner and "
+                                         "engines are fp32 (they differ by ~1e-5), 0.1 for the mean gap over the "
+                                         "probe's likely tokens with bf16 anywhere (its rounding gives ~1e-2)")
     weight_sync: Literal["object_store", "collective"] = Field(
         "object_store", description="object_store: one ray.put per sync, read by every engine; collective: a process "
                         "group of learner and engines broadcasting into the engines' reload (gloo on CPU, NCCL on GPU)")
@@ -92,8 +93,9 @@ class RolloutConfig(_Section):
     max_new_tokens: int = Field(64, ge=1)
     kv_cache_gib: float = Field(1.0, gt=0.0, description="vLLM CPU KV-cache size (VLLM_CPU_KVCACHE_SPACE); 1 GiB holds "
                                                          "~23k tokens of the 135M model, a step needs ~5k")
-    dtype: Literal["auto", "fp32", "bf16"] = Field("auto", description="the engines' weights: auto = bf16 where the "
-                                                                       "hardware has bf16 units, else fp32")
+    dtype: Literal["auto", "fp32", "bf16"] = Field("auto", description="the engines' weights: auto = bf16 where a "
+                                                   "bf16 matmul is measured faster than fp32 on the engine's node "
+                                                   "(common/precision.py), else fp32")
     max_model_len: int = Field(2048, ge=64)
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0)
     seed: int = 0
@@ -122,8 +124,9 @@ class LearnerConfig(_Section):
                                   "prompts padded to the longest; docs/benchmarks.md measures both)")
     inner_steps: int = Field(1, ge=1, description="optimizer steps per rollout batch (PPO epochs, mu)")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast where the hardware has bf16 units (AMX/AVX512-BF16 CPUs, GPUs), "
-                            "else fp32 (emulated bf16 is ~8x slower); learner and reference (common/precision.py)")
+        "auto", description="auto: bf16 autocast where a bf16 matmul of the model's shapes is measured faster than "
+                            "fp32 on the actor's node (AMX and some AVX512-BF16 CPUs, GPUs), else fp32; learner, "
+                            "reference and critic (common/precision.py)")
     gradient_checkpointing: bool = False
     optimizer: Literal["adamw", "adamw_foreach", "adafactor"] = Field(
         "adamw", description="adamw: fused AdamW where torch has the kernel (CPU, CUDA); "
@@ -145,6 +148,11 @@ class AlgoConfig(_Section):
         "auto", description="the importance ratio's denominator: the engine's sampling logprobs, or the learner's own "
                             "at the first update of a batch (no extra pass); auto = the learner's where learner or "
                             "engines run bf16 (their rounding would enter the ratio), else the engine's")
+    tis_cap: float | None = Field(
+        2.0, gt=0.0, description="truncated importance sampling where the ratio uses the learner's own old logprobs: "
+                                 "each token's surrogate is weighted by min(pi_old / pi_engine, tis_cap), correcting "
+                                 "for what a bf16 engine samples differently (weights are 1 with the engine's "
+                                 "logprobs as old); None = off")
     adv_eps: float = Field(1e-4, gt=0.0)
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
                       "seq-mean-token-sum-norm"] = "token-mean"

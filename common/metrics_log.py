@@ -14,7 +14,7 @@ from pathlib import Path
 # (key, label, digits); a key absent from a step (SFT steps have no reward) is left out of its line.
 CONSOLE_KEYS = [("reward/mean", "R", 3), ("sft/loss", "loss", 4), ("learner/kl", "KL", 4),
                 ("learner/clip_frac", "clip", 3), ("rollout/len_mean", "len", 1),
-                ("learner/logprob_diff_max", "dlp", 1), ("timing/step", "s", 1)]
+                ("learner/mismatch_abs_mean", "dlp", 1), ("timing/step", "s", 1)]
 
 
 class MetricsLog:

@@ -64,6 +64,9 @@ class TrainBatch:
     old_logprobs: list[list[float]]    # [B]
     ref_logprobs: list[list[float]]    # [B] (empty lists when beta == 0)
     advantages: list[float] | list[list[float]]  # [B] (GRPO) or ragged [B][T_i] per token (PPO)
+    # [B] the learner's own logprobs before this batch's updates, when the caller has them (PPO: one pass for all
+    # minibatches); the ratio's denominator then, with old_logprobs (the engine's) only in the TIS weights
+    learner_old_logprobs: list[list[float]] | None = None
 
 
 @dataclass(frozen=True)

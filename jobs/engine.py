@@ -223,18 +223,24 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
 
 
 def precision_line(cfg: JobConfig, system) -> str:
-    """What `precision: auto` chose on each actor's node, and where the importance ratio's denominator comes from."""
-    from common.precision import isa_summary
+    """What `precision: auto` chose on each actor's node and the figures it was decided on, where the importance
+    ratio's denominator comes from, and what the sync check compares."""
+    from common.precision import Choice, isa_summary
+    from learner.policy import AlgoParams
 
-    p = system.precisions
-    parts = [f"learner {p['learner']}", f"engines {'/'.join(p['engines'])}"]
-    if "reference" in p:
-        parts.append(f"reference {p['reference']}")
-    old = {"auto": "the learner's own where bf16 runs, else the engine's", "engine": "the engine's",
-           "learner": "the learner's own"}[cfg.algo.old_logprobs]
-    return (f"precision: {', '.join(parts)} (learner.precision={cfg.learner.precision}, rollout.dtype="
-            f"{cfg.rollout.dtype}; this node: {isa_summary()}); old logprobs: {old}; sync tolerance "
-            f"{system.sync_tolerance:g}")
+    c = system.choices
+    engines = sorted({Choice(**e).describe() for e in c["engines"]})
+    parts = [f"learner {Choice(**c['learner']).describe()}", f"engines {' / '.join(engines)}"]
+    parts += [f"{role} {c[role]['precision']}" for role in ("reference", "critic") if role in c]
+    own = system.learner.run("own_old_logprobs", AlgoParams(old_logprobs=cfg.algo.old_logprobs))
+    old = ("the learner's own (TIS against the engine's, cap "
+           f"{cfg.algo.tis_cap:g})" if own and cfg.algo.tis_cap is not None else
+           "the learner's own" if own else "the engine's")
+    check = system.sync_check
+    stat = "largest" if check.precision == "fp32" else "mean"
+    return (f"precision: {'; '.join(parts)} [learner.precision={cfg.learner.precision}, rollout.dtype="
+            f"{cfg.rollout.dtype}; this node: {isa_summary()}]; ratio's old logprobs: {old}; sync check: {stat} "
+            f"probe gap <= {check.tolerance:g}")
 
 
 def finish(r: Run, finished: bool = True) -> dict:

@@ -17,7 +17,6 @@ temperature only shapes exploration, as in OpenRLHF); top-p truncation is not co
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -123,7 +122,8 @@ class GRPOPhase(Phase):
         self.overlap = job.train.overlap and type(self) is GRPOPhase
         old = "engine" if self.overlap and a.old_logprobs == "auto" else a.old_logprobs
         self.algo = AlgoParams(clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high, beta=a.beta, kl_kind=a.kl_kind,
-                               loss_agg=a.loss_agg, max_new_tokens=rollout.max_new_tokens, old_logprobs=old)
+                               loss_agg=a.loss_agg, max_new_tokens=rollout.max_new_tokens, old_logprobs=old,
+                               tis_cap=a.tis_cap)
         self.prompts_per_step = cfg.prompts_per_step or job.train.prompts_per_step
         self.pending = None  # overlap: (batch, generation in flight or its result) for the next step
         self.staleness = 0  # learner updates between the weights that sampled this step's batch and the learner's
@@ -233,6 +233,7 @@ class GRPOPhase(Phase):
             "rollout/len_mean": sum(lens) / len(lens), "rollout/len_max": max(lens),
             "rollout/hit_max_tokens_frac": sum(f == "length" for f in rollout.finish_reasons) / len(lens),
             **{k: v for k, v in extra.items() if not k.startswith("reward/")},
+            **self.run.system.last_sync,  # the probe check after this step's sync
             **timer.seconds, "timing/step": seconds, "perf/samples_per_s": len(lens) / seconds,
             "cluster/actor_restarts": self.run.system.restarts, "rollout/staleness": self.staleness,
             "perf/tokens_per_s_generate": sum(lens) / timer.seconds["timing/generate"],
@@ -282,13 +283,10 @@ class PPOPhase(GRPOPhase):
         adv_rows, ret_rows = to_ragged(adv, mask), to_ragged(ret, mask)
         rng, B = random.Random(self.job.train.seed * 7919 + k), len(rollout.completion_ids)
         learn, critic = [], []
-        old, algo, gap = rollout.old_logprobs, self.algo, None
+        own_old = None
         if r.system.own_old_logprobs(self.algo):  # bf16 somewhere: the ratio's denominator is the learner's own
-            with timer("old_logprobs"):  # logprobs before this step's updates (one pass), not the engine's
-                old = r.system.learner_logprobs(rollout)
-            algo = dataclasses.replace(self.algo, old_logprobs="engine")  # = the batch's column, now the learner's
-            diffs = [abs(a - b) for e, o in zip(rollout.old_logprobs, old) for a, b in zip(e, o)]
-            gap = {"logprob_diff_mean": sum(diffs) / max(1, len(diffs)), "logprob_diff_max": max(diffs, default=0.0)}
+            with timer("old_logprobs"):  # logprobs before this step's updates (one pass for every minibatch)
+                own_old = r.system.learner_logprobs(rollout)
         with timer("learn"):
             for _ in range(c.epochs):
                 order = list(range(B))
@@ -299,8 +297,8 @@ class PPOPhase(GRPOPhase):
                                                         pick(values), pick(ret_rows), c.vf_clip))
                     if k > c.critic_warmup:
                         learn.append(r.system.train(TrainBatch(
-                            pick(rollout.prompt_ids), pick(rollout.completion_ids), pick(old), [],
-                            pick(adv_rows)), algo, 1))
+                            pick(rollout.prompt_ids), pick(rollout.completion_ids), pick(rollout.old_logprobs), [],
+                            pick(adv_rows), pick(own_old) if own_old else None), self.algo, 1))
         if learn:
             r.engines_stale = True
         with timer("sync"):
@@ -308,10 +306,9 @@ class PPOPhase(GRPOPhase):
         self.record(batch, rollout, scored, adv_rows, ref)
         mean = lambda ms: {key: sum(m[key] for m in ms) / len(ms) for key in ms[0]} if ms else {}  # noqa: E731
         learn_m = mean(learn)
-        if learn:  # the sync check: the first minibatch of the first epoch saw the engine's own policy
-            learn_m.update(logprob_diff_max=learn[0]["logprob_diff_max"], logprob_diff_mean=learn[0]["logprob_diff_mean"],
+        if learn:  # engine vs learner as the first minibatch of the first epoch saw them (before any update)
+            learn_m.update({k: v for k, v in learn[0].items() if k.startswith(("logprob_diff", "mismatch_"))},
                            clip_frac_first=learn[0]["clip_frac"], clip_frac_last=learn[-1]["clip_frac"])
-            learn_m.update(gap or {})  # engine vs learner, measured before the updates
         return self.metrics(batch, rollout, scored, timer, {
             **{f"ppo/{k}": v for k, v in ppo_m.items()}, **{f"critic/{k}": v for k, v in mean(critic).items()},
             **{f"learner/{k}": v for k, v in learn_m.items()}, "ppo/policy_updates": len(learn)})

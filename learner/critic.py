@@ -13,7 +13,9 @@ from common.checkpoint import TRAINER_DIR
 from common.models import load_lm, load_tokenizer
 from learner import losses
 from learner.logprobs import body_and_head, chunks, from_ragged, pad_batch, to_ragged
-from learner.policy import adamw, load_named_arrays, lr_lambda, pick_device, set_threads
+from common.device import pick_device
+from common.precision import decide, model_dims
+from learner.policy import adamw, load_named_arrays, lr_lambda, set_threads
 
 
 class ValueModel(torch.nn.Module):
@@ -44,10 +46,12 @@ class ValueModel(torch.nn.Module):
 class Critic:
     def __init__(self, model_path: str, lr: float = 1e-5, total_steps: int = 1, warmup_ratio: float = 0.0,
                  schedule: str = "constant", grad_clip: float = 1.0, micro_batch_size: int = 4,
-                 threads: int | None = None, seed: int = 0):
+                 threads: int | None = None, seed: int = 0, precision: str = "fp32"):
         set_threads(threads)
         self.device, self.seed = pick_device(), seed
         self.model = ValueModel(load_lm(model_path), seed).to(self.device)
+        self.choice = decide(precision, self.device.type, model_dims(self.model.lm.config))  # as the learner's
+        self.bf16 = self.choice.precision == "bf16"
         self.pad_id = load_tokenizer(model_path).pad_token_id
         self.micro_batch_size, self.grad_clip = micro_batch_size, grad_clip
         self.reset_optimizer(lr, total_steps, warmup_ratio, schedule)
@@ -65,6 +69,13 @@ class Critic:
             load_named_arrays(self.model.lm, named_arrays)
             self.model.reset_head(self.seed)
 
+    def precision_choice(self) -> dict:
+        return self.choice.as_dict()
+
+    def _values(self, ids, attn, pos) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(ids, attn, pos).float()  # [b, T]
+
     def _batches(self, prompt_ids, completion_ids):
         for sl, _ in chunks(prompt_ids, self.micro_batch_size):
             ids, attn, pos, _, mask = (t.to(self.device) for t in
@@ -76,7 +87,7 @@ class Critic:
         self.model.eval()
         out: list[list[float]] = []
         for _, ids, attn, pos, mask in self._batches(prompt_ids, completion_ids):
-            out.extend(to_ragged(self.model(ids, attn, pos), mask))
+            out.extend(to_ragged(self._values(ids, attn, pos), mask))
         return out
 
     def train_step(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None) -> dict:
@@ -87,7 +98,7 @@ class Critic:
         sums: dict[str, float] = {}
         for sl, ids, attn, pos, mask in self._batches(prompt_ids, completion_ids):
             T = mask.shape[1]
-            v = self.model(ids, attn, pos)  # [b, T]
+            v = self._values(ids, attn, pos)  # [b, T]
             old = from_ragged(old_values[sl], T).to(self.device)  # [b, T]
             ret = from_ragged(returns[sl], T).to(self.device)  # [b, T]
             loss, m = losses.value_loss(v, old, ret, mask, clip_eps)

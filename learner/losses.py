@@ -168,6 +168,7 @@ def policy_loss(
     agg_mode: str = "token-mean",
     norm_len: float | None = None,
     global_denominator: float | None = None,
+    is_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Token-level clipped surrogate (+ optional per-token KL penalty), aggregated to a scalar.
 
@@ -181,6 +182,8 @@ def policy_loss(
         ref_logprobs: [B, T] frozen reference logprobs; required when beta > 0, else used only for metrics.
         beta: KL coefficient; beta * kl_penalty(kind=kl_kind) is added per token before aggregation.
         agg_mode, norm_len, global_denominator: see agg_loss.
+        is_weights: [B, T] constant per-token weights of the surrogate (not of the KL term), e.g. the truncated
+            importance weights of `truncated_is_weights`; None = 1.
 
     Returns:
         loss: scalar tensor to minimise.
@@ -202,6 +205,10 @@ def policy_loss(
     surr = ratio * adv  # [B, T]
     surr_clipped = ratio.clamp(1.0 - clip_eps, 1.0 + eps_high) * adv  # [B, T]
     pg_mat = -torch.minimum(surr, surr_clipped)  # [B, T]
+    if is_weights is not None:
+        if tuple(is_weights.shape) != tuple(pg_mat.shape):
+            raise ValueError(f"is_weights has shape {tuple(is_weights.shape)}, expected {tuple(pg_mat.shape)}")
+        pg_mat = pg_mat * torch.where(keep, is_weights.detach(), zeros)  # [B, T]
     loss_mat = pg_mat
     kl_metrics: dict[str, float] = {}
     if ref_logprobs is not None:
@@ -224,6 +231,59 @@ def policy_loss(
             **kl_metrics,
         }
     return loss, metrics
+
+
+def truncated_is_weights(old_logprobs: Tensor, sampling_logprobs: Tensor, completion_mask: Tensor,
+                         cap: float) -> tuple[Tensor, dict[str, float]]:
+    """Truncated importance sampling of the learner's old policy over the engine that sampled: per token
+    w = min(pi_old / pi_sampling, cap) (Yao et al. 2025, "Your efficient RL framework secretly brings you
+    off-policy RL training"; verl's token-level rollout IS). The surrogate's ratio is taken against the learner's
+    own old logprobs, which is only right for tokens the learner would sample as often as the engine did; a bf16
+    engine does not, and w corrects the gradient for that, capped so that one token cannot dominate.
+
+    Args:
+        old_logprobs: [B, T] log pi_old(token), the learner's before this batch's updates.
+        sampling_logprobs: [B, T] log pi_sampling(token) from the engine that sampled.
+        completion_mask: [B, T]; cap: C > 0.
+
+    Returns: weights [B, T] (1 at masked positions, no gradient) and metrics over valid tokens: "tis_mean",
+        "tis_max", "tis_clipped_frac" (share of tokens whose ratio exceeded the cap).
+
+    Example: log-ratios 0.5, 1.5, -1.0 with cap 2: e^0.5 = 1.6487, e^1.5 = 4.48 -> 2 (clipped), e^-1 = 0.3679:
+        >>> w, m = truncated_is_weights(torch.tensor([[-1.0, -0.5, -2.0]]), torch.tensor([[-1.5, -2.0, -1.0]]),
+        ...                             torch.ones(1, 3), cap=2.0)
+        >>> [round(x, 4) for x in w[0].tolist()], round(m["tis_clipped_frac"], 4)
+        ([1.6487, 2.0, 0.3679], 0.3333)
+    """
+    if cap <= 0:
+        raise ValueError(f"the truncated importance sampling cap must be > 0, got {cap}")
+    keep = completion_mask.bool()  # [B, T]
+    log_ratio = torch.where(keep, old_logprobs - sampling_logprobs, torch.zeros_like(old_logprobs))  # [B, T]
+    raw = torch.exp(log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)).detach()  # [B, T]
+    weights = raw.clamp(max=cap)  # [B, T]
+    metrics = {"tis_mean": masked_mean(weights, keep).item(),
+               "tis_max": torch.where(keep, weights, torch.zeros_like(weights)).max().item() if keep.any() else 0.0,
+               "tis_clipped_frac": masked_mean((raw > cap).to(weights.dtype), keep).item()}
+    return weights, metrics
+
+
+def mismatch(learner_logprobs: Tensor, sampling_logprobs: Tensor, completion_mask: Tensor,
+             big: float = 0.1) -> dict[str, float]:
+    """How far the learner's logprobs of the sampled tokens are from the engine's that sampled them, over valid
+    tokens: "mismatch_abs_mean" (mean |dlogp|), "mismatch_kl" (k3 estimate of KL(engine || learner) from the
+    engine's samples: mean of r - 1 - log r, r = pi_learner / pi_engine) and "mismatch_frac_big" (share of tokens
+    with |dlogp| > `big`). fp32 on both sides gives ~1e-5; a bf16 side ~1e-2 (docs/benchmarks.md).
+
+    Example: dlogp 0.1 and -0.3: |d| mean 0.2; k3 = (e^0.1 - 1.1 + e^-0.3 - 0.7) / 2 = (0.0052 + 0.0408) / 2 = 0.0230; none > 0.3:
+        >>> m = mismatch(torch.tensor([[-1.0, -2.3]]), torch.tensor([[-1.1, -2.0]]), torch.ones(1, 2), big=0.3)
+        >>> round(m["mismatch_abs_mean"], 4), round(m["mismatch_kl"], 4), m["mismatch_frac_big"]
+        (0.2, 0.023, 0.0)
+    """
+    keep = completion_mask.bool()  # [B, T]
+    d = torch.where(keep, learner_logprobs - sampling_logprobs, torch.zeros_like(learner_logprobs))  # [B, T]
+    k3 = torch.exp(d.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)) - 1.0 - d  # [B, T]
+    return {"mismatch_abs_mean": masked_mean(d.abs(), keep).item(), "mismatch_kl": masked_mean(k3, keep).item(),
+            "mismatch_frac_big": masked_mean((d.abs() > big).to(d.dtype), keep).item()}
 
 
 def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, completion_mask: Tensor,

@@ -15,12 +15,16 @@ import numpy as np
 import torch
 
 from common.checkpoint import TRAINER_DIR
-from common.precision import resolve as resolve_precision
+from common.device import pick_device
+from common.precision import decide, model_dims
 from common.models import load_lm, load_tokenizer
 from common.types import TrainBatch
 from learner import lora as lora_lib
 from learner import losses
 from learner.logprobs import chunk_logits, chunks, from_ragged, group_runs, sequence_logprobs, token_entropy, token_logprobs
+
+
+PROBE_REQUEST = "Describe in a few sentences the river that runs through your city."
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class AlgoParams:
     loss_agg: str = "token-mean"
     max_new_tokens: int = 64
     old_logprobs: str = "engine"  # engine | learner | auto (AlgoConfig.old_logprobs)
+    tis_cap: float | None = 2.0  # truncated importance sampling of the learner's old policy over the engine's
 
 
 def adamw(params, lr: float, weight_decay: float = 0.0, fused: bool = True) -> torch.optim.AdamW:
@@ -53,11 +58,6 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
     return f
-
-
-def pick_device() -> torch.device:
-    """The GPU Ray assigned to this actor if any (CUDA_VISIBLE_DEVICES), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def set_threads(threads: int | None) -> None:
@@ -112,15 +112,15 @@ class Reference:
         self.model.requires_grad_(False)
         self.pad_id = load_tokenizer(model_path).pad_token_id
         self.micro_batch_size = micro_batch_size
-        self.precision = resolve_precision(precision, self.device.type)  # 'auto' -> what is fast here
-        self.bf16 = self.precision == "bf16"
+        self.choice = decide(precision, self.device.type, model_dims(self.model.config))  # 'auto': measured here
+        self.precision, self.bf16 = self.choice.precision, self.choice.precision == "bf16"
 
     def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
         return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
                                  self.micro_batch_size, self.bf16)
 
-    def resolved_precision(self) -> str:
-        return self.precision
+    def precision_choice(self) -> dict:
+        return self.choice.as_dict()
 
     def reload(self, model_path: str) -> None:
         """Point the reference at another checkpoint (a phase's `reference: <folder>`, or on resume)."""
@@ -151,8 +151,8 @@ class Learner:
         self.tokenizer = load_tokenizer(model_path)
         self.pad_id = self.tokenizer.pad_token_id
         self.micro_batch_size = micro_batch_size
-        self.precision = resolve_precision(precision, self.device.type)  # 'auto' -> what is fast here
-        self.bf16 = self.precision == "bf16"
+        self.choice = decide(precision, self.device.type, model_dims(self.model.config))  # 'auto': measured here
+        self.precision, self.bf16 = self.choice.precision, self.choice.precision == "bf16"
         self.engine_precision = "fp32"  # told by the system once the engines exist (set_engine_precision)
         self.grad_clip = grad_clip
         self.reset_optimizer(lr, total_steps, warmup_ratio, schedule, weight_decay)
@@ -161,8 +161,8 @@ class Learner:
         self.full_ref = None
         self.updates = 0
 
-    def resolved_precision(self) -> str:
-        return self.precision
+    def precision_choice(self) -> dict:
+        return self.choice.as_dict()
 
     def set_engine_precision(self, precision: str) -> None:
         self.engine_precision = precision
@@ -190,16 +190,27 @@ class Learner:
         # The first inner step's ratio is 1 up to engine-vs-learner numerics, by construction.
         out["clip_frac_first"] = history[0]["clip_frac"]
         out["clip_frac_last"] = history[-1]["clip_frac"]
-        for k in ("logprob_diff_mean", "logprob_diff_max"):
-            out[k] = history[0][k]
+        for k in history[0]:  # engine vs learner and the TIS weights: as the first update saw them
+            if k.startswith(("logprob_diff", "mismatch_", "tis_")):
+                out[k] = history[0][k]
         return out
+
+    def _old_logprobs(self, batch: TrainBatch, ci: int, sl: slice, logp, engine_old):
+        """The ratio's denominator for chunk `ci` [b, T]: the learner's old logprobs when the batch brings them
+        (PPO computes them once for all its minibatches), else this learner's at the batch's first update
+        (own_old_logprobs), else the engine's. The first two are what TIS weighs against the engine's."""
+        if batch.learner_old_logprobs:
+            return from_ragged(batch.learner_old_logprobs[sl], logp.shape[1]).to(logp.device)
+        if self._own_old is not None:
+            return self._own_old.setdefault(ci, logp.detach())
+        return engine_old
 
     def _accumulate(self, batch: TrainBatch, algo: AlgoParams, denom, norm_len: float, first: bool) -> dict:
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         n_tok = 0.0
-        diffs, diff_max = 0.0, 0.0
+        diff_max = 0.0
         work = {"tokens_forward": 0.0, "head_positions": 0.0}  # what the body and the LM head ran on (FLOP counts)
         for ci, (sl, shared) in enumerate(chunks(batch.prompt_ids, self.micro_batch_size)):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -208,9 +219,10 @@ class Learner:
             T, dev = mask.shape[1], self.device
             engine_old = from_ragged(batch.old_logprobs[sl], T).to(dev)  # [b, T] what the engine sampled with
             logp = token_logprobs(logits, tgt)  # [b, T]
-            old = engine_old
-            if self._own_old is not None:  # the learner's own logprobs at the first update: ratio 1 there
-                old = self._own_old.setdefault(ci, logp.detach())  # [b, T]
+            old = self._old_logprobs(batch, ci, sl, logp, engine_old)  # [b, T]
+            is_w, tis_m = None, {}
+            if old is not engine_old and algo.tis_cap is not None:
+                is_w, tis_m = losses.truncated_is_weights(old, engine_old, mask, algo.tis_cap)  # [b, T]
             ref = from_ragged(batch.ref_logprobs[sl], T).to(dev) if batch.ref_logprobs else None  # [b, T]
             rows = batch.advantages[sl]
             adv = (from_ragged(rows, T).to(dev) if rows and isinstance(rows[0], list)  # [b, T] per token (PPO)
@@ -220,7 +232,10 @@ class Learner:
                 logp, old, adv, mask, clip_eps=algo.clip_eps, clip_eps_high=algo.clip_eps_high,
                 ref_logprobs=ref if use_sampled_kl else None, beta=algo.beta if use_sampled_kl else 0.0,
                 kl_kind=algo.kl_kind if use_sampled_kl else "k3", agg_mode=algo.loss_agg,
-                norm_len=norm_len, global_denominator=denom)
+                norm_len=norm_len, global_denominator=denom, is_weights=is_w)
+            # engine vs the learner's policy that the batch is judged against (its old logprobs; at the first
+            # update of an engine-ratio batch, the learner's logprobs now)
+            m.update(tis_m, **losses.mismatch(old if old is not engine_old else logp.detach(), engine_old, mask))
             if self.full_ref is not None:
                 kl_mat = self._full_kl(logits, batch, sl, shared)  # [b, T]
                 loss = loss + algo.beta * losses.agg_loss(kl_mat, mask, algo.loss_agg, norm_len=norm_len,
@@ -230,23 +245,22 @@ class Learner:
             with torch.no_grad():
                 valid = mask.sum().item()
                 m["entropy"] = losses.masked_mean(token_entropy(logits.detach()), mask).item()
-                gap = (logp.detach() - engine_old).abs() * mask  # [b, T] engine vs learner, whichever is `old`
-                diffs += gap.sum().item()
+                gap = (logp.detach() - engine_old).abs() * mask  # [b, T] engine vs learner now
                 diff_max = max(diff_max, gap.max().item())
+                m["logprob_diff_mean"] = losses.masked_mean(gap, mask).item()
             n_tok += valid
             work["tokens_forward"] += chunk_tokens(batch.prompt_ids[sl], batch.completion_ids[sl], shared, T)
             work["head_positions"] += mask.numel()
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + v * valid
+            for k, v in m.items():  # token-weighted means, and maxima of the *_max metrics
+                sums[k] = max(sums.get(k, v), v) if k.endswith("_max") else sums.get(k, 0.0) + v * valid
         grad_norm = torch.nn.utils.clip_grad_norm_(lora_lib.trainable(self.model), self.grad_clip)
         self.opt.step()
         self.sched.step()
         self.updates += 1
         self.model.eval()
-        out = {k: v / max(n_tok, 1.0) for k, v in sums.items()}
+        out = {k: v if k.endswith("_max") else v / max(n_tok, 1.0) for k, v in sums.items()}
         out.update(work)
-        out.update(grad_norm=float(grad_norm), lr=self.sched.get_last_lr()[0],
-                   logprob_diff_mean=diffs / max(n_tok, 1.0), logprob_diff_max=diff_max)
+        out.update(grad_norm=float(grad_norm), lr=self.sched.get_last_lr()[0], logprob_diff_max=diff_max)
         return out
 
     def _full_kl(self, logits, batch: TrainBatch, sl: slice, shared: bool) -> torch.Tensor:
@@ -310,6 +324,25 @@ class Learner:
         lora_lib.merge_and_reset(self.model)
 
     # ---- weights and checkpoints ----------------------------------------------------------------
+    def probe_sequence(self, n: int = 48) -> tuple[list[int], list[int]]:
+        """(prompt, completion) for the weight-sync check (cluster/sync_check.py): a fixed request and this policy's
+        own greedy continuation of `n` tokens (end of text suppressed), tokens the model finds likely, where
+        rounding moves logprobs least."""
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            text = tok.apply_chat_template([{"role": "user", "content": PROBE_REQUEST}], add_generation_prompt=True,
+                                           tokenize=False)
+            prompt = tok.encode(text, add_special_tokens=False)
+        else:
+            prompt = tok.encode(PROBE_REQUEST)
+        ids = torch.tensor([prompt], device=self.device)
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                      min_new_tokens=n, do_sample=False, pad_token_id=self.pad_id)
+        seq2seq = getattr(self.model.config, "is_encoder_decoder", False)
+        completion = out[0, 1:] if seq2seq else out[0, len(prompt):]  # seq2seq: after the decoder start token
+        return list(prompt), completion.tolist()[:n]
+
     def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
         return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
                                  self.micro_batch_size, self.bf16)

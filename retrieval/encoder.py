@@ -57,8 +57,10 @@ class SentenceEncoder:
     HF hub id (the hub needs network access).
     """
 
-    def __init__(self, path: str | None = None, device: str = "cpu", batch_size: int = 64):
+    def __init__(self, path: str | None = None, device: str | None = None, batch_size: int = 64):
         from sentence_transformers import SentenceTransformer  # heavy: pulls in torch
+
+        from common.device import device_for
 
         if path is None or path == PACKAGED:
             folder = packaged_encoder_dir()
@@ -72,7 +74,7 @@ class SentenceEncoder:
             self.name = path  # a hub id names its weights already
             target = path
         self.batch_size = batch_size
-        self.model = SentenceTransformer(target, device=device)
+        self.model = SentenceTransformer(target, device=device or device_for())  # None: this actor's GPU, if any
         self.dim = int(self.model.get_embedding_dimension())
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -89,6 +91,6 @@ class SentenceEncoder:
         return np.ascontiguousarray(emb, dtype=np.float32)  # [N, D]
 
 
-def load_encoder(spec: str | None, device: str = "cpu") -> SentenceEncoder:
+def load_encoder(spec: str | None, device: str | None = None) -> SentenceEncoder:
     """None / "embedded:all-minilm-l6-v2" = the packaged model; else an HF hub id or a model folder."""
     return SentenceEncoder(spec, device=device)

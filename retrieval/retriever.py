@@ -15,7 +15,7 @@ from retrieval.index import load_index
 class Retriever:
     """`encoder`: a spec for `load_encoder` (None = the packaged all-MiniLM-L6-v2) or an encoder object."""
 
-    def __init__(self, index_dir: str, encoder: str | None | Encoder = None, device: str = "cpu"):
+    def __init__(self, index_dir: str, encoder: str | None | Encoder = None, device: str | None = None):
         if encoder is None or isinstance(encoder, str):
             encoder = load_encoder(encoder, device=device)
         self.encoder = encoder

@@ -16,10 +16,12 @@ def load_reward_model(path: str):
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from common.device import device_for
+
     if not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(f"reward model folder {path!r} has no config.json; train one with "
                                 "`python jobs/reward_model.py --config <preset>` and pass its folder as params.path")
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval().to(device_for())
     return model, AutoTokenizer.from_pretrained(path)
 
 
@@ -31,7 +33,7 @@ def encode(tokenizer, prompts: list[str], completions: list[str], max_length: in
 
 def forward_scores(model, tokenizer, prompts: list[str], completions: list[str], max_length: int):
     """[B] scalar scores with gradient (training) or without (under torch.no_grad)."""
-    batch = encode(tokenizer, prompts, completions, max_length)
+    batch = encode(tokenizer, prompts, completions, max_length).to(model.device)
     return model(**batch).logits.squeeze(-1)  # [B]
 
 

@@ -30,7 +30,9 @@ def cached_encoder(spec: str | None):
 def load_cross_encoder(spec: str):
     from sentence_transformers import CrossEncoder
 
-    return CrossEncoder(spec, device="cpu")
+    from common.device import device_for
+
+    return CrossEncoder(spec, device=device_for())
 
 
 def similarity(encoder, completions: list[str], references: list[str]) -> list[float]:

@@ -53,10 +53,14 @@ def _receive_reload(worker, meta):
 
 class _Versioned:
     weights_version = 0  # 0: the weights the engine was built from
-    precision = "fp32"  # what `dtype` resolved to on this engine's node ('auto' -> common/precision.py)
+    choice = None  # what `dtype` resolved to on this engine's node ('auto' -> common/precision.py)
 
-    def resolved_precision(self) -> str:
-        return self.precision
+    @property
+    def precision(self) -> str:
+        return self.choice.precision
+
+    def precision_choice(self) -> dict:
+        return self.choice.as_dict()
 
     def _check(self, expected: int | None) -> None:
         if expected is not None and expected != self.weights_version:
@@ -64,13 +68,12 @@ class _Versioned:
                                "(restarted since the last sync?)")
 
 
-def _resolve_dtype(dtype: str) -> str:
-    """'auto' | 'fp32' | 'bf16' -> 'fp32' | 'bf16' on this node."""
-    import torch
+def _decide_dtype(dtype: str, config):
+    """'auto' | 'fp32' | 'bf16' -> the Choice for this model on this engine's device (common/precision.py)."""
+    from common.device import device_for
+    from common.precision import decide, model_dims
 
-    from common.precision import resolve
-
-    return resolve(dtype, "cuda" if torch.cuda.is_available() else "cpu")
+    return decide(dtype, device_for(), model_dims(config))
 
 
 def _reload(worker, named_arrays):
@@ -96,11 +99,13 @@ class VLLMEngine(_Versioned):
                  dtype: str = "fp32", seed: int = 0, gpu_memory_utilization: float = 0.5,
                  enforce_eager: bool = True):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        self.precision = _resolve_dtype(dtype)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(max(1, round(kv_cache_gib)))))
+        from transformers import AutoConfig
         from vllm import LLM
 
         from common.models import trust_remote_code
+
+        self.choice = _decide_dtype(dtype, AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code()))
 
         # Chunked prefill off: with it, a batch large enough to split a prompt's prefill across steps makes
         # vLLM rewind the per-request seeded generator of the discarded token, which a CPU generator cannot
@@ -180,14 +185,16 @@ class HFEngine(_Versioned):
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+        from common.device import pick_device
         from common.models import disable_dropout, load_tokenizer, trust_remote_code
 
         cfg = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code())
         self.seq2seq = bool(getattr(cfg, "is_encoder_decoder", False))
         cls = AutoModelForSeq2SeqLM if self.seq2seq else AutoModelForCausalLM
-        self.precision = _resolve_dtype(dtype)
+        self.device = pick_device()  # this actor's GPU when Ray gave it one
+        self.choice = _decide_dtype(dtype, cfg)
         self.model = cls.from_pretrained(model_path, dtype=getattr(torch, VLLM_DTYPE[self.precision]),
-                                         trust_remote_code=trust_remote_code())
+                                         trust_remote_code=trust_remote_code()).to(self.device)
         disable_dropout(self.model)
         self.tokenizer = load_tokenizer(model_path)
         self.seed = seed
@@ -198,8 +205,8 @@ class HFEngine(_Versioned):
         pad = self.tokenizer.pad_token_id
         width = max(len(p) for p in prompt_ids)
         # Left padding so every prompt ends where generation starts.
-        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompt_ids])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids])
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompt_ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=self.device)
         return ids, mask, width
 
     def _run(self, prompt_ids, n, max_new_tokens, **sampling):
@@ -215,7 +222,7 @@ class HFEngine(_Versioned):
         new = out.sequences[:, start:]  # [B, T]
         logits = torch.stack(out.logits, dim=1).float()  # [B, T, V] raw (temperature-1) logits
         logp = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # [B, T]
-        return new, logp
+        return new.cpu(), logp.cpu()
 
     def _trim(self, ids_row, lp_row):
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
@@ -232,7 +239,7 @@ class HFEngine(_Versioned):
         self._check(weights_version)
         import torch
 
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # seeds the CUDA generators too
         new, logp = self._run(prompt_ids, n, max_new_tokens, do_sample=True, temperature=temperature,
                               top_p=top_p, top_k=0)
         p_ids, c_ids, lps, texts, reasons = [], [], [], [], []
@@ -277,11 +284,12 @@ class HFEngine(_Versioned):
         with torch.no_grad():
             if self.seq2seq:
                 start = self.model.config.decoder_start_token_id
-                logits = self.model(input_ids=torch.tensor([list(prompt_ids)]),
-                                    decoder_input_ids=torch.tensor([[start, *completion_ids[:-1]]])).logits[0]
+                logits = self.model(input_ids=torch.tensor([list(prompt_ids)], device=self.device),
+                                    decoder_input_ids=torch.tensor([[start, *completion_ids[:-1]]],
+                                                                   device=self.device)).logits[0]
             else:
-                ids = torch.tensor([list(prompt_ids) + list(completion_ids)])
+                ids = torch.tensor([list(prompt_ids) + list(completion_ids)], device=self.device)
                 logits = self.model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1]
-        lp = torch.log_softmax(logits.float(), dim=-1)
+        lp = torch.log_softmax(logits.float().cpu(), dim=-1)
         return lp[torch.arange(len(completion_ids)), torch.tensor(completion_ids)].tolist()
 

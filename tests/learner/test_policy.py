@@ -110,12 +110,54 @@ def test_learner_old_logprobs_equal_handing_it_its_own(folder):
     own = a.logprobs(b.prompt_ids, b.completion_ids)
     stale = [[x + 0.5 for x in row] for row in own]
     m_own = a.train_step(TrainBatch(b.prompt_ids, b.completion_ids, stale, b.ref_logprobs, b.advantages),
-                         AlgoParams(old_logprobs="learner"), inner_steps=2)
+                         AlgoParams(old_logprobs="learner", tis_cap=None), inner_steps=2)
     m_given = b_.train_step(TrainBatch(b.prompt_ids, b.completion_ids, own, b.ref_logprobs, b.advantages),
                             AlgoParams(old_logprobs="engine"), inner_steps=2)
     assert_same_params(params(a), params(b_), atol=1e-7)
     assert m_own["clip_frac_first"] == 0.0 and m_own["clip_frac_last"] == pytest.approx(m_given["clip_frac_last"])
     assert m_own["logprob_diff_mean"] == pytest.approx(0.5, abs=1e-4)  # the engine-vs-learner gap, not hidden
+
+
+def _shifted(learner, b, shift: float = 0.0, noise: float = 0.0, seed: int = 0) -> TrainBatch:
+    """The batch with engine logprobs = the learner's own + shift (+ Gaussian noise)."""
+    gen = torch.Generator().manual_seed(seed)
+    own = learner.logprobs(b.prompt_ids, b.completion_ids)
+    eng = [(torch.tensor(r) + shift + noise * torch.randn(len(r), generator=gen)).tolist() for r in own]
+    return TrainBatch(b.prompt_ids, b.completion_ids, eng, b.ref_logprobs, b.advantages)
+
+
+def test_tis_weighs_the_surrogate_by_the_learner_over_engine_ratio(folder):
+    """Hand-computed: the engine's logprobs sit 0.5 above the learner's on every token, so each weight is
+    min(e^-0.5, 2) = 0.6065 and the surrogate (beta 0) is 0.6065 x the unweighted one; the mismatch metrics see
+    |dlogp| 0.5 and KL k3 e^-0.5 - 1 + 0.5 = 0.1065. With the engine 1.0 below instead, e^1 = 2.72 is capped at 2."""
+    a, b_ = make_learner(folder), make_learner(folder)
+    batch = _shifted(a, make_batch(a), shift=0.5)
+    m_tis = a.train_step(batch, AlgoParams(old_logprobs="learner", beta=0.0, tis_cap=2.0))
+    m_off = b_.train_step(batch, AlgoParams(old_logprobs="learner", beta=0.0, tis_cap=None))
+    assert m_tis["pg_loss"] == pytest.approx(np.exp(-0.5) * m_off["pg_loss"], rel=1e-5)
+    assert m_tis["tis_mean"] == pytest.approx(np.exp(-0.5), rel=1e-4) and m_tis["tis_clipped_frac"] == 0.0
+    assert m_tis["mismatch_abs_mean"] == pytest.approx(0.5, abs=1e-4) and m_tis["mismatch_frac_big"] == 1.0
+    assert m_tis["mismatch_kl"] == pytest.approx(np.exp(-0.5) - 0.5, abs=1e-4)
+    assert "tis_mean" not in m_off
+    low = make_learner(folder).train_step(_shifted(a, make_batch(a), shift=-1.0),
+                                          AlgoParams(old_logprobs="learner", beta=0.0, tis_cap=2.0))
+    assert low["tis_mean"] == pytest.approx(2.0) and low["tis_max"] == pytest.approx(2.0)
+    assert low["tis_clipped_frac"] == 1.0
+
+
+def test_tis_with_an_fp32_sized_mismatch_is_todays_update(folder):
+    """Equivalence: where engine and learner differ by ~1e-5 (fp32), the bf16 path (the learner's own old logprobs
+    + TIS) gives the loss and gradients of today's fp32 path (the engine's logprobs as old, no weights)."""
+    a, b_ = make_learner(folder, lr=1e-5), make_learner(folder, lr=1e-5)
+    batch = _shifted(a, make_batch(a), noise=1e-5)
+    m_new = a.train_step(batch, AlgoParams(old_logprobs="learner", tis_cap=2.0))
+    m_old = b_.train_step(batch, AlgoParams(old_logprobs="engine"))
+    assert m_new["pg_loss"] == pytest.approx(m_old["pg_loss"], abs=1e-6)
+    assert m_new["kl"] == pytest.approx(m_old["kl"], abs=1e-6)
+    assert m_new["grad_norm"] == pytest.approx(m_old["grad_norm"], rel=1e-4)
+    assert m_new["tis_max"] < 1 + 1e-4 and m_new["mismatch_abs_mean"] < 2e-5
+    for (n, p), q in zip(a.model.named_parameters(), b_.model.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-3, msg=n)
 
 
 @pytest.mark.parametrize("learner_p,engine_p,own", [("fp32", "fp32", False), ("bf16", "fp32", True),
