@@ -9,7 +9,11 @@ alone on the machine (2 cores: nothing runs beside a measurement):
   1. the machine: CPU model, cores, the ISA flags that decide precision; matmul peak (fp32 and bf16) on the
      learner's GEMM shapes
   2. our job for --steps steps (the first dropped: vLLM compiles on first use): seconds per stage, samples/s, the
-     learner's and reference's model FLOP/s against that peak, peak RSS of every actor
+     learner's and reference's model FLOP/s against that peak, peak RSS of every actor; then the same job in the
+     other precision (fp32 where auto took bf16, bf16 forced where it took fp32): the engine-vs-learner mismatch
+     and the TIS weights in both
+  2b. one learner update of the preset step and of bench/learner.py's large shape, token-budget micro-batches
+     (learner.max_tokens_per_micro_batch=auto) against the fixed micro_batch_size 4 of before
   3. plain HF `generate` on the same prompts, same sampling: tokens/s, against our engine's
   4. weight sync: the object-store push against vLLM's in-place reload alone (bench/weight_sync.py)
   5. scaling: 2 rollout engines, then 2 reward actors
@@ -51,7 +55,7 @@ def log(msg: str) -> None:
 
 # ---- 1. the machine ----------------------------------------------------------------------------------------------
 def machine() -> dict:
-    from common.precision import cpu_flags, isa_summary, resolve
+    from common.precision import cpu_flags, decide, isa_summary
 
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -67,8 +71,10 @@ def machine() -> dict:
             versions[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - a missing peer is reported, not fatal
             versions[mod] = "not installed"
+    auto = decide("auto", "cpu")  # this node's cached measurement (common/precision.py), or a new one
     return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa_summary(), "ram_gib": round(mem, 1),
-            "auto_precision": resolve("auto"), "flags": sorted(f for f in cpu_flags() if "avx" in f or "amx" in f),
+            "auto_precision": auto.precision, "auto_why": auto.describe(),
+            "flags": sorted(f for f in cpu_flags() if "avx" in f or "amx" in f),
             "versions": versions, "date": datetime.date.today().isoformat()}
 
 
@@ -204,35 +210,17 @@ def learn_profile(threads: int, prompt_len: int, completion_len: int) -> dict:
             "top": [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in ops[:8]]}
 
 
-def micro_batches(threads: int, prompt_len: int, completion_len: int, repeats: int) -> dict:
-    """Seconds of one learner update of 4 groups x 4 with 1, 2 or 4 groups per forward (learner.micro_batch_size 4,
-    8, 16): packing gives the matmuls more rows and saves gradient accumulations, but pads every prompt of a pass
-    to its longest. Prompt lengths 0.7/0.9/1.1/1.3 x the run's mean (XQuAD contexts vary about that much)."""
-    import torch
-
-    from common.models import resolve_model
-    from common.types import TrainBatch
-    from learner.policy import AlgoParams, Learner
-
-    learner = Learner(resolve_model("embedded:smollm2-135m-instruct"), lr=1e-5, total_steps=100, threads=threads)
-    g = torch.Generator().manual_seed(0)
-    P, C = [], []
-    for f in (0.7, 0.9, 1.1, 1.3):
-        prompt = torch.randint(100, 40000, (max(8, int(f * prompt_len)),), generator=g).tolist()
-        for k in range(4):
-            P.append(prompt)
-            C.append(torch.randint(100, 40000, (max(1, completion_len + 8 * (k - 2)),), generator=g).tolist())
-    old = learner.logprobs(P, C)
-    batch = TrainBatch(P, C, old, old, torch.randn(16, generator=g).tolist())
-    out: dict[str, list[float]] = {"4": [], "8": [], "16": []}
-    learner.train_step(batch, AlgoParams())  # warm
-    for _ in range(repeats):
-        for mbs in out:  # interleaved, so drift hits every shape alike
-            learner.micro_batch_size = int(mbs)
-            t0 = time.perf_counter()
-            learner.train_step(batch, AlgoParams())
-            out[mbs].append(time.perf_counter() - t0)
-    return out
+def learner_bench(threads: int, shape: str, fixed: bool) -> dict:
+    """One line of bench/learner.py: the preset step (3 repeats after a warm-up) or the large shape (one update, ~10 min
+    on 2 cores), with token-budget micro-batches (auto) or the fixed micro_batch_size 4 of before."""
+    args = ["--threads", str(threads)]
+    args += ["--only-large", "--repeats", "1", "--no-warmup"] if shape == "large" else ["--repeats", "3"]
+    args += ["--max-tokens", "none", "--micro-batch-size", "4"] if fixed else ["--max-tokens", "auto"]
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "learner.py"), *args], capture_output=True, text=True,
+                         cwd=ROOT)
+    if out.returncode:
+        raise RuntimeError(f"bench/learner.py failed: {out.stderr[-2000:]}")
+    return json.loads([x for x in out.stdout.splitlines() if x.startswith("{")][-1])
 
 
 def in_subprocess(fn: str, *args) -> dict:
@@ -291,8 +279,8 @@ def report(m: dict, cmd: str) -> str:
          f"Generated by `{cmd}` on {mach['date']}, one run, each measurement alone on the machine.", "",
          "## Machine", "",
          f"- CPU: {mach['cpu']}, {mach['cores']} cores, {mach['ram_gib']} GiB RAM, no GPU",
-         f"- ISA that decides precision: {mach['isa']} (flags: {', '.join(mach['flags']) or '-'}); "
-         f"`precision: auto` resolves to **{mach['auto_precision']}** here",
+         f"- ISA: {mach['isa']} (flags: {', '.join(mach['flags']) or '-'}); `precision: auto` resolves to "
+         f"**{mach['auto_precision']}** here: {mach.get('auto_why', '')}",
          f"- " + ", ".join(f"{k} {v}" for k, v in mach["versions"].items()),
          f"- matmul peak, {m['threads']} threads (GFLOP/s, median [min, max] of {m['repeats']} repeats): " + "; ".join(
              f"{p}: " + ", ".join(f"{n} {spread(v, '{:.0f}')}" for n, v in peak[p]["shapes"].items())
@@ -358,19 +346,7 @@ def report(m: dict, cmd: str) -> str:
         for name, sec, calls in prof["top"]:
             L.append(f"| `{name[:60]}` | {sec:.2f} | {sec / prof['total_s']:.0%} | {calls} |")
         L.append("")
-    mb = m.get("micro_batches")
-    if mb:
-        one = statistics.median(mb["4"])
-        L += ["One learner update of the same 4 groups x 4 with several groups packed into each forward "
-              "(`learner.micro_batch_size`; prompts of 0.7/0.9/1.1/1.3 x the run's mean length, padded to the longest "
-              f"of a pass; median [min, max] of {len(mb['4'])}, interleaved):", "",
-              "| groups per forward | micro_batch_size | seconds per update | vs one group |", "|---|---|---|---|"]
-        for mbs, xs in mb.items():
-            L.append(f"| {int(mbs) // 4} | {mbs} | {spread(xs)} | {statistics.median(xs) / one:.2f}x |")
-        L.append("")
-    gap = col(steps, "learner/logprob_diff_mean")
-    L += [f"vLLM-vs-learner logprob gap (mean per token at the first update): {spread(gap, '{:.1e}')}; "
-          f"max {max(col(steps, 'learner/logprob_diff_max') or [0]):.1e}.", ""]
+    L += learner_section(m) + mismatch_section(m)
     L += ["## Memory", "", "Peak RSS of every actor (GiB, VmHWM read by each process at the end of the run):", "",
           "| actor | GiB |", "|---|---|"]
     for name, vals in ours["peak_rss_gib"].items():
@@ -401,25 +377,66 @@ def report(m: dict, cmd: str) -> str:
     return "\n".join(L)
 
 
+LEARNER_ROWS = [("preset", True), ("preset", False), ("large", True), ("large", False)]
+
+
+def learner_section(m: dict) -> list[str]:
+    """One learner update of the preset step and of the large shape: token-budget micro-batches against today's
+    fixed size (bench/learner.py, no Ray or vLLM)."""
+    lb = m.get("learner_bench")
+    if not lb:
+        return []
+    L = ["## Learner micro-batches: token budget against a fixed size", "",
+         "One learner update and one reference pass, `python bench/learner.py` (random token ids; preset: 4 prompts x "
+         "4, 250-token prompts, 32-64-token completions, 3 repeats after a warm-up; large: 64 prompts x 8, 256-token "
+         "prompts, 192-256-token completions, one update). Fixed: `learner.micro_batch_size=4` with no budget "
+         "(today's default before this change); budget: `learner.max_tokens_per_micro_batch=auto` (rows sorted by "
+         "length, whole groups while they fit, the LM head in chunks).", "",
+         "| shape | micro-batches | seconds per update | reference pass s | model TFLOP/s (update) | share of matmul "
+         "peak | peak RSS GiB |", "|---|---|---|---|---|---|---|"]
+    for shape, fixed in LEARNER_ROWS:
+        r = lb.get(f"{shape}-{'fixed' if fixed else 'budget'}")
+        if not r:
+            continue
+        how = "micro_batch_size 4" if fixed else f"budget {r['max_tokens_per_micro_batch']} tokens"
+        L.append(f"| {shape} ({r['sequences']} sequences, {r['precision']}), {how} | {r['micro_batches']} | "
+                 f"{spread(r['update_s'])} | {spread(r['reference_s'])} | {r['update_tflops']:.3f} | "
+                 f"{r['update_peak_share']:.0%} | {r['peak_memory_gib']:.2f} |")
+    return L + [""]
+
+
+def mismatch_section(m: dict) -> list[str]:
+    """Engine-vs-learner mismatch and the TIS weights in the run's precision and in the other one."""
+    runs = {m["ours"]["precision"].get("learner", "?"): m["ours"]["steps"]}
+    other = m.get("other_precision")
+    if other:
+        runs[other["precision"].get("learner", "?")] = other["steps"]
+    L = ["## Engine-vs-learner mismatch by precision", "",
+         "Per step at the first update, over the sampled tokens (learner/mismatch_*): mean |dlogp|, a k3 estimate of "
+         "KL(engine || learner), the share of tokens with |dlogp| > 0.1; the sync check's mean/largest probe gap "
+         "(sync/gap); the TIS weights min(pi_old / pi_engine, 2) where the ratio uses the learner's own old "
+         "logprobs (bf16). Median [min, max] over the steps.", "",
+         "| learner / engines | s / step | learn s | generate s | mean abs dlogp | KL(engine, learner) | share > 0.1 "
+         "| largest dlogp | probe gap | TIS mean | TIS max | TIS clipped |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for prec, st in runs.items():
+        f = lambda key, fmt="{:.1e}": spread(col(st, key), fmt) if col(st, key) else "-"  # noqa: E731
+        L.append(f"| {prec} | {f('timing/step', '{:.1f}')} | {f('timing/learn', '{:.1f}')} | "
+                 f"{f('timing/generate', '{:.1f}')} | {f('learner/mismatch_abs_mean')} | {f('learner/mismatch_kl')} | "
+                 f"{f('learner/mismatch_frac_big', '{:.3f}')} | {f('learner/logprob_diff_max')} | {f('sync/gap')} | "
+                 f"{f('learner/tis_mean', '{:.3f}')} | {f('learner/tis_max', '{:.2f}')} | "
+                 f"{f('learner/tis_clipped_frac', '{:.4f}')} |")
+    return L + [""]
+
+
 def packing_note(m: dict) -> str:
-    """What packing several groups per forward did in this run (the micro-batch table), in one sentence."""
-    mb = m.get("micro_batches")
-    if not mb:
-        return ("Packing several groups into one padded shared-prompt forward (learner.micro_batch_size > K) was not "
-                "measured in this run.")
-    med = statistics.median
-    r2, r4 = med(mb["8"]) / med(mb["4"]), med(mb["16"]) / med(mb["4"])
-    if min(r2, r4) < 0.9:
-        return (f"Packing groups into one forward (the table above) takes {r2:.2f}x / {r4:.2f}x the time of one "
-                "group per forward for 2 / 4 groups: bigger matmuls and fewer accumulations pay here; set "
-                "learner.micro_batch_size to that many samples.")
-    return (f"Packing groups into one forward (the table above) changes little here ({r2:.2f}x / {r4:.2f}x the time "
-            "of one group per forward for 2 / 4 groups, within the repeats' spread): padding every prompt to the "
-            "pass's longest adds about as many positions as the bigger matmuls and fewer accumulations save, since "
-            "one group's ~200-450 rows already keep the GEMMs near their best here. So the default stays one group "
-            "per forward (micro_batch_size = K); on a GPU, where a few hundred rows leave most of the device idle, "
-            "packing is the lever. What would move it here: fewer positions (a varlen kernel packing prompts "
-            "without padding), fused elementwise ops, bf16 where the CPU has AMX.")
+    """What the token budget did to the preset step's update in this run (the learner table), in one sentence."""
+    lb = m.get("learner_bench") or {}
+    fixed, budget = lb.get("preset-fixed"), lb.get("preset-budget")
+    if not (fixed and budget):
+        return "The token-budget micro-batches were not measured in this run."
+    r = statistics.median(budget["update_s"]) / statistics.median(fixed["update_s"])
+    return (f"With the token budget an update of the preset step takes {r:.2f}x the time of one group per forward "
+            f"({budget['micro_batches']} vs {fixed['micro_batches']} micro-batches; the learner table above).")
 
 
 def targets_section(m, targets, bf16_units, learn_gf, ref_gf, peak_g, gen_ours, gen_hf, sync_frac) -> list[str]:
@@ -438,13 +455,12 @@ def targets_section(m, targets, bf16_units, learn_gf, ref_gf, peak_g, gen_ours, 
              f"transformers' generate, which vLLM beats {med(gen_ours) / med(gen_hf):.1f}x here, and a learner pass "
              f"like ours; so even free generation would give only {no_gen_ratio:.1f}x. TRL's own steps vary widely "
              "(see its spread), which moves this ratio by a few tenths from run to run. What would move it: a faster learner "
-             "(see the next row), bf16 where the CPU has AMX (precision auto takes it), and, with more cores or GPUs, "
+             "(see the next row), bf16 where it is measured faster (precision auto takes it), and, with more cores or GPUs, "
              "overlap and more engines, which this machine cannot show (see Scaling)."),
             ("learner model FLOP/s vs matmul peak", f">= {targets['learn_peak']:.0%}", f"{med(learn_gf) / peak_g:.0%}",
              med(learn_gf) / peak_g >= targets["learn_peak"],
-             "The profile above: matrix multiplies are ~2/3 of the update and run at ~75% of the peak (their M is "
-             "one group's ~200-450 positions, too few rows for the best GEMM blocking); the other third is attention, "
-             "gradient accumulation across the 4 group micro-batches, elementwise ops and fills. " + packing_note(m)),
+             "See the profile above for where an update's time goes (matrix multiplies against the rest: attention, "
+             "elementwise ops, fills, gradient accumulation across micro-batches). " + packing_note(m)),
             ("reference model FLOP/s vs matmul peak", f">= {targets['reference_peak']:.0%}",
              f"{med(ref_gf) / m['matmul']['fp32' if not bf16_units else 'bf16']['peak']:.0%}",
              med(ref_gf) / m["matmul"]["fp32" if not bf16_units else "bf16"]["peak"] >= targets["reference_peak"],
@@ -477,6 +493,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--skip-scaling", action="store_true")
+    p.add_argument("--skip-large", action="store_true", help="no learner update of the large shape (~20 min here)")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     p.add_argument("--raw", default=None, help="also write every measurement as JSON here")
     p.add_argument("--from-raw", default=None, help="no measuring: render the report from a --raw file of a run")
@@ -508,8 +525,15 @@ def main(argv=None) -> int:
         # a group runs its prompt once and 4 completions padded to the group's longest (~mean + 8)
         prompt_len = max(16, int(tokens / 4 - 4 * (length + 8)))
         m["learn_profile"] = in_subprocess("learn_profile", args.threads, prompt_len, int(length))
-        log("learner update: 1, 2 or 4 groups per forward ...")
-        m["micro_batches"] = in_subprocess("micro_batches", args.threads, prompt_len, int(length), args.repeats)
+        other = "fp32" if m["ours"]["precision"].get("learner") == "bf16" else "bf16"
+        m["other_precision"] = run_ours(f"ours-{other}", args.scaling_steps, Path(tmp),
+                                        [f"learner.precision={other}", f"rollout.dtype={other}"])
+        m["learner_bench"] = {}
+        for shape, fixed in LEARNER_ROWS:
+            if shape == "large" and args.skip_large:
+                continue
+            log(f"learner update, {shape} shape, {'fixed micro_batch_size 4' if fixed else 'token budget'} ...")
+            m["learner_bench"][f"{shape}-{'fixed' if fixed else 'budget'}"] = learner_bench(args.threads, shape, fixed)
         if not args.skip_scaling:
             m["scaling"] = {
                 "2 engines, 1 reward actor": run_ours("engines2", args.scaling_steps, Path(tmp),

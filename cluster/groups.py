@@ -141,6 +141,16 @@ def process_peak_rss_gib(pid) -> float | None:
     return None
 
 
+def member_died_errors(backend: str) -> tuple[type[BaseException], ...]:
+    """The errors that mean a member's process died (the call is retried once Ray restarted it): Ray's on Ray,
+    none in-process, where Ray need not even be installed."""
+    if backend != "ray":
+        return ()
+    from ray.exceptions import RayActorError
+
+    return (RayActorError,)
+
+
 def shard(items: list, n: int) -> list[list]:
     """Split into n contiguous near-equal shards (fewer if items are fewer)."""
     n = max(1, min(n, len(items)))

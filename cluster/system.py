@@ -22,7 +22,7 @@ from __future__ import annotations
 from common.config import ClusterConfig, JobConfig, RolloutConfig
 from common.types import Rollout, Sampling, ScoredRollout, TrainBatch
 from cluster import runtime
-from cluster.groups import ActorGroup, get, handoff, shard
+from cluster.groups import ActorGroup, get, handoff, member_died_errors, shard
 from cluster.placement import ENGINE_CPUS, TRAIN_CPUS
 from cluster.sync_check import SyncCheck
 from common.precision import measure_before_actors
@@ -120,6 +120,7 @@ class GRPOSystem:
         if needs_reference_actor(cfg):
             self.reference = ActorGroup.create("reference", Reference, 1, backend, args=(policy_path,),
                                                kwargs=dict(micro_batch_size=L.micro_batch_size,
+                                                           max_tokens_per_micro_batch=L.max_tokens_per_micro_batch,
                                                            precision=L.precision, threads=c.threads),
                                                num_cpus=TRAIN_CPUS["reference"], num_gpus=gpu,
                                                placement=on("trainer"))
@@ -130,7 +131,8 @@ class GRPOSystem:
                         weight_decay=L.weight_decay, grad_clip=L.grad_clip, micro_batch_size=L.micro_batch_size,
                         precision=L.precision, threads=c.threads,
                         gradient_checkpointing=L.gradient_checkpointing, seed=cfg.train.seed,
-                        optimizer=L.optimizer, lora=LoraSpec(**L.lora.model_dump()) if L.lora else None),
+                        optimizer=L.optimizer, lora=LoraSpec(**L.lora.model_dump()) if L.lora else None,
+                        max_tokens_per_micro_batch=L.max_tokens_per_micro_batch),
             num_cpus=TRAIN_CPUS["learner"], num_gpus=gpu,
             placement=on("trainer"))
         self.critic = None
@@ -140,7 +142,8 @@ class GRPOSystem:
             self.critic = ActorGroup.create("critic", Critic, 1, backend, args=(init_path,),
                                             kwargs=dict(grad_clip=L.grad_clip, micro_batch_size=L.micro_batch_size,
                                                         threads=c.threads, seed=cfg.train.seed,
-                                                        precision=L.precision),
+                                                        precision=L.precision,
+                                                        max_tokens_per_micro_batch=L.max_tokens_per_micro_batch),
                                             num_cpus=TRAIN_CPUS["critic"], num_gpus=gpu,
                                             placement=on("trainer"))
         for group in (self.learner, self.reference, self.critic):  # every training call has a deadline too
@@ -185,14 +188,12 @@ class GRPOSystem:
     def collect(self, pending: "Pending") -> tuple[Rollout, int]:
         """(rollout, weights version it was sampled with) of a `generate_async`; an engine that died meanwhile is
         recovered and the rollout generated again from the same inputs, with the weights of now."""
-        from ray.exceptions import RayActorError
-
         from rollout.engine import StaleWeights
 
         try:
             return Rollout.concat(get(pending.futures, timeout=self.cfg.cluster.call_timeout_s,
                                       what="rollout.generate")), pending.version
-        except (RayActorError, StaleWeights) as err:
+        except (*member_died_errors(self.backend), StaleWeights) as err:
             self.recover(self.rollout, "generate", 0, err)
             self.sync_weights()
             return self.generate(*pending.inputs), self.weights_version
@@ -206,8 +207,6 @@ class GRPOSystem:
         Ray restarted it, the whole call is run again from the same inputs (same seeds: the same samples, none
         lost or counted twice). A restarted engine starts from the initial weights, so the learner's are sent
         (and checked) first. A call that never answers fails after cluster.call_timeout_s."""
-        from ray.exceptions import RayActorError
-
         from rollout.engine import StaleWeights
 
         c = self.cfg.cluster
@@ -217,7 +216,7 @@ class GRPOSystem:
                 kwargs = {"weights_version": self.weights_version} if group is self.rollout else {}
                 return get(group.map_shards(method, shard_args, **kwargs), timeout=c.call_timeout_s,
                            what=f"{group.name}.{method}")
-            except (RayActorError, StaleWeights) as err:  # died during the call, or restarted before it
+            except (*member_died_errors(self.backend), StaleWeights) as err:  # died in the call, or restarted before
                 self.recover(group, method, attempt, err)
                 if group is self.rollout:
                     self.sync_weights()
@@ -358,8 +357,6 @@ class GRPOSystem:
     def sync_weights(self) -> None:
         """The learner's weights to every engine (cluster.weight_sync: object_store or collective), then checked
         on each. An engine that dies on the way is restarted by Ray and gets them again."""
-        from ray.exceptions import RayActorError
-
         c = self.cfg.cluster
         self.weights_version += 1
         for attempt in range(c.max_restarts + 1):
@@ -368,7 +365,7 @@ class GRPOSystem:
                 if c.verify_sync:
                     self.verify_sync()
                 return
-            except RayActorError as err:
+            except member_died_errors(self.backend) as err:
                 self.recover(self.rollout, "the weight sync", attempt, err)
 
     @property

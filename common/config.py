@@ -119,9 +119,13 @@ class LearnerConfig(_Section):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: float = Field(1.0, gt=0.0)
-    micro_batch_size: int = Field(4, ge=1, description="sequences per forward/backward; grads accumulate. Whole "
-                                  "GRPO groups share one pass while they fit (= K: one group a pass; 4K: four, their "
-                                  "prompts padded to the longest; docs/benchmarks.md measures both)")
+    max_tokens_per_micro_batch: int | Literal["auto"] | None = Field(
+        "auto", description="positions per forward/backward (prompt once per GRPO group + completions, padding "
+                            "counted); sequences are sorted by length and cut into micro-batches of at most this many, "
+                            "whole groups together while they fit; grads accumulate exactly. auto: by device (CPU "
+                            "1024, GPU 16384); None: micro_batch_size alone")
+    micro_batch_size: int | None = Field(None, ge=1, description="most sequences per forward/backward (None: the "
+                                         "token budget alone decides; e.g. 4 = one GRPO group of K=4 a pass)")
     inner_steps: int = Field(1, ge=1, description="optimizer steps per rollout batch (PPO epochs, mu)")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast where a bf16 matmul of the model's shapes is measured faster than "
@@ -134,6 +138,17 @@ class LearnerConfig(_Section):
                              "adafactor: the NLU paper's PPO optimizer")
     lora: LoraConfig | None = Field(None, description="LoRA adapters instead of full fine-tuning ({rank: 16}); "
                                     "the reference is then the model with adapters disabled")
+
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> "LearnerConfig":
+        if self.micro_batch_size is None and self.max_tokens_per_micro_batch is None:
+            raise ValueError("learner.micro_batch_size and learner.max_tokens_per_micro_batch are both None: a "
+                             "micro-batch would be the whole batch; set one (e.g. max_tokens_per_micro_batch=auto)")
+        if isinstance(self.max_tokens_per_micro_batch, int) and self.max_tokens_per_micro_batch < 16:
+            raise ValueError(f"learner.max_tokens_per_micro_batch={self.max_tokens_per_micro_batch} is below one "
+                             "short sequence; use auto or a few thousand")
+        return self
 
 
 class AlgoConfig(_Section):

@@ -15,7 +15,7 @@ from learner import losses
 from learner.logprobs import body_and_head, chunks, from_ragged, pad_batch, to_ragged
 from common.device import pick_device
 from common.precision import decide, model_dims
-from learner.policy import adamw, load_named_arrays, lr_lambda, set_threads
+from learner.policy import adamw, load_named_arrays, lr_lambda, set_threads, token_budget
 
 
 class ValueModel(torch.nn.Module):
@@ -46,7 +46,8 @@ class ValueModel(torch.nn.Module):
 class Critic:
     def __init__(self, model_path: str, lr: float = 1e-5, total_steps: int = 1, warmup_ratio: float = 0.0,
                  schedule: str = "constant", grad_clip: float = 1.0, micro_batch_size: int = 4,
-                 threads: int | None = None, seed: int = 0, precision: str = "fp32"):
+                 threads: int | None = None, seed: int = 0, precision: str = "fp32",
+                 max_tokens_per_micro_batch: int | str | None = None):
         set_threads(threads)
         self.device, self.seed = pick_device(), seed
         self.model = ValueModel(load_lm(model_path), seed).to(self.device)
@@ -54,6 +55,7 @@ class Critic:
         self.bf16 = self.choice.precision == "bf16"
         self.pad_id = load_tokenizer(model_path).pad_token_id
         self.micro_batch_size, self.grad_clip = micro_batch_size, grad_clip
+        self.max_tokens = token_budget(max_tokens_per_micro_batch, self.device.type)
         self.reset_optimizer(lr, total_steps, warmup_ratio, schedule)
 
     def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str) -> None:
@@ -77,7 +79,7 @@ class Critic:
             return self.model(ids, attn, pos).float()  # [b, T]
 
     def _batches(self, prompt_ids, completion_ids):
-        for sl, _ in chunks(prompt_ids, self.micro_batch_size):
+        for sl, _ in chunks(prompt_ids, self.micro_batch_size, completion_ids, self.max_tokens, share=False):
             ids, attn, pos, _, mask = (t.to(self.device) for t in
                                        pad_batch(prompt_ids[sl], completion_ids[sl], self.pad_id))
             yield sl, ids, attn, pos, mask

@@ -21,7 +21,8 @@ from common.models import load_lm, load_tokenizer
 from common.types import TrainBatch
 from learner import lora as lora_lib
 from learner import losses
-from learner.logprobs import chunk_logits, chunks, from_ragged, group_runs, sequence_logprobs, token_entropy, token_logprobs
+from learner.logprobs import (chunk_hidden, chunks, from_ragged, group_runs, head_logprobs, length_order,
+                              sequence_logprobs)
 
 
 PROBE_REQUEST = "Describe in a few sentences the river that runs through your city."
@@ -60,6 +61,18 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
     return f
 
 
+# learner.max_tokens_per_micro_batch=auto, by device: positions of the body per forward/backward. On a GPU a few
+# hundred rows leave the device idle (H200: micro-batch 4 of the preset step ran at 0.2% of its bf16 peak, 16 at
+# 4x that speed). On a 2-core CPU an update of the preset step took the same time with 1, 2 or 4 groups per pass
+# while peak memory grew 4.5 -> 6.4 GiB (docs/benchmarks.md), so the CPU budget keeps one or two groups a pass.
+TOKEN_BUDGET = {"cuda": 16384, "cpu": 1024}
+
+
+def token_budget(asked: int | str | None, device: str) -> int | None:
+    """learner.max_tokens_per_micro_batch: a number, 'auto' (TOKEN_BUDGET by device) or None (no budget)."""
+    return TOKEN_BUDGET.get(device, TOKEN_BUDGET["cpu"]) if asked == "auto" else asked
+
+
 def set_threads(threads: int | None) -> None:
     import os
 
@@ -78,6 +91,14 @@ def load_named_arrays(model, named_arrays) -> None:
     missing = [k for k in missing if not k.endswith("lm_head.weight")]
     if missing or unexpected:
         raise ValueError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def reordered(batch: TrainBatch, order: list[int]) -> TrainBatch:
+    """The batch's rows in `order` (every per-row field alike)."""
+    import dataclasses
+
+    take = lambda rows: [rows[i] for i in order] if rows else rows  # noqa: E731
+    return dataclasses.replace(batch, **{f.name: take(getattr(batch, f.name)) for f in dataclasses.fields(batch)})
 
 
 def untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -104,20 +125,21 @@ def chunk_tokens(prompt_ids, completion_ids, shared: bool, T: int) -> int:
 class Reference:
     """Frozen reference policy: logprobs of completions, nothing else."""
 
-    def __init__(self, model_path: str, micro_batch_size: int = 4, precision: str = "fp32",
-                 threads: int | None = None):
+    def __init__(self, model_path: str, micro_batch_size: int | None = 4, precision: str = "fp32",
+                 threads: int | None = None, max_tokens_per_micro_batch: int | str | None = None):
         set_threads(threads)
         self.device = pick_device()
         self.model = load_lm(model_path).to(self.device)
         self.model.requires_grad_(False)
         self.pad_id = load_tokenizer(model_path).pad_token_id
         self.micro_batch_size = micro_batch_size
+        self.max_tokens = token_budget(max_tokens_per_micro_batch, self.device.type)
         self.choice = decide(precision, self.device.type, model_dims(self.model.config))  # 'auto': measured here
         self.precision, self.bf16 = self.choice.precision, self.choice.precision == "bf16"
 
     def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
         return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
-                                 self.micro_batch_size, self.bf16)
+                                 self.micro_batch_size, self.bf16, self.max_tokens)
 
     def precision_choice(self) -> dict:
         return self.choice.as_dict()
@@ -135,9 +157,9 @@ class Reference:
 class Learner:
     def __init__(self, model_path: str, lr: float, total_steps: int, warmup_ratio: float = 0.1,
                  schedule: str = "cosine", weight_decay: float = 0.0, grad_clip: float = 1.0,
-                 micro_batch_size: int = 4, precision: str = "fp32", threads: int | None = None,
+                 micro_batch_size: int | None = 4, precision: str = "fp32", threads: int | None = None,
                  gradient_checkpointing: bool = False, seed: int = 0, optimizer: str = "adamw",
-                 lora: lora_lib.LoraSpec | None = None):
+                 lora: lora_lib.LoraSpec | None = None, max_tokens_per_micro_batch: int | str | None = None):
         set_threads(threads)
         torch.manual_seed(seed)
         self.device = pick_device()
@@ -151,6 +173,7 @@ class Learner:
         self.tokenizer = load_tokenizer(model_path)
         self.pad_id = self.tokenizer.pad_token_id
         self.micro_batch_size = micro_batch_size
+        self.max_tokens = token_budget(max_tokens_per_micro_batch, self.device.type)
         self.choice = decide(precision, self.device.type, model_dims(self.model.config))  # 'auto': measured here
         self.precision, self.bf16 = self.choice.precision, self.choice.precision == "bf16"
         self.engine_precision = "fp32"  # told by the system once the engines exist (set_engine_precision)
@@ -176,7 +199,13 @@ class Learner:
         return algo.old_logprobs == "learner"
 
     # ---- GRPO ---------------------------------------------------------------------------------
+    def micro_batches(self, prompt_ids, completion_ids) -> list[tuple[slice, bool]]:
+        """This learner's cut of rows (in `length_order`) into micro-batches: micro_batch_size sequences at most,
+        max_tokens_per_micro_batch positions at most."""
+        return chunks(prompt_ids, self.micro_batch_size, completion_ids, self.max_tokens)
+
     def train_step(self, batch: TrainBatch, algo: AlgoParams, inner_steps: int = 1) -> dict:
+        batch = reordered(batch, length_order(batch.prompt_ids, batch.completion_ids))  # like lengths together
         T = max(1, max(len(c) for c in batch.completion_ids))
         full_mask = from_ragged([[1.0] * len(c) for c in batch.completion_ids], T)  # [B, T]
         denom = losses.batch_denominator(full_mask, algo.loss_agg)
@@ -211,14 +240,15 @@ class Learner:
         sums: dict[str, float] = {}
         n_tok = 0.0
         diff_max = 0.0
-        work = {"tokens_forward": 0.0, "head_positions": 0.0}  # what the body and the LM head ran on (FLOP counts)
-        for ci, (sl, shared) in enumerate(chunks(batch.prompt_ids, self.micro_batch_size)):
+        work = {"tokens_forward": 0.0, "head_positions": 0.0, "micro_batches": 0.0}  # FLOP counts, batching
+        for ci, (sl, shared) in enumerate(self.micro_batches(batch.prompt_ids, batch.completion_ids)):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits, tgt, mask = chunk_logits(self.model, batch.prompt_ids, batch.completion_ids,
-                                                 self.pad_id, sl, shared)  # [b, T, V]
+                hidden, head, tgt, mask = chunk_hidden(self.model, batch.prompt_ids, batch.completion_ids,
+                                                       self.pad_id, sl, shared)  # [b, T, H]
+                ref_pair = self._full_ref_hidden(batch, sl, shared) if self.full_ref is not None else None
+                logp, entropy, kl_mat = head_logprobs(head, hidden, tgt, mask, entropy=True, ref=ref_pair)  # [b, T]
             T, dev = mask.shape[1], self.device
             engine_old = from_ragged(batch.old_logprobs[sl], T).to(dev)  # [b, T] what the engine sampled with
-            logp = token_logprobs(logits, tgt)  # [b, T]
             old = self._old_logprobs(batch, ci, sl, logp, engine_old)  # [b, T]
             is_w, tis_m = None, {}
             if old is not engine_old and algo.tis_cap is not None:
@@ -236,21 +266,21 @@ class Learner:
             # engine vs the learner's policy that the batch is judged against (its old logprobs; at the first
             # update of an engine-ratio batch, the learner's logprobs now)
             m.update(tis_m, **losses.mismatch(old if old is not engine_old else logp.detach(), engine_old, mask))
-            if self.full_ref is not None:
-                kl_mat = self._full_kl(logits, batch, sl, shared)  # [b, T]
+            if kl_mat is not None:  # exact full-vocabulary KL against the learner's frozen copy
                 loss = loss + algo.beta * losses.agg_loss(kl_mat, mask, algo.loss_agg, norm_len=norm_len,
                                                           global_denominator=denom)
                 m["kl_full"] = losses.masked_mean(kl_mat.detach(), mask).item()
             loss.backward()
             with torch.no_grad():
                 valid = mask.sum().item()
-                m["entropy"] = losses.masked_mean(token_entropy(logits.detach()), mask).item()
+                m["entropy"] = losses.masked_mean(entropy, mask).item()
                 gap = (logp.detach() - engine_old).abs() * mask  # [b, T] engine vs learner now
                 diff_max = max(diff_max, gap.max().item())
                 m["logprob_diff_mean"] = losses.masked_mean(gap, mask).item()
             n_tok += valid
             work["tokens_forward"] += chunk_tokens(batch.prompt_ids[sl], batch.completion_ids[sl], shared, T)
-            work["head_positions"] += mask.numel()
+            work["head_positions"] += valid  # the head runs on real completion tokens only
+            work["micro_batches"] += 1
             for k, v in m.items():  # token-weighted means, and maxima of the *_max metrics
                 sums[k] = max(sums.get(k, v), v) if k.endswith("_max") else sums.get(k, 0.0) + v * valid
         grad_norm = torch.nn.utils.clip_grad_norm_(lora_lib.trainable(self.model), self.grad_clip)
@@ -263,12 +293,12 @@ class Learner:
         out.update(grad_norm=float(grad_norm), lr=self.sched.get_last_lr()[0], logprob_diff_max=diff_max)
         return out
 
-    def _full_kl(self, logits, batch: TrainBatch, sl: slice, shared: bool) -> torch.Tensor:
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            ref_logits, _, _ = chunk_logits(self.full_ref, batch.prompt_ids, batch.completion_ids,
-                                            self.pad_id, sl, shared)  # [b, T, V]
-        b, T, V = logits.shape
-        return losses.full_kl(logits.reshape(b * T, V), ref_logits.reshape(b * T, V)).reshape(b, T)  # [b, T]
+    def _full_ref_hidden(self, batch: TrainBatch, sl: slice, shared: bool) -> tuple:
+        """(head, hidden [b, T, H]) of the frozen copy for one micro-batch: the full KL's other side."""
+        with torch.no_grad():
+            hidden, head, _, _ = chunk_hidden(self.full_ref, batch.prompt_ids, batch.completion_ids, self.pad_id, sl,
+                                              shared)
+        return head, hidden
 
     # ---- SFT ------------------------------------------------------------------------------------
     def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]]) -> dict:
@@ -277,10 +307,13 @@ class Learner:
         self.opt.zero_grad(set_to_none=True)
         total = float(sum(len(t) for t in target_ids))
         loss_sum = 0.0
-        for sl, shared in chunks(prompt_ids, self.micro_batch_size):
+        order = length_order(prompt_ids, target_ids)
+        prompt_ids, target_ids = [prompt_ids[i] for i in order], [target_ids[i] for i in order]
+        for sl, shared in self.micro_batches(prompt_ids, target_ids):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                logits, tgt, mask = chunk_logits(self.model, prompt_ids, target_ids, self.pad_id, sl, shared)
-            nll = -(token_logprobs(logits, tgt) * mask).sum() / total
+                hidden, head, tgt, mask = chunk_hidden(self.model, prompt_ids, target_ids, self.pad_id, sl, shared)
+                logp, _, _ = head_logprobs(head, hidden, tgt, mask)  # [b, T]
+            nll = -(logp * mask).sum() / total
             nll.backward()
             loss_sum += nll.item()
         grad_norm = torch.nn.utils.clip_grad_norm_(lora_lib.trainable(self.model), self.grad_clip)
@@ -345,7 +378,7 @@ class Learner:
 
     def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
         return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
-                                 self.micro_batch_size, self.bf16)
+                                 self.micro_batch_size, self.bf16, self.max_tokens)
 
     def state(self) -> dict[str, torch.Tensor]:
         """The plain model's weights (with LoRA: the adapters merged in), under the plain model's names."""

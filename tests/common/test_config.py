@@ -241,3 +241,14 @@ def test_a_saved_config_loads_back(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config_to_dict(c)))
     assert load_config(path) == c
+
+
+def test_micro_batches_need_a_bound():
+    c = load_config(None, [])
+    assert (c.learner.micro_batch_size, c.learner.max_tokens_per_micro_batch) == (None, "auto")
+    assert load_config(None, ["learner.max_tokens_per_micro_batch=4096"]).learner.max_tokens_per_micro_batch == 4096
+    with pytest.raises(ConfigError, match="both None"):
+        load_config(None, ["learner.max_tokens_per_micro_batch=null"])
+    assert load_config(None, ["learner.max_tokens_per_micro_batch=null", "learner.micro_batch_size=4"])
+    with pytest.raises(ConfigError, match="below one short sequence"):
+        load_config(None, ["learner.max_tokens_per_micro_batch=8"])

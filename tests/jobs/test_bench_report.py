@@ -58,11 +58,30 @@ def test_report_states_the_ratio_and_every_stage():
     assert "Test CPU" in text and "**fp32**" in text
 
 
-def test_micro_batch_table_and_what_packing_did():
-    slow = {"4": [10.0, 11.0, 12.0], "8": [12.0, 12.0, 12.0], "16": [13.2, 13.2, 13.2]}
-    assert "changes little here (1.09x / 1.20x" in bench.packing_note({"micro_batches": slow})
-    noise = {"4": [10.0], "8": [9.6], "16": [10.4]}  # a 4% gain is within a noisy machine's spread
-    assert "changes little here (0.96x / 1.04x" in bench.packing_note({"micro_batches": noise})
-    fast = {"4": [10.0], "8": [8.0], "16": [7.0]}
-    assert "takes 0.80x / 0.70x the time" in bench.packing_note({"micro_batches": fast})
-    assert "not measured" in bench.packing_note({})
+def _lb(update_s, mb, budget=None, mem=4.5):
+    return {"sequences": 16, "precision": "bf16", "micro_batches": mb, "max_tokens_per_micro_batch": budget,
+            "update_s": update_s, "reference_s": [2.0], "update_tflops": 0.15, "update_peak_share": 0.36,
+            "peak_memory_gib": mem}
+
+
+def test_learner_table_and_what_the_budget_did():
+    m = {"learner_bench": {"preset-fixed": _lb([10.0, 11.0, 12.0], 4), "preset-budget": _lb([9.9], 2, 1024, 5.2)}}
+    text = "\n".join(bench.learner_section(m))
+    assert "| preset (16 sequences, bf16), micro_batch_size 4 | 4 | 11.00 [10.00, 12.00] |" in text
+    assert "budget 1024 tokens | 2 | 9.90 [9.90, 9.90] |" in text and "| 5.20 |" in text
+    assert "takes 0.90x the time of one group per forward (2 vs 4 micro-batches" in bench.packing_note(m)
+    assert "not measured" in bench.packing_note({}) and bench.learner_section({}) == []
+
+
+def test_mismatch_table_in_both_precisions():
+    bf16 = [{"timing/step": 15.0, "timing/learn": 9.0, "timing/generate": 3.0, "learner/mismatch_abs_mean": 0.026,
+             "learner/mismatch_kl": 9e-4, "learner/mismatch_frac_big": 0.04, "learner/logprob_diff_max": 0.2,
+             "sync/gap": 0.03, "learner/tis_mean": 0.999, "learner/tis_max": 1.2, "learner/tis_clipped_frac": 0.0}]
+    fp32 = [{"timing/step": 20.0, "timing/learn": 13.0, "timing/generate": 3.5, "learner/mismatch_abs_mean": 7e-6,
+             "learner/mismatch_kl": 1e-10, "learner/mismatch_frac_big": 0.0, "learner/logprob_diff_max": 3e-5,
+             "sync/gap": 2e-5}]
+    m = {"ours": {"steps": bf16, "precision": {"learner": "bf16"}},
+         "other_precision": {"steps": fp32, "precision": {"learner": "fp32"}}}
+    text = "\n".join(bench.mismatch_section(m))
+    assert "| bf16 | 15.0 [15.0, 15.0] | 9.0 [9.0, 9.0] | 3.0 [3.0, 3.0] | 2.6e-02 [2.6e-02, 2.6e-02] |" in text
+    assert "| fp32 | 20.0 [20.0, 20.0] |" in text and text.rstrip().endswith("| - | - | - |")  # fp32: no TIS

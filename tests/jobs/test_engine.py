@@ -207,6 +207,15 @@ def test_a_seq2seq_policy_on_vllm_is_refused(t5, tmp_path):
     assert proc.returncode == 2 and "encoder-decoder (seq2seq)" in proc.stderr and "rollout.engine=hf" in proc.stderr
 
 
+def test_inprocess_runs_without_ray_importable(llama, tmp_path):
+    """--inprocess is the debugging backend: it must not need Ray at all (here `import ray` raises)."""
+    code = "import sys; sys.modules['ray'] = None; from jobs.engine import main; sys.exit(main(sys.argv[1:]))"
+    args = _args(llama, tmp_path, "arithmetic", "[{kind: grpo, steps: 2}]", "task.params.gsm8k=false")
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 2
+
+
 def test_the_mlqa_script_runs_only_mlqa(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--inprocess", "task.name=countdown",
                            f"train.output_dir={tmp_path}"], capture_output=True, text=True, timeout=60, cwd=ROOT)

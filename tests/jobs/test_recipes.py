@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.real_path import assert_engine_held_learner_weights, other_precision_overrides, run_precision
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "jobs" / "configs"
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -79,16 +81,22 @@ class Scraper(threading.Thread):
                 self.lines = mine
 
 
-@pytest.mark.parametrize("preset", list(RECIPES))
-def test_recipe_runs_two_steps_a_phase_on_local_ray(preset, shared_data, tmp_path):
+# PPO with a critic and LoRA once more in the precision `auto` does not pick here (bf16 on AVX2, fp32 where auto is
+# bf16): both paths of the merged-weight sync, the critic and the learner's own old logprobs run on every CPU kind.
+CASES = [(preset, False) for preset in RECIPES] + [("qnli_ppo_lora.yaml", True)]
+
+
+@pytest.mark.parametrize("preset,other", CASES, ids=[p + ("-other-precision" if o else "") for p, o in CASES])
+def test_recipe_runs_two_steps_a_phase_on_local_ray(preset, other, shared_data, tmp_path):
     task, primary = RECIPES[preset]
+    extra = [*other_precision_overrides(), "train.prompts_per_step=2"] if other else []
     port = free_port()
     scraper = Scraper(port)
     scraper.start()
     try:
         proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--config", str(CONFIGS / preset),
                                "--local", f"train.output_dir={tmp_path}", "train.run_name=r",
-                               f"cluster.metrics_export_port={port}", *shrink(preset)],
+                               f"cluster.metrics_export_port={port}", *shrink(preset), *extra],
                               capture_output=True, text=True, timeout=1500, cwd=ROOT)
     finally:
         scraper.done.set()
@@ -105,10 +113,11 @@ def test_recipe_runs_two_steps_a_phase_on_local_ray(preset, shared_data, tmp_pat
     steps = [r for r in recs if r["kind"] == "step"]
     assert [r["phase"] for r in steps] == [n for n in names for _ in range(2)]
     assert [r["step"] for r in steps] == list(range(1, 2 * len(names) + 1))
+    precision = run_precision(run)
+    assert not other or [f"learner.precision={precision}"] == other_precision_overrides()[:1]
     for r in steps:
         if "reward/mean" in r and "learner/logprob_diff_max" in r:  # the engine samples the learner's weights
-            assert r["learner/logprob_diff_max"] < 1e-3, r
-            assert r["learner/clip_frac_first"] == 0.0
+            assert_engine_held_learner_weights(r, precision)
         elif "reward/mean" in r:  # a PPO critic warm-up step: the policy did not move
             assert r["ppo/policy_updates"] == 0 and r["critic/vf_loss"] >= 0
         else:

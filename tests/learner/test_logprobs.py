@@ -6,8 +6,8 @@ import itertools
 import pytest
 import torch
 
-from learner.logprobs import (chunks, completion_logits, from_ragged, grouped_prompt_logits, pad_batch,
-                              sequence_logprobs, to_ragged, token_logprobs)
+from learner.logprobs import (body_and_head, chunk_cost, chunks, completion_hidden, from_ragged, grouped_prompt_hidden,
+                              head_logprobs, length_order, pad_batch, sequence_logprobs, to_ragged, token_logprobs)
 from tests.tiny_models import PAD, V, random_ids, tiny_llama
 
 
@@ -72,11 +72,11 @@ def test_packed_groups_equal_padded(model, seed, groups):
     def run(packed: bool):
         model.zero_grad(set_to_none=True)
         if packed:
-            logits, tgt, mask = grouped_prompt_logits(model, prompts, sizes, comps, PAD)
+            hidden, tgt, mask = grouped_prompt_hidden(model, prompts, sizes, comps, PAD)
         else:
             ids, attn, pos, tgt, mask = pad_batch(rows, comps, PAD)
-            logits = completion_logits(model, ids, attn, pos)
-        logp = token_logprobs(logits, tgt)  # [B, T]
+            hidden = completion_hidden(model, ids, attn, pos)
+        logp = token_logprobs(body_and_head(model)[1](hidden), tgt)  # [B, T]
         (logp * mask * weights).sum().backward()
         return logp.detach(), mask, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -91,9 +91,9 @@ def test_packed_groups_equal_padded(model, seed, groups):
         torch.testing.assert_close(g_k[name], g_p[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_grouped_prompt_logits_refuses_sizes_that_do_not_add_up(model):
+def test_grouped_prompt_hidden_refuses_sizes_that_do_not_add_up(model):
     with pytest.raises(ValueError, match="do not add up"):
-        grouped_prompt_logits(model, [[2, 3], [4]], [2, 2], [[5], [6], [7]], PAD)
+        grouped_prompt_hidden(model, [[2, 3], [4]], [2, 2], [[5], [6], [7]], PAD)
 
 
 def test_padded_path_equals_plain_forward(model):
@@ -102,7 +102,8 @@ def test_padded_path_equals_plain_forward(model):
     comps = [random_ids(gen, n) for n in (6, 1, 3)]
     ids, attn, pos, tgt, mask = pad_batch(prompts, comps, PAD)
     with torch.no_grad():
-        got = to_ragged(token_logprobs(completion_logits(model, ids, attn, pos), tgt), mask)
+        got = to_ragged(head_logprobs(body_and_head(model)[1], completion_hidden(model, ids, attn, pos), tgt, mask)[0],
+                        mask)
     for p, c, row in zip(prompts, comps, got):
         assert row == pytest.approx(full_forward_logprobs(model, p, c), abs=1e-5)
 
@@ -149,6 +150,81 @@ def test_chunks_partition_rows(seed, mbs):
                 assert sl.stop == len(prompts) or prompts[sl.stop] != prompts[sl.stop - 1]
 
 
+@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("mbs,budget", [(None, 12), (None, 30), (3, 40), (None, 200), (2, None)])
+def test_token_budget_chunks_partition_rows_within_the_budget(seed, mbs, budget):
+    gen = torch.Generator().manual_seed(seed)
+    prompts, comps = [], []
+    for _ in range(int(torch.randint(1, 6, (1,), generator=gen))):
+        prompt = random_ids(gen, int(torch.randint(1, 9, (1,), generator=gen)))
+        for _ in range(int(torch.randint(1, 5, (1,), generator=gen))):
+            prompts.append(prompt)
+            comps.append(random_ids(gen, int(torch.randint(1, 7, (1,), generator=gen))))
+    order = length_order(prompts, comps)
+    assert sorted(order) == list(range(len(prompts)))
+    p, c = [prompts[i] for i in order], [comps[i] for i in order]
+    out = chunks(p, mbs, c, budget)
+    assert [i for sl, _ in out for i in range(sl.start, sl.stop)] == list(range(len(p)))
+    for sl, shared in out:
+        n = sl.stop - sl.start
+        assert n <= (mbs or n)
+        assert n == 1 or budget is None or chunk_cost(p[sl], c[sl], shared) <= budget  # a lone row may exceed it
+    if budget is None:
+        assert out == chunks(p, mbs)  # no budget: the sequence-count cut alone
+
+
+def test_length_order_keeps_groups_whole_and_puts_the_longest_first():
+    A, B, C = [1, 2], [3, 4, 5, 6], [7]
+    prompts = [A, A, B, B, C]
+    comps = [[1], [1, 2, 3], [1], [1], [1, 2, 3, 4, 5, 6, 7]]
+    # group A: 2 + 3 = 5, group B: 4 + 1 = 5, C: 1 + 7 = 8 -> C, then A and B in their order (stable)
+    assert length_order(prompts, comps) == [4, 0, 1, 2, 3]
+
+
+def test_chunk_cost_counts_the_padding_each_pass_computes():
+    A, B = [1, 2, 3], [4]
+    # shared: 2 prompts padded to 3 + 4 completions' first T-1 = 2 tokens -> 2 * 3 + 4 * 2 = 14
+    assert chunk_cost([A, A, B, B], [[1], [1, 2, 3], [1, 2], [1]], shared=True) == 14
+    # padded: 2 rows of the longest sequence (3 + 3) -> 12
+    assert chunk_cost([A, B], [[1, 2, 3], [1]], shared=False) == 12
+
+
+@pytest.mark.parametrize("max_elements", [10**9, V * 5, V])  # one chunk, chunks of 5 positions, of 1 position
+def test_head_logprobs_in_chunks_equal_full_logits(model, max_elements):
+    """Values and gradients (through the checkpointed chunks) equal the full [B, T, V] logits, entropy and full KL."""
+    gen = torch.Generator().manual_seed(4)
+    _, head = body_and_head(model)
+    ref_head = torch.nn.Linear(head.in_features, V, bias=False)
+    hidden = torch.randn(3, 6, head.in_features, generator=gen, requires_grad=True)  # [B, T, H]
+    ref_hidden = torch.randn(3, 6, head.in_features, generator=gen)
+    tgt = torch.randint(0, V, (3, 6), generator=gen)
+    mask = torch.tensor([[1.0] * 6, [1.0] * 2 + [0.0] * 4, [1.0] * 5 + [0.0]])
+    weights = torch.randn(3, 6, generator=gen)
+
+    def run(fn):
+        hidden.grad = None
+        head.zero_grad(set_to_none=True)
+        logp, ent, kl = fn()
+        ((logp + 0.3 * kl) * mask * weights).sum().backward()
+        return logp.detach(), ent, kl.detach(), hidden.grad.clone(), head.weight.grad.clone()
+
+    def full():
+        from learner.losses import full_kl
+
+        logits = head(hidden)  # [B, T, V]
+        logp = token_logprobs(logits, tgt) * mask
+        lsm = torch.log_softmax(logits.detach(), -1)
+        ent = -(lsm.exp() * lsm).sum(-1) * mask
+        return logp, ent, full_kl(logits, ref_head(ref_hidden)) * mask
+
+    want = run(full)
+    got = run(lambda: head_logprobs(head, hidden, tgt, mask, entropy=True, ref=(ref_head, ref_hidden),
+                                    max_elements=max_elements))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert (got[0][mask == 0] == 0).all()
+
+
 # --- sequence_logprobs: micro-batch invariance ---------------------------------------------------------------
 
 def test_sequence_logprobs_micro_batch_invariance(model):
@@ -162,6 +238,8 @@ def test_sequence_logprobs_micro_batch_invariance(model):
             completion_ids.append(random_ids(gen, int(torch.randint(1, 7, (1,), generator=gen))))
     completion_ids[1] = [5]  # a length-1 completion inside a group
     runs = {m: sequence_logprobs(model, prompt_ids, completion_ids, PAD, m) for m in (1, 3, 8)}
+    runs.update({f"{t} tokens": sequence_logprobs(model, prompt_ids, completion_ids, PAD, None, max_tokens=t)
+                 for t in (10, 25, 60)})  # token budgets: unequal micro-batches
     for m, rows in runs.items():
         assert [len(r) for r in rows] == [len(c) for c in completion_ids], m
         for got, want in zip(rows, runs[1]):

@@ -64,15 +64,17 @@ def test_accumulation_equals_full_batch(folder, loss_agg):
     assert m_full["clip_frac_first"] > 0  # the noise puts some tokens outside [0.8, 1.2]: both branches run
     after = params(full)
     grads = {n: p.grad.clone() for n, p in full.model.named_parameters()}
-    for mbs in (1, 3):
-        acc = make_learner(folder, micro_batch_size=mbs, lr=1e-5)
+    # sequence counts, and token budgets: micro-batches of unequal sizes over the length-sorted rows
+    for mbs, budget in ((1, None), (3, None), (None, 12), (None, 30)):
+        acc = make_learner(folder, micro_batch_size=mbs, lr=1e-5, max_tokens_per_micro_batch=budget)
         assert_same_params(params(acc), before, atol=0)
         m_acc = acc.train_step(batch, algo)
         for n, p in acc.model.named_parameters():
-            torch.testing.assert_close(p.grad, grads[n], atol=1e-7, rtol=1e-4, msg=f"mbs={mbs} grad {n}")
+            torch.testing.assert_close(p.grad, grads[n], atol=1e-7, rtol=1e-4, msg=f"mbs={mbs}/{budget} grad {n}")
         assert_same_params(params(acc), after, atol=1e-6)
         assert m_acc["grad_norm"] == pytest.approx(m_full["grad_norm"], rel=1e-5)
         assert m_acc["clip_frac_first"] == pytest.approx(m_full["clip_frac_first"], abs=1e-6)  # float32 means
+        assert m_acc["micro_batches"] > m_full["micro_batches"] == 1  # full: both groups in one pass (mbs 8)
     assert max((after[n] - before[n]).abs().max().item() for n in after) > 5e-6  # the step did move weights
 
 
