@@ -63,8 +63,8 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
 
 # learner.max_tokens_per_micro_batch=auto, by device: positions of the body per forward/backward. On a GPU a few
 # hundred rows leave the device idle (H200: micro-batch 4 of the preset step ran at 0.2% of its bf16 peak, 16 at
-# 4x that speed). On a 2-core CPU an update of the preset step took the same time with 1, 2 or 4 groups per pass
-# while peak memory grew 4.5 -> 6.4 GiB (docs/benchmarks.md), so the CPU budget keeps one or two groups a pass.
+# 4x that speed). On a 2-core CPU (Zen 4, bf16; bench/learner.py, docs/cluster.md) bigger passes do not run faster:
+# the preset step took 7.2 s at 1024, 9.1 s at 2048, 8.9 s at micro_batch_size 4, while memory grows with the pass.
 TOKEN_BUDGET = {"cuda": 16384, "cpu": 1024}
 
 
