@@ -11,10 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-# (key, label, digits); a key absent from a step (SFT steps have no reward) is left out of its line.
-CONSOLE_KEYS = [("reward/mean", "R", 3), ("sft/loss", "loss", 4), ("learner/kl", "KL", 4),
-                ("learner/clip_frac", "clip", 3), ("rollout/len_mean", "len", 1),
-                ("learner/mismatch_abs_mean", "dlp", 1), ("timing/step", "s", 1)]
+# (key, label, format); a key absent from a step (SFT steps have no reward) is left out of its line. dlp: the mean
+# engine-vs-learner |dlogp| of the sampled tokens (~1e-5 in fp32, ~1e-2 in bf16, ~1 for a stale engine).
+CONSOLE_KEYS = [("reward/mean", "R", ".3f"), ("sft/loss", "loss", ".4f"), ("learner/kl", "KL", ".4f"),
+                ("learner/clip_frac", "clip", ".3f"), ("rollout/len_mean", "len", ".1f"),
+                ("learner/mismatch_abs_mean", "dlp", ".1e"), ("timing/step", "s", ".1f")]
 
 
 class MetricsLog:
@@ -54,10 +55,10 @@ class MetricsLog:
         _, first, t0 = self._phase
         eta = (now - t0) / (k - first + 1) * (n - k)
         parts = []
-        for key, short, nd in CONSOLE_KEYS:
+        for key, short, fmt in CONSOLE_KEYS:
             v = metrics.get(key)
             if isinstance(v, (int, float)):
-                parts.append(f"{short} {v:.{nd}e}" if key.endswith("diff_max") else f"{short} {v:.{nd}f}")
+                parts.append(f"{short} {v:{fmt}}")
         where = f"{name} {k}/{n}" if name else f"{k}/{n}"
         print(f"[step {step} | {where}] " + " | ".join(parts) + f" | eta {eta / 60:.1f} min",
               file=self.stream, flush=True)
