@@ -64,9 +64,9 @@ def ray_qps(index_dir: Path, questions: list[str], actors: int = 1, batch: int =
     runtime.start("ray", None, 2, runtime.actor_env(None, 1.0))
     try:
         group = ActorGroup.create("retrieval", Retriever, actors, "ray", args=(str(index_dir), None), num_cpus=0.1)
-        get(group.call("retrieve", questions[:8], 3))   # actor start + encoder load, not timed
+        get(group.call(Retriever.retrieve, questions[:8], 3))   # actor start + encoder load, not timed
         t = time.perf_counter()
-        get(group.map_shards("retrieve", [(questions[i:i + batch], 3) for i in range(0, len(questions), batch)]))
+        get(group.map_shards(Retriever.retrieve, [(questions[i:i + batch], 3) for i in range(0, len(questions), batch)]))
         return len(questions) / (time.perf_counter() - t)
     finally:
         runtime.shutdown("ray")

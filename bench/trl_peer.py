@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from jobs.engine import load_job, load_task
+    from trainer.run import load_job, load_task
     from rewards.registry import RewardScorer
     from tasks.registry import reward_components
 

@@ -30,6 +30,7 @@ def measure(path: str, repeats: int) -> dict:
     """In this process: a GRPOSystem with `path`, timed."""
     from cluster.groups import get
     from cluster.system import GRPOSystem
+    from learner.policy import Learner
     from common import console
     from common.config import load_config
     from common.models import resolve_model
@@ -43,13 +44,13 @@ def measure(path: str, repeats: int) -> dict:
         push, probe, alone = [], [], []
         for _ in range(repeats):
             t = time.perf_counter()
-            system.weights_version += 1
-            system._push_weights()
+            system.weights.version += 1
+            system.weights.push()
             push.append(time.perf_counter() - t)
             t = time.perf_counter()
-            system.verify_sync()
+            system.weights.verify()
             probe.append(time.perf_counter() - t)
-        weights = system.learner.call("named_arrays")
+        weights = system.learner.call(Learner.named_arrays)
         nbytes = sum(a.nbytes for _, a in get(weights))
         for _ in range(repeats):
             alone.append(get(system.rollout.members[0].__ray_call__.remote(_reload_alone, weights)))

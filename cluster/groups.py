@@ -1,14 +1,20 @@
 """Actor groups over two backends: Ray actors, or plain objects in this process.
 
-The job talks to `ActorGroup`s only: `call_all` (same call on every member), `map_shards` (split a
-list across members, concatenate results in order) and `get`. A Ray actor is the plain class itself
-under `ray.remote`, so the dashboard shows VLLMEngine, Learner, Reference, RewardScorer by name.
+The job talks to `ActorGroup`s only: `run`/`call` (one member), `call_all` (same call on every member),
+`map_shards` (split a list across members, concatenate results in order) and `get`. A Ray actor is the plain
+class itself under `ray.remote`, so the dashboard shows VLLMEngine, Learner, Reference, RewardScorer by name.
+
+A call names the method object, not a string: `group.run(Learner.train_step, batch, algo)`. A renamed method is
+an AttributeError where the call is written (and a type checker's error), and a method of another class is a
+TypeError before anything is sent.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -46,9 +52,11 @@ def handoff(future):
 
 
 class ActorGroup:
-    def __init__(self, name: str, members: list, backend: str, timeout: float | None = None):
+    def __init__(self, name: str, members: list, backend: str, timeout: float | None = None,
+                 cls: type | None = None):
         self.name, self.members, self.backend = name, members, backend
         self.timeout = timeout  # seconds a `run` may take (None: no deadline)
+        self.cls = cls  # the members' class: every called method must be one of its methods
 
     @classmethod
     def create(cls, name: str, factory: Callable, n: int, backend: str, args: tuple = (), kwargs=None,
@@ -57,7 +65,7 @@ class ActorGroup:
         up to `max_restarts` times, and the call it was running fails for the caller to retry."""
         kwargs = kwargs or {}
         if backend == "inprocess":
-            return cls(name, [factory(*args, **kwargs) for _ in range(n)], backend)
+            return cls(name, [factory(*args, **kwargs) for _ in range(n)], backend, cls=factory)
         import ray
 
         remote = ray.remote(_logged(factory))
@@ -68,26 +76,37 @@ class ActorGroup:
             if placement is not None:
                 opts["scheduling_strategy"] = placement(i)
             members.append(remote.options(**opts).remote(*args, **kwargs))
-        return cls(name, members, backend)
+        return cls(name, members, backend, cls=factory)
 
-    def _call(self, member, method: str, *args, **kwargs):
+    def method_name(self, method: Callable) -> str:
+        """The name to call `method` (a function defined on a class) by, after checking the members have it."""
+        name = getattr(method, "__name__", None)
+        if not callable(method) or name is None or isinstance(method, str):
+            raise TypeError(f"{self.name}: call a method object (e.g. Learner.train_step), not {method!r}")
+        if self.cls is not None and not callable(getattr(self.cls, name, None)):
+            raise TypeError(f"{self.name}: {getattr(method, '__qualname__', name)} is not a method of "
+                            f"{self.cls.__name__}")
+        return name
+
+    def _call(self, member, method: Callable, *args, **kwargs):
+        name = self.method_name(method)
         if self.backend == "inprocess":
-            return _Done(getattr(member, method)(*args, **kwargs))
-        return getattr(member, method).remote(*args, **kwargs)
+            return _Done(getattr(member, name)(*args, **kwargs))
+        return getattr(member, name).remote(*args, **kwargs)
 
-    def call(self, method: str, *args, index: int = 0, **kwargs):
+    def call(self, method: Callable, *args, index: int = 0, **kwargs):
         return self._call(self.members[index], method, *args, **kwargs)
 
-    def run(self, method: str, *args, index: int = 0, **kwargs):
+    def run(self, method: Callable[..., R], *args, index: int = 0, **kwargs) -> R:
         """`call` resolved, within the group's deadline (`self.timeout`, cluster.call_timeout_s): a hang becomes a
         TimeoutError naming <group>-<index>.<method>."""
         return get(self.call(method, *args, index=index, **kwargs), timeout=self.timeout,
-                   what=f"{self.name}-{index}.{method}")
+                   what=f"{self.name}-{index}.{method.__name__}")
 
-    def call_all(self, method: str, *args, **kwargs) -> list:
+    def call_all(self, method: Callable, *args, **kwargs) -> list:
         return [self._call(m, method, *args, **kwargs) for m in self.members]
 
-    def map_shards(self, method: str, shard_args: list[tuple], **kwargs) -> list:
+    def map_shards(self, method: Callable, shard_args: list[tuple], **kwargs) -> list:
         """One call per shard, shards dealt round-robin over members; results in shard order."""
         return [self._call(self.members[i % len(self.members)], method, *a, **kwargs)
                 for i, a in enumerate(shard_args)]

@@ -76,3 +76,16 @@ class Sampling:
     temperature: float
     top_p: float
     max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class AlgoParams:
+    """What the learner's policy loss needs of a phase (common/plan.py builds it; the learner only reads it)."""
+    clip_eps: float = 0.2
+    clip_eps_high: float | None = None
+    beta: float = 0.04               # KL coefficient in the loss (0: none)
+    kl_kind: str = "k3"              # k1 | k2 | k3 | abs on the sampled tokens, full = exact (learner's copy), none
+    loss_agg: str = "token-mean"
+    max_new_tokens: int = 64
+    old_logprobs: str = "engine"     # engine | learner: the ratio's denominator (the plan resolves 'auto')
+    tis_cap: float | None = 2.0      # truncated importance sampling of the learner's old policy over the engine's

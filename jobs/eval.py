@@ -22,16 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from common import console  # noqa: E402
-from common.stats import bootstrap_ci  # noqa: E402
+from trainer.evaluate import answer, sample_distribution, summarize  # noqa: E402  (tests import them from here)
 
 
 def parse_args(argv=None):
@@ -120,62 +118,15 @@ def load_items(args) -> tuple[object, list, str, list]:
     return (cfg, cls, params), (items[: args.limit] if args.limit else items), source, train
 
 
-def generate(group, prompts: list[list[int]], args, sampled: bool, max_new_tokens: int) -> list[str]:
-    """Batched generation through the engines with a progress bar; [Q] (greedy) or [Q * n] texts."""
-    from tqdm import tqdm
-
-    from cluster.groups import get, shard
-
-    texts: list[str] = []
-    bar = tqdm(total=len(prompts), desc="sampled" if sampled else "greedy", unit="q", file=sys.stdout,
-               mininterval=5.0, dynamic_ncols=False, ncols=90, disable=False)  # ours, despite TQDM_DISABLE
-    for start in range(0, len(prompts), args.batch):
-        chunk = prompts[start:start + args.batch]
-        shards = shard(chunk, len(group.members))
-        if sampled:
-            futs = group.map_shards("generate", [(s, args.samples, args.temperature, args.top_p, max_new_tokens,
-                                                   args.seed + 7919 * (start + i)) for i, s in enumerate(shards)])
-            texts += [t for r in get(futs) for t in r.texts]
-        else:
-            futs = group.map_shards("greedy", [(s, max_new_tokens) for s in shards])
-            texts += [t for part in get(futs) for t in part]
-        bar.update(len(chunk))
-    bar.close()
-    return texts
-
-
-def summarize(per: dict[str, list[float]], seed: int) -> dict:
-    """n, and for every metric its mean and bootstrap 95% CI (`<metric>_ci`)."""
-    n = len(next(iter(per.values())))
-    out: dict = {"n": n}
-    for k, v in per.items():
-        out[k] = sum(v) / n
-        out[f"{k}_ci"] = bootstrap_ci(v, seed=seed)
-    return out
-
-
-def sample_distribution(task, texts: list[str], items, n: int) -> dict:
-    """n runs of one sampled answer per item: mean/std/min/max of every metric over the runs, best-of-n of the
-    primary metric, and the means of the task's per-item statistics of the n samples."""
-    runs = [task.score(texts[j::n], items) for j in range(n)]
-    out: dict = {"samples": n}
-    for metric in runs[0]:
-        vals = [sum(r[metric]) / len(r[metric]) for r in runs]
-        out.update({f"{metric}_mean": statistics.mean(vals), f"{metric}_std": statistics.pstdev(vals),
-                    f"{metric}_min": min(vals), f"{metric}_max": max(vals)})
-    p = task.primary_metric
-    out[f"best_of_n_{p}"] = sum(max(r[p][q] for r in runs) for q in range(len(items))) / len(items)
-    groups = [texts[q * n:(q + 1) * n] for q in range(len(items))]
-    out.update({k: sum(v) / len(v) for k, v in task.score_samples(groups, items).items() if v})
-    return out
-
-
 def evaluate(args) -> dict:
     from cluster import runtime
+    from cluster.engines import Engines
     from cluster.groups import get
     from cluster.system import start_rollout
     from common.config import ClusterConfig
     from common.models import load_tokenizer, resolve_model
+    from common.types import Sampling
+    from rollout.engine import Engine
 
     (cfg, cls, params), items, source, train = load_items(args)
     if not items:
@@ -196,22 +147,19 @@ def evaluate(args) -> dict:
     runtime.start(backend, args.address, None, runtime.actor_env(None, r.kv_cache_gib))
     group = start_rollout(r, ClusterConfig(num_rollout_actors=args.engines), model_path, backend)
     try:
-        get(group.call_all("greedy", prompts[:1], 1))  # vLLM compiles on first use: keep it out of the timing
-        t = time.perf_counter()
-        texts = generate(group, prompts, args, False, r.max_new_tokens)
-        seconds = time.perf_counter() - t
-        per = task.score(texts, items)
+        get(group.call_all(Engine.greedy, prompts[:1], 1))  # vLLM compiles on first use: keep it out of the timing
+        sampling = Sampling(args.samples, args.temperature, args.top_p, r.max_new_tokens) if args.samples else None
+        ans = answer(Engines(group), task, items, prompts, r.max_new_tokens, sampling, args.seed, args.batch,
+                     progress=True)
+        texts, per, seconds = ans.texts, ans.per_item, ans.seconds
         out = {"model": args.model, "task": task.name, "primary_metric": task.primary_metric, "data": source,
                "split": args.split, **({"lang": items[0].lang} if hasattr(items[0], "lang") else {}),
                **summarize(per, args.seed), "seconds": seconds, "questions_per_s": len(texts) / seconds,
                "gen_tokens_per_s": sum(per["len"]) / seconds, "prompts_truncated": pstats["truncated"],
                "engine": r.engine, "engines": args.engines, "max_new_tokens": r.max_new_tokens}
-        if args.samples > 0:
-            t = time.perf_counter()
-            sampled = generate(group, prompts, args, True, r.max_new_tokens)
-            out["sampling"] = {**sample_distribution(task, sampled, items, args.samples),
-                               "temperature": args.temperature, "top_p": args.top_p,
-                               "seconds": time.perf_counter() - t}
+        if ans.sampled is not None:
+            out["sampling"] = {**sample_distribution(task, ans.sampled, items, args.samples),
+                               "temperature": args.temperature, "top_p": args.top_p, "seconds": ans.sampled_seconds}
     finally:
         runtime.shutdown(backend)
     out["per_question"] = [{"id": getattr(ex, "id", str(i)), **{k: v[i] for k, v in per.items()},

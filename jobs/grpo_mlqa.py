@@ -14,7 +14,7 @@ Algorithm, per GRPO step (Shao et al. 2024; the MLQA paper's seed hyperparameter
 With an `sft` phase first (jobs/configs/mlqa_sft_grpo.yaml: the paper's SFT then GRPO), GRPO's KL reference
 is the SFT model. With retrieval.enabled, the top-k passages of a dense index over all contexts replace the
 gold context of the eval questions (and with use_in=train_and_eval, of the training ones).
-The phases, eval, best checkpoint and resume are the recipe engine's (jobs/engine.py, jobs/phases.py);
+The phases, eval, best checkpoint and resume are the recipe engine's (trainer/run.py, trainer/phases.py);
 every other recipe runs through jobs/train.py.
 
 Run:  python jobs/grpo_mlqa.py --config jobs/configs/smoke.yaml [--local | --inprocess] [key=value ...]
@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from jobs.engine import main  # noqa: E402
+from trainer.run import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(description=__doc__.split("\n")[0], only_task="mlqa"))

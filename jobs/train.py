@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from jobs.engine import main  # noqa: E402
+from trainer.run import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(description=__doc__.split("\n")[0]))

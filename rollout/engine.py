@@ -11,7 +11,7 @@ the job logs that gap every step as proof that the sync took effect.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Protocol
+from typing import Iterable
 
 from common.precision import VLLM_DTYPE
 from common.types import Rollout
@@ -19,20 +19,6 @@ from common.types import Rollout
 
 class StaleWeights(RuntimeError):
     """The engine does not hold the weights version the caller expects (it was restarted since the last sync)."""
-
-
-class RolloutEngine(Protocol):
-    """`weights_version`: the caller's count of syncs. An engine that does not hold that version (a restarted
-    engine came back with its initial weights) raises StaleWeights instead of sampling from another policy."""
-
-    def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int, weights_version: int | None = None) -> Rollout: ...
-
-    def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int, weights_version: int | None = None) -> list[str]: ...
-
-    def update_weights(self, named_tensors: Iterable, version: int | None = None) -> None: ...
-
-    def probe_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]: ...
 
 
 def _init_sync(worker, host, port, world_size, rank, backend):
@@ -51,9 +37,33 @@ def _receive_reload(worker, meta):
     return True
 
 
-class _Versioned:
+class Engine:
+    """What every rollout engine serves (VLLMEngine, HFEngine); the system calls these by method object
+    (`group.call_all(Engine.probe_logprobs, ...)`). `weights_version`: the caller's count of syncs. An engine that
+    does not hold that version (a restarted engine came back with its initial weights) raises StaleWeights instead
+    of sampling from another policy."""
     weights_version = 0  # 0: the weights the engine was built from
     choice = None  # what `dtype` resolved to on this engine's node ('auto' -> common/precision.py)
+
+    def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
+                 max_new_tokens: int, seed: int, weights_version: int | None = None) -> Rollout:
+        raise NotImplementedError
+
+    def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int,
+               weights_version: int | None = None) -> list[str]:
+        raise NotImplementedError
+
+    def update_weights(self, named_tensors: Iterable, version: int | None = None) -> None:
+        raise NotImplementedError
+
+    def init_sync_group(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
+        raise NotImplementedError
+
+    def receive_weights(self, meta, version: int | None = None) -> None:
+        raise NotImplementedError
+
+    def probe_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
+        raise NotImplementedError
 
     @property
     def precision(self) -> str:
@@ -94,7 +104,7 @@ def _reload(worker, named_arrays):
     return True
 
 
-class VLLMEngine(_Versioned):
+class VLLMEngine(Engine):
     def __init__(self, model_path: str, max_model_len: int = 2048, kv_cache_gib: float = 2.0,
                  dtype: str = "fp32", seed: int = 0, gpu_memory_utilization: float = 0.5,
                  enforce_eager: bool = True):
@@ -178,7 +188,7 @@ class VLLMEngine(_Versioned):
         return [step[tok].logprob for step, tok in zip(steps, completion_ids)]
 
 
-class HFEngine(_Versioned):
+class HFEngine(Engine):
     """transformers `generate` behind the same interface (causal LMs and seq2seq)."""
 
     def __init__(self, model_path: str, seed: int = 0, dtype: str = "fp32"):

@@ -1,14 +1,14 @@
 """Imports run one way through the layers, and no two modules import each other (directly or in a longer
 circle). Read from the code's own import statements, function-level (lazy) imports included.
 
-    common  <-  learner, rollout, rewards, retrieval  <-  tasks, cluster  <-  jobs  <-  bench
+    common  <-  learner, rollout, rewards, retrieval  <-  tasks, cluster  <-  trainer  <-  jobs  <-  bench
 """
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"common": 0, "learner": 1, "rollout": 1, "rewards": 1, "retrieval": 1, "tasks": 2, "cluster": 2,
-          "jobs": 3, "bench": 4}
+          "trainer": 3, "jobs": 4, "bench": 5}
 
 
 def modules() -> dict[str, Path]:
@@ -64,4 +64,4 @@ def test_no_import_cycles():
 def test_the_graph_is_read():
     g = graph()
     assert "tasks.registry" in g and "rewards.registry" in g["tasks.registry"]
-    assert "jobs.engine" in g and "tasks.registry" in g["jobs.engine"]
+    assert "trainer.run" in g and "tasks.registry" in g["trainer.run"]

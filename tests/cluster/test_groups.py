@@ -25,9 +25,9 @@ def test_shard_is_an_ordered_partition(n_items, n_shards):
 def test_map_shards_keeps_order_and_uses_every_member():
     g = ActorGroup.create("echo", Echo, 2, "inprocess", args=("t",))
     parts = shard(list(range(5)), 2)
-    out = get(g.map_shards("twice", [(p,) for p in parts]))
+    out = get(g.map_shards(Echo.twice, [(p,) for p in parts]))
     assert [v for part in out for _, v in part] == [0, 2, 4, 6, 8]
-    assert len(get(g.call_all("twice", [1]))) == 2
+    assert len(get(g.call_all(Echo.twice, [1]))) == 2
 
 
 def test_peak_rss_of_in_process_members_and_of_a_process():
@@ -62,8 +62,30 @@ def test_a_call_that_hangs_becomes_an_error_naming_the_actor_and_stage():
     try:
         group = ActorGroup.create("slow", Sleeper, 1, "ray", num_cpus=0.1)
         group.timeout = 1.0
-        assert group.run("nap", 0) == 0
+        assert group.run(Sleeper.nap, 0) == 0
         with pytest.raises(TimeoutError, match=r"slow-0\.nap did not answer within 1 s \(cluster.call_timeout_s\)"):
-            group.run("nap", 30)
+            group.run(Sleeper.nap, 30)
     finally:
         ray.shutdown()
+
+
+def test_a_call_names_a_method_object_of_the_members_class():
+    g = ActorGroup.create("echo", Echo, 1, "inprocess", args=("t",))
+    with pytest.raises(TypeError, match="call a method object"):
+        g.run("twice", [1])  # a string would fail only at runtime after a rename
+    with pytest.raises(TypeError, match=r"Sleeper.nap is not a method of Echo"):
+        g.run(Sleeper.nap, 0)
+    assert g.run(Echo.twice, [2]) == [("t", 4)]
+
+
+def test_no_actor_method_is_called_by_a_string():
+    """grep: every .run/.call/.call_all/.map_shards/retried in the library and the scripts names a method object."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    call = re.compile(r"\.(run|call|call_all|map_shards|retried)\(\s*(\w+\s*,\s*)?[\"']")
+    found = [f"{p.relative_to(root)}:{i}" for folder in ("cluster", "jobs", "trainer", "bench")
+             for p in sorted((root / folder).rglob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1) if call.search(line)]
+    assert not found, f"actor methods called by a string: {found}"

@@ -2,7 +2,6 @@
 between the two renames; pruning keeps the newest and never touches best."""
 import errno
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -72,7 +72,7 @@ class Chatty:
 
 runtime.start("ray", None, 1, runtime.actor_env(1, 1.0))
 group = ActorGroup.create("chatty", Chatty, 1, "ray", num_cpus=0.1)
-pid = get(group.call("hello"))
+pid = get(group.call(Chatty.hello))
 runtime.shutdown("ray")
 print("done", pid != os.getpid(), flush=True)
 """

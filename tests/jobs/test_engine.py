@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.engine import main
+from trainer.run import main
 from tests.tiny_models import char_tokenizer, tiny_llama, tiny_t5
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,7 +209,7 @@ def test_a_seq2seq_policy_on_vllm_is_refused(t5, tmp_path):
 
 def test_inprocess_runs_without_ray_importable(llama, tmp_path):
     """--inprocess is the debugging backend: it must not need Ray at all (here `import ray` raises)."""
-    code = "import sys; sys.modules['ray'] = None; from jobs.engine import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; sys.modules['ray'] = None; from trainer.run import main; sys.exit(main(sys.argv[1:]))"
     args = _args(llama, tmp_path, "arithmetic", "[{kind: grpo, steps: 2}]", "task.params.gsm8k=false")
     proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,6 +1,6 @@
 """Pure pieces of the phases: which sampled completions rejection-sampled SFT keeps (one case per line)."""
 from common.types import Rollout
-from jobs.phases import keep_passing
+from trainer.phases import keep_passing
 
 
 def _rollout(texts, reasons, group_size=2):

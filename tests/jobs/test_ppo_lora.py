@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from jobs.engine import main
+from trainer.run import main
 from tests.jobs.test_engine import _args, _records, _save
 from tests.tiny_models import tiny_llama
 

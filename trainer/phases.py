@@ -22,7 +22,8 @@ import math
 import time
 from contextlib import contextmanager
 
-from common.types import Sampling, TrainBatch
+from common import seeds
+from common.types import TrainBatch
 
 
 class Timer:
@@ -36,10 +37,6 @@ class Timer:
         self.seconds[f"timing/{name}"] = time.perf_counter() - t
 
 
-def sampling_of(rollout_cfg) -> Sampling:
-    return Sampling(rollout_cfg.group_size, rollout_cfg.temperature, rollout_cfg.top_p, rollout_cfg.max_new_tokens)
-
-
 class Phase:
     """The loop every phase shares; subclasses set `steps` in `begin` and implement `step`."""
     eval_every_default: int | None = None  # None: evaluate at the phase's end only
@@ -47,6 +44,7 @@ class Phase:
     def __init__(self, run, index: int, name: str, cfg):
         self.run, self.index, self.name, self.cfg = run, index, name, cfg
         self.job = run.cfg
+        self.plan = run.system.plan.phases[index]  # sampling, algorithm, KL and its reference (common/plan.py)
         self.steps = 0
 
     def begin(self, fresh: bool) -> None:
@@ -110,21 +108,13 @@ class SFTPhase(Phase):
 class GRPOPhase(Phase):
     def __init__(self, run, index, name, cfg):
         super().__init__(run, index, name, cfg)
-        from learner.policy import AlgoParams
-
-        job = self.job
-        self.eval_every_default = job.train.eval_every
-        self.algo_cfg, rollout = job.algo_for(cfg), job.rollout_for(cfg)
-        self.sampling = sampling_of(rollout)
-        a = self.algo_cfg
+        self.eval_every_default = self.job.train.eval_every
+        self.algo_cfg = self.job.algo_for(cfg)  # the advantage's settings (adv_scale, adv_eps)
+        self.sampling, self.algo = self.plan.sampling, self.plan.algo
         # train.overlap (GRPO only): the next step's samples are generated while this step trains, by weights one
         # update older than the learner's; the ratio against the engine's logprobs is then the off-policy correction
-        self.overlap = job.train.overlap and type(self) is GRPOPhase
-        old = "engine" if self.overlap and a.old_logprobs == "auto" else a.old_logprobs
-        self.algo = AlgoParams(clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high, beta=a.beta, kl_kind=a.kl_kind,
-                               loss_agg=a.loss_agg, max_new_tokens=rollout.max_new_tokens, old_logprobs=old,
-                               tis_cap=a.tis_cap)
-        self.prompts_per_step = cfg.prompts_per_step or job.train.prompts_per_step
+        self.overlap = self.plan.overlap
+        self.prompts_per_step = cfg.prompts_per_step or self.job.train.prompts_per_step
         self.pending = None  # overlap: (batch, generation in flight or its result) for the next step
         self.staleness = 0  # learner updates between the weights that sampled this step's batch and the learner's
 
@@ -132,14 +122,20 @@ class GRPOPhase(Phase):
         r, c = self.run, self.cfg
         self.steps = c.steps
         r.start_optimizer(c.lr or self.job.learner.lr, c.steps * self.job.learner.inner_steps, fresh)
-        if c.reference == "phase_start":
+        self.start_reference(fresh)
+        r.sync_if_stale()
+
+    def start_reference(self, fresh: bool) -> None:
+        """The phase's KL reference where the plan serves it: the model the phase starts from ('current' when it
+        starts now, its saved start when a run resumes inside it), the run's initial policy, or a model spec."""
+        r, kl = self.run, self.plan.kl
+        if kl.kind == "none":
+            return
+        if kl.reference == "phase_start":
             source = "current" if fresh else r.phase_start_model(self.index)
         else:
-            source = r.policy_path if c.reference == "initial" else _resolve(c.reference, self.job)
-        a = self.algo_cfg
-        if a.beta > 0:
-            r.system.set_reference(source, full_kl=a.kl_kind == "full")
-        r.sync_if_stale()
+            source = r.policy_path if kl.reference == "initial" else _resolve(kl.reference, self.job)
+        r.system.set_reference(self.plan, source)
 
     def rollout(self, timer: "Timer", k: int | None = None):
         """generate -> score -> reference logprobs for the next `prompts_per_step` training prompts. With overlap,
@@ -151,12 +147,12 @@ class GRPOPhase(Phase):
             batch = r.task.train_batch(s.drawn, self.prompts_per_step)
             s.drawn, s.grpo_steps = s.drawn + self.prompts_per_step, s.grpo_steps + 1
             with timer("generate"):
-                rollout = r.system.generate(batch.prompt_ids, self.sampling,
-                                            seed=self.job.rollout.seed + 1000 * s.grpo_steps)
+                rollout = r.system.engines.generate(batch.prompt_ids, self.sampling,
+                                            seed=seeds.grpo_step(self.job.rollout.seed, s.grpo_steps))
         else:
             with timer("generate"):  # overlapped steps: only what the learning step did not hide
                 batch, done = self.pending or self.launch()
-                rollout, version = done if isinstance(done, tuple) else r.system.collect(done)
+                rollout, version = done if isinstance(done, tuple) else r.system.engines.collect(done)
             self.pending = None
             self.staleness = r.system.weights_version - version  # learner updates since these samples' weights
             s.drawn, s.grpo_steps = s.drawn + self.prompts_per_step, s.grpo_steps + 1
@@ -165,7 +161,7 @@ class GRPOPhase(Phase):
         with timer("reward"):
             scored = r.system.score(rollout, batch.reward_inputs)
         with timer("reference"):
-            ref = r.system.ref_logprobs(rollout) if self.wants_ref else []
+            ref = r.system.ref_logprobs(rollout, self.plan)
         return batch, rollout, scored, ref
 
     def launch(self):
@@ -173,18 +169,14 @@ class GRPOPhase(Phase):
         counts consumed batches only, so a checkpoint never skips prompts: a resumed run regenerates it)."""
         r, s = self.run, self.run.state
         batch = r.task.train_batch(s.drawn, self.prompts_per_step)
-        return batch, r.system.generate_async(batch.prompt_ids, self.sampling,
-                                              seed=self.job.rollout.seed + 1000 * (s.grpo_steps + 1))
+        return batch, r.system.engines.generate_async(batch.prompt_ids, self.sampling,
+                                              seed=seeds.grpo_step(self.job.rollout.seed, s.grpo_steps + 1))
 
     def finish_pending(self, timer: "Timer") -> None:
         """Overlap: wait for the next step's generation before the weight sync (which would queue behind it)."""
         if self.pending is not None and not isinstance(self.pending[1], tuple):
             with timer("generate_wait"):
-                self.pending = (self.pending[0], self.run.system.collect(self.pending[1]))
-
-    @property
-    def wants_ref(self) -> bool:
-        return self.algo_cfg.beta > 0 and self.algo_cfg.kl_kind != "full"
+                self.pending = (self.pending[0], self.run.system.engines.collect(self.pending[1]))
 
     def step(self, k: int) -> dict:
         import torch
@@ -247,20 +239,13 @@ class PPOPhase(GRPOPhase):
     minibatches per rollout batch, the policy and the critic one optimizer step each per minibatch; the first
     `critic_warmup` steps train only the critic."""
 
-    @property
-    def wants_ref(self) -> bool:
-        return self.cfg.kl_coef > 0
-
     def begin(self, fresh: bool) -> None:
         r, c = self.run, self.cfg
         self.steps = c.steps
         updates = c.steps * c.epochs * c.minibatches
         r.system.start_critic(c.critic_lr, updates, _resolve(c.critic, self.job) if c.critic else None, fresh)
         r.start_optimizer(c.lr or self.job.learner.lr, updates, fresh)  # resuming: loads learner and critic
-        if c.kl_coef > 0:
-            source = ("current" if fresh else r.phase_start_model(self.index)) if c.reference == "phase_start" \
-                else (r.policy_path if c.reference == "initial" else _resolve(c.reference, self.job))
-            r.system.set_reference(source, full_kl=False)
+        self.start_reference(fresh)
         r.sync_if_stale()
 
     def step(self, k: int) -> dict:
@@ -279,12 +264,12 @@ class PPOPhase(GRPOPhase):
         mask = from_ragged([[1.0] * len(x) for x in rollout.completion_ids], T)  # [B, T]
         adv, ret, ppo_m = ppo_advantages(torch.tensor(scored.rewards), mask, from_ragged(rollout.old_logprobs, T),
                                          from_ragged(ref, T) if ref else None, from_ragged(values, T),
-                                         c.kl_coef, c.gamma, c.lam, c.whiten)
+                                         self.plan.kl.coef, c.gamma, c.lam, c.whiten)
         adv_rows, ret_rows = to_ragged(adv, mask), to_ragged(ret, mask)
-        rng, B = random.Random(self.job.train.seed * 7919 + k), len(rollout.completion_ids)
+        rng, B = random.Random(seeds.ppo_minibatches(self.job.train.seed, k)), len(rollout.completion_ids)
         learn, critic = [], []
         own_old = None
-        if r.system.own_old_logprobs(self.algo):  # bf16 somewhere: the ratio's denominator is the learner's own
+        if self.algo.old_logprobs == "learner":  # the ratio's denominator is the learner's own
             with timer("old_logprobs"):  # logprobs before this step's updates (one pass for every minibatch)
                 own_old = r.system.learner_logprobs(rollout)
         with timer("learn"):
@@ -334,14 +319,15 @@ class RSSFTPhase(Phase):
 
     def collect(self, traces) -> None:
         c, r, s = self.cfg, self.run, self.run.state
-        sampling = sampling_of(self.job.rollout_for(c))
+        sampling = self.plan.sampling
         r.sync_if_stale()
         t, kept, seen, per_prompt, rewards = time.perf_counter(), [], set(), {}, []
         for start in range(0, c.prompts, 32):
             n = min(32, c.prompts - start)
             batch = r.task.train_batch(s.drawn, n)
             s.drawn += n
-            rollout = r.system.generate(batch.prompt_ids, sampling, seed=self.job.rollout.seed + 7_000_003 + s.drawn)
+            rollout = r.system.engines.generate(batch.prompt_ids, sampling,
+                                                seed=seeds.rs_sft(self.job.rollout.seed, s.drawn))
             scored = r.system.score(rollout, batch.reward_inputs)
             rewards += scored.rewards
             kept += keep_passing(rollout, scored.rewards, batch.indices, c.threshold, c.max_per_prompt, seen,

@@ -2,7 +2,7 @@
 
     task   = the config's task (data, prompts, rewards' inputs, SFT targets, metrics)   tasks/
     system = rollout engines, reward actors, reference, learner                        cluster/system.py
-    for each phase (sft | grpo | rs_sft, jobs/phases.py):
+    for each phase (sft | grpo | rs_sft, trainer/phases.py):
         begin   fresh optimizer, the phase's KL reference, engines synced
         steps   one step -> metrics -> log; every `eval_every` steps and at the phase's end a greedy eval on
                 the held-out split keeps the best checkpoint by the task's primary metric; `patience` evals
@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from common import checkpoint as ck
+from common import seeds
 from common import console
 from common.config import JobConfig, config_to_dict
 from common.metrics_log import MetricsLog, plot_curves
@@ -84,25 +85,24 @@ class Run:
             self.engines_stale = False
 
     def evaluate(self) -> dict:
-        """Greedy answers to the held-out split, scored by the task; with `eval_samples`, also that many
-        sampled answers per question (their consistency)."""
+        """Greedy answers to the held-out split, scored by the task; with the task's `eval_samples`, also that many
+        sampled answers per question (their consistency). trainer/evaluate.py, as jobs/eval.py."""
+        from trainer.evaluate import answer, sample_statistics
+
         self.sync_if_stale()
         t = time.perf_counter()
         prompts, examples = self.task.prompts("eval"), self.task.splits["eval"]
         print(f"[eval] greedy answers for {len(prompts)} held-out examples ...", flush=True)
-        texts = self.system.greedy(prompts, self.cfg.rollout.max_new_tokens)
-        out = {f"eval/{k}": v for k, v in self.task.evaluate(texts, examples).items()}
-        out["eval/seconds_per_answer"] = (time.perf_counter() - t) / len(texts)
-        n = self.task.eval_samples
-        if n:
-            r = self.cfg.rollout
-            rollout = self.system.generate(prompts, Sampling(n, r.temperature, r.top_p, r.max_new_tokens),
-                                           seed=r.seed + 999_983)
-            groups = [rollout.texts[i * n:(i + 1) * n] for i in range(len(prompts))]
-            per = self.task.score_samples(groups, examples)
-            out.update({f"eval/{k}": sum(v) / len(v) for k, v in per.items() if v})
-        return {**out, "eval/n": len(texts), "eval/context": self.task.contexts.get("eval", "gold"),
-                "eval/seconds": time.perf_counter() - t, "eval/sample": texts[0][:200]}
+        r, n = self.cfg.rollout, self.task.eval_samples
+        sampling = Sampling(n, r.temperature, r.top_p, r.max_new_tokens) if n else None
+        ans = answer(self.system.engines, self.task, examples, prompts, r.max_new_tokens, sampling,
+                     seeds.eval_samples(r.seed))
+        out = {f"eval/{k}": v for k, v in ans.means().items()}
+        out["eval/seconds_per_answer"] = ans.seconds / len(ans.texts)
+        if ans.sampled is not None:
+            out.update({f"eval/{k}": v for k, v in sample_statistics(self.task, ans.sampled, examples, n).items()})
+        return {**out, "eval/n": len(ans.texts), "eval/context": self.task.contexts.get("eval", "gold"),
+                "eval/seconds": time.perf_counter() - t, "eval/sample": ans.texts[0][:200]}
 
     def eval_and_keep_best(self, phase: str) -> None:
         """Evaluate; keep checkpoints/best by the task's primary metric."""
@@ -168,7 +168,7 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
     """Run every phase of `cfg` (or the rest of them, resuming; at most `max_steps` steps in this call);
     return the run's summary. `loaded` is `load_task(cfg)` when the caller has it already."""
     from cluster.system import GRPOSystem
-    from jobs.phases import PHASES
+    from trainer.phases import PHASES
 
     policy_path, task = loaded or load_task(cfg)
     path, state, ckpt = prepare(cfg, resume)
@@ -186,6 +186,7 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
     (path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     system = GRPOSystem(cfg, policy_path, reward_components(cfg), learner_init_path=str(ckpt) if ckpt else None)
     log.info(precision_line(cfg, system), precision=system.precisions)
+    log.info("plan: " + " | ".join(system.plan.describe()), data={"plan": system.plan.describe()})
     if cfg.cluster.backend == "ray":  # the step metrics on the cluster's Prometheus endpoint as well
         from cluster.metrics_export import PrometheusSink, endpoint
 
@@ -195,7 +196,7 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
     finished = True
     try:
         if cfg.retrieval.enabled:
-            from jobs.rag import attach_retrieval
+            from trainer.rag import attach_retrieval
 
             r.task, info = attach_retrieval(system, task, cfg)
             log.info("retrieval: contexts replaced by top-k passages", data=info)
@@ -224,19 +225,19 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
 
 def precision_line(cfg: JobConfig, system) -> str:
     """What `precision: auto` chose on each actor's node and the figures it was decided on, where the importance
-    ratio's denominator comes from, and what the sync check compares."""
+    ratio's denominator comes from, and what the sync check compares (all from the run plan)."""
     from common.precision import Choice, isa_summary
-    from learner.policy import AlgoParams
 
-    c = system.choices
+    c, plan = system.choices, system.plan
     engines = sorted({Choice(**e).describe() for e in c["engines"]})
     parts = [f"learner {Choice(**c['learner']).describe()}", f"engines {' / '.join(engines)}"]
     parts += [f"{role} {c[role]['precision']}" for role in ("reference", "critic") if role in c]
-    own = system.learner.run("own_old_logprobs", AlgoParams(old_logprobs=cfg.algo.old_logprobs))
+    olds = sorted({p.algo.old_logprobs for p in plan.phases if p.algo is not None})
+    own = "learner" in olds
     old = ("the learner's own (TIS against the engine's, cap "
            f"{cfg.algo.tis_cap:g})" if own and cfg.algo.tis_cap is not None else
-           "the learner's own" if own else "the engine's")
-    check = system.sync_check
+           "the learner's own" if own else "the engine's") if olds else "none (no RL phase)"
+    check = system.weights.check
     stat = "largest" if check.precision == "fp32" else "mean"
     return (f"precision: {'; '.join(parts)} [learner.precision={cfg.learner.precision}, rollout.dtype="
             f"{cfg.rollout.dtype}; this node: {isa_summary()}]; ratio's old logprobs: {old}; sync check: {stat} "

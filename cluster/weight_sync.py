@@ -1,0 +1,112 @@
+"""The learner's weights to every rollout engine, and the check that they arrived.
+
+Transports (cluster.weight_sync):
+  object_store  the learner's weights become one object in the Ray object store (the return value of
+                `named_arrays`) that every engine reads (zero-copy numpy on a node) and reloads in place
+  collective    a process group of the learner (rank 0) and every engine's worker (common/collective.py: gloo on
+                CPU, NCCL on GPU); rank 0 broadcasts tensor by tensor straight into the engines' reload. Built
+                again after an engine restart (a restarted engine is in no group).
+
+After either, every engine scores the probe sequence (the learner's own likely tokens) and cluster/sync_check.py
+judges it against the learner's logprobs, in fp32 and in bf16 (`verify`). Engines know the version of the weights
+they hold; one restarted by Ray refuses to sample until it has been synced again (rollout/engine.py).
+"""
+from __future__ import annotations
+
+from cluster.groups import ActorGroup, get, handoff
+from cluster.recovery import Recovery
+from cluster.sync_check import SyncCheck
+from common.config import ClusterConfig
+from learner.policy import Learner
+from rollout.engine import Engine
+
+
+def _rendezvous(_learner) -> tuple[str, int]:
+    """On the learner's node: its address and a free port for the weight-sync group's store."""
+    import ray
+
+    from common.collective import free_port
+
+    return ray.util.get_node_ip_address(), free_port()
+
+
+class WeightSync:
+    def __init__(self, learner: ActorGroup, rollout: ActorGroup, cluster: ClusterConfig, recovery: Recovery,
+                 precision: str):
+        """`precision`: fp32 when the learner and every engine run fp32, else bf16 (the run plan's)."""
+        self.learner, self.rollout, self.c, self.recovery = learner, rollout, cluster, recovery
+        self.version = 0  # syncs so far; engines refuse to sample from another version (StaleWeights)
+        self.meta = None  # the collective transport's tensor list
+        self.check = SyncCheck(precision, cluster.sync_tolerance)
+        self.last: dict[str, float] = {}  # the last check's metrics (sync/gap, ...), logged with each step
+        if cluster.weight_sync == "collective":
+            self.start_collective()
+        self.probe = self.learner.run(Learner.probe_sequence) if cluster.verify_sync else None
+        if cluster.verify_sync:  # engines and learner start from the same weights: the check's baseline
+            self.verify()
+
+    def start_collective(self) -> None:
+        """The weight-sync process group of the learner (rank 0) and every engine's worker."""
+        c = self.c
+        host, port = get(self.learner.members[0].__ray_call__.remote(_rendezvous))
+        world, backend = 1 + len(self.rollout.members), "nccl" if c.gpus_per_learner > 0 else "gloo"
+        futs = [self.learner.call(Learner.init_sync_group, host, port, world, backend),
+                *[self.rollout.call(Engine.init_sync_group, host, port, world, 1 + i, backend, index=i)
+                  for i in range(len(self.rollout.members))]]
+        get(futs, timeout=c.call_timeout_s, what=f"the {backend} weight-sync group at {host}:{port}")
+        self.meta = self.learner.run(Learner.weights_meta)
+
+    def push(self) -> None:
+        """The learner's weights to every engine as version `self.version` (no check)."""
+        c = self.c
+        if c.weight_sync == "collective":  # rank 0 broadcasts while every engine receives into its reload
+            futs = [self.learner.call(Learner.broadcast_weights),
+                    *self.rollout.call_all(Engine.receive_weights, self.meta, self.version)]
+            get(futs, timeout=c.call_timeout_s, what="the collective weight sync")
+        else:  # one object in the store, read by every engine of a node without a copy
+            weights = handoff(self.learner.call(Learner.named_arrays))
+            get(self.rollout.call_all(Engine.update_weights, weights, self.version), timeout=c.call_timeout_s,
+                what="rollout.update_weights")
+
+    def sync(self) -> None:
+        """A new version to every engine, then checked on each. An engine that dies on the way is restarted by
+        Ray and gets it again."""
+        self.version += 1
+        for attempt in range(self.c.max_restarts + 1):
+            try:
+                self.push()
+                if self.c.verify_sync:
+                    self.verify()
+                return
+            except self.recovery.errors() as err:
+                self.engine_restarted(attempt, err, "the weight sync")
+
+    def engine_restarted(self, attempt: int, err: Exception, during: str) -> None:
+        """An engine died during `during`: wait for it (Recovery), then `restarted`."""
+        self.recovery.recover(self.rollout, during, attempt, err)
+        self.restarted()
+
+    def restarted(self) -> None:
+        """After an engine restart: its probe history starts again, and the collective group it is no longer in
+        is built again."""
+        for i in range(len(self.rollout.members)):
+            self.check.forget(i)
+        if self.c.weight_sync == "collective":
+            self.start_collective()
+
+    def resync(self) -> None:
+        """A restarted engine holds its initial weights: the learner's are sent (and checked) again."""
+        self.restarted()
+        self.sync()
+
+    def verify(self) -> None:
+        """Every engine serves the learner's weights: each scores the probe sequence and cluster/sync_check.py
+        judges it (agrees, moved, tracks); a failure (SyncFailed, a RuntimeError) names the engine. A sync that
+        silently did nothing, a known failure of broadcast-based syncs, would leave the engine on the old policy."""
+        if self.probe is None:
+            self.probe = self.learner.run(Learner.probe_sequence)
+        prompt, completion = self.probe
+        want = self.learner.run(Learner.logprobs, [prompt], [completion])[0]
+        probes = get(self.rollout.call_all(Engine.probe_logprobs, prompt, completion),
+                     timeout=self.c.call_timeout_s, what="rollout.probe_logprobs")
+        self.last = self.check.check(probes, want)

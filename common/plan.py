@@ -1,0 +1,164 @@
+"""The run plan: a job config turned once into the decisions every part of a run reads, and nothing re-decides.
+
+    plan = make_plan(cfg)                       before any actor starts: phases, KL, references, roles
+    plan = plan.with_precisions(precisions)     once the actors measured their nodes (common/precision.py):
+                                                old logprobs under 'auto' and the sync check's statistic
+
+Per phase it fixes:
+  sampling      K, temperature, top-p, max new tokens (the rollout section with the phase's changes)
+  algo          the learner's AlgoParams: clip, KL in the loss (kind, beta), aggregation, old logprobs, TIS cap
+  kl            none | sampled (k1/k2/k3/abs, in the loss; PPO: k1 in the token rewards) | full (exact, in the loss)
+                with its coefficient, its reference (phase_start | initial | a model spec) and where the
+                reference's logprobs are computed:
+                  reference_actor   a frozen copy in its own actor (sampled KL, full fine-tuning)
+                  adapters_off      the learner's model with its LoRA adapters disabled (sampled KL with LoRA)
+                  learner_copy      a frozen copy inside the learner (full KL: it needs every position's logits)
+  old_logprobs  the importance ratio's denominator: 'engine' (the sampling engine's logprobs) or 'learner'
+                (the learner's own at a batch's first update, TIS-weighted against the engine's); 'auto' picks
+                'learner' where bf16 runs on either side, 'engine' in fp32 and with train.overlap
+  overlap       GRPO's next generation during this step's learning (train.overlap)
+
+For the run: the actor roles it needs (a reference actor only when a phase's KL is served by one, a critic only
+for PPO, retrieval only when enabled), the precision asked of each role and, after `with_precisions`, the one
+measured, and the sync check's precision (fp32 only when learner and every engine run fp32).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from common.config import JobConfig
+from common.types import AlgoParams, Sampling
+
+KLKind = Literal["none", "k1", "k2", "k3", "abs", "full"]
+Served = Literal["none", "reference_actor", "adapters_off", "learner_copy"]
+
+
+@dataclass(frozen=True)
+class KLPlan:
+    kind: KLKind = "none"           # the estimator; 'full' = exact full-vocabulary KL
+    coef: float = 0.0               # beta (GRPO, in the loss) or kl_coef (PPO, in the token rewards)
+    where: Literal["none", "loss", "reward"] = "none"
+    reference: str = "phase_start"  # phase_start | initial | a model spec or folder
+    served_by: Served = "none"
+
+    @property
+    def sampled(self) -> bool:
+        """The reference's logprobs of the sampled tokens are needed each step (sampled-token KL, or PPO's)."""
+        return self.kind not in ("none", "full")
+
+    def describe(self) -> str:
+        if self.kind == "none":
+            return "no KL"
+        return f"KL {self.kind} x {self.coef:g} in the {self.where} vs {self.reference} ({self.served_by})"
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    index: int
+    name: str
+    kind: str                         # sft | grpo | rs_sft | ppo
+    sampling: Sampling | None = None  # None for sft
+    algo: AlgoParams | None = None    # grpo, ppo
+    kl: KLPlan = KLPlan()
+    overlap: bool = False
+
+    @property
+    def old_logprobs(self) -> str | None:
+        return self.algo.old_logprobs if self.algo is not None else None
+
+    def describe(self) -> str:
+        parts = [f"{self.name} ({self.kind})"]
+        if self.sampling is not None:
+            s = self.sampling
+            parts.append(f"K={s.group_size} T={s.temperature:g} top-p {s.top_p:g} max {s.max_new_tokens} tokens")
+        if self.algo is not None:
+            tis = f", TIS cap {self.algo.tis_cap:g}" if self.algo.old_logprobs == "learner" and self.algo.tis_cap \
+                else ""
+            parts += [self.kl.describe(), f"old logprobs: {self.algo.old_logprobs}{tis}"]
+        if self.overlap:
+            parts.append("overlapped generation")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    phases: tuple[PhasePlan, ...]
+    roles: tuple[str, ...]                  # actor groups the run starts, in start order
+    precision: dict[str, str]               # role -> asked (auto | fp32 | bf16), or measured after with_precisions
+    measured: bool = False                  # with_precisions has run
+    sync_precision: str | None = None       # fp32 | bf16, once measured
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+    @property
+    def sampled_reference(self) -> Served:
+        """Who serves the sampled tokens' reference logprobs in this run (one server for every phase)."""
+        served = {p.kl.served_by for p in self.phases if p.kl.sampled}
+        return served.pop() if served else "none"
+
+    def with_precisions(self, precisions: dict) -> "RunPlan":
+        """The plan once every actor measured its node: `precisions` maps role -> 'fp32'|'bf16' ('engines' ->
+        one per engine). 'auto' old logprobs become the learner's where bf16 runs on either side."""
+        engines = precisions["engines"]
+        engines = [engines] if isinstance(engines, str) else list(engines)
+        bf16 = precisions["learner"] == "bf16" or "bf16" in engines
+        phases = tuple(p if p.algo is None or p.algo.old_logprobs != "auto" else
+                       replace(p, algo=replace(p.algo, old_logprobs="learner" if bf16 else "engine"))
+                       for p in self.phases)
+        return replace(self, phases=phases, measured=True, sync_precision="bf16" if bf16 else "fp32",
+                       precision={**self.precision, **{k: (v if isinstance(v, str) else "/".join(sorted(set(v))))
+                                                       for k, v in precisions.items()}})
+
+    def describe(self) -> list[str]:
+        """One line per phase, then the roles and precisions (the run log's plan; the table test's rows)."""
+        prec = ", ".join(f"{k} {v}" for k, v in self.precision.items())
+        return [p.describe() for p in self.phases] + [f"actors: {' '.join(self.roles)}; precision: {prec}"]
+
+
+def make_plan(cfg: JobConfig) -> RunPlan:
+    """The plan of `cfg` before any actor exists (old logprobs may still be 'auto': see RunPlan.with_precisions)."""
+    lora = cfg.learner.lora is not None
+    names = cfg.train.phase_names()
+    phases = tuple(_phase(cfg, i, names[i], p, lora) for i, p in enumerate(cfg.train.phases))
+    roles = ["rollout", "reward", "learner"]
+    if any(p.kl.served_by == "reference_actor" for p in phases):
+        roles.append("reference")
+    if any(p.kind == "ppo" for p in phases):
+        roles.append("critic")
+    if cfg.retrieval.enabled:
+        roles.append("retrieval")
+    learner = cfg.learner.precision
+    precision = {"learner": learner, "engines": cfg.rollout.dtype,
+                 **{r: learner for r in ("reference", "critic") if r in roles}}
+    return RunPlan(phases, tuple(roles), precision)
+
+
+def _phase(cfg: JobConfig, index: int, name: str, p, lora: bool) -> PhasePlan:
+    if p.kind == "sft":
+        return PhasePlan(index, name, p.kind)
+    r = cfg.rollout_for(p)
+    sampling = Sampling(r.group_size, r.temperature, r.top_p, r.max_new_tokens)
+    if p.kind == "rs_sft":
+        return PhasePlan(index, name, p.kind, sampling)
+    a = cfg.algo_for(p)
+    if p.kind == "ppo":  # k1 against the reference folded into the token rewards; no KL term in the loss
+        kl = KLPlan("k1", p.kl_coef, "reward", p.reference, _served("k1", lora)) if p.kl_coef > 0 else KLPlan()
+        overlap = False
+    else:
+        kl = KLPlan(a.kl_kind, a.beta, "loss", p.reference, _served(a.kl_kind, lora)) if a.beta > 0 else KLPlan()
+        overlap = cfg.train.overlap
+    # train.overlap samples with weights one update older: the ratio must be against the engine's logprobs
+    old = "engine" if overlap and a.old_logprobs == "auto" else a.old_logprobs
+    algo = AlgoParams(clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high,
+                      beta=kl.coef if kl.where == "loss" else 0.0,
+                      kl_kind=kl.kind if kl.where == "loss" else "none", loss_agg=a.loss_agg,
+                      max_new_tokens=r.max_new_tokens, old_logprobs=old, tis_cap=a.tis_cap)
+    return PhasePlan(index, name, p.kind, sampling, algo, kl, overlap)
+
+
+def _served(kind: str, lora: bool) -> Served:
+    if kind == "full":
+        return "learner_copy"
+    return "adapters_off" if lora else "reference_actor"

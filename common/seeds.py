@@ -1,0 +1,30 @@
+"""Every seed a run derives from its configured ones, in one place: each stream of randomness has its own offset,
+so no two streams draw the same numbers and a resumed run draws what the uninterrupted one would have.
+
+The offsets are arbitrary and fixed (changing one changes every sampled number of the runs it touches).
+"""
+
+
+def shard(seed: int, i: int) -> int:
+    """Engine shard i of one generate call (`start` + i when a caller cuts its prompts into batches)."""
+    return seed + 7919 * i
+
+
+def grpo_step(rollout_seed: int, step: int) -> int:
+    """The sampling of the `step`-th GRPO/PPO step of the run (1-based, over all phases)."""
+    return rollout_seed + 1000 * step
+
+
+def eval_samples(rollout_seed: int) -> int:
+    """The periodic eval's sampled answers (task eval_samples): the same draws at every eval."""
+    return rollout_seed + 999_983
+
+
+def rs_sft(rollout_seed: int, drawn: int) -> int:
+    """A rejection-sampling batch, by the data position after it."""
+    return rollout_seed + 7_000_003 + drawn
+
+
+def ppo_minibatches(train_seed: int, step: int) -> int:
+    """The shuffle of PPO step `step`'s minibatches."""
+    return train_seed * 7919 + step

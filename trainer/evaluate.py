@@ -1,0 +1,72 @@
+"""The one evaluation of a model on a task's examples: greedy answers scored by the task, and optionally n sampled
+answers per example. Training's periodic eval (trainer/run.py: means, for the best checkpoint) and jobs/eval.py
+(means with bootstrap CIs, per-item rows, the sampling distribution) both call `answer`; generation goes through
+cluster/engines.py, so the same prompts and seed give the same answers in both.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+from common.stats import bootstrap_ci
+from common.types import Sampling
+
+
+@dataclass
+class Answers:
+    texts: list[str]                    # [Q] greedy answers
+    per_item: dict[str, list[float]]    # the task's per-example metrics of the greedy answers
+    seconds: float                      # greedy generation
+    sampled: list[str] | None = None    # [Q * n] sampled answers, example-contiguous
+    sampled_seconds: float = 0.0
+
+    def means(self) -> dict[str, float]:
+        return {k: sum(v) / len(v) for k, v in self.per_item.items() if v}
+
+
+def answer(engines, task, examples: list, prompts: list[list[int]], max_new_tokens: int,
+           sampling: Sampling | None = None, seed: int = 0, batch: int | None = None,
+           progress: bool = False) -> Answers:
+    """Greedy answers to `prompts` (the task's prompts of `examples`), scored by the task; with `sampling`,
+    also `sampling.group_size` sampled answers per example (seeded by `seed`). `batch` prompts per call to the
+    engines (None: all at once), with a progress bar when `progress`."""
+    t = time.perf_counter()
+    texts = engines.greedy(prompts, max_new_tokens, batch=batch, progress="greedy" if progress else None)
+    out = Answers(texts, task.score(texts, examples), time.perf_counter() - t)
+    if sampling is not None and sampling.group_size > 0:
+        t = time.perf_counter()
+        rollout = engines.generate(prompts, sampling, seed, batch=batch, progress="sampled" if progress else None)
+        out.sampled, out.sampled_seconds = rollout.texts, time.perf_counter() - t
+    return out
+
+
+def summarize(per: dict[str, list[float]], seed: int) -> dict:
+    """n, and for every metric its mean and bootstrap 95% CI (`<metric>_ci`)."""
+    n = len(next(iter(per.values())))
+    out: dict = {"n": n}
+    for k, v in per.items():
+        out[k] = sum(v) / n
+        out[f"{k}_ci"] = bootstrap_ci(v, seed=seed)
+    return out
+
+
+def sample_statistics(task, texts: list[str], items, n: int) -> dict[str, float]:
+    """The means of the task's per-example statistics of n sampled answers per example (e.g. consistency)."""
+    groups = [texts[q * n:(q + 1) * n] for q in range(len(items))]
+    return {k: sum(v) / len(v) for k, v in task.score_samples(groups, items).items() if v}
+
+
+def sample_distribution(task, texts: list[str], items, n: int) -> dict:
+    """n runs of one sampled answer per item: mean/std/min/max of every metric over the runs, best-of-n of the
+    primary metric, and the means of the task's per-item statistics of the n samples."""
+    runs = [task.score(texts[j::n], items) for j in range(n)]
+    out: dict = {"samples": n}
+    for metric in runs[0]:
+        vals = [sum(r[metric]) / len(r[metric]) for r in runs]
+        out.update({f"{metric}_mean": statistics.mean(vals), f"{metric}_std": statistics.pstdev(vals),
+                    f"{metric}_min": min(vals), f"{metric}_max": max(vals)})
+    p = task.primary_metric
+    out[f"best_of_n_{p}"] = sum(max(r[p][q] for r in runs) for q in range(len(items))) / len(items)
+    out.update(sample_statistics(task, texts, items, n))
+    return out
