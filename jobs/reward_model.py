@@ -89,6 +89,7 @@ def train(pairs, held_out, args) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from learner.losses import bradley_terry_loss
+    from learner.optim import accumulate, make_optimizer
     from rewards.reward_model import forward_scores
 
     if args.backbone:
@@ -100,31 +101,30 @@ def train(pairs, held_out, args) -> dict:
     torch.manual_seed(args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
     tok = AutoTokenizer.from_pretrained(backbone)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    steps = args.epochs * -(-len(pairs) // args.batch_size)
+    # torch's AdamW defaults (weight decay 0.01), a constant lr and no clipping, as this job always trained
+    opt, sched = make_optimizer(model.parameters(), "adamw_foreach", args.lr, steps, weight_decay=0.01)
     rng = random.Random(args.seed)
+
+    def loss_of(rows) -> tuple:
+        """(Bradley-Terry loss, metrics, weight) of (prompt, chosen, rejected) rows."""
+        c = forward_scores(model, tok, [p for p, _, _ in rows], [a for _, a, _ in rows], args.max_length)
+        r = forward_scores(model, tok, [p for p, _, _ in rows], [b for _, _, b in rows], args.max_length)
+        return (*bradley_terry_loss(c, r), 1.0)
 
     def evaluate(rows) -> dict:
         if not rows:  # e.g. every held-out prompt's samples tied
             return {}
         model.eval()
         with torch.no_grad():
-            c = forward_scores(model, tok, [p for p, _, _ in rows], [a for _, a, _ in rows], args.max_length)
-            r = forward_scores(model, tok, [p for p, _, _ in rows], [b for _, _, b in rows], args.max_length)
-        return bradley_terry_loss(c, r)[1]
+            return loss_of(rows)[1]
 
     history = []
     for epoch in range(args.epochs):
         order = list(pairs)
         rng.shuffle(order)
-        model.train()
-        for i in range(0, len(order), args.batch_size):
-            rows = order[i:i + args.batch_size]
-            c = forward_scores(model, tok, [p for p, _, _ in rows], [a for _, a, _ in rows], args.max_length)
-            r = forward_scores(model, tok, [p for p, _, _ in rows], [b for _, _, b in rows], args.max_length)
-            loss, m = bradley_terry_loss(c, r)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        for i in range(0, len(order), args.batch_size):  # one micro-batch a step
+            accumulate(model, opt, sched, [order[i:i + args.batch_size]], loss_of)
         history.append({"epoch": epoch + 1, **{f"held_out_{k}": v for k, v in evaluate(held_out).items()}})
         print(f"[rm] epoch {epoch + 1}: {history[-1]}", flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -11,11 +11,11 @@ import torch
 
 from common.checkpoint import TRAINER_DIR
 from common.models import load_lm, load_tokenizer
-from learner import losses
+from learner import losses, optim
 from learner.logprobs import body_and_head, chunks, from_ragged, pad_batch, to_ragged
 from common.device import pick_device
 from common.precision import decide, model_dims
-from learner.policy import adamw, load_named_arrays, lr_lambda, set_threads, token_budget
+from learner.policy import load_named_arrays, set_threads, token_budget
 
 
 class ValueModel(torch.nn.Module):
@@ -59,9 +59,8 @@ class Critic:
         self.reset_optimizer(lr, total_steps, warmup_ratio, schedule)
 
     def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str) -> None:
-        self.opt = adamw(self.model.parameters(), lr=lr)
-        warmup = int(round(warmup_ratio * total_steps))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(schedule, warmup, total_steps))
+        self.opt, self.sched = optim.make_optimizer(self.model.parameters(), "adamw", lr, total_steps, warmup_ratio,
+                                                    schedule)
 
     def start_from(self, named_arrays=None, model_path: str | None = None) -> None:
         """A phase's critic: the policy's weights now (named_arrays) or a model folder, with a fresh head."""
@@ -92,28 +91,23 @@ class Critic:
             out.extend(to_ragged(self._values(ids, attn, pos), mask))
         return out
 
-    def train_step(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None) -> dict:
+    def train_values(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None) -> dict:
         """One optimizer step of the clipped value loss, token-mean over the whole batch (micro-batched)."""
-        self.model.train()
-        self.opt.zero_grad(set_to_none=True)
         total = float(sum(len(c) for c in completion_ids))
-        sums: dict[str, float] = {}
-        for sl, ids, attn, pos, mask in self._batches(prompt_ids, completion_ids):
+
+        def loss_of(chunk) -> tuple[torch.Tensor, dict, float]:
+            sl, ids, attn, pos, mask = chunk
             T = mask.shape[1]
             v = self._values(ids, attn, pos)  # [b, T]
             old = from_ragged(old_values[sl], T).to(self.device)  # [b, T]
             ret = from_ragged(returns[sl], T).to(self.device)  # [b, T]
             loss, m = losses.value_loss(v, old, ret, mask, clip_eps)
+            del m["explained_var"]  # a chunk's, which does not average into the batch's
             share = mask.sum().item() / total  # token-mean of the batch = sum of chunk means x their shares
-            (loss * share).backward()
-            for k, val in m.items():
-                if k != "explained_var":
-                    sums[k] = sums.get(k, 0.0) + val * share
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.opt.step()
-        self.sched.step()
-        self.model.eval()
-        return {**sums, "grad_norm": float(grad_norm), "lr": self.sched.get_last_lr()[0]}
+            return loss * share, m, share
+
+        return optim.accumulate(self.model, self.opt, self.sched, self._batches(prompt_ids, completion_ids), loss_of,
+                                self.grad_clip)
 
     def save(self, path: str) -> None:
         from pathlib import Path

@@ -1,13 +1,12 @@
-"""The learner (policy + AdamW + schedule) and the frozen reference, as plain classes.
+"""The learner (the policy, its optimizer and schedule) and the frozen reference, as plain classes.
 
-Ray actors in learner/actors.py wrap these; the in-process backend uses them directly.
-A GRPO step: the learner receives a TrainBatch, runs `inner_steps` optimizer steps over it, each
-accumulating gradients over micro-batches whose losses use the full batch's denominator, so the
-accumulated gradient equals the full-batch gradient (tested).
+cluster/groups.py runs them as Ray actors; the in-process backend uses them directly.
+A GRPO or PPO step: the learner receives a TrainBatch and runs `inner_steps` optimizer steps over it
+(learner/optim.py's `accumulate`, as SFT does), each accumulating gradients over micro-batches whose losses use
+the full batch's denominator, so the accumulated gradient equals the full-batch gradient (tested).
 """
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from common.precision import decide, model_dims
 from common.models import load_lm, load_tokenizer
 from common.types import TrainBatch
 from learner import lora as lora_lib
-from learner import losses
+from learner import losses, optim
 from learner.logprobs import (chunk_hidden, chunks, from_ragged, group_runs, head_logprobs, length_order,
                               sequence_logprobs)
 
@@ -38,27 +37,6 @@ class AlgoParams:
     max_new_tokens: int = 64
     old_logprobs: str = "engine"  # engine | learner | auto (AlgoConfig.old_logprobs)
     tis_cap: float | None = 2.0  # truncated importance sampling of the learner's old policy over the engine's
-
-
-def adamw(params, lr: float, weight_decay: float = 0.0, fused: bool = True) -> torch.optim.AdamW:
-    """AdamW, fused where torch has the kernel (CPU and CUDA): one pass over each tensor instead of the foreach
-    path's dozen, and without its full-size temporaries. Same update up to rounding (tests/learner/test_policy.py),
-    not bit for bit: `fused=False` is torch's multi-tensor (foreach) AdamW, which the pinned regression run uses."""
-    params = list(params)
-    if fused and all(p.device.type in ("cpu", "cuda") for p in params):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
-
-
-def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        if schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
-    return f
 
 
 # learner.max_tokens_per_micro_batch=auto, by device: positions of the body per forward/backward. On a GPU a few
@@ -212,9 +190,8 @@ class Learner:
         norm_len = float(len(batch.completion_ids) * algo.max_new_tokens)
         history = []
         self._own_old = {} if self.own_old_logprobs(algo) else None  # chunk index -> [b, T] from the first update
-        for inner in range(inner_steps):
-            m = self._accumulate(batch, algo, denom, norm_len, first=(inner == 0))
-            history.append(m)
+        for _ in range(inner_steps):
+            history.append(self._accumulate(batch, algo, denom, norm_len))
         out = {k: float(np.mean([h[k] for h in history])) for k in history[-1] if k in history[0]}
         # The first inner step's ratio is 1 up to engine-vs-learner numerics, by construction.
         out["clip_frac_first"] = history[0]["clip_frac"]
@@ -234,64 +211,59 @@ class Learner:
             return self._own_old.setdefault(ci, logp.detach())
         return engine_old
 
-    def _accumulate(self, batch: TrainBatch, algo: AlgoParams, denom, norm_len: float, first: bool) -> dict:
-        self.model.train()
-        self.opt.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        n_tok = 0.0
-        diff_max = 0.0
+    def _accumulate(self, batch: TrainBatch, algo: AlgoParams, denom, norm_len: float) -> dict:
+        """One update over the batch's micro-batches; metrics are token-weighted means over the batch."""
         work = {"tokens_forward": 0.0, "head_positions": 0.0, "micro_batches": 0.0}  # FLOP counts, batching
-        for ci, (sl, shared) in enumerate(self.micro_batches(batch.prompt_ids, batch.completion_ids)):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                hidden, head, tgt, mask = chunk_hidden(self.model, batch.prompt_ids, batch.completion_ids,
-                                                       self.pad_id, sl, shared)  # [b, T, H]
-                ref_pair = self._full_ref_hidden(batch, sl, shared) if self.full_ref is not None else None
-                logp, entropy, kl_mat = head_logprobs(head, hidden, tgt, mask, entropy=True, ref=ref_pair)  # [b, T]
-            T, dev = mask.shape[1], self.device
-            engine_old = from_ragged(batch.old_logprobs[sl], T).to(dev)  # [b, T] what the engine sampled with
-            old = self._old_logprobs(batch, ci, sl, logp, engine_old)  # [b, T]
-            is_w, tis_m = None, {}
-            if old is not engine_old and algo.tis_cap is not None:
-                is_w, tis_m = losses.truncated_is_weights(old, engine_old, mask, algo.tis_cap)  # [b, T]
-            ref = from_ragged(batch.ref_logprobs[sl], T).to(dev) if batch.ref_logprobs else None  # [b, T]
-            rows = batch.advantages[sl]
-            adv = (from_ragged(rows, T).to(dev) if rows and isinstance(rows[0], list)  # [b, T] per token (PPO)
-                   else torch.tensor(rows, dtype=torch.float32, device=dev))  # [b] per sequence (GRPO)
-            use_sampled_kl = ref is not None and algo.kl_kind != "full"
-            loss, m = losses.policy_loss(
-                logp, old, adv, mask, clip_eps=algo.clip_eps, clip_eps_high=algo.clip_eps_high,
-                ref_logprobs=ref if use_sampled_kl else None, beta=algo.beta if use_sampled_kl else 0.0,
-                kl_kind=algo.kl_kind if use_sampled_kl else "k3", agg_mode=algo.loss_agg,
-                norm_len=norm_len, global_denominator=denom, is_weights=is_w)
-            # engine vs the learner's policy that the batch is judged against (its old logprobs; at the first
-            # update of an engine-ratio batch, the learner's logprobs now)
-            m.update(tis_m, **losses.mismatch(old if old is not engine_old else logp.detach(), engine_old, mask))
-            if kl_mat is not None:  # exact full-vocabulary KL against the learner's frozen copy
-                loss = loss + algo.beta * losses.agg_loss(kl_mat, mask, algo.loss_agg, norm_len=norm_len,
-                                                          global_denominator=denom)
-                m["kl_full"] = losses.masked_mean(kl_mat.detach(), mask).item()
-            loss.backward()
-            with torch.no_grad():
-                valid = mask.sum().item()
-                m["entropy"] = losses.masked_mean(entropy, mask).item()
-                gap = (logp.detach() - engine_old).abs() * mask  # [b, T] engine vs learner now
-                diff_max = max(diff_max, gap.max().item())
-                m["logprob_diff_mean"] = losses.masked_mean(gap, mask).item()
-            n_tok += valid
-            work["tokens_forward"] += chunk_tokens(batch.prompt_ids[sl], batch.completion_ids[sl], shared, T)
-            work["head_positions"] += valid  # the head runs on real completion tokens only
-            work["micro_batches"] += 1
-            for k, v in m.items():  # token-weighted means, and maxima of the *_max metrics
-                sums[k] = max(sums.get(k, v), v) if k.endswith("_max") else sums.get(k, 0.0) + v * valid
-        grad_norm = torch.nn.utils.clip_grad_norm_(lora_lib.trainable(self.model), self.grad_clip)
-        self.opt.step()
-        self.sched.step()
+        tokens = float(sum(len(c) for c in batch.completion_ids))
+        out = optim.accumulate(self.model, self.opt, self.sched,
+                               enumerate(self.micro_batches(batch.prompt_ids, batch.completion_ids)),
+                               lambda chunk: self._chunk_loss(batch, algo, denom, norm_len, *chunk, work),
+                               self.grad_clip, total_weight=max(tokens, 1.0))
         self.updates += 1
-        self.model.eval()
-        out = {k: v if k.endswith("_max") else v / max(n_tok, 1.0) for k, v in sums.items()}
-        out.update(work)
-        out.update(grad_norm=float(grad_norm), lr=self.sched.get_last_lr()[0], logprob_diff_max=diff_max)
-        return out
+        return {**out, **work}
+
+    def _chunk_loss(self, batch: TrainBatch, algo: AlgoParams, denom, norm_len: float, ci: int,
+                    chunk: tuple[slice, bool], work: dict) -> tuple[torch.Tensor, dict, float]:
+        """(loss, metrics, valid tokens) of one micro-batch: the policy loss over the batch's denominator."""
+        sl, shared = chunk
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            hidden, head, tgt, mask = chunk_hidden(self.model, batch.prompt_ids, batch.completion_ids,
+                                                   self.pad_id, sl, shared)  # [b, T, H]
+            ref_pair = self._full_ref_hidden(batch, sl, shared) if self.full_ref is not None else None
+            logp, entropy, kl_mat = head_logprobs(head, hidden, tgt, mask, entropy=True, ref=ref_pair)  # [b, T]
+        T, dev = mask.shape[1], self.device
+        engine_old = from_ragged(batch.old_logprobs[sl], T).to(dev)  # [b, T] what the engine sampled with
+        old = self._old_logprobs(batch, ci, sl, logp, engine_old)  # [b, T]
+        is_w, tis_m = None, {}
+        if old is not engine_old and algo.tis_cap is not None:
+            is_w, tis_m = losses.truncated_is_weights(old, engine_old, mask, algo.tis_cap)  # [b, T]
+        ref = from_ragged(batch.ref_logprobs[sl], T).to(dev) if batch.ref_logprobs else None  # [b, T]
+        rows = batch.advantages[sl]
+        adv = (from_ragged(rows, T).to(dev) if rows and isinstance(rows[0], list)  # [b, T] per token (PPO)
+               else torch.tensor(rows, dtype=torch.float32, device=dev))  # [b] per sequence (GRPO)
+        use_sampled_kl = ref is not None and algo.kl_kind != "full"
+        loss, m = losses.policy_loss(
+            logp, old, adv, mask, clip_eps=algo.clip_eps, clip_eps_high=algo.clip_eps_high,
+            ref_logprobs=ref if use_sampled_kl else None, beta=algo.beta if use_sampled_kl else 0.0,
+            kl_kind=algo.kl_kind if use_sampled_kl else "k3", agg_mode=algo.loss_agg,
+            norm_len=norm_len, global_denominator=denom, is_weights=is_w)
+        # engine vs the learner's policy that the batch is judged against (its old logprobs; at the first
+        # update of an engine-ratio batch, the learner's logprobs now)
+        m.update(tis_m, **losses.mismatch(old if old is not engine_old else logp.detach(), engine_old, mask))
+        if kl_mat is not None:  # exact full-vocabulary KL against the learner's frozen copy
+            loss = loss + algo.beta * losses.agg_loss(kl_mat, mask, algo.loss_agg, norm_len=norm_len,
+                                                      global_denominator=denom)
+            m["kl_full"] = losses.masked_mean(kl_mat.detach(), mask).item()
+        with torch.no_grad():
+            valid = mask.sum().item()
+            m["entropy"] = losses.masked_mean(entropy, mask).item()
+            gap = (logp.detach() - engine_old).abs() * mask  # [b, T] engine vs learner now
+            m["logprob_diff_max"] = gap.max().item()
+            m["logprob_diff_mean"] = losses.masked_mean(gap, mask).item()
+        work["tokens_forward"] += chunk_tokens(batch.prompt_ids[sl], batch.completion_ids[sl], shared, T)
+        work["head_positions"] += valid  # the head runs on real completion tokens only
+        work["micro_batches"] += 1
+        return loss, m, valid
 
     def _full_ref_hidden(self, batch: TrainBatch, sl: slice, shared: bool) -> tuple:
         """(head, hidden [b, T, H]) of the frozen copy for one micro-batch: the full KL's other side."""
@@ -302,35 +274,27 @@ class Learner:
 
     # ---- SFT ------------------------------------------------------------------------------------
     def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]]) -> dict:
-        """One optimizer step of token-mean cross-entropy on the targets (micro-batched)."""
-        self.model.train()
-        self.opt.zero_grad(set_to_none=True)
+        """One optimizer step of token-mean cross-entropy on the targets (micro-batched, over the batch's target
+        count)."""
         total = float(sum(len(t) for t in target_ids))
-        loss_sum = 0.0
         order = length_order(prompt_ids, target_ids)
         prompt_ids, target_ids = [prompt_ids[i] for i in order], [target_ids[i] for i in order]
-        for sl, shared in self.micro_batches(prompt_ids, target_ids):
+
+        def nll(chunk: tuple[slice, bool]) -> tuple[torch.Tensor, dict, float]:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                hidden, head, tgt, mask = chunk_hidden(self.model, prompt_ids, target_ids, self.pad_id, sl, shared)
+                hidden, head, tgt, mask = chunk_hidden(self.model, prompt_ids, target_ids, self.pad_id, *chunk)
                 logp, _, _ = head_logprobs(head, hidden, tgt, mask)  # [b, T]
-            nll = -(logp * mask).sum() / total
-            nll.backward()
-            loss_sum += nll.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(lora_lib.trainable(self.model), self.grad_clip)
-        self.opt.step()
-        self.sched.step()
-        self.model.eval()
-        return {"sft/loss": loss_sum, "sft/grad_norm": float(grad_norm), "sft/lr": self.sched.get_last_lr()[0]}
+            loss = losses.agg_loss(-logp, mask, "token-mean", global_denominator=total)
+            return loss, {"loss": loss.item()}, 1.0  # weight 1: the batch's loss is the sum of the terms
+
+        m = optim.accumulate(self.model, self.opt, self.sched, self.micro_batches(prompt_ids, target_ids), nll,
+                             self.grad_clip)
+        return {f"sft/{k}": v for k, v in m.items()}
 
     def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str,
                         weight_decay: float = 0.0) -> None:
-        params = lora_lib.trainable(self.model)
-        if self.optimizer == "adafactor":  # the NLU paper's PPO optimizer: factored second moments, less memory
-            self.opt = torch.optim.Adafactor(params, lr=lr, weight_decay=weight_decay)
-        else:
-            self.opt = adamw(params, lr=lr, weight_decay=weight_decay, fused=self.optimizer == "adamw")
-        warmup = int(round(warmup_ratio * total_steps))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(schedule, warmup, total_steps))
+        self.opt, self.sched = optim.make_optimizer(lora_lib.trainable(self.model), self.optimizer, lr, total_steps,
+                                                    warmup_ratio, schedule, weight_decay)
 
     def set_full_reference(self, source: str | None) -> None:
         """The frozen copy that kl_kind=full compares against: 'current' (this policy's weights now), a model

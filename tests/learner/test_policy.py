@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from common.types import TrainBatch
-from learner.policy import AlgoParams, Learner, Reference, adamw, lr_lambda
+from learner.optim import adamw, lr_lambda
+from learner.policy import AlgoParams, Learner, Reference
 from tests.tiny_models import random_ids, save_model, tiny_llama
 
 
