@@ -63,6 +63,7 @@ def sample(cfg, task, group, split: str, n: int, k: int) -> tuple[list[str], lis
     """(prompt texts [n], completions [n*k], rule rewards [n*k]) for the first n prompts of a split."""
     from cluster.groups import get
     from rewards.registry import RewardScorer
+    from rollout.engine import Engine
     from tasks.registry import reward_components
 
     examples = task.splits[split][:n]
@@ -70,7 +71,7 @@ def sample(cfg, task, group, split: str, n: int, k: int) -> tuple[list[str], lis
         raise SystemExit(f"error: task {task.name!r} gives its rewards no 'prompt' field; a reward model needs it")
     inputs = [task.reward_inputs(ex) for ex in examples]
     r = cfg.rollout
-    rollout = get(group.call("generate", task.prompts(split)[:n], k, r.temperature, r.top_p, r.max_new_tokens,
+    rollout = get(group.call(Engine.generate, task.prompts(split)[:n], k, r.temperature, r.top_p, r.max_new_tokens,
                              r.seed))
     scorer = RewardScorer(reward_components(cfg))
     rewards, _ = scorer.score(rollout.texts, [len(c) for c in rollout.completion_ids],
@@ -136,7 +137,7 @@ def train(pairs, held_out, args) -> dict:
 def main(argv=None) -> int:
     from cluster import runtime
     from cluster.system import start_rollout
-    from jobs.engine import load_job, load_task
+    from trainer.run import load_job, load_task
 
     from common import console
 
