@@ -40,7 +40,7 @@ class Engines:
                        what=f"{self.group.name}.{method.__name__}")
         # engines are told which weights they must hold (a restarted one refuses, StaleWeights); after a restart
         # the learner's weights are sent and checked first
-        return self.recovery.retried(self.group, method, shard_args, {"weights_version": self.version},
+        return self.recovery.retried(self.group, method, shard_args, lambda: {"weights_version": self.version},
                                      after_restart=self.weights.resync)
 
     def _generate_args(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int, start: int = 0) -> list:

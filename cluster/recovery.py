@@ -28,14 +28,16 @@ class Recovery:
 
         return (*member_died_errors(self.backend), StaleWeights)
 
-    def retried(self, group: ActorGroup, method: Callable, shard_args: list[tuple], kwargs: dict | None = None,
-                after_restart: Callable[[], None] | None = None) -> list:
-        """`group.map_shards(method, shard_args, **kwargs)` resolved; a member that died is waited for, then
-        `after_restart()` (if any), then the whole call runs again."""
+    def retried(self, group: ActorGroup, method: Callable, shard_args: list[tuple],
+                kwargs: Callable[[], dict] | None = None, after_restart: Callable[[], None] | None = None) -> list:
+        """`group.map_shards(method, shard_args, **kwargs())` resolved; a member that died is waited for, then
+        `after_restart()` (if any), then the whole call runs again (`kwargs()` asked again: e.g. the weights
+        version the resync made current)."""
         what = f"{group.name}.{method.__name__}"
         for attempt in range(self.max_restarts + 1):
             try:
-                return get(group.map_shards(method, shard_args, **(kwargs or {})), timeout=self.timeout, what=what)
+                return get(group.map_shards(method, shard_args, **(kwargs() if kwargs else {})), timeout=self.timeout,
+                           what=what)
             except self.errors() as err:
                 self.recover(group, method.__name__, attempt, err)
                 if after_restart is not None:

@@ -8,7 +8,6 @@ the full batch's denominator, so the accumulated gradient equals the full-batch 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ from common.checkpoint import TRAINER_DIR
 from common.device import pick_device
 from common.precision import decide, model_dims
 from common.models import load_lm, load_tokenizer
-from common.types import TrainBatch
+from common.types import AlgoParams, TrainBatch  # noqa: F401  (AlgoParams: learner.policy.AlgoParams for callers)
 from learner import lora as lora_lib
 from learner import losses, optim
 from learner.logprobs import (chunk_hidden, chunks, from_ragged, group_runs, head_logprobs, length_order,
@@ -25,18 +24,6 @@ from learner.logprobs import (chunk_hidden, chunks, from_ragged, group_runs, hea
 
 
 PROBE_REQUEST = "Describe in a few sentences the river that runs through your city."
-
-
-@dataclass(frozen=True)
-class AlgoParams:
-    clip_eps: float = 0.2
-    clip_eps_high: float | None = None
-    beta: float = 0.04
-    kl_kind: str = "k3"
-    loss_agg: str = "token-mean"
-    max_new_tokens: int = 64
-    old_logprobs: str = "engine"  # engine | learner | auto (AlgoConfig.old_logprobs)
-    tis_cap: float | None = 2.0  # truncated importance sampling of the learner's old policy over the engine's
 
 
 # learner.max_tokens_per_micro_batch=auto, by device: positions of the body per forward/backward. On a GPU a few
@@ -154,7 +141,6 @@ class Learner:
         self.max_tokens = token_budget(max_tokens_per_micro_batch, self.device.type)
         self.choice = decide(precision, self.device.type, model_dims(self.model.config))  # 'auto': measured here
         self.precision, self.bf16 = self.choice.precision, self.choice.precision == "bf16"
-        self.engine_precision = "fp32"  # told by the system once the engines exist (set_engine_precision)
         self.grad_clip = grad_clip
         self.reset_optimizer(lr, total_steps, warmup_ratio, schedule, weight_decay)
         # Exact full-vocabulary KL needs the reference's logits at every completion position; shipping
@@ -164,17 +150,6 @@ class Learner:
 
     def precision_choice(self) -> dict:
         return self.choice.as_dict()
-
-    def set_engine_precision(self, precision: str) -> None:
-        self.engine_precision = precision
-
-    def own_old_logprobs(self, algo: AlgoParams) -> bool:
-        """Whether the ratio's denominator is this learner's logprobs at the batch's first update (else the
-        engine's): 'auto' takes ours where bf16 runs on either side, whose rounding (~1e-2 a token) would otherwise
-        sit in every ratio and its clipping."""
-        if algo.old_logprobs == "auto":
-            return self.bf16 or self.engine_precision == "bf16"
-        return algo.old_logprobs == "learner"
 
     # ---- GRPO ---------------------------------------------------------------------------------
     def micro_batches(self, prompt_ids, completion_ids) -> list[tuple[slice, bool]]:
@@ -189,7 +164,10 @@ class Learner:
         denom = losses.batch_denominator(full_mask, algo.loss_agg)
         norm_len = float(len(batch.completion_ids) * algo.max_new_tokens)
         history = []
-        self._own_old = {} if self.own_old_logprobs(algo) else None  # chunk index -> [b, T] from the first update
+        if algo.old_logprobs not in ("engine", "learner"):  # the run plan resolves 'auto' (common/plan.py)
+            raise ValueError(f"AlgoParams.old_logprobs must be 'engine' or 'learner', not {algo.old_logprobs!r}")
+        own = algo.old_logprobs == "learner"
+        self._own_old = {} if own else None  # chunk index -> [b, T] from the first update
         for _ in range(inner_steps):
             history.append(self._accumulate(batch, algo, denom, norm_len))
         out = {k: float(np.mean([h[k] for h in history])) for k in history[-1] if k in history[0]}
@@ -204,7 +182,7 @@ class Learner:
     def _old_logprobs(self, batch: TrainBatch, ci: int, sl: slice, logp, engine_old):
         """The ratio's denominator for chunk `ci` [b, T]: the learner's old logprobs when the batch brings them
         (PPO computes them once for all its minibatches), else this learner's at the batch's first update
-        (own_old_logprobs), else the engine's. The first two are what TIS weighs against the engine's."""
+        (old_logprobs='learner'), else the engine's. The first two are what TIS weighs against the engine's."""
         if batch.learner_old_logprobs:
             return from_ragged(batch.learner_old_logprobs[sl], logp.shape[1]).to(logp.device)
         if self._own_old is not None:

@@ -72,9 +72,9 @@ def test_collective_sync_reaches_every_hf_engine(tmp_path):
 
         get(system.learner.members[0].__ray_call__.remote(noise))
         with pytest.raises(RuntimeError, match="weight sync failed"):
-            system.verify_sync()
+            system.weights.verify()
         system.sync_weights()  # broadcast over gloo into both engines, then checked on each
-        system.verify_sync()
+        system.weights.verify()
         get(system.learner.members[0].__ray_call__.remote(noise))
         system.sync_weights()  # the group is reused for the next sync
     finally:

@@ -63,9 +63,9 @@ def test_disaggregated_engines_and_learner_on_nodes_of_their_own(three_nodes, ll
         assert nodes["reference"] == [learner]  # the reference trains beside the learner
         perturb(system)
         with pytest.raises(RuntimeError, match="weight sync failed: engine rollout-0"):
-            system.verify_sync()  # the engines still serve the old weights
+            system.weights.verify()  # the engines still serve the old weights
         system.sync_weights()  # one object from the learner's node to both engine nodes, checked on each
-        system.verify_sync()
+        system.weights.verify()
     finally:
         system.shutdown()
 

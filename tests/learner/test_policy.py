@@ -163,13 +163,11 @@ def test_tis_with_an_fp32_sized_mismatch_is_todays_update(folder):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-3, msg=n)
 
 
-@pytest.mark.parametrize("learner_p,engine_p,own", [("fp32", "fp32", False), ("bf16", "fp32", True),
-                                                    ("fp32", "bf16", True)])
-def test_auto_old_logprobs_follow_precision(folder, learner_p, engine_p, own):
-    learner = make_learner(folder, precision=learner_p)
-    learner.set_engine_precision(engine_p)
-    assert learner.own_old_logprobs(AlgoParams(old_logprobs="auto")) is own
-    assert learner.own_old_logprobs(AlgoParams(old_logprobs="engine")) is False
+def test_the_learner_takes_the_plans_old_logprobs_only(folder):
+    """'auto' is resolved by the run plan (common/plan.py, tests/common/test_plan.py), never by the learner."""
+    learner = make_learner(folder)
+    with pytest.raises(ValueError, match="old_logprobs must be 'engine' or 'learner'"):
+        learner.train_step(make_batch(learner), AlgoParams(old_logprobs="auto"))
 
 
 def test_inner_steps_count_updates(folder):
