@@ -39,7 +39,7 @@ def describe(run: Path) -> tuple[str, str]:
     gaps = [r["learner/logprob_diff_max"] for r in steps]
     seconds = sum(r["timing/step"] for r in steps) + sum(r.get("eval/seconds", 0) for r in evals)
     png = ROOT / "docs" / f"curves-{run.name}.png"
-    plot_curves(run / "metrics.jsonl", png, title=run.name)
+    plot_curves(run / "metrics.jsonl", png, primary="f1", title=run.name)
     rows = "\n".join(f"| {r['step']}{' (SFT)' if r.get('phase') == 'sft' else ''} | {r['eval/f1']:.3f} | "
                      f"{r['eval/em']:.3f} | {r['eval/len']:.1f} |" for r in evals)
     text = (f"### {run.name}\n\n"

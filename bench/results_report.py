@@ -312,7 +312,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {evals}/test-base.json missing; run jobs/experiment.py first")
     stem = out.with_suffix("")
     pngs = {k: Path(f"{stem}-{k}.png") for k in ("dynamics", "checkpoints", "crosslingual")}
-    plot_curves(run / "metrics.jsonl", pngs["dynamics"], title=f"{run.name}: GRPO after SFT")
+    plot_curves(run / "metrics.jsonl", pngs["dynamics"], primary="f1", title=f"{run.name}: GRPO after SFT")
     cross_lines, bars = table_two(evals)
     bar_charts(tests, bars, pngs["checkpoints"], pngs["crosslingual"])
     val = [r for r in recs if r.get("kind") == "eval"]

@@ -5,7 +5,7 @@ runs/<name>/
   metrics.jsonl          one record per step / eval / info
   checkpoints/last/      HF model + tokenizer + trainer_state.pt (optimizer, scheduler, RNG) + driver_state.json
   checkpoints/step-N/     earlier `last` checkpoints, the newest `train.keep_checkpoints - 1` of them
-  checkpoints/best/      HF model + tokenizer + eval.json (best eval F1 so far); never pruned
+  checkpoints/best/      HF model + tokenizer + eval.json (best primary eval metric so far); never pruned
   curves.png, summary.json
 
 A checkpoint is written into `<name>.tmp` and swapped in by rename, so a kill mid-write leaves the

@@ -242,7 +242,8 @@ class DataConfig(_Section):
 
 
 class TaskConfig(_Section):
-    name: str = Field("mlqa", description="a task of tasks/registry.py: mlqa arithmetic countdown domain_qa")
+    name: str = Field("mlqa", description="a task of tasks/registry.py: mlqa arithmetic countdown domain_qa labels "
+                                             "(the default is the MLQA recipe's)")
     params: dict[str, Any] = Field(default_factory=dict, description="the task's own fields (see its Params)")
 
 

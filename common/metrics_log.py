@@ -152,7 +152,7 @@ def _series(ax, records: list[dict], key: str, label: str, smooth: bool = True) 
     return True
 
 
-def plot_curves(jsonl: str | Path, png: str | Path, title: str = "", primary: str = "f1") -> Path:
+def plot_curves(jsonl: str | Path, png: str | Path, primary: str, title: str = "") -> Path:
     """Reward, KL, clip fraction, SFT loss, length and held-out metrics against the global step, with the
     phase boundaries marked, from a run's metrics.jsonl."""
     import matplotlib

@@ -11,7 +11,7 @@ Algorithm, per GRPO step (Shao et al. 2024; the MLQA paper's seed hyperparameter
      logprobs, eps 0.2) + beta * KL(k3) to the reference, over `inner_steps` updates;
   6. the new weights are broadcast to every engine; the next step's first-update logprob gap between
      learner and engine shows that the sync took effect.
-With an `sft` phase first (jobs/configs/mlqa_sft_grpo.yaml: the paper's SFT then GRPO), GRPO's KL reference
+With an `sft` phase first (jobs/configs/xquad_en_sft_grpo.yaml: the paper's SFT then GRPO), GRPO's KL reference
 is the SFT model. With retrieval.enabled, the top-k passages of a dense index over all contexts replace the
 gold context of the eval questions (and with use_in=train_and_eval, of the training ones).
 The phases, eval, best checkpoint and resume are the recipe engine's (trainer/run.py, trainer/phases.py);

@@ -2,7 +2,8 @@
 
     task   = the config's task (data, prompts, rewards' inputs, SFT targets, metrics)   tasks/
     system = rollout engines, reward actors, reference, learner                        cluster/system.py
-    for each phase (sft | grpo | rs_sft, trainer/phases.py):
+    plan   = which KL, reference, old logprobs, actors each phase uses (decided once)      common/plan.py
+    for each phase (sft | grpo | rs_sft | ppo, trainer/phases.py):
         begin   fresh optimizer, the phase's KL reference, engines synced
         steps   one step -> metrics -> log; every `eval_every` steps and at the phase's end a greedy eval on
                 the held-out split keeps the best checkpoint by the task's primary metric; `patience` evals
