@@ -8,8 +8,10 @@ returned separately, so a job logs each one and the fraction of groups where it 
 Each entry of `REWARDS` is a class: its dataclass fields are the component's `params` (validated once
 at config time, see `check_params`), `needs` names the example fields it reads, and
 `__call__(completions, num_tokens, examples) -> ([B] values, {part: [B]})` scores a batch.
-Per-sample rewards are pure functions of (completion, example) in rewards/qa.py, math.py, countdown.py,
+Per-sample rewards are pure functions of (completion, example) in rewards/qa.py, numeric.py, countdown.py,
 nlu.py; the semantic ones (semantic.py) embed a batch at once with an encoder held once per actor.
+Tasks read their metrics off these same components (tasks/base.py `Task.reward_parts`), so a task's
+metric and the reward that computes it too have one definition.
 """
 from __future__ import annotations
 

@@ -9,12 +9,12 @@ verbatim loops ("the the the"), sentence-embedding similarity catches paraphrase
 """
 from __future__ import annotations
 
-import re
 from functools import cache
 
 import numpy as np
 
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+from rewards.sentences import split_sentences
+
 MAX_SENTENCES = 32        # per completion: bounds the cost of a 10k-character completion
 MAX_SENTENCE_CHARS = 1000
 
@@ -57,13 +57,12 @@ def cross_encoder_scores(model, completions: list[str], references: list[str]) -
 
 
 def sentences(text: str) -> list[str]:
-    """Split on sentence-final punctuation or newlines; at most MAX_SENTENCES, each capped in length.
+    """The sentences of `text` (rewards/sentences.py's rule); at most MAX_SENTENCES, each capped in length.
 
     >>> sentences("It rains. It pours!\\nThe end")
     ['It rains.', 'It pours!', 'The end']
     """
-    parts = [s.strip() for s in _SENTENCE_END.split(text)]
-    return [s[:MAX_SENTENCE_CHARS] for s in parts if s][:MAX_SENTENCES]
+    return [s[:MAX_SENTENCE_CHARS] for s in split_sentences(text)][:MAX_SENTENCES]
 
 
 def ngram_repetition(text: str, n: int = 3) -> float:

@@ -4,8 +4,8 @@ Data: seeded generated problems (+, -, *, exact /; one- and two-digit operands, 
 split into train / eval / test with every copy of a question on one side, so no held-out question was
 trained on. GSM8K's test set (../shared/data/gsm8k) is an extra, harder held-out split `gsm8k` with its own
 scoring (the final number of a worked solution); it is evaluated by jobs/eval.py, never trained on.
-Reward: 1 when the last integer of the completion is the answer (`arithmetic`). Metrics: accuracy
-(primary), the fraction with no integer at all, answer length in tokens.
+Reward: 1 when the last integer of the completion is the answer (`arithmetic`). Metrics, read off that reward
+(`gsm8k` on GSM8K): accuracy (primary), the fraction with no integer at all; answer length in tokens.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from common.data import shared_data_dir
-from rewards.numeric import arithmetic_reward, extract_number, gsm8k_gold, gsm8k_reward, last_integer, \
-    make_arithmetic_problems
-from tasks.base import Task, split_by
+from rewards.numeric import gsm8k_gold, make_arithmetic_problems
+from rewards.registry import ArithmeticReward, GSM8KReward
+from tasks.base import GeneratedTask
 
 GSM8K_FILE = "gsm8k/test.jsonl"
 GSM8K_INSTRUCTION = "Solve the problem step by step, then end with 'The answer is N.'"
@@ -62,24 +62,28 @@ def load_gsm8k(path, limit: int | None = None) -> list[Problem]:
     return out
 
 
-class ArithmeticTask(Task):
+class ArithmeticTask(GeneratedTask):
     name = "arithmetic"
     primary_metric = "accuracy"
     reward_fields = frozenset({"answer"})
     default_rewards = ({"name": "arithmetic", "weight": 1.0, "params": {}},)
-    default_source = "generated"
     Params = ArithmeticParams
+
+    @staticmethod
+    def generate(params: ArithmeticParams, seed: int) -> list[Problem]:
+        raw = make_arithmetic_problems(params.num_problems, seed=seed, ops=tuple(params.ops),
+                                       digits=(params.min_digits, params.max_digits))
+        return [Problem(id=f"arith-{i}", question=p["question"], answer=p["answer"]) for i, p in enumerate(raw)]
+
+    @staticmethod
+    def problem_key(problem: Problem) -> str:
+        return problem.question
 
     @classmethod
     def load(cls, source, data, params):
-        if source != "generated":
-            raise ValueError(f"task arithmetic reads data.source 'generated' (seeded problems), got {source!r}")
-        raw = make_arithmetic_problems(params.num_problems, seed=data.split_seed, ops=tuple(params.ops),
-                                       digits=(params.min_digits, params.max_digits))
-        problems = [Problem(id=f"arith-{i}", question=p["question"], answer=p["answer"]) for i, p in enumerate(raw)]
-        problems = problems[: data.limit] if data.limit else problems
-        splits = split_by(problems, lambda p: p.question, data)
-        stats = {"generated": len(problems), "distinct_questions": len({p.question for p in problems})}
+        """The generated splits, and GSM8K's test set as the held-out split `gsm8k` where the shared file is."""
+        splits, stats = super().load(source, data, params)
+        stats["distinct_questions"] = len({p.question for split in splits.values() for p in split})
         gsm8k = shared_data_dir() / GSM8K_FILE
         if params.gsm8k and gsm8k.is_file():
             splits["gsm8k"] = load_gsm8k(gsm8k)
@@ -100,14 +104,12 @@ class ArithmeticTask(Task):
             raise ValueError("GSM8K problems are held out: there is no SFT target for them")
         return str(example.answer)
 
-    def score(self, texts: list[str], examples: Sequence[Problem]) -> dict[str, list[float]]:
-        acc, unparsed, lens = [], [], []
+    def metrics(self, texts: list[str], examples: Sequence[Problem]) -> dict[str, list[float]]:
+        """Accuracy and the unparsed rate: the value and the `unparsed` part of the problem's reward (`arithmetic`,
+        or `gsm8k` for a GSM8K problem)."""
+        out: dict[str, list[float]] = {"accuracy": [], "unparsed": []}
         for text, ex in zip(texts, examples, strict=True):
-            if ex.gold is None:
-                acc.append(arithmetic_reward(text, ex.answer))
-                unparsed.append(float(last_integer(text) is None))
-            else:
-                acc.append(gsm8k_reward(text, ex.gold))
-                unparsed.append(float(extract_number(text) is None))
-            lens.append(float(len(self.tokenizer.encode(text, add_special_tokens=False))))
-        return {"accuracy": acc, "unparsed": unparsed, "len": lens}
+            values, parts = self.reward_parts(ArithmeticReward() if ex.gold is None else GSM8KReward(), [text], [ex])
+            out["accuracy"] += values
+            out["unparsed"] += parts["unparsed"]
+        return out

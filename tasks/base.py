@@ -1,21 +1,46 @@
-"""What a recipe needs to know about a task, and nothing about how it is trained.
+"""The task contract: what a recipe needs to know about a task, and nothing about how it is trained.
 
 A task is data (named splits: train, eval, test and any extra held-out sets), a prompt per example, the
-fields its rewards read, an SFT target per example and a scorer of answers with one *primary* metric
-(higher is better) that picks the best checkpoint. The recipe engine (jobs/engine.py) knows a task only
-through this class: it never reads an example's fields.
+fields its rewards read, an SFT target per example and per-example metrics with one *primary* metric
+(higher is better) that picks the best checkpoint. The recipes and jobs/eval.py know a task only through
+`Task`, and the retrieval accessors below are how retrieval reads a QA example (every QA example also keeps
+`.question` and `.context`, which retrieval read before the accessors existed).
 
-A subclass sets the class attributes and implements `load`, `content`, `reward_inputs`, `sft_target` and
-`score` (and `cuttable` when part of a prompt may be cut to fit, `score_samples` when `eval_samples` > 0).
+What a task must provide (`Task` declares it; a task class missing one fails where it is defined):
+- class attributes `name`, `primary_metric` (a key of `metrics`), `reward_fields` (the keys of
+  `reward_inputs`) and `default_rewards` (the reward components of a config that names none);
+- methods `load`, `content`, `reward_inputs`, `sft_target` and `metrics`.
+What it may provide, with defaults here: `Params` (the frozen dataclass of its `task.params`),
+`default_source`, `all_examples`, `cuttable` (a part of the prompt that may lose its tail to fit),
+`eval_samples` with `score_samples`, a label set (`label_set`) and retrieval (`retrievable`, with
+`retrieval_query`, `retrieval_document` and `with_context`).
+What every task gets, computed once here: the generic metrics, added by `score` to the task's `metrics` (the
+answer's length in tokens, `LENGTH_METRIC`; jobs/eval.py reads it) and by `prompt_stats` to its prompts (how
+many were truncated to fit, their lengths); the training stream; SFT pairs; means. A metric that the task's
+reward computes too is read off the reward component (`reward_parts`), so the two have one definition.
+
+Shared bases: `GeneratedTask` (below) for seeded generated problems (arithmetic, countdown) and `QATask`
+(tasks/qa.py) for questions on a context from SQuAD-format data (mlqa, domain_qa).
+
+How to add a task: one file tasks/<name>.py with the task's own logic only (its example dataclass, a frozen
+Params dataclass if it has parameters, and a subclass of `Task`, `GeneratedTask` or `QATask` that sets the
+required class attributes and implements the required methods), and one line `"<name>": <Class>` in `TASKS` in
+tasks/registry.py. `check_job` then checks its params and that its default rewards read only fields it
+provides, and tests/tasks/test_tasks.py holds every registered task to this contract.
+
 Tasks are values: `with_split` returns a new task, it never changes one in place.
 """
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, ClassVar, Sequence
 
 from common.data import fit_prompt, three_way_split
+
+LENGTH_METRIC = "len"  # the generic per-example metric `Task.score` adds: the answer's length in tokens
 
 
 @dataclass(frozen=True)
@@ -42,14 +67,32 @@ def split_names(splits: dict[str, list]) -> str:
     return ", ".join(f"{k} ({len(v)})" for k, v in splits.items())
 
 
-class Task:
+def means(per: dict[str, list[float]]) -> dict[str, float]:
+    """The mean of every non-empty per-example metric."""
+    return {k: sum(v) / len(v) for k, v in per.items() if v}
+
+
+class Task(ABC):
+    """The contract (the module docstring lists it) and what every task shares."""
+    # ---- required class attributes (checked where a task class is defined) ------------------------------
     name: ClassVar[str] = ""
-    primary_metric: ClassVar[str] = ""              # a key of score()'s result; higher is better
+    primary_metric: ClassVar[str] = ""              # a key of metrics()' result; higher is better
     reward_fields: ClassVar[frozenset[str]] = frozenset()  # the keys of reward_inputs()
     default_rewards: ClassVar[tuple[dict, ...]] = ()  # [{name, weight, params}] when the config names none
-    default_source: ClassVar[str] = ""
-    eval_samples: ClassVar[int] = 0                 # > 0: eval also samples this many answers per example
+    # ---- optional class attributes --------------------------------------------------------------------------
     Params: ClassVar[type] = NoParams               # frozen dataclass of the task's own `task.params`
+    default_source: ClassVar[str] = ""              # data.source when the config names none
+    eval_samples: ClassVar[int] = 0                 # > 0: eval also samples this many answers per example
+    retrievable: ClassVar[bool] = False             # True: retrieval may replace the examples' documents
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in vars(cls):
+            return  # a shared base (GeneratedTask, QATask): the tasks built on it declare these
+        missing = [a for a in ("name", "primary_metric", "reward_fields", "default_rewards") if not getattr(cls, a)]
+        if missing:
+            raise TypeError(f"task class {cls.__name__} does not set {', '.join(missing)}: every task declares "
+                            "them (tasks/base.py, the task contract)")
 
     def __init__(self, splits: dict[str, list], params: Any, tokenizer: Any, max_prompt_tokens: int,
                  seed: int = 0, stats: dict | None = None, contexts: dict[str, str] | None = None):
@@ -60,39 +103,59 @@ class Task:
         self._prompts: dict[str, tuple[list[list[int]], dict[str, float]]] = {}
         self._perms: dict[int, list[int]] = {}
 
-    # ---- what a subclass provides ------------------------------------------------------------------------
+    # ---- what a task must provide -------------------------------------------------------------------------
     @classmethod
+    @abstractmethod
     def load(cls, source: str, data: Any, params: Any) -> tuple[dict[str, list], dict]:
         """(splits, stats) from `source` with the data section's sizes and seed."""
-        raise NotImplementedError
 
+    @abstractmethod
+    def content(self, example: Any, cut: str | None = None) -> str:
+        """The user message of `example`; `cut` replaces its cuttable part (see `cuttable`) when given."""
+
+    @abstractmethod
+    def reward_inputs(self, example: Any) -> dict:
+        """What the reward components read of `example`: a dict with keys among `reward_fields`."""
+
+    @abstractmethod
+    def sft_target(self, example: Any) -> str:
+        """The answer SFT teaches for `example`."""
+
+    @abstractmethod
+    def metrics(self, texts: list[str], examples: Sequence[Any]) -> dict[str, list[float]]:
+        """The task's own per-example metrics of one answer per example, the primary metric among them (the
+        generic ones are `score`'s)."""
+
+    # ---- what a task may provide --------------------------------------------------------------------------
     @classmethod
     def all_examples(cls, source: str, data: Any, params: Any) -> list:
         """Every example of `source`, unsplit (jobs/eval.py --split all); by default the splits' union."""
         splits, _ = cls.load(source, data, params)
         return [ex for name in ("train", "eval", "test") for ex in splits.get(name, [])]
 
-    def content(self, example: Any, cut: str | None = None) -> str:
-        """The user message of `example`; `cut` replaces its cuttable part (see `cuttable`) when given."""
-        raise NotImplementedError
-
     def cuttable(self, example: Any) -> str | None:
         """The part of the prompt that may lose its tail to fit the budget (a QA context), or None."""
         return None
 
-    def reward_inputs(self, example: Any) -> dict:
-        raise NotImplementedError
-
-    def sft_target(self, example: Any) -> str:
-        raise NotImplementedError
-
-    def score(self, texts: list[str], examples: Sequence[Any]) -> dict[str, list[float]]:
-        """Per-example metrics of one answer per example, the primary metric among them."""
-        raise NotImplementedError
-
     def score_samples(self, samples: list[list[str]], examples: Sequence[Any]) -> dict[str, list[float]]:
         """Per-example metrics of `eval_samples` sampled answers per example (e.g. their consistency)."""
         return {}
+
+    def label_set(self, example: Any) -> tuple[str, ...] | None:
+        """The labels an answer to `example` chooses among (a classification task), or None (a free answer)."""
+        return None
+
+    def retrieval_query(self, example: Any) -> str:
+        """What retrieval searches with for `example` (a `retrievable` task's question)."""
+        raise TypeError(f"task {self.name!r} is not retrievable")
+
+    def retrieval_document(self, example: Any) -> str:
+        """The document of `example` that retrieval replaces (a QA context); the index is built from these."""
+        raise TypeError(f"task {self.name!r} is not retrievable")
+
+    def with_context(self, example: Any, text: str) -> Any:
+        """A copy of `example` whose document is `text` (retrieved passages)."""
+        raise TypeError(f"task {self.name!r} is not retrievable")
 
     # ---- shared -------------------------------------------------------------------------------------------
     @classmethod
@@ -169,7 +232,57 @@ class Task:
         prompts = self.prompts("train")
         return [(prompts[i], self.target_ids(self.sft_target(self.splits["train"][i]))) for i in range(n)]
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """[B] the answers' lengths in tokens of the task's tokenizer."""
+        return [len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+
+    def score(self, texts: list[str], examples: Sequence[Any]) -> dict[str, list[float]]:
+        """Per-example metrics of one answer per example: the task's own (`metrics`), then the generic ones
+        (LENGTH_METRIC: the answer's length in tokens)."""
+        if len(texts) != len(examples):
+            raise ValueError(f"task {self.name!r}: {len(texts)} answers for {len(examples)} examples")
+        per = self.metrics(texts, examples)
+        if LENGTH_METRIC in per:
+            raise ValueError(f"task {self.name!r} computes {LENGTH_METRIC!r} itself; it is Task.score's")
+        return {**per, LENGTH_METRIC: [float(n) for n in self.token_counts(texts)]}
+
+    def reward_parts(self, reward: Any, texts: Sequence[str],
+                     examples: Sequence[Any]) -> tuple[list[float], dict[str, list[float]]]:
+        """`reward` (a component of rewards.registry) on one answer per example, fed the reward inputs training
+        feeds it: ([B] values, {part: [B]}). A metric that the reward computes too is read from here, so the
+        metric and the reward have one definition and cannot drift apart."""
+        if len(texts) != len(examples):
+            raise ValueError(f"task {self.name!r}: {len(texts)} answers for {len(examples)} examples")
+        return reward(list(texts), self.token_counts(texts), [self.reward_inputs(ex) for ex in examples])
+
     def evaluate(self, texts: list[str], examples: Sequence[Any]) -> dict[str, float]:
         """Mean of every per-example metric of `score`."""
-        per = self.score(texts, examples)
-        return {k: sum(v) / len(v) for k, v in per.items() if v}
+        return means(self.score(texts, examples))
+
+
+class GeneratedTask(Task):
+    """The base of the tasks on seeded generated problems (arithmetic, countdown): data.source 'generated', the
+    first data.limit problems, split so that every copy of a problem (`problem_key`) is on one side only. The
+    problems carry their prompt as `.question`."""
+    default_source = "generated"
+
+    @staticmethod
+    @abstractmethod
+    def generate(params: Any, seed: int) -> list:
+        """The task's problems, seeded."""
+
+    @staticmethod
+    @abstractmethod
+    def problem_key(problem: Any) -> Hashable:
+        """Problems with one key are copies of one problem: no split holds one that another split holds."""
+
+    @classmethod
+    def load(cls, source, data, params):
+        if source != "generated":
+            raise ValueError(f"task {cls.name} reads data.source 'generated' (seeded problems), got {source!r}")
+        problems = cls.generate(params, data.split_seed)
+        problems = problems[: data.limit] if data.limit else problems
+        return split_by(problems, cls.problem_key, data), {"generated": len(problems)}
+
+    def content(self, example: Any, cut: str | None = None) -> str:
+        return example.question

@@ -3,8 +3,8 @@
 Data: seeded solvable problems (rewards/countdown.py), split so that one (numbers, target) pair is on one
 side only. The answer is the expression in the last `<answer>...</answer>` block.
 Reward: the tiered Countdown reward (1.0 exact, 0.8..0.3 valid misses, 0.1 bad expression in the right
-format, 0.0 no answer block). Metrics: accuracy = exact solutions (primary), format rate (an answer block
-is present), valid rate (a valid expression of the given numbers), mean reward, answer length.
+format, 0.0 no answer block). Metrics, read off that reward: accuracy = exact solutions (primary), format rate
+(an answer block is present), valid rate (a valid expression of the given numbers), mean reward; answer length.
 SFT targets are the generator's own solutions, `<answer>(a op b) op c</answer>`.
 """
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from rewards.countdown import countdown_score, make_countdown_problems
-from tasks.base import Task, split_by
+from rewards.countdown import make_countdown_problems
+from rewards.registry import CountdownReward
+from tasks.base import GeneratedTask
 
 
 @dataclass(frozen=True)
@@ -42,27 +43,23 @@ class CountdownParams:
             raise ValueError("max_number and max_target must be >= 1")
 
 
-class CountdownTask(Task):
+class CountdownTask(GeneratedTask):
     name = "countdown"
     primary_metric = "accuracy"
     reward_fields = frozenset({"target", "numbers"})
     default_rewards = ({"name": "countdown", "weight": 1.0, "params": {}},)
-    default_source = "generated"
     Params = CountdownParams
 
-    @classmethod
-    def load(cls, source, data, params):
-        if source != "generated":
-            raise ValueError(f"task countdown reads data.source 'generated' (seeded problems), got {source!r}")
-        raw = make_countdown_problems(params.num_problems, seed=data.split_seed, sizes=params.sizes,
+    @staticmethod
+    def generate(params: CountdownParams, seed: int) -> list[CountdownProblem]:
+        raw = make_countdown_problems(params.num_problems, seed=seed, sizes=params.sizes,
                                       number_range=(1, params.max_number), max_target=params.max_target)
-        problems = [CountdownProblem(f"countdown-{i}", tuple(p["numbers"]), p["target"], p["solution"],
-                                     p["question"]) for i, p in enumerate(raw)]
-        problems = problems[: data.limit] if data.limit else problems
-        return split_by(problems, lambda p: (tuple(sorted(p.numbers)), p.target), data), {"generated": len(problems)}
+        return [CountdownProblem(f"countdown-{i}", tuple(p["numbers"]), p["target"], p["solution"], p["question"])
+                for i, p in enumerate(raw)]
 
-    def content(self, example: CountdownProblem, cut: str | None = None) -> str:
-        return example.question
+    @staticmethod
+    def problem_key(problem: CountdownProblem) -> tuple:
+        return tuple(sorted(problem.numbers)), problem.target
 
     def reward_inputs(self, example: CountdownProblem) -> dict:
         return {"target": example.target, "numbers": list(example.numbers)}
@@ -70,13 +67,8 @@ class CountdownTask(Task):
     def sft_target(self, example: CountdownProblem) -> str:
         return f"<answer>{example.solution}</answer>"
 
-    def score(self, texts: list[str], examples: Sequence[CountdownProblem]) -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {"accuracy": [], "format": [], "valid": [], "reward": [], "len": []}
-        for text, ex in zip(texts, examples, strict=True):
-            reward, status = countdown_score(text, ex.target, list(ex.numbers))
-            out["accuracy"].append(float(status == "correct"))
-            out["format"].append(float(status != "no_format"))
-            out["valid"].append(float(status in ("correct", "miss")))
-            out["reward"].append(reward)
-            out["len"].append(float(len(self.tokenizer.encode(text, add_special_tokens=False))))
-        return out
+    def metrics(self, texts: list[str], examples: Sequence[CountdownProblem]) -> dict[str, list[float]]:
+        """Read off the `countdown` reward: its value, and its status parts (correct, miss, invalid, no_format)."""
+        values, status = self.reward_parts(CountdownReward(), texts, examples)
+        return {"accuracy": status["correct"], "format": [1.0 - x for x in status["no_format"]],
+                "valid": [a + b for a, b in zip(status["correct"], status["miss"], strict=True)], "reward": values}

@@ -25,10 +25,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
-from rewards.nlu import TASK_LABELS, WRONG_FORMAT, label_reward
-from tasks.base import Task, split_by
-from tasks.domain_qa import reference_sentence, split_sentences
-from tasks.squad import load_examples, source_lang
+from rewards.nlu import TASK_LABELS
+from rewards.registry import LabelReward
+from rewards.sentences import split_sentences
+from tasks.base import Task, means, split_by
+from tasks.squad import load_examples, reference_sentence, source_lang
 
 QUESTIONS = {
     "qnli": ("Does the sentence contain the answer to the question?\nQuestion: {a}\nSentence: {b}",
@@ -225,19 +226,21 @@ class LabelTask(Task):
     def sft_target(self, example: LabelExample) -> str:
         return f"<Judgement>{example.label}</Judgement>"
 
-    def score(self, texts: list[str], examples: Sequence[LabelExample]) -> dict[str, list[float]]:
-        rewards = [label_reward(t, ex.label, ex.task) for t, ex in zip(texts, examples, strict=True)]
-        return {"accuracy": [float(r == 1.0) for r in rewards],
-                "wrong_format": [float(r == WRONG_FORMAT) for r in rewards],
-                "len": [float(len(self.tokenizer.encode(t, add_special_tokens=False))) for t in texts]}
+    def label_set(self, example: LabelExample) -> tuple[str, ...]:
+        return TASK_LABELS[example.task]
+
+    def metrics(self, texts: list[str], examples: Sequence[LabelExample]) -> dict[str, list[float]]:
+        """Accuracy (the `label` reward is 1) and the wrong-format rate (its `wrong_format` part)."""
+        values, parts = self.reward_parts(LabelReward(), texts, examples)
+        return {"accuracy": [float(r == 1.0) for r in values], "wrong_format": parts["wrong_format"]}
 
     def evaluate(self, texts: list[str], examples: Sequence[LabelExample]) -> dict[str, float]:
         """Means of `score`, and in a mix of GLUE tasks the accuracy of each (accuracy_<task>)."""
-        out = super().evaluate(texts, examples)
+        per = self.score(texts, examples)
+        out = means(per)
         tasks = sorted({ex.task for ex in examples})
         if len(tasks) > 1:
-            acc = self.score(texts, examples)["accuracy"]
             for t in tasks:
-                mine = [a for a, ex in zip(acc, examples) if ex.task == t]
+                mine = [a for a, ex in zip(per["accuracy"], examples) if ex.task == t]
                 out[f"accuracy_{t}"] = sum(mine) / len(mine)
         return out

@@ -62,9 +62,10 @@ def check_job(cfg: JobConfig) -> None:
                 f"reward '{comp['name']}' reads example fields {missing}, which task '{cls.name}' does not provide "
                 f"(it provides {sorted(cls.reward_fields)}); use one of {', '.join(fits)} with this task, or a "
                 "task that provides those fields (task.name)")
-    if cfg.retrieval.enabled and not getattr(cls, "retrievable", False):
+    if cfg.retrieval.enabled and not cls.retrievable:
+        qa = ", ".join(n for n, c in TASKS.items() if c.retrievable)
         raise ConfigError(f"retrieval.enabled=true replaces QA contexts, and task '{cls.name}' has none; "
-                          "turn retrieval off or use a QA task (mlqa, domain_qa)")
+                          f"turn retrieval off or use a QA task ({qa})")
     for i, phase in enumerate(cfg.train.phases):
         ref = getattr(phase, "reference", None)
         if ref is not None and ref not in REFERENCE_KEYWORDS and not ref.startswith("embedded:"):

@@ -1,4 +1,5 @@
-"""SQuAD-format extractive QA data (MLQA, XQuAD): loaders into frozen `QAExample`s, with counted skips.
+"""SQuAD-format extractive QA data (MLQA, XQuAD): loaders into frozen `QAExample`s, with counted skips, and the
+sentence of a context that holds an answer (`reference_sentence`).
 
 Every source becomes a list of `QAExample`s plus a stats dict, so a job can log how many rows it dropped
 and why. Rows the data gets wrong (no question, no answer, empty answer text, no context) are skipped and
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common.data import shared_file
+from rewards.sentences import containing_sentence
 
 SQUAD_SHAPE = '{"data": [{"paragraphs": [{"context": str, "qas": [{"id", "question", "answers": [{"text"}]}]}]}]}'
 HUB_PREFIX = "hf:"
@@ -36,6 +38,16 @@ class QAExample:
     answers: tuple[str, ...]  # every gold answer text, in source order; answers[0] is the SFT target
     lang: str
     answer_starts: tuple[int, ...] = ()  # character offsets of the answers in the context, where the data has them
+
+
+def reference_sentence(ex: QAExample) -> str:
+    """The sentence of the context that holds the first gold span (located by its offset where the data has
+    one, else by its first occurrence): domain QA's reference answer, QNLI's entailed sentence."""
+    answer = ex.answers[0]
+    start = ex.answer_starts[0] if ex.answer_starts else ex.context.find(answer)
+    if start < 0:
+        return answer  # the gold span is not in the context (bad data): the span itself is the reference
+    return containing_sentence(ex.context, start, len(answer)) or answer
 
 
 def _new_stats() -> dict[str, int]:

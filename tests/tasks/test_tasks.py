@@ -1,17 +1,21 @@
 """The tasks behind the recipes: data, splits without leakage, reward inputs, SFT targets and scoring, with
-hand-computed cases; the shared Task plumbing (data stream, SFT pairs, values not mutation); the registry's
-checks of a job config."""
+hand-computed cases; the task contract (required members, generic metrics, retrieval, metrics read off the
+rewards); the shared Task plumbing (data stream, SFT pairs, values not mutation); the registry's checks of a job
+config."""
 import dataclasses
 
 import pytest
 
 from common.config import ConfigError, DataConfig, load_config
+from rewards import semantic
 from tasks.arithmetic import ArithmeticParams, ArithmeticTask, Problem
+from tasks.base import LENGTH_METRIC, Task
 from tasks.countdown import CountdownParams, CountdownTask
-from tasks.domain_qa import DomainExample, DomainQAParams, DomainQATask, containing_sentence, reference_sentence
+from tasks.domain_qa import DomainExample, DomainQAParams, DomainQATask
+from tasks.labels import LabelExample, LabelParams, LabelTask
 from tasks.mlqa import MLQAParams, MLQATask
 from tasks.registry import TASKS, check_job, reward_components
-from tasks.squad import QAExample
+from tasks.squad import QAExample, reference_sentence
 from tests.fakes import HashEncoder
 
 
@@ -99,18 +103,6 @@ def test_countdown_scores(text, accuracy, fmt, valid, reward):
 
 # ---- domain QA ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("context, start, length, sentence", [
-    ("Ann met Bob. Bob met Cy in Rome. The end.", 21, 2, "Bob met Cy in Rome."),   # the middle sentence
-    ("Ann met Bob. Bob met Cy in Rome. The end.", 0, 3, "Ann met Bob."),           # the first
-    ("Ann met Bob. Bob met Cy", 17, 3, "Bob met Cy"),                              # no final stop
-    ("Ann met Bob. Bob met Cy.", 8, 8, "Ann met Bob. Bob met Cy."),                # a span across the boundary
-    ("Line one\nLine two here", 14, 3, "Line two here"),                           # newlines end sentences
-    ("中文第一句。 第二句在这里。", 7, 3, "第二句在这里。"),                           # CJK full stop
-])
-def test_containing_sentence(context, start, length, sentence):
-    assert containing_sentence(context, start, length) == sentence
-
-
 def test_reference_uses_the_answer_offset_not_the_first_match():
     ex = QAExample("q", "Rome is old. Cy lives in Rome now.", "Where?", ("Rome",), "en", answer_starts=(25,))
     assert reference_sentence(ex) == "Cy lives in Rome now."
@@ -118,13 +110,17 @@ def test_reference_uses_the_answer_offset_not_the_first_match():
     assert reference_sentence(no_offset) == "Rome is old."  # without an offset: the first occurrence
 
 
+@pytest.fixture
+def hash_encoder(monkeypatch):
+    """The rewards' encoder (and so the domain task's metrics') is a deterministic bag-of-words one: no model."""
+    monkeypatch.setattr(semantic, "cached_encoder", lambda spec: HashEncoder(dim=256))
+
+
 def _domain(threshold=0.7):
-    task = DomainQATask({}, DomainQAParams(threshold=threshold), WordTokenizer(), 512)
-    task._encoder = lambda: HashEncoder(dim=256)  # a deterministic bag-of-words encoder, no model
-    return task
+    return DomainQATask({}, DomainQAParams(threshold=threshold), WordTokenizer(), 512)
 
 
-def test_domain_scores():
+def test_domain_scores(hash_encoder):
     task = _domain()
     ex = DomainExample("q", "c", "Where does Cy live?", "Cy lives in Rome now.", "en")
     per = task.score(["Cy lives in Rome now.", "Paris.", "Cy lives in Rome. Cy lives in Rome."], [ex] * 3)
@@ -133,7 +129,7 @@ def test_domain_scores():
     assert per["len"] == [5.0, 1.0, 8.0]
 
 
-def test_domain_consistency_over_samples():
+def test_domain_consistency_over_samples(hash_encoder):
     task = _domain()
     ex = DomainExample("q", "c", "Where?", "Cy lives in Rome now.", "en")
     per = task.score_samples([["Cy lives in Rome now."] * 3,                      # all correct: consistent
@@ -188,6 +184,79 @@ def test_task_params_are_checked_with_a_fix():
         MLQATask.make_params({"template": "Context: {context}"})
     with pytest.raises(ValueError, match="ops must be"):
         ArithmeticTask.make_params({"ops": "^"})
+
+
+# ---- the contract ---------------------------------------------------------------------------------------------
+
+def test_a_task_missing_a_required_member_fails_where_it_is_defined():
+    with pytest.raises(TypeError, match="Half does not set primary_metric, reward_fields, default_rewards"):
+        class Half(Task):
+            name = "half"
+
+
+def test_a_task_missing_a_required_method_cannot_be_built():
+    class NoMetrics(Task):
+        name, primary_metric, reward_fields = "no_metrics", "accuracy", frozenset({"answer"})
+        default_rewards = ({"name": "arithmetic", "weight": 1.0, "params": {}},)
+        load = content = reward_inputs = sft_target = None
+
+    with pytest.raises(TypeError, match="metrics"):
+        NoMetrics({}, None, WordTokenizer(), 64)
+
+
+def _one_of_each():
+    """(task, example, answer) of every registered task."""
+    qa = QAExample("q", "Cy lives in Rome now.", "Where does Cy live?", ("Rome",), "en")
+    return [
+        (MLQATask({}, MLQAParams(), WordTokenizer(), 512), qa, "in Rome"),
+        (DomainQATask({}, DomainQAParams(), WordTokenizer(), 512), DomainQATask.from_qa(qa), "Cy lives in Rome."),
+        (ArithmeticTask({}, ArithmeticParams(), WordTokenizer(), 64), Problem("a", "What is 2 + 2?", answer=4), "4"),
+        (CountdownTask({}, CountdownParams(), WordTokenizer(), 64),
+         CountdownTask.generate(CountdownParams(num_problems=10), 0)[0], "<answer>1 + 2</answer>"),
+        (LabelTask({}, LabelParams(), WordTokenizer(), 64),
+         LabelExample("l", "qnli", "Who?", "Cy did.", "entailment", "g"), "<Judgement>entailment</Judgement> yes"),
+    ]
+
+
+def test_score_adds_the_generic_length_to_every_tasks_own_metrics(hash_encoder):
+    cases = _one_of_each()
+    assert sorted(type(task).name for task, _, _ in cases) == sorted(TASKS)
+    for task, example, answer in cases:
+        per = task.score([answer], [example])
+        assert list(per)[-1] == LENGTH_METRIC and per[LENGTH_METRIC] == [float(len(answer.split()))], task.name
+        assert task.primary_metric in per and list(per)[:-1] == list(task.metrics([answer], [example]))
+        assert task.evaluate([answer], [example]) == {k: v[0] for k, v in per.items()}
+        with pytest.raises(ValueError, match="2 answers for 1 examples"):
+            task.score([answer, answer], [example])
+
+
+@pytest.mark.parametrize("text", ["Answer: Rome", "in Rome, Italy", "", "Paris"])
+def test_qa_metrics_are_the_qa_rewards_parts(text):
+    from rewards.registry import RewardScorer
+
+    task, example, _ = _one_of_each()[0]
+    _, parts = RewardScorer(list(task.default_rewards)).score([text], [len(text.split())], [task.reward_inputs(example)])
+    per = task.score([text], [example])
+    assert (per["f1"], per["em"]) == (parts["qa/f1"], parts["qa/em"])
+
+
+def test_retrieval_reads_a_qa_task_through_its_accessors():
+    cases = {type(task).name: (task, example) for task, example, _ in _one_of_each()}
+    assert {name for name, cls in TASKS.items() if cls.retrievable} == {"mlqa", "domain_qa"}
+    for name in ("mlqa", "domain_qa"):
+        task, example = cases[name]
+        assert (task.retrieval_query(example), task.retrieval_document(example)) == (example.question, example.context)
+        other = task.with_context(example, "[1] passage")
+        assert other.context == "[1] passage" and example.context == "Cy lives in Rome now."
+    task, example = cases["countdown"]
+    with pytest.raises(TypeError, match="'countdown' is not retrievable"):
+        task.retrieval_query(example)
+
+
+def test_a_label_task_declares_its_label_set():
+    cases = {type(task).name: (task, example) for task, example, _ in _one_of_each()}
+    assert cases["labels"][0].label_set(cases["labels"][1]) == ("entailment", "not_entailment")
+    assert cases["mlqa"][0].label_set(cases["mlqa"][1]) is None
 
 
 # ---- the registry's checks ------------------------------------------------------------------------------------
