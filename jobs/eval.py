@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from common import console  # noqa: E402
+from tasks.base import LENGTH_METRIC  # noqa: E402
 from trainer.evaluate import answer, sample_distribution, summarize  # noqa: E402  (tests import them from here)
 
 
@@ -155,7 +156,7 @@ def evaluate(args) -> dict:
         out = {"model": args.model, "task": task.name, "primary_metric": task.primary_metric, "data": source,
                "split": args.split, **({"lang": items[0].lang} if hasattr(items[0], "lang") else {}),
                **summarize(per, args.seed), "seconds": seconds, "questions_per_s": len(texts) / seconds,
-               "gen_tokens_per_s": sum(per["len"]) / seconds, "prompts_truncated": pstats["truncated"],
+               "gen_tokens_per_s": sum(per[LENGTH_METRIC]) / seconds, "prompts_truncated": pstats["truncated"],
                "engine": r.engine, "engines": args.engines, "max_new_tokens": r.max_new_tokens}
         if ans.sampled is not None:
             out["sampling"] = {**sample_distribution(task, ans.sampled, items, args.samples),
@@ -185,8 +186,8 @@ def main(argv=None) -> int:
     p = out["primary_metric"]
     lo, hi = out[f"{p}_ci"]
     others = "  ".join(f"{_label(k)} {out[k]:.3f}" for k in out.get("per_question", [{}])[0]
-                       if k not in ("id", "prediction", p, "len"))
-    print(f"[eval] {_label(p)} {out[p]:.3f} [{lo:.3f}, {hi:.3f}]  {others}  len {out['len']:.1f} tokens  "
+                       if k not in ("id", "prediction", p, LENGTH_METRIC))
+    print(f"[eval] {_label(p)} {out[p]:.3f} [{lo:.3f}, {hi:.3f}]  {others}  len {out[LENGTH_METRIC]:.1f} tokens  "
           f"n {out['n']}  {out['questions_per_s']:.2f} q/s  {out['gen_tokens_per_s']:.0f} tok/s", flush=True)
     if "sampling" in out:
         s = out["sampling"]

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["common.device", "learner.losses", "learner.advantages", "rewards.registry", "rewards.semantic", "common.stats", "common.precision", "retrieval.metrics", "retrieval.retriever"]
+MODULES = ["common.device", "learner.losses", "learner.advantages", "rewards.registry", "rewards.semantic", "rewards.sentences", "common.stats", "common.precision", "retrieval.metrics", "retrieval.retriever"]
 
 
 @pytest.mark.parametrize("name", MODULES)

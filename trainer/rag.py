@@ -5,7 +5,6 @@ driver; retrieval actors answer the queries; retrieval is deterministic, so it r
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -19,13 +18,15 @@ def safe_name(source: str) -> str:
 
 def attach_retrieval(system, task: Task, cfg: JobConfig) -> tuple[Task, dict]:
     """(a task whose eval (and, with use_in=train_and_eval, train) contexts are retrieved passages, info)."""
-    from retrieval.chunking import unique_contexts
     from retrieval.encoder import load_encoder
     from retrieval.index import load_or_build
     from retrieval.retriever import format_passages
 
+    if not task.retrievable:
+        raise ValueError(f"retrieval.enabled: task {task.name!r} has no contexts to retrieve (tasks/base.py "
+                         "Task.retrievable); drop retrieval.enabled or use a QA task")
     r, t = cfg.retrieval, time.perf_counter()
-    docs, _ = unique_contexts([ex for split in task.splits.values() for ex in split])
+    docs = list(dict.fromkeys(task.retrieval_document(ex) for split in task.splits.values() for ex in split))
     source = task.stats.get("source", cfg.data.source or "data")
     index_dir = Path(r.index_dir) if r.index_dir else Path(cfg.train.output_dir) / "index" / safe_name(source)
     index, status = load_or_build(index_dir, docs, task.tokenizer, load_encoder(r.encoder), r.chunk_tokens,
@@ -34,8 +35,8 @@ def attach_retrieval(system, task: Task, cfg: JobConfig) -> tuple[Task, dict]:
     targets = ["eval"] + (["train"] if r.use_in == "train_and_eval" else [])
     for name in targets:
         examples = task.splits[name]
-        hits = system.retrieve([ex.question for ex in examples], r.k)
-        task = task.with_split(name, [dataclasses.replace(ex, context=format_passages(h))
+        hits = system.retrieve([task.retrieval_query(ex) for ex in examples], r.k)
+        task = task.with_split(name, [task.with_context(ex, format_passages(h))
                                       for ex, h in zip(examples, hits, strict=True)], context="retrieved")
     return task, {"retrieval/index": str(index_dir), "retrieval/index_status": status,
                   "retrieval/chunks": len(index), "retrieval/docs": len(docs),
