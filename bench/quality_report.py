@@ -1,4 +1,5 @@
-"""Eval F1/EM over training for finished runs, written to docs/quality.md with each run's curves PNG.
+"""Eval F1/EM over training for finished runs, written to docs/quality.md with each run's curves PNG and what a
+person noted about a run (<run>-notes.md beside it), verbatim.
 
     python bench/quality_report.py runs/xquad-en-grpo runs/xquad-en-sft-grpo
 """
@@ -10,22 +11,36 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import head, notes  # noqa: E402
 from common.metrics_log import plot_curves, read_records  # noqa: E402
 
+PAPER_SFT = "3 epochs over the whole split"  # the MLQA paper's SFT, which these runs may shorten
 
-NOTES = """
-### How to read these numbers
 
-- Eval questions: the held-out split keeps whole contexts together (no context is seen in training), so
-  asking for 200 questions gives the nearest context boundary: 202.
-- Clip fraction is 0 by construction in these runs: one optimizer update per rollout batch
-  (`learner.inner_steps=1`), so the ratio is the engine-vs-learner numerical gap (< 1.2e-4), never
-  outside [0.8, 1.2]. With `learner.inner_steps=2` the second update sees a moved policy (ratio != 1,
-  tested in tests/jobs) and can clip; its clip fraction is logged as `learner/clip_frac_last`.
-- SFT was shortened from the paper's 3 epochs over the whole split to 1 epoch over 256 questions.
-- One run each, one seed: differences of a few hundredths of F1 between evals are within noise
-  (202 questions); no confidence intervals yet.
-"""
+def how_to_read(runs: list[Path]) -> str:
+    """What the numbers rest on, read from the runs: the eval size, updates per rollout batch and the clipping they
+    allow, SFT's budget against the paper's."""
+    import yaml
+
+    cfgs = [yaml.safe_load((r / "config.yaml").read_text()) or {} for r in runs if (r / "config.yaml").is_file()]
+    recs = [r for run in runs for r in read_records(run / "metrics.jsonl")]
+    n = ", ".join(map(str, sorted({int(r["eval/n"]) for r in recs if r.get("kind") == "eval" and "eval/n" in r})))
+    asked = ", ".join(map(str, sorted({c.get("data", {}).get("eval_size") for c in cfgs} - {None})))
+    clip = max((r.get("learner/clip_frac", 0.0) for r in recs if r.get("kind") == "step" and "reward/mean" in r),
+               default=0.0)
+    inner = ", ".join(map(str, sorted({c.get("learner", {}).get("inner_steps", 1) for c in cfgs})))
+    sft = "; ".join(sorted({f"{e:g} epoch{'s' * (e != 1)} over {p.get('limit') or 'all the'} training questions"
+                            for c in cfgs for p in c.get("train", {}).get("phases") or [] if p.get("kind") == "sft"
+                            for e in [p.get("epochs", 3)]}))
+    return "\n".join([
+        "### How to read these numbers", "",
+        f"- Eval questions: {n}{f' (asked for {asked})' if asked else ''}: the held-out split keeps whole contexts "
+        "together (no context is seen in training), so it ends at a context boundary.",
+        f"- Optimizer updates per rollout batch (`learner.inner_steps`): {inner}; the largest clip fraction of any GRPO "
+        f"step: {clip:.3f}. With one update the ratio differs from 1 only by the engine-vs-learner gap (per run above); "
+        "with two, the second update sees a moved policy and can clip (logged as `learner/clip_frac_last`).",
+        *([f"- SFT: {sft} (the paper: {PAPER_SFT})."] if sft else []),
+        f"- One run each, one seed, {n} questions an eval; no confidence intervals here.", ""])
 
 
 def describe(run: Path) -> tuple[str, str]:
@@ -48,8 +63,9 @@ def describe(run: Path) -> tuple[str, str]:
             f"{best['step']} (delta {best['eval/f1'] - base['eval/f1']:+.3f}); final F1 {last['eval/f1']:.3f}. "
             f"vLLM-vs-learner logprob gap: max over all steps {max(gaps):.1e}. Mean clip fraction "
             f"{sum(r['learner/clip_frac'] for r in steps) / len(steps):.3f}.\n\n"
-            "| step | eval F1 | eval EM | answer tokens |\n|---|---|---|---|\n" + rows +
-            f"\n\n![curves]({png.name})\n\n<details><summary>config</summary>\n\n```yaml\n{cfg}```\n</details>\n")
+            + "\n".join(head("step", "eval F1", "eval EM", "answer tokens")) + "\n" + rows +
+            f"\n\n![curves]({png.name})\n\n<details><summary>config</summary>\n\n```yaml\n{cfg}```\n</details>\n"
+            + "".join(f"\n{line}" for line in notes(run.parent, run.name)))
     return text, png.name
 
 
@@ -68,7 +84,7 @@ def summary_rows(runs: list[str]) -> str:
         rows.append((f"{Path(r).name}: best (step {best['step']})", best))
         rows.append((f"{Path(r).name}: final (step {evals[-1]['step']})", evals[-1]))
     base = rows[0][1]["eval/f1"]
-    lines = ["| checkpoint | F1 | EM | answer tokens | ΔF1 vs base |", "|---|---|---|---|---|"]
+    lines = head("checkpoint", "F1", "EM", "answer tokens", "ΔF1 vs base")
     lines += [f"| {name} | {e['eval/f1']:.3f} | {e['eval/em']:.3f} | {e['eval/len']:.1f} | "
               f"{e['eval/f1'] - base:+.3f} |" for name, e in rows]
     return "\n".join(lines)
@@ -80,7 +96,7 @@ def main(runs: list[str]) -> int:
     doc.write_text("# GRPO on XQuAD English with the embedded SmolLM2-135M-Instruct\n\n"
                    "Generated by `python bench/quality_report.py " + " ".join(runs) + "` from the runs' "
                    "metrics.jsonl. The commands that produced the runs are in docs/quality-commands.md.\n\n"
-                   + "\n".join(parts) + NOTES)
+                   + "\n".join(parts) + "\n" + how_to_read([Path(r) for r in runs]))
     print(doc.read_text())
     return 0
 

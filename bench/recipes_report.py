@@ -1,37 +1,34 @@
 """docs/recipes.md from the recipe run dirs written by bench/recipes.py: tables, paired tests and figures.
 
 Every number is read from <runs>/<run>/metrics.jsonl, summary.json, rs_sft traces and eval/*.json; the commands
-that wrote them are copied from <runs>/commands.log.
+that wrote them are copied from <runs>/commands.log; what a person noted about a recipe, <runs>/<recipe>-notes.md
+(recipe: arithmetic, countdown, domain_qa, nlu), verbatim.
 
     python bench/recipes_report.py runs/recipes [--out docs/recipes.md]
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import re
+import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import (ci, claim, comparison, head, load, machine, notes, paired, row, save,  # noqa: E402
+                          subplots, verdict)
 from common.metrics_log import phase_spans, read_records  # noqa: E402
-from common.stats import mcnemar_exact, paired_bootstrap_diff  # noqa: E402
 
-
-def load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def ci(r: dict, key: str) -> str:
-    lo, hi = r[f"{key}_ci"]
-    return f"{r[key]:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
-def per_item(r: dict, key: str) -> list[float]:
-    return [q[key] for q in r["per_question"]]
+# What each paper claims, the one place a report states it; the sections test it against the paired differences.
+PAPERS = {
+    "arithmetic": ("The SFT-vs-GRPO arithmetic paper's claim that GRPO generalises at least as well as SFT (GRPO best "
+                   "- SFT best on the held-out problems)", None),
+    "countdown": ("The multi-stage paper's claim that the stages raise exact solutions (grpo2 - base on the held-out "
+                  "problems)", None),
+    "nlu": ("The NLU paper's PPO > SFT on label tasks", 0.063),  # +6.3 points (its Table 9)
+}
 
 
 def wall_minutes(run: Path) -> tuple[float, float]:
@@ -59,39 +56,8 @@ def budget(run: Path) -> str:
     return "; ".join(parts)
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    flags = Path("/proc/cpuinfo").read_text()
-    isa = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "no AVX2"
-    amx = ", AMX" if " amx_tile" in flags else ""
-    return f"{cpu} ({isa}{amx}), {os.cpu_count()} cores, no GPU; fp32"
-
-
 def evals_of(runs: Path, run_names: list[str]) -> dict[str, dict]:
-    out = {}
-    for name in run_names:
-        for path in sorted((runs / name / "eval").glob("*.json")):
-            out[path.stem] = json.loads(path.read_text())
-    return out
-
-
-def compare(a: dict, b: dict, metric: str, labels: tuple[str, str]) -> str:
-    """A paired comparison of two models on the same items: difference with its bootstrap CI, and for 0/1
-    metrics the exact McNemar test."""
-    x, y = per_item(a, metric), per_item(b, metric)
-    d, lo, hi = paired_bootstrap_diff(x, y)
-    text = f"{labels[1]} - {labels[0]}: {d:+.3f} {metric} [95% CI {lo:+.3f}, {hi:+.3f}] on the same {len(x)} items"
-    if set(x) | set(y) <= {0.0, 1.0}:
-        only_a, only_b, p = mcnemar_exact(x, y)
-        text += f"; exact McNemar: {only_a} items only {labels[0]} got right, {only_b} only {labels[1]}, p = {p:.3g}"
-    return text + "."
-
-
-def verdict(a: dict, b: dict, metric: str) -> str:
-    """How b compares with a on the same items: 'higher' / 'lower' when the paired 95% CI excludes 0."""
-    d, lo, hi = paired_bootstrap_diff(per_item(a, metric), per_item(b, metric))
-    return "higher than" if lo > 0 else "lower than" if hi < 0 else "not distinguishable from"
+    return {path.stem: load(path) for name in run_names for path in sorted((runs / name / "eval").glob("*.json"))}
 
 
 # ---- arithmetic ---------------------------------------------------------------------------------------------
@@ -103,8 +69,8 @@ def arithmetic(runs: Path, figs: dict) -> list[str]:
     ev = evals_of(runs, names)
     lines = [f"Training budgets: {budget(runs / names[0])} (arithmetic-sft); {budget(runs / names[1])} "
              "(arithmetic-grpo).", "",
-             "| model | test accuracy [95% CI] | no integer in answer | answer length (tokens) | training wall-clock "
-             "(min; of it, steps) | n |", "|---|---|---|---|---|---|"]
+             *head("model", "test accuracy [95% CI]", "no integer in answer", "answer length (tokens)",
+                   "training wall-clock (min; of it, steps)", "n")]
     walls = {n: wall_minutes(runs / n) for n in names}
     for key, label, run in (("test-base", "base (SmolLM2-135M-Instruct)", None),
                             ("test-sft-best", "SFT, best by validation", "arithmetic-sft"),
@@ -119,32 +85,25 @@ def arithmetic(runs: Path, figs: dict) -> list[str]:
     lines.append("")
     for a, b in (("test-base", "test-sft-best"), ("test-base", "test-grpo-best"), ("test-sft-best", "test-grpo-best")):
         if a in ev and b in ev:
-            lines.append(f"- {compare(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))}")
+            lines.append(f"- {comparison(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))}")
     gsm = [(k, ev[k]) for k in ("gsm8k-base", "gsm8k-sft-best", "gsm8k-grpo-best") if k in ev]
     if gsm:
         lines += ["", f"GSM8K (the first {gsm[0][1]['n']} test problems, up to 256 new tokens, final-number match):", "",
-                  "| model | GSM8K accuracy [95% CI] | no number | answer length |", "|---|---|---|---|"]
+                  *head("model", "GSM8K accuracy [95% CI]", "no number", "answer length")]
         lines += [f"| {k[6:]} | {ci(r, 'accuracy')} | {r['unparsed']:.3f} | {r['len']:.1f} |" for k, r in gsm]
     if all(k in ev for k in ("test-base", "test-sft-best", "test-grpo-best")):
-        sft, grpo = ev["test-sft-best"], ev["test-grpo-best"]
+        base, sft, grpo = ev["test-base"], ev["test-sft-best"], ev["test-grpo-best"]
         lines += ["", f"**Reading.** On held-out problems, SFT's best checkpoint ({sft['accuracy']:.3f}) is "
-                  f"{verdict(ev['test-base'], sft, 'accuracy')} the base model and GRPO's ({grpo['accuracy']:.3f}) is "
-                  f"{verdict(ev['test-base'], grpo, 'accuracy')} it; GRPO is {verdict(sft, grpo, 'accuracy')} SFT. "
-                  f"SFT trained {walls['arithmetic-sft'][0]:.0f} min, GRPO {walls['arithmetic-grpo'][0]:.0f} min "
-                  "(wall-clock of the whole run, evals included). The paper's finding that GRPO generalises at least "
-                  "as well as SFT with less data is reproduced only where the table says so; with the 135M model, "
-                  "its short answers and this budget, the comparison above is what this machine shows."]
+                  f"{verdict(paired(base, sft, 'accuracy'))} the base model and GRPO's ({grpo['accuracy']:.3f}) is "
+                  f"{verdict(paired(base, grpo, 'accuracy'))} it. SFT trained {walls['arithmetic-sft'][0]:.0f} min, "
+                  f"GRPO {walls['arithmetic-grpo'][0]:.0f} min (wall-clock of the whole run, evals included). "
+                  f"{claim(PAPERS['arithmetic'][0], paired(sft, grpo, 'accuracy'), 'accuracy')}."]
     plot_learning_speed(runs, names, figs["arithmetic"])
     return lines + ["", f"![validation accuracy against wall-clock]({figs['arithmetic'].name})"]
 
 
 def plot_learning_speed(runs: Path, names: list[str], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = subplots(1, 2, figsize=(11, 4))
     for name in names:
         recs = read_records(runs / name / "metrics.jsonl")
         t0 = min(r["time"] for r in recs if "time" in r)
@@ -158,9 +117,7 @@ def plot_learning_speed(runs: Path, names: list[str], png: Path) -> None:
         a.grid(alpha=0.3)
         a.legend()
     fig.suptitle("Arithmetic: SFT vs GRPO, validation accuracy (greedy)")
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save(fig, png)
 
 
 # ---- countdown ----------------------------------------------------------------------------------------------
@@ -175,7 +132,7 @@ def countdown(runs: Path, figs: dict) -> list[str]:
     n_val = next((r["eval/n"] for r in evals if "eval/n" in r), "?")
     lines = [f"Training budget: {budget(run)}.", "",
              f"Validation ({n_val} problems, greedy) through the stages, as the paper's Table 1 lays them out:", "",
-             "| step | stage | accuracy (exact) | format rate | valid expression | mean reward |", "|---|---|---|---|---|---|"]
+             *head("step", "stage", "accuracy (exact)", "format rate", "valid expression", "mean reward")]
     lines += [f"| {r['step']} | {r['phase']} | {r['eval/accuracy']:.3f} | {r['eval/format']:.3f} | "
               f"{r['eval/valid']:.3f} | {r['eval/reward']:.3f} |" for r in evals]
     kept = next((r["data"] for r in recs if "rs_sft/kept" in r.get("data", {})), None)
@@ -192,37 +149,38 @@ def countdown(runs: Path, figs: dict) -> list[str]:
     tests = [(k, ev[f"test-{k}"]) for k in ("base", "grpo1", "rs_sft", "grpo2", "best") if f"test-{k}" in ev]
     if tests:
         lines += ["", f"Held-out test split ({tests[0][1]['n']} problems never trained on), greedy:", "",
-                  "| checkpoint | accuracy [95% CI] | format rate [95% CI] | valid | answer length |", "|---|---|---|---|---|"]
+                  *head("checkpoint", "accuracy [95% CI]", "format rate [95% CI]", "valid", "answer length")]
         lines += [f"| {k} | {ci(r, 'accuracy')} | {ci(r, 'format')} | {r['valid']:.3f} | {r['len']:.1f} |" for k, r in tests]
         if "test-base" in ev and "test-grpo2" in ev:
-            lines += ["", f"- {compare(ev['test-base'], ev['test-grpo2'], 'format', ('base', 'grpo2'))}",
-                      f"- {compare(ev['test-base'], ev['test-grpo2'], 'accuracy', ('base', 'grpo2'))}"]
-    last = evals[-1] if evals else {}
-    if evals and max(r["eval/accuracy"] for r in evals) == 0 and last["eval/format"] > 0.5 and last["eval/valid"] < 0.05:
-        lines += ["", f"**Reading.** Not reproduced: the paper's stages raise exact solutions; here accuracy stays "
-                  f"{last['eval/accuracy']:.3f}. GRPO does teach the answer format (greedy format rate "
-                  f"{evals[0]['eval/format']:.2f} at the start, {last['eval/format']:.2f} at step {last['step']}), but "
-                  f"by reward hacking: the policy learns to copy the prompt's own example, e.g. "
-                  f"`{last['eval/sample'][:60].strip()}`, which earns the format tier (0.1) and is never a valid use "
-                  "of the given numbers (valid rate above). RS-SFT then finds nothing to keep at its threshold, so the "
-                  "third stage continues from the same policy. The best checkpoint by accuracy is the first one "
-                  "evaluated, since no later one exceeds 0 (ties keep the earlier). A 135M model does not solve "
-                  "Countdown from scratch in 20 GRPO steps; removing the worked example from the prompt, or a larger "
-                  "model, is the next thing to try."]
+            lines += ["", f"- {comparison(ev['test-base'], ev['test-grpo2'], 'format', ('base', 'grpo2'))}",
+                      f"- {comparison(ev['test-base'], ev['test-grpo2'], 'accuracy', ('base', 'grpo2'))}"]
+    if evals:
+        test = paired(ev["test-base"], ev["test-grpo2"], "accuracy") if "test-base" in ev and "test-grpo2" in ev else None
+        rs_steps = sum(1 for r in recs if r.get("kind") == "step" and r.get("phase") == "rs_sft")
+        lines += ["", stages_reading(evals, rs_steps, load(run / "summary.json") or {}, test)]
     plot_countdown(recs, figs["countdown"])
     return lines + ["", f"![Countdown through the stages]({figs['countdown'].name})"]
 
 
+def stages_reading(evals: list[dict], rs_steps: int, summary: dict, test: tuple | None) -> str:
+    """What the stages did on validation (exact accuracy, format, valid expressions), RS-SFT's steps, the checkpoint
+    validation chose, and the paper's claim against the test split (test: paired grpo2 - base, or None)."""
+    first, last = evals[0], evals[-1]
+    top = max(evals, key=lambda r: r["eval/accuracy"])  # ties keep the earlier, as the best checkpoint does
+    text = (f"**Reading.** On validation, exact accuracy {first['eval/accuracy']:.3f} at step {first['step']} -> "
+            f"{last['eval/accuracy']:.3f} at step {last['step']} (highest {top['eval/accuracy']:.3f}, step {top['step']}); "
+            f"format rate {first['eval/format']:.2f} -> {last['eval/format']:.2f}; valid expressions "
+            f"{first['eval/valid']:.3f} -> {last['eval/valid']:.3f}. The last greedy answer: "
+            f"`{last.get('eval/sample', '')[:60].strip()}`. RS-SFT took {rs_steps} optimizer steps. The best checkpoint "
+            f"by validation accuracy is step {summary.get('best_step', '?')} ({summary.get('best_phase', '?')}).")
+    return text + (f" {claim(PAPERS['countdown'][0], test, 'accuracy')}." if test else "")
+
+
 def plot_countdown(recs: list[dict], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = [r for r in recs if r.get("kind") == "step"]
     grpo = [r for r in steps if "reward/countdown/no_format" in r]
     evals = [r for r in recs if r.get("kind") == "eval"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = subplots(1, 2, figsize=(12, 4))
     axes[0].plot([r["step"] for r in grpo], [1 - r["reward/countdown/no_format"] for r in grpo], ".-", lw=0.8,
                  label="format rate (sampled, per step)")
     axes[0].plot([r["step"] for r in grpo], [r["reward/countdown/correct"] for r in grpo], ".-", lw=0.8,
@@ -239,9 +197,7 @@ def plot_countdown(recs: list[dict], png: Path) -> None:
         a.legend(fontsize=8)
     axes[0].set_title("training samples")
     axes[1].set_title("validation, greedy")
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save(fig, png)
 
 
 # ---- domain QA ----------------------------------------------------------------------------------------------
@@ -253,36 +209,36 @@ def domain_qa(runs: Path, figs: dict) -> list[str]:
     ev = evals_of(runs, [name])
     rows = [(k, ev[f"test-{k}"]) for k in ("base", "sft", "best", "grpo-final") if f"test-{k}" in ev]
     val = [r for r in read_records(runs / name / "metrics.jsonl") if r.get("kind") == "eval"]
-    head = [f"Validation during training ({val[0]['eval/n'] if val else '?'} questions; greedy, and 3 samples per "
-            "question for consistency):", "", "| step | stage | accuracy (sim >= 0.7) | mean similarity | repetition "
-            "rate | answer length | consistency |", "|---|---|---|---|---|---|---|"]
-    head += [f"| {r['step']} | {r['phase']} | {r['eval/accuracy']:.3f} | {r['eval/similarity']:.3f} | "
+    during = [f"Validation during training ({val[0]['eval/n'] if val else '?'} questions; greedy, and 3 samples per "
+              "question for consistency):", "", *head("step", "stage", "accuracy (sim >= 0.7)", "mean similarity",
+                                                     "repetition rate", "answer length", "consistency")]
+    during += [f"| {r['step']} | {r['phase']} | {r['eval/accuracy']:.3f} | {r['eval/similarity']:.3f} | "
              f"{r['eval/repetition_rate']:.3f} | {r['eval/len']:.1f} | {r.get('eval/consistency', float('nan')):.3f} |"
              for r in val]
     if not rows:
-        return [f"Training budget: {budget(runs / name)}.", "", *head, "",
+        return [f"Training budget: {budget(runs / name)}.", "", *during, "",
                 "(the held-out test evaluations of this run are not there yet)"]
-    lines = [f"Training budget: {budget(runs / name)}.", "", *head, "",
+    lines = [f"Training budget: {budget(runs / name)}.", "", *during, "",
              f"Held-out test questions ({rows[0][1]['n'] if rows else '?'}, paragraphs never trained on); greedy "
              "answers, and 3 sampled answers per question (T 0.8, top-p 0.9) for consistency:", "",
-             "| model | accuracy (sim >= 0.7) [95% CI] | mean similarity | repetition rate | answer length (tokens) | "
-             "consistency of 3 samples | seconds / answer |", "|---|---|---|---|---|---|---|"]
+             *head("model", "accuracy (sim >= 0.7) [95% CI]", "mean similarity", "repetition rate",
+                   "answer length (tokens)", "consistency of 3 samples", "seconds / answer")]
     for k, r in rows:
         s = r.get("sampling", {})
         lines.append(f"| {k} | {ci(r, 'accuracy')} | {r['similarity']:.3f} | {r['repetition_rate']:.3f} | "
                      f"{r['len']:.1f} | {s.get('consistency', float('nan')):.3f} | {r['seconds'] / r['n']:.2f} |")
     if "test-base" in ev and "test-best" in ev:
-        lines += ["", f"- {compare(ev['test-base'], ev['test-best'], 'accuracy', ('base', 'best'))}",
-                  f"- {compare(ev['test-base'], ev['test-best'], 'similarity', ('base', 'best'))}"]
+        lines += ["", f"- {comparison(ev['test-base'], ev['test-best'], 'accuracy', ('base', 'best'))}",
+                  f"- {comparison(ev['test-base'], ev['test-best'], 'similarity', ('base', 'best'))}"]
     if "test-sft" in ev and "test-best" in ev:
-        lines.append(f"- {compare(ev['test-sft'], ev['test-best'], 'accuracy', ('sft', 'best'))}")
+        lines.append(f"- {comparison(ev['test-sft'], ev['test-best'], 'accuracy', ('sft', 'best'))}")
     if "test-base" in ev and "test-best" in ev:
-        a, b = ev["test-base"], ev["test-best"]
+        a, b, best = ev["test-base"], ev["test-best"], (load(runs / name / "summary.json") or {}).get("best_phase", "?")
         lines += ["", f"**Reading.** After SFT -> GRPO the best checkpoint's similarity accuracy is "
-                  f"{verdict(a, b, 'accuracy')} the base model's ({a['accuracy']:.3f} -> {b['accuracy']:.3f}); answers go "
-                  f"from {a['len']:.0f} to {b['len']:.0f} tokens and the repetition rate from {a['repetition_rate']:.3f} to "
-                  f"{b['repetition_rate']:.3f}. The best checkpoint is {load(runs / name / 'summary.json').get('best_phase', '?')}"
-                  "'s (chosen on the validation split)."]
+                  f"{verdict(paired(a, b, 'accuracy'))} the base model's ({a['accuracy']:.3f} -> {b['accuracy']:.3f}); "
+                  f"answers go from {a['len']:.0f} to {b['len']:.0f} tokens and the repetition rate from "
+                  f"{a['repetition_rate']:.3f} to {b['repetition_rate']:.3f}. The best checkpoint is {best}'s (chosen on "
+                  "the validation split)."]
     return lines
 
 
@@ -290,8 +246,6 @@ def domain_qa(runs: Path, figs: dict) -> list[str]:
 
 def step_seconds(run: Path) -> str:
     """Median [min, max] seconds of a run's training steps."""
-    import statistics
-
     t = sorted(r["timing/step"] for r in read_records(run / "metrics.jsonl") if r.get("kind") == "step"
                and "timing/step" in r)
     return f"{statistics.median(t):.1f} [{t[0]:.1f}, {t[-1]:.1f}]" if t else "-"
@@ -308,14 +262,15 @@ def nlu(runs: Path) -> list[str]:
     if not (runs / "qnli-sft" / "metrics.jsonl").is_file():
         return ["(the QNLI runs are not there yet: `python bench/recipes.py --only nlu`)"]
     ev = evals_of(runs, list(names.values()))
+    start = (f" Zero-shot, the base model's answers miss the format on {ev['test-zero-shot']['wrong_format']:.0%} of the "
+             "test questions." if "test-zero-shot" in ev else "")
     lines = ["Held-out QNLI built from XQuAD-en (paragraphs never trained on), greedy, the NLU paper's Table 9 shape. "
-             "The RL runs start from the SFT model with fresh LoRA adapters (KL reference: the SFT model): zero-shot "
-             "the embedded 135M model never answers in the `<Judgement>` format (wrong format 1.0 below), so from the "
-             "base model every reward is -1 and no group carries a signal (seen: reward -1.000 at every step of a "
-             "GRPO run from the base model). Each RL row is that run's best checkpoint by validation accuracy, "
-             "which may be its starting point (step 0, the SFT model).",
-             "", "| method | accuracy [95% CI] | wrong format | s / training step, median [min, max] | checkpoint at step | n |",
-             "|---|---|---|---|---|---|"]
+             "The RL runs start from the SFT model with fresh LoRA adapters (KL reference: the SFT model): an answer "
+             "outside the `<Judgement>` format earns -1, and a group whose answers all earn the same carries no "
+             f"signal.{start} Each RL row is that run's best checkpoint by validation accuracy, which may be its "
+             "starting point (step 0, the SFT model).",
+             "", *head("method", "accuracy [95% CI]", "wrong format", "s / training step, median [min, max]",
+                       "checkpoint at step", "n")]
     rows = [("zero-shot (base)", "test-zero-shot", None), ("few-shot, k=4 (base)", "test-few-shot-4", None),
             ("SFT (LoRA)", "test-sft", "sft"), ("SFT -> GRPO (LoRA)", "test-grpo-lora", "grpo-lora"),
             ("SFT -> GRPO (full fine-tuning)", "test-grpo-full", "grpo-full"),
@@ -337,40 +292,20 @@ def nlu(runs: Path) -> list[str]:
         groups = ("learner", "reference", "critic", "rollout", "reward", "driver")
         lines += ["", "Peak resident memory of each actor (GiB, VmHWM read by the actor itself at the end of the run; '-' "
                   "where the run has no such actor: with LoRA the learner serves the reference with its adapters off):",
-                  "", "| run | steps | s / step | " + " | ".join(groups) + " |", "|---" * (len(groups) + 3) + "|"]
+                  "", *head("run", "steps", "s / step", *groups)]
         for label, run in mem:
             n = sum(1 for r in read_records(run / "metrics.jsonl") if r.get("kind") == "step")
-            lines.append(f"| {label} | {n} | {step_seconds(run)} | " + " | ".join(peak_gib(run, g) for g in groups) + " |")
+            lines.append(row(label, n, step_seconds(run), *(peak_gib(run, g) for g in groups)))
     lines.append("")
     for a, b in (("test-zero-shot", "test-few-shot-4"), ("test-zero-shot", "test-sft"), ("test-sft", "test-grpo-lora"),
                  ("test-sft", "test-ppo-lora"), ("test-grpo-lora", "test-ppo-lora"), ("test-ppo-lora", "test-ppo-rm"),
                  ("test-sft", "test-grpo-lora-final"), ("test-sft", "test-ppo-lora-final"),
                  ("test-sft", "test-ppo-rm-final"), ("test-grpo-lora-final", "test-ppo-lora-final")):
         if a in ev and b in ev:
-            lines.append(f"- {compare(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))}")
-    if "test-sft" in ev:  # what the models answer: the share of each label among the greedy answers
-        def shares(r: dict) -> str:
-            import re
-
-            found = [m.group(1) if (m := re.search(r"<Judgement>\s*([a-z_]+)", q["prediction"])) else "unformatted"
-                     for q in r["per_question"]]
-            return ", ".join(f"{k} {found.count(k) / len(found):.2f}" for k in sorted(set(found)))
-
-        said = "; ".join(f"{k[5:]}: {shares(ev[k])}" for k in ("test-sft", "test-grpo-lora-final",
-                                                               "test-ppo-lora-final", "test-ppo-rm-final") if k in ev)
-        rl = {m: (load(runs / names[m] / "summary.json") or {}) for m in ("grpo-lora", "ppo-lora", "ppo-rm")}
-        stuck = [m for m, sm in rl.items() if sm.get("best_step") == 0]
-        lines += ["", f"**Reading.** The test labels are balanced, so 0.5 is chance. What the models answer (share of "
-                  f"each label among the greedy answers): {said}. SFT teaches the format (wrong format "
-                  f"{ev['test-zero-shot']['wrong_format']:.1f} -> {ev['test-sft']['wrong_format']:.1f}) at accuracy "
-                  f"{ev['test-sft']['accuracy']:.3f}. "
-                  + (f"No RL run ({', '.join(stuck)}) beat its starting point on validation, so their best checkpoints "
-                     "are the SFT model; their final checkpoints are the rows marked final. " if len(stuck) == len(rl)
-                     else f"RL runs whose best checkpoint is their start (the SFT model): {', '.join(stuck) or 'none'}. ")
-                  + "The NLU paper's PPO > SFT (+6.3 points) needs the paired differences above to exclude 0; "
-                  "at this budget they are the evidence either way."]
-    if (runs / "nlu-notes.md").is_file():  # what the person who ran the bench saw (e.g. other work on the machine)
-        lines += ["", "Notes on this measurement: " + (runs / "nlu-notes.md").read_text().strip()]
+            lines.append(f"- {comparison(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))}")
+    if "test-sft" in ev and "test-zero-shot" in ev:
+        rl = ("grpo-lora", "ppo-lora", "ppo-rm")
+        lines += ["", nlu_reading(ev, {m: (load(runs / names[m] / "summary.json") or {}).get("best_step") for m in rl})]
     rm = load(runs / "rm-qnli" / "rm_report.json")
     if rm:
         h = rm["history"][-1]
@@ -378,9 +313,9 @@ def nlu(runs: Path) -> list[str]:
                 if rm["held_out_pairs"] else "no held-out pair: none of the held-out prompts' samples disagreed")
         lines += ["", f"Reward model (MiniLM backbone, Bradley-Terry): {rm['pairs']} training pairs from {rm['prompts']} "
                   f"prompts x {rm['samples']} samples of the base policy (2-shot prompts, T 1.0), ordered by the label "
-                  f"reward; training pair accuracy {rm['train']['rm_accuracy']:.3f}; {held}. The base policy's samples "
-                  f"of a prompt rarely disagree (pairs exist only where they do), so the reward model learns from "
-                  f"few pairs; {rm['seconds'] / 60:.0f} min to sample and train."]
+                  f"reward ({rm['pairs'] / rm['prompts']:.2f} pairs a prompt: a pair needs two samples of a prompt that "
+                  f"disagree); training pair accuracy {rm['train']['rm_accuracy']:.3f}; {held}; "
+                  f"{rm['seconds'] / 60:.0f} min to sample and train."]
     langs = sorted({k.split("-", 1)[0] for k in ev if not k.startswith("test-")})
     if langs:
         models = [(m, label) for m, label in (("base", "base"), ("sft", "SFT"), ("grpo-lora", "GRPO"),
@@ -389,11 +324,39 @@ def nlu(runs: Path) -> list[str]:
         lines += ["", "Zero-shot transfer of the English-trained models to QNLI built the same way from the other "
                   f"XQuAD languages (the same held-out paragraphs, translated; n = {', '.join(map(str, sorted(n)))} "
                   "questions a language):", "",
-                  "| lang | " + " | ".join(label for _, label in models) + " |", "|---" * (len(models) + 1) + "|"]
+                  *head("lang", *(label for _, label in models))]
         for lang in langs:
             cells = [ci(ev[f"{lang}-{m}"], "accuracy") if f"{lang}-{m}" in ev else "-" for m, _ in models]
-            lines.append(f"| {lang} | " + " | ".join(cells) + " |")
+            lines.append(row(lang, *cells))
     return lines
+
+
+def label_shares(r: dict) -> str:
+    """The share of each label among an eval's greedy answers ('unformatted' where none is given)."""
+    found = [m.group(1) if (m := re.search(r"<Judgement>\s*([a-z_]+)", q["prediction"])) else "unformatted"
+             for q in r["per_question"]]
+    return ", ".join(f"{k} {found.count(k) / len(found):.2f}" for k in sorted(set(found)))
+
+
+def nlu_reading(ev: dict[str, dict], best_steps: dict[str, int | None]) -> str:
+    """What the models answer, what SFT did to the format, which RL runs never left their start (best checkpoint at
+    step 0), and the paper's PPO > SFT against the paired differences (best and final checkpoints)."""
+    said = "; ".join(f"{k[5:]}: {label_shares(ev[k])}" for k in ("test-sft", "test-grpo-lora-final",
+                                                                "test-ppo-lora-final", "test-ppo-rm-final") if k in ev)
+    zero, sft = ev["test-zero-shot"], ev["test-sft"]
+    fmt = "lowers" if sft["wrong_format"] < zero["wrong_format"] else "does not lower"
+    stuck = [m for m, step in best_steps.items() if step == 0]
+    text = (f"**Reading.** The test labels are balanced (tasks/labels.py), so 0.5 is chance. What the models answer "
+            f"(share of each label among the greedy answers): {said}. SFT {fmt} the wrong-format rate "
+            f"({zero['wrong_format']:.3f} -> {sft['wrong_format']:.3f}); its accuracy is {sft['accuracy']:.3f}. "
+            + (f"No RL run ({', '.join(stuck)}) beat its starting point on validation, so their best checkpoints are "
+               "the SFT model; their final checkpoints are the rows marked final." if len(stuck) == len(best_steps)
+               else f"RL runs whose best checkpoint is their start (the SFT model): {', '.join(stuck) or 'none'}."))
+    paper, size = PAPERS["nlu"]
+    for key in ("test-ppo-lora", "test-ppo-lora-final"):
+        if key in ev:
+            text += f" {claim(f'{paper} ({key[5:]} - sft)', paired(sft, ev[key], 'accuracy'), 'accuracy', size)}."
+    return text
 
 
 # ---- the document -------------------------------------------------------------------------------------------
@@ -433,10 +396,11 @@ def write_report(runs: Path, out: Path, command: str | None = None) -> None:
     body, kept = [], False
     for heading, probe, build in recipes:
         if not (runs / probe / "metrics.jsonl").is_file() and heading in before:
-            section, kept = before[heading].split("\n"), True
-        else:
+            body += [f"## {heading}", "", *before[heading].split("\n"), ""]
+            kept = True
+        else:  # and what the person who ran the recipe saw (e.g. other work on the machine): <runs>/nlu-notes.md
             section = build(runs, figs) if build is not nlu else build(runs)
-        body += [f"## {heading}", "", *section, ""]
+            body += [f"## {heading}", "", *section, "", *notes(runs, build.__name__)]
     if kept:  # the commands behind the kept sections, then this run's
         earlier = before.get("Provenance", "").strip("`\n").strip()
         commands = "\n".join(x for x in (earlier, commands) if x)

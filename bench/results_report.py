@@ -3,41 +3,31 @@
 Table I (held-out English test split: base, SFT, GRPO-best, GRPO-final), Table II (zero-shot
 cross-lingual), the sampling distribution, perplexity, the training-dynamics figure and bar charts.
 Every number is read from <run>/eval/*.json or <run>/metrics.jsonl; the commands that wrote them are
-copied from <run>/commands.log.
+copied from <run>/commands.log; what a person noted about the run, <run>-notes.md beside it, verbatim.
 
     python bench/results_report.py runs/report-xquad-en [--out docs/results.md]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import ci, difference, head, load, notes, paired, save, subplots  # noqa: E402
 from common.metrics_log import plot_curves, read_records  # noqa: E402
-from common.stats import mcnemar_exact, paired_bootstrap_diff  # noqa: E402
+from common.stats import mcnemar_exact  # noqa: E402
 
 ORDER = ["base", "sft", "grpo-best", "grpo-final"]
 CROSS = [("xquad-de", "XQuAD de"), ("xquad-es", "XQuAD es"), ("xquad-vi", "XQuAD vi"), ("xquad-zh", "XQuAD zh"),
          ("xquad-ar", "XQuAD ar"), ("xquad-hi", "XQuAD hi"), ("mlqa-de", "MLQA de (dev)")]
 
 
-def load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def ci(r: dict, key: str) -> str:
-    lo, hi = r[f"{key}_ci"]
-    return f"{r[key]:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
 def table_one(tests: dict[str, dict]) -> list[str]:
     base = tests["base"]["f1"]
-    lines = ["| checkpoint | F1 [95% CI] | EM [95% CI] | answer length (tokens) | ΔF1 vs base | n |",
-             "|---|---|---|---|---|---|"]
+    lines = head("checkpoint", "F1 [95% CI]", "EM [95% CI]", "answer length (tokens)", "ΔF1 vs base", "n")
     for name, r in tests.items():
         lines.append(f"| {name} | {ci(r, 'f1')} | {ci(r, 'em')} | {r['len']:.1f} | {r['f1'] - base:+.3f} | {r['n']} |")
     return lines
@@ -65,25 +55,12 @@ def verdict(tests: dict[str, dict]) -> str:
     return " ".join(parts)
 
 
-def paired(a: dict, b: dict, key: str) -> tuple[float, float, float] | None:
-    """Mean of b - a over the same questions with its paired-bootstrap 95% CI (2000 resamples, seed 0); None
-    without per-question scores. Refuses two evals of different questions."""
-    qa, qb = a.get("per_question"), b.get("per_question")
-    if not qa or not qb:
-        return None
-    ids_a, ids_b = [q.get("id") for q in qa], [q.get("id") for q in qb]
-    if len(qa) != len(qb) or ids_a != ids_b:
-        raise SystemExit(f"error: {a.get('model')} and {b.get('model')} were not scored on the same questions")
-    return paired_bootstrap_diff([q[key] for q in qa], [q[key] for q in qb])
-
-
 def paired_table(tests: dict[str, dict]) -> list[str]:
     """GRPO-best and GRPO-final against SFT on the same test questions: F1 and EM differences with paired
     bootstrap CIs, and McNemar's exact test on exact match."""
     if "sft" not in tests or not tests["sft"].get("per_question"):
         return []
-    lines = ["| comparison | ΔF1 [95% CI] | ΔEM [95% CI] | EM only SFT / only GRPO | McNemar p | n |",
-             "|---|---|---|---|---|---|"]
+    lines = head("comparison", "ΔF1 [95% CI]", "ΔEM [95% CI]", "EM only SFT / only GRPO", "McNemar p", "n")
     s = tests["sft"]
     for name in ("grpo-best", "grpo-final"):
         g = tests.get(name)
@@ -97,23 +74,33 @@ def paired_table(tests: dict[str, dict]) -> list[str]:
             "so the questions' difficulty, which the two checkpoints share, cancels out:", "", *lines, ""]
 
 
-def discussion(tests: dict[str, dict], val: list[dict]) -> list[str]:
-    """When GRPO-best does not beat SFT on test, say what the validation split showed and why it misled."""
-    if not all(k in tests for k in ("sft", "grpo-best")) or tests["grpo-best"]["f1"] > tests["sft"]["f1"]:
-        return []
+def selection_check(tests: dict[str, dict], val: list[dict]) -> list[str]:
+    """Whether GRPO-best's lead over SFT on the validation split, where it was chosen, holds on the test split."""
     sft_val = next((r for r in val if r.get("phase") == "sft"), None)
     grpo = [r for r in val if r.get("phase") == "grpo"]
-    if sft_val is None or not grpo:
+    if not all(k in tests for k in ("sft", "grpo-best")) or sft_val is None or not grpo:
+        return []
+    test = paired(tests["sft"], tests["grpo-best"], "f1")
+    if test is None:
         return []
     best = max(grpo, key=lambda r: r["eval/f1"])
-    n = best.get("eval/n", "?")
-    return ["", "**Where and why not.** On the validation split, GRPO-best looked better than SFT "
-            f"({sft_val['eval/f1']:.3f} -> {best['eval/f1']:.3f} F1 at step {best['step']}, {n} questions). "
-            f"On the {tests['sft']['n']} test questions that gain is gone "
-            f"({tests['sft']['f1']:.3f} -> {tests['grpo-best']['f1']:.3f}). Picking the maximum of several noisy "
-            "validation evals on about a hundred questions is biased upward; the held-out test split is there to "
-            "catch exactly that. What GRPO had to learn from is in the table of thirds above: every group whose K "
-            "answers score the same gives no gradient, and a strong SFT start leaves many such groups."]
+    gain = best["eval/f1"] - sft_val["eval/f1"]
+    return [f"**Validation against test.** GRPO-best is the highest of {len(grpo)} GRPO validation evals "
+            f"({best.get('eval/n', '?')} questions): F1 {best['eval/f1']:.3f} at step {best['step']} against SFT's "
+            f"{sft_val['eval/f1']:.3f} ({gain:+.3f}). On the {tests['sft']['n']} test questions, GRPO-best - SFT is "
+            f"{difference(test, 'F1')}: {held_up(gain, test)}.", ""]
+
+
+def held_up(gain: float, test: tuple[float, float, float]) -> str:
+    """What became on test of a validation gain (gain: GRPO-best - SFT on validation; test: the paired difference
+    on test)."""
+    _, lo, hi = test
+    if gain <= 0:
+        return "validation showed no gain over SFT"
+    if lo > 0:
+        return "the validation gain holds"
+    return ("the validation gain does not hold (" + ("the CI holds 0" if hi >= 0 else "GRPO-best is lower") + "); a "
+            "maximum over several noisy validation evals is biased upward, the test split, scored once, is not")
 
 
 def grpo_budget(cfg_text: str) -> tuple[int | None, int]:
@@ -135,10 +122,10 @@ def dynamics_summary(steps: list[dict], cfg_text: str) -> str:
     inner = (yaml.safe_load(cfg_text) or {}).get("learner", {}).get("inner_steps", 1)
     mean = lambda k: sum(r.get(k) or 0.0 for r in steps) / len(steps)  # noqa: E731
     seconds = sum(r.get("timing/step") or 0.0 for r in steps)
-    clip = (" Clip fraction is 0 because each rollout batch gets one update (learner.inner_steps=1), so the "
-            "ratio only sees the tiny vLLM-vs-learner gap." if inner == 1 else "")
-    wall = (f" The GRPO steps took {seconds / 60:.0f} min ({seconds / len(steps):.1f} s a step, AMD EPYC AVX2, 2 cores)."
-            if seconds else "")
+    clip = f" Mean clip fraction {mean('learner/clip_frac'):.3f}, " + (
+        "with one update per rollout batch (learner.inner_steps=1): the ratio differs from 1 only by the "
+        "vLLM-vs-learner gap." if inner == 1 else f"with {inner} updates per rollout batch.")
+    wall = f" The GRPO steps took {seconds / 60:.0f} min ({seconds / len(steps):.1f} s a step)." if seconds else ""
     return (f"GRPO ran {len(steps)} steps of {per_step} questions ({len(steps) * per_step} questions seen, "
             f"{len(steps) * per_step} groups).{wall} "
             f"In {mean('reward/zero_std_group_frac'):.0%} of groups all K samples got the same reward, which gives "
@@ -171,8 +158,8 @@ def signal_table(run: Path, steps: list[dict], val: list[dict]) -> list[str]:
     first = steps[0]["step"] - 1  # global step before GRPO's first
     n = len(steps)
     cuts = [0, n // 3, 2 * n // 3, n]
-    lines = ["| GRPO steps | reward | groups with a signal | all K right | all K wrong | KL | answer tokens | "
-             "validation F1 at the end |", "|---|---|---|---|---|---|---|---|"]
+    lines = head("GRPO steps", "reward", "groups with a signal", "all K right", "all K wrong", "KL", "answer tokens",
+                 "validation F1 at the end")
     for a, b in zip(cuts, cuts[1:]):
         part = steps[a:b]
         mean = lambda k: sum(r.get(k) or 0.0 for r in part) / len(part)  # noqa: E731
@@ -190,7 +177,7 @@ def signal_table(run: Path, steps: list[dict], val: list[dict]) -> list[str]:
 
 
 def table_two(evals: Path) -> tuple[list[str], list[tuple[str, float, float]]]:
-    lines = ["| set | base F1 / EM | GRPO-best F1 [95% CI] | GRPO-best EM | ΔF1 | n |", "|---|---|---|---|---|---|"]
+    lines = head("set", "base F1 / EM", "GRPO-best F1 [95% CI]", "GRPO-best EM", "ΔF1", "n")
     bars = []
     for key, label in CROSS:
         b, g = load(evals / f"cross-{key}-base.json"), load(evals / f"cross-{key}-grpo-best.json")
@@ -211,8 +198,8 @@ def sampling_table(s: dict | None, greedy: dict | None) -> list[str]:
     greedy_f1 = sum(q["f1"] for q in greedy["per_question"][:n]) / n if greedy else float("nan")
     return [f"GRPO-best, first {n} test questions, {d['samples']} samples each at T={d['temperature']}, "
             f"top-p {d['top_p']}. A run is the j-th sample of every question.", "",
-            "| greedy F1 | sampled F1 mean ± std over runs | min | max | EM mean ± std | all samples agree | "
-            "best-of-n F1 | majority-vote F1 |", "|---|---|---|---|---|---|---|---|",
+            *head("greedy F1", "sampled F1 mean ± std over runs", "min", "max", "EM mean ± std", "all samples agree",
+                  "best-of-n F1", "majority-vote F1"),
             f"| {greedy_f1:.3f} | {d['f1_mean']:.3f} ± {d['f1_std']:.3f} | {d['f1_min']:.3f} | {d['f1_max']:.3f} | "
             f"{d['em_mean']:.3f} ± {d['em_std']:.3f} | {d['agree_frac']:.2f} | {d['best_of_n_f1']:.3f} | "
             f"{d['majority_vote_f1']:.3f} |"]
@@ -221,7 +208,7 @@ def sampling_table(s: dict | None, greedy: dict | None) -> list[str]:
 def perplexity_table(rows: list | None, names: dict[str, str]) -> list[str]:
     if not rows:
         return ["(no perplexity run)"]
-    lines = ["| checkpoint | perplexity | NLL / token | tokens |", "|---|---|---|---|"]
+    lines = head("checkpoint", "perplexity", "NLL / token", "tokens")
     for r in rows:
         lines.append(f"| {names.get(r['model'], r['model'])} | {r['perplexity']:.2f} | {r['nll_per_token']:.3f} | "
                      f"{r['tokens']} |")
@@ -254,13 +241,9 @@ def optional_sections(cross_lines: list[str], cross_png: str, sampling: dict | N
 def grouped_bars(png: Path, labels: list[str], series: list[tuple[str, list[float], list | None]], ylabel: str,
                  title: str, rotation: int = 0) -> None:
     """Two bars per label (series: (name, values, yerr or None)), saved as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(max(7, len(labels)), 4))
+    fig, ax = subplots(figsize=(max(7, len(labels)), 4))
     x = np.arange(len(labels))
     for off, (name, vals, err) in zip((-0.2, 0.2), series):
         ax.bar(x + off, vals, 0.4, yerr=err, capsize=3 if err else 0, label=name)
@@ -269,9 +252,7 @@ def grouped_bars(png: Path, labels: list[str], series: list[tuple[str, list[floa
     ax.set_title(title)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save(fig, png)
 
 
 def bar_charts(tests: dict[str, dict], cross: list, png_ckpt: Path, png_cross: Path) -> None:
@@ -330,13 +311,13 @@ def main(argv=None) -> int:
         f"`python jobs/experiment.py --config {config}`). Embedded SmolLM2-135M-Instruct, "
         "2 CPU cores, no GPU. CIs are 95% percentile bootstraps over questions (1000 resamples, seed 0).", "",
         "## Table I: held-out English (XQuAD-en test split)", "",
-        "The test split (500 questions, whole paragraphs) was cut before training and used for nothing else; "
+        f"The test split ({tests['base']['n']} questions, whole paragraphs) was cut before training and used for nothing else; "
         "GRPO-best was chosen on a separate validation split"
         + (f" (best validation F1 {best['eval/f1']:.3f} at step {best['step']})" if best else "") + ".", "",
         *table_one(tests), "", verdict(tests), "", *paired_table(tests),
         dynamics_summary(grpo_steps, cfg), "", *signal_table(run, grpo_steps, val),
         f"![checkpoints]({rel(pngs['checkpoints'])})", "",
-        *discussion(tests, val),
+        *selection_check(tests, val), *notes(run.parent, run.name),
         *optional_sections(cross_lines, rel(pngs["crosslingual"]), load(evals / "sampling-grpo-best.json"),
                            load(evals / "perplexity.json"), tests, names),
         "## Training dynamics", "", "Reward, KL to the reference, clip fraction and validation F1/EM against step "

@@ -1,6 +1,10 @@
-"""bench/run.py's arithmetic and report, on hand-made measurements (the run itself is `make bench`)."""
+"""bench/'s reports on hand-made measurements: bench/run.py's arithmetic and report (the run itself is `make bench`),
+and the finding sentences of bench/report.py, bench/recipes_report.py and bench/run.py, one per outcome."""
+import doctest
 import importlib.util
 from pathlib import Path
+
+from bench import recipes_report, report
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,3 +88,157 @@ def test_mismatch_table_in_both_precisions():
     text = "\n".join(bench.mismatch_section(m))
     assert "| bf16 | 15.0 [15.0, 15.0] | 9.0 [9.0, 9.0] | 3.0 [3.0, 3.0] | 2.6e-02 [2.6e-02, 2.6e-02] |" in text
     assert "| fp32 | 20.0 [20.0, 20.0] |" in text and text.rstrip().endswith("| - | - | - |")  # fp32: no TIS
+
+
+def _missed(tmp_path=None):
+    """The measurements above with TRL as fast as ours (ratio 1x) and a 5 GiB learner: two targets missed."""
+    m = {"threads": 2, "repeats": 3, "inner_steps": 1, "params": {"body": 1e8, "head": 3e7},
+         "machine": {"cpu": "Test CPU", "cores": 2, "ram_gib": 8, "isa": "AVX2", "flags": ["avx2"],
+                     "auto_precision": "fp32", "versions": {"torch": "x"}, "date": "2026-01-01"},
+         "matmul": {"fp32": {"shapes": {"forward": [100.0]}, "peak": 100.0}, "bf16": {"shapes": {}, "peak": 10.0}},
+         "ours": {"steps": _steps(3, 20.0, 8.0, 6.0), "precision": {"learner": "fp32", "engines": ["fp32"]},
+                  "peak_rss_gib": {"learner": [5.0], "rollout": [4.5], "reward": [0.2]}},
+         "hf_generate": {"tokens_per_s": [20.0, 40.0]},
+         "sync": {"push": [0.5], "reload_alone": [0.4], "probe": [0.3], "bytes": 2**20},
+         "trl": {"step_s": [20.0, 20.0, 20.0], "samples_per_step": 16, "completion_len": [40, 40, 40],
+                 "reward": [0, 0, 0], "trl": "1.16.0"},
+         "learn_profile": {"wall_s": 6.0, "total_s": 5.0, "top": [["aten::mm", 3.0, 10], ["aten::addmm", 0.5, 2],
+                                                                  ["aten::add", 1.0, 5]]}}
+    return m
+
+
+def test_targets_missed_say_where_the_time_and_memory_go():
+    text = bench.report(_missed(), "python bench/run.py")
+    assert "| samples/s vs TRL GRPOTrainer | >= 5x | 1.0x | **missed** |" in text
+    assert "| largest actor peak RSS | <= 4 GiB | 5.00 GiB | **missed** |" in text
+    assert "| generation tokens/s vs HF generate | >= 2.5x | 2.67x | met |" in text
+    # stages of a 20 s step: learn 6, generate 8, reference 2; vLLM 80 tok/s against HF's median 30
+    assert "learn 30%, generation 40%, reference 10%. vLLM generates 2.7x as fast as transformers' generate here; " \
+           "with free generation on our side the ratio would be 1.7x." in text
+    # TRL: 16 samples x 40 tokens = 640 tokens at 30 tok/s = 21 s of its 20 s step
+    assert "At the 30 tok/s of HF generate measured here, TRL's 640 completion tokens a step take about 21 s of its " \
+           "20 s step (107%)." in text
+    assert "Above the target: learner 5.00 GiB, rollout 4.50 GiB (the Memory table)." in text
+    assert "Target: no actor above 4 GiB." in text and "(target 2.5x)" in text and "(target <= 5%)" in text
+
+
+def test_profile_reading_counts_every_matrix_multiply():
+    # aten::mm 3.0 s + aten::addmm 0.5 s of 5.0 s self CPU time
+    assert bench.profile_reading(_missed()["learn_profile"]).startswith("Matrix multiplies (aten::*mm) take 70% ")
+    assert bench.profile_reading(None) == ""
+
+
+def test_scaling_reading_faster_slower_same():
+    text = bench.scaling_reading(10.0, {"2 engines": 25.0, "overlap": 8.0, "2 reward actors": 10.0}, 0.01, 2)
+    assert text.startswith("On 2 cores, each configuration's median step against the 10.00 s of 1 engine and 1 reward "
+                           "actor: 2 engines 25.00 s (2.50x, slower); overlap 8.00 s (0.80x, faster); 2 reward actors "
+                           "10.00 s (1.00x, the same).")
+    assert text.endswith("is 0.010 s (0.10% of the step).")
+
+
+def test_report_of_a_raw_file_includes_its_notes(tmp_path):
+    raw = tmp_path / "benchmarks.json"
+    assert "Notes on this measurement" not in bench.report(_missed(), "cmd", raw)
+    (tmp_path / "benchmarks-notes.md").write_text("A test run shared the cores.\n")
+    assert bench.report(_missed(), "cmd", raw).endswith("Notes on this measurement: A test run shared the cores.\n")
+
+
+# ---- bench/report.py: the shared sentences ----------------------------------------------------------------------
+
+def test_report_doctests():
+    assert doctest.testmod(report).failed == 0
+
+
+def test_claim_each_outcome():
+    paper = "The paper's B > A"
+    assert report.claim(paper, (0.1, 0.05, 0.15), "accuracy") == \
+        "The paper's B > A: reproduced: +0.100 accuracy [95% CI +0.050, +0.150]"
+    assert report.claim(paper, (-0.1, -0.15, -0.05), "accuracy").startswith("The paper's B > A: contradicted: -0.100")
+    assert report.claim(paper, (0.01, -0.12, 0.14), "accuracy", 0.063) == (
+        "The paper's B > A: not shown here (the CI holds 0): +0.010 accuracy [95% CI -0.120, +0.140]; the paper's "
+        "+0.063 lies inside the CI")
+    assert report.claim(paper, (0.0, 0.0, 0.0), "accuracy", 0.063).endswith("+0.063 lies above the CI")
+    assert report.claim(paper, (0.3, 0.2, 0.4), "accuracy", 0.063).endswith("+0.063 lies below the CI")
+
+
+def _items(scores, predictions=None):
+    return {"per_question": [{"id": f"q{i}", "accuracy": float(s), "prediction": (predictions or [""] * len(scores))[i]}
+                             for i, s in enumerate(scores)], "accuracy": sum(scores) / len(scores)}
+
+
+def test_paired_comparison_by_hand():
+    """A right on q0, q1; B right on q1, q2, q3: B - A = (3 - 2) / 4 = +0.25; McNemar: 1 only A, 2 only B."""
+    a, b = _items([1, 1, 0, 0]), _items([0, 1, 1, 1])
+    text = report.comparison(a, b, "accuracy", ("a", "b"))
+    assert text.startswith("b - a: +0.250 accuracy [95% CI ") and "on the same 4 items" in text
+    assert "1 items only a got right, 2 only b, p = 1." in text
+    assert report.verdict(report.paired(_items([0, 0]), _items([1, 1]), "accuracy")) == "higher than"
+
+
+# ---- bench/recipes_report.py: the readings ----------------------------------------------------------------------
+
+def _val(step, acc, fmt, valid, sample="x"):
+    return {"kind": "eval", "step": step, "eval/accuracy": acc, "eval/format": fmt, "eval/valid": valid,
+            "eval/sample": sample}
+
+
+def test_stages_reading_when_the_stages_raise_accuracy_and_when_not():
+    up = [_val(0, 0.0, 0.1, 0.0), _val(10, 0.2, 0.9, 0.4), _val(20, 0.3, 0.95, 0.5, "(1 + 2) * 3")]
+    text = recipes_report.stages_reading(up, 8, {"best_step": 20, "best_phase": "grpo2"}, (0.25, 0.2, 0.3))
+    assert "exact accuracy 0.000 at step 0 -> 0.300 at step 20 (highest 0.300, step 20)" in text
+    assert "format rate 0.10 -> 0.95; valid expressions 0.000 -> 0.500. The last greedy answer: `(1 + 2) * 3`." in text
+    assert "RS-SFT took 8 optimizer steps. The best checkpoint by validation accuracy is step 20 (grpo2)." in text
+    assert text.endswith("(grpo2 - base on the held-out problems): reproduced: +0.250 accuracy [95% CI +0.200, +0.300].")
+    flat = [_val(0, 0.0, 0.1, 0.0), _val(10, 0.0, 0.9, 0.0, "3 + 4 = 7")]
+    text = recipes_report.stages_reading(flat, 0, {"best_step": 0, "best_phase": "base"}, (0.0, 0.0, 0.0))
+    assert "(highest 0.000, step 0)" in text and "RS-SFT took 0 optimizer steps" in text
+    assert "not shown here (the CI holds 0)" in text
+    bare = recipes_report.stages_reading(flat, 0, {}, None)  # no summary, no test evals
+    assert bare.endswith("is step ? (?).") and "paper" not in bare
+
+
+def test_nlu_reading_from_the_answers_and_the_paired_differences():
+    right = "<Judgement> entailment"
+    zero = {**_items([0] * 20, ["no"] * 20), "wrong_format": 1.0}
+    sft = {**_items([1, 0] * 10, [right] * 20), "wrong_format": 0.0}
+    ev = {"test-zero-shot": zero, "test-sft": sft, "test-ppo-lora": sft,
+          "test-ppo-lora-final": {**_items([1] * 20, [right] * 20), "wrong_format": 0.0}}
+    text = recipes_report.nlu_reading(ev, {"grpo-lora": 0, "ppo-lora": 0, "ppo-rm": 0})
+    assert "sft: entailment 1.00; ppo-lora-final: entailment 1.00." in text
+    assert "SFT lowers the wrong-format rate (1.000 -> 0.000); its accuracy is 0.500." in text
+    assert "No RL run (grpo-lora, ppo-lora, ppo-rm) beat its starting point on validation" in text
+    assert "PPO > SFT on label tasks (ppo-lora - sft): not shown here (the CI holds 0): +0.000 accuracy [95% CI " \
+           "+0.000, +0.000]; the paper's +0.063 lies above the CI." in text
+    # the final PPO checkpoint is right on every item, SFT on every other one: +1 on 10 items, 0 on 10
+    assert "(ppo-lora-final - sft): reproduced: +0.500 accuracy" in text and "+0.063 lies below the CI." in text
+    moved = recipes_report.nlu_reading({**ev, "test-sft": {**sft, "wrong_format": 1.0}}, {"grpo-lora": 0, "ppo-lora": 5})
+    assert "SFT does not lower the wrong-format rate" in moved
+    assert "RL runs whose best checkpoint is their start (the SFT model): grpo-lora." in moved
+
+
+def test_recipes_report_includes_each_recipes_notes(tmp_path):
+    (tmp_path / "countdown-notes.md").write_text("The eval ran beside another job.\n")
+    out = tmp_path / "recipes.md"
+    recipes_report.write_report(tmp_path, out)
+    section = out.read_text().split("## Countdown")[1].split("\n## ")[0]
+    assert section.strip().endswith("(the Countdown run is not there yet)\n\nNotes on this measurement: The eval ran "
+                                    "beside another job.")
+    assert out.read_text().count("Notes on this measurement") == 1
+
+
+def test_quality_notes_read_from_the_runs(tmp_path):
+    import json
+
+    from bench import quality_report
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text("data: {eval_size: 200}\nlearner: {inner_steps: 1}\n"
+                                     "train: {phases: [{kind: sft, epochs: 1, limit: 256}, {kind: grpo}]}\n")
+    recs = [{"kind": "eval", "step": 0, "eval/n": 202}, {"kind": "step", "step": 1, "reward/mean": 0.1,
+                                                         "learner/clip_frac": 0.002}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    text = quality_report.how_to_read([run])
+    assert "- Eval questions: 202 (asked for 200)" in text
+    assert "(`learner.inner_steps`): 1; the largest clip fraction of any GRPO step: 0.002." in text
+    assert "- SFT: 1 epoch over 256 training questions (the paper: 3 epochs over the whole split)." in text

@@ -59,14 +59,37 @@ def test_report_has_both_tables_the_verdict_and_figures(tmp_path):
         assert png.stat().st_size > 10_000 and f"(results-{name}.png)" in text
 
 
-def test_report_says_where_and_why_not_when_grpo_does_not_beat_sft(tmp_path):
+def test_report_says_whether_the_validation_gain_holds_on_test(tmp_path):
     run = _run(tmp_path)
-    (run / "eval" / "test-grpo-best.json").write_text(json.dumps(_eval(0.49, 0.39, model="ck/best")))
     out = tmp_path / "results.md"
     assert report.main([str(run), "--out", str(out)]) == 0
+    # validation: SFT 0.500, GRPO-best 0.560 at step 2 (+0.060); test: every question +0.050
+    assert "F1 0.560 at step 2 against SFT's 0.500 (+0.060). On the 500 test questions, GRPO-best - SFT is +0.050 F1 " \
+           "[95% CI +0.050, +0.050]: the validation gain holds." in out.read_text()
+    (run / "eval" / "test-grpo-best.json").write_text(json.dumps(_eval(0.49, 0.39, model="ck/best")))
+    (tmp_path / "runs" / "r-notes.md").write_text("Another job shared the cores.")  # <runs>/<run>-notes.md
+    assert report.main([str(run), "--out", str(out)]) == 0
     text = out.read_text()
-    assert "GRPO-best F1 0.490 <= SFT F1 0.500" in text
-    assert "**Where and why not.**" in text and "(0.500 -> 0.560 F1 at step 2" in text
+    assert "GRPO-best F1 0.490 <= SFT F1 0.500" in text and "The test split (500 questions" in text
+    assert "GRPO-best - SFT is -0.010 F1 [95% CI -0.010, -0.010]: the validation gain does not hold (GRPO-best is " \
+           "lower)" in text
+    assert "Notes on this measurement: Another job shared the cores." in text
+
+
+def test_held_up_each_outcome():
+    assert report.held_up(-0.01, (0.05, 0.01, 0.09)) == "validation showed no gain over SFT"
+    assert report.held_up(0.06, (0.05, 0.01, 0.09)) == "the validation gain holds"
+    assert report.held_up(0.06, (0.0, -0.03, 0.03)).startswith("the validation gain does not hold (the CI holds 0)")
+    assert report.held_up(0.06, (-0.05, -0.09, -0.01)).startswith("the validation gain does not hold (GRPO-best is lower)")
+
+
+def test_dynamics_summary_states_the_clip_fraction_it_measured():
+    steps = [{"reward/zero_std_group_frac": 0.5, "learner/kl": 0.01, "rollout/len_mean": 6.0, "learner/clip_frac": c,
+              "timing/step": 30.0} for c in (0.0, 0.02)]
+    text = report.dynamics_summary(steps, "learner:\n  inner_steps: 2\ntrain:\n  prompts_per_step: 4\n")
+    assert "Mean clip fraction 0.010, with 2 updates per rollout batch." in text
+    assert "GRPO ran 2 steps of 4 questions" in text and "(30.0 s a step)." in text
+    assert "with one update per rollout batch" in report.dynamics_summary(steps, "train:\n  steps: 2\n")
 
 
 def _per_question(f1s, ems):
