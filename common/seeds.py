@@ -28,3 +28,8 @@ def rs_sft(rollout_seed: int, drawn: int) -> int:
 def ppo_minibatches(train_seed: int, step: int) -> int:
     """The shuffle of PPO step `step`'s minibatches."""
     return train_seed * 7919 + step
+
+
+def data_epoch(data_seed: int, epoch: int) -> int:
+    """The permutation of the training examples in `epoch` (the data position is a function of the draw count)."""
+    return data_seed * 100_003 + epoch

@@ -38,6 +38,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, ClassVar, Sequence
 
+from common import seeds
 from common.data import fit_prompt, three_way_split
 
 LENGTH_METRIC = "len"  # the generic per-example metric `Task.score` adds: the answer's length in tokens
@@ -212,7 +213,7 @@ class Task(ABC):
         epoch = g // n
         if epoch not in self._perms:
             perm = list(range(n))
-            random.Random(self.seed * 100_003 + epoch).shuffle(perm)
+            random.Random(seeds.data_epoch(self.seed, epoch)).shuffle(perm)
             self._perms[epoch] = perm
         return self._perms[epoch][g % n]
 

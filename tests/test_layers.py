@@ -65,3 +65,12 @@ def test_the_graph_is_read():
     g = graph()
     assert "tasks.registry" in g and "rewards.registry" in g["tasks.registry"]
     assert "trainer.run" in g and "tasks.registry" in g["trainer.run"]
+
+
+def test_jobs_holds_entry_scripts_only():
+    """jobs/ is scripts and presets: every module runs as a script, and only bench/ and tests import one."""
+    scripts = [p for p in (ROOT / "jobs").glob("*.py") if p.name != "__init__.py"]
+    assert scripts and all('if __name__ == "__main__"' in p.read_text() for p in scripts), scripts
+    wrong = [f"{a} imports {b}" for a, deps in graph().items() for b in deps
+             if b.startswith("jobs.") and not a.startswith(("bench.", "jobs."))]
+    assert not wrong, wrong
