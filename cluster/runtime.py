@@ -72,8 +72,11 @@ def start(backend: str, address: str | None, num_cpus: int | None, env: dict[str
         # Under `ray job submit` RAY_ADDRESS is set and the job's runtime_env (working_dir) is inherited.
         ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=runtime_env, **logs)
     else:
+        # address="local": a new single-node cluster of this process's own, even where `ray start` runs one on
+        # this machine (ray.init() would join that one, and refuse num_cpus)
         ports = {"_metrics_export_port": metrics_export_port} if metrics_export_port else {}
-        ray.init(num_cpus=num_cpus, runtime_env=runtime_env, include_dashboard=False, **ports, **logs)
+        ray.init(address="local", num_cpus=num_cpus, runtime_env=runtime_env, include_dashboard=False, **ports,
+                 **logs)
     if is_quiet():
         quiet_library_loggers()
 
