@@ -23,6 +23,18 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_policy_dir(tmp_path_factory) -> str:
+    """A small random Llama with the embedded policy's tokenizer and chat template (tests/tiny_models.py
+    `tiny_policy`), built once a session: the real path (local Ray, vLLM, real tasks and data) for tests whose
+    point is the system (faults, overlap, resume, recipe plumbing), where the 135M weights add minutes and nothing
+    else. The real model keeps its own real-path tests (smoke with two engines, the MLQA recipe, the pinned
+    regression run, job submit, eval)."""
+    from tests.tiny_models import tiny_policy
+
+    return tiny_policy(tmp_path_factory.mktemp("tiny_policy"))
+
+
 WEIGHT_FILE_BYTES = 50 * 2**20  # checkpoints of the embedded model are ~0.5 GB each
 
 

@@ -78,3 +78,55 @@ def char_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+def embedded_tokenizer_folder() -> str:
+    """The embedded policy's folder (converted once into the model cache): its tokenizer and chat template."""
+    from common.models import resolve_model
+
+    return resolve_model("embedded:smollm2-135m-instruct")
+
+
+def tiny_policy(folder: Path, seed: int = 0, eos_prob: float = 0.15) -> str:
+    """A small random Llama with the embedded policy's tokenizer and chat template, for the real path (local Ray,
+    vLLM, real tasks and data) where the 135M weights add nothing: ~7M parameters, loads and steps in a fraction
+    of the real model's time, checkpoints of ~30 MB.
+
+    A random model never ends its answers (P(EOS) ~ 1/V), so every sample would run to the token limit with the
+    same reward and GRPO would see no signal. Here the last MLP adds a large constant to the residual stream, which
+    the final norm turns into one fixed direction, and the LM head gives EOS probability ~`eos_prob` along it: the
+    answers end at varied lengths (rewards vary, groups carry a signal, RS-SFT finds finished samples), and every
+    other token stays near uniform. Training moves it like any model.
+    """
+    import math
+    import shutil
+
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    src = Path(embedded_tokenizer_folder())
+    real = LlamaConfig.from_pretrained(src)
+    cfg = LlamaConfig(vocab_size=real.vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=8192,
+                      bos_token_id=real.bos_token_id, eos_token_id=real.eos_token_id,
+                      pad_token_id=real.pad_token_id, tie_word_embeddings=False, mlp_bias=True,
+                      rope_theta=getattr(real, "rope_theta", 10000.0))
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    with torch.no_grad():
+        last = model.model.layers[-1].mlp.down_proj
+        last.bias.zero_()
+        last.bias[0] = 100.0  # dominates the residual stream: the final norm's output is ~sqrt(d) * e_0
+        head = model.lm_head.weight  # [V, d]
+        head[:, 0] = 0.0
+        scale = math.sqrt(cfg.hidden_size)
+        # P(EOS) = e^z / (e^z + V - 1) along e_0: z = log(p (V - 1) / (1 - p))
+        head[cfg.eos_token_id, 0] = math.log(eos_prob * (cfg.vocab_size - 1) / (1 - eos_prob)) / scale
+        for name, p in model.named_parameters():  # the rest of the MLP biases: zero
+            if name.endswith("bias") and p is not last.bias:
+                p.zero_()
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        if (src / name).is_file():
+            shutil.copy(src / name, folder / name)
+    return str(folder)

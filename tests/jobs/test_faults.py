@@ -20,12 +20,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 STEPS = 3
 
 
-def kill_actor_after_step(tmp_path: Path, actor: str, step: int) -> tuple[subprocess.CompletedProcess, Path, int]:
-    """Run 3 GRPO steps of the smoke preset; once step `step` is logged, SIGKILL the job's `actor` process."""
+def kill_actor_after_step(tmp_path: Path, actor: str, step: int, policy: str) -> tuple[subprocess.CompletedProcess, Path, int]:
+    """Run 3 GRPO steps of the smoke preset (the tiny policy: the point is the actors, not the weights); once step
+    `step` is logged, SIGKILL the job's `actor` process."""
     run = tmp_path / "smoke"
     args = [sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--config", str(ROOT / "jobs" / "configs" / "smoke.yaml"),
             "--local", f"train.output_dir={tmp_path}", f"train.phases.0.steps={STEPS}", "train.eval_every=100",
-            "train.eval_at_start=false", "rollout.kv_cache_gib=1", "data.eval_size=4"]
+            "train.eval_at_start=false", "rollout.kv_cache_gib=1", "data.eval_size=4", f"model.policy={policy}"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics, killed, deadline = run / "metrics.jsonl", 0, time.time() + 1200
     while not killed and proc.poll() is None and time.time() < deadline:
@@ -55,8 +56,8 @@ def check_finished_once(run: Path) -> list[dict]:
     return steps
 
 
-def test_a_killed_rollout_engine_is_restarted_and_the_step_retried(shared_data, tmp_path):
-    proc, run, killed = kill_actor_after_step(tmp_path, "VLLMEngine", 1)
+def test_a_killed_rollout_engine_is_restarted_and_the_step_retried(shared_data, tmp_path, tiny_policy_dir):
+    proc, run, killed = kill_actor_after_step(tmp_path, "VLLMEngine", 1, tiny_policy_dir)
     assert killed, "no VLLMEngine process found to kill"
     assert proc.returncode == 0, proc.stderr[-4000:]
     steps = check_finished_once(run)
@@ -64,10 +65,10 @@ def test_a_killed_rollout_engine_is_restarted_and_the_step_retried(shared_data, 
     assert "a rollout actor died" in proc.stdout
 
 
-def test_a_killed_reward_actor_is_restarted_and_the_run_goes_on(shared_data, tmp_path):
+def test_a_killed_reward_actor_is_restarted_and_the_run_goes_on(shared_data, tmp_path, tiny_policy_dir):
     """A reward actor dies between calls or during one: either way Ray restarts it, the scores are computed
     from the same completions, and the run ends like an undisturbed one."""
-    proc, run, killed = kill_actor_after_step(tmp_path, "RewardScorer", 1)
+    proc, run, killed = kill_actor_after_step(tmp_path, "RewardScorer", 1, tiny_policy_dir)
     assert killed, "no RewardScorer process found to kill"
     assert proc.returncode == 0, proc.stderr[-4000:]
     check_finished_once(run)

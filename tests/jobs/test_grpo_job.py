@@ -72,9 +72,9 @@ def test_two_grpo_steps_on_local_ray_with_vllm(shared_data, tmp_path):
         assert 0.0 <= r["learner/clip_frac_last"] <= 1.0
 
 
-def test_resume_after_kill_continues_from_saved_step(shared_data, tmp_path):
+def test_resume_after_kill_continues_from_saved_step(shared_data, tmp_path, tiny_policy_dir):
     args = ["--config", SMOKE, "--inprocess", f"train.output_dir={tmp_path}", "train.phases.0.steps=3",
-            "train.save_every=1", "train.eval_every=100", "train.eval_at_start=false"]
+            "train.save_every=1", "train.eval_every=100", "train.eval_at_start=false", f"model.policy={tiny_policy_dir}"]
     run = tmp_path / "smoke"
     proc = subprocess.Popen([PY, str(ROOT / "jobs" / "grpo_mlqa.py"), *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -130,12 +130,13 @@ def test_mixed_rewards_and_retrieved_eval_contexts_on_local_ray(shared_data, tmp
 
 
 @pytest.mark.slow
-def test_overlap_on_local_ray_with_vllm(shared_data, tmp_path):
+def test_overlap_on_local_ray_with_vllm(shared_data, tmp_path, tiny_policy_dir):
     """train.overlap on the real path: the next batch is sampled by the vLLM engine while the learner trains;
     steps 2.. are one update stale (logged), every sample is recorded once, and each sync still passes the
     probe check (the engine ends on the learner's weights)."""
     args = ["--config", str(ROOT / "jobs" / "configs" / "smoke.yaml"), "--local", f"train.output_dir={tmp_path}",
-            "train.phases.0.steps=3", "train.eval_at_start=false", "train.overlap=true", "rollout.kv_cache_gib=1"]
+            "train.phases.0.steps=3", "train.eval_at_start=false", "train.overlap=true", "rollout.kv_cache_gib=1",
+            f"model.policy={tiny_policy_dir}"]
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), *args], capture_output=True,
                           text=True, timeout=1200, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -151,14 +152,15 @@ def test_overlap_on_local_ray_with_vllm(shared_data, tmp_path):
 
 
 @pytest.mark.ray
-def test_three_steps_with_overlap_in_the_other_precision(shared_data, tmp_path):
+def test_three_steps_with_overlap_in_the_other_precision(shared_data, tmp_path, tiny_policy_dir):
     """The path `precision: auto` does not take on this machine (bf16 forced where auto is fp32, fp32 where it is
     bf16), on local Ray with vLLM, with overlap: every sync passes the probe check, step 1 samples the learner's own
     weights, steps 2.. one update stale, and the mismatch and (bf16) TIS weights are logged. Kept small: bf16 is
     emulated on AVX2 CPUs."""
     args = ["--config", SMOKE, "--local", f"train.output_dir={tmp_path}", "train.phases.0.steps=3",
             "train.eval_at_start=false", "train.overlap=true", "rollout.kv_cache_gib=1", "data.eval_size=4",
-            "train.prompts_per_step=2", "rollout.max_new_tokens=16", *other_precision_overrides()]
+            "train.prompts_per_step=2", "rollout.max_new_tokens=16", *other_precision_overrides(),
+            f"model.policy={tiny_policy_dir}"]
     out = _job(args, timeout=2400)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "smoke"
