@@ -6,6 +6,7 @@ weights after every sync (logprob gap), each phase ends with an eval and a check
 metric picks the best checkpoint.
 """
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -74,7 +75,7 @@ class Scraper(threading.Thread):
     def run(self):
         import urllib.request
 
-        while not self.done.wait(2.0):
+        while not self.done.wait(0.25):  # a tiny-policy job ends seconds after its first step
             try:
                 body = urllib.request.urlopen(self.url, timeout=5).read().decode()
             except OSError:
@@ -102,7 +103,9 @@ def test_recipe_runs_two_steps_a_phase_on_local_ray(preset, other, shared_data, 
         proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--config", str(CONFIGS / preset),
                                "--local", f"train.output_dir={tmp_path}", "train.run_name=r",
                                f"cluster.metrics_export_port={port}", *shrink(preset), *extra],
-                              capture_output=True, text=True, timeout=1500, cwd=ROOT)
+                              capture_output=True, text=True, timeout=1500, cwd=ROOT,
+                              # Ray exports metrics every 10 s by default: a tiny-policy job may end before the first
+                              env={**os.environ, "RAY_metrics_report_interval_ms": "500"})
     finally:
         scraper.done.set()
     assert proc.returncode == 0, proc.stderr[-4000:]
