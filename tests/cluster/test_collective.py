@@ -84,13 +84,14 @@ def test_collective_sync_reaches_every_hf_engine(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_collective_sync_on_the_real_path(shared_data, tmp_path):
-    """The smoke preset with weight_sync=collective: local Ray, vLLM engine, embedded model; every step's samples
-    come from the learner's weights (logprob gap), the probe check passes after every sync."""
+def test_collective_sync_on_the_real_path(shared_data, tmp_path, tiny_policy_dir):
+    """The smoke preset with weight_sync=collective: local Ray, vLLM engine, the tiny policy (the transport is the
+    point, not the weights); every step's samples come from the learner's weights (logprob gap), the probe check
+    passes after every sync."""
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--config",
                            str(ROOT / "jobs" / "configs" / "smoke.yaml"), "--local", f"train.output_dir={tmp_path}",
                            "cluster.weight_sync=collective", "rollout.kv_cache_gib=1", "train.eval_at_start=false",
-                           "data.eval_size=4"], capture_output=True, text=True, timeout=1500, cwd=ROOT)
+                           "data.eval_size=4", f"model.policy={tiny_policy_dir}"], capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     steps = [r for r in map(json.loads, (tmp_path / "smoke" / "metrics.jsonl").read_text().splitlines())
              if r["kind"] == "step"]

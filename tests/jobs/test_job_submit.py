@@ -88,15 +88,17 @@ def test_job_submit_smoke_preset_succeeds_and_is_visible(head, shared_data, tmp_
     assert (out_dir / "smoke" / "checkpoints" / "last" / "model.safetensors").is_file()
 
 
-def test_job_submit_runs_any_recipe_through_train_py(head, tmp_path):
-    """The recipe entry point under `ray job submit`: arithmetic GRPO (its own phase settings), 2 steps."""
+def test_job_submit_runs_any_recipe_through_train_py(head, tmp_path, tiny_policy_dir):
+    """The recipe entry point under `ray job submit`: arithmetic GRPO (its own phase settings), 2 steps, on the tiny
+    policy (the smoke test above runs the embedded model under `ray job submit`)."""
     address = f"http://127.0.0.1:{PORT}"
     out_dir = tmp_path / "runs"
     submit = _ray("job", "submit", "--address", address, "--no-wait", "--submission-id", "arith-test", "--",
                   "python", str(ROOT / "jobs" / "train.py"), "--config",
                   str(ROOT / "jobs" / "configs" / "arithmetic_grpo.yaml"), f"train.output_dir={out_dir}",
                   "train.phases.0.steps=2", "data.eval_size=6", "data.test_size=null", "task.params.num_problems=200",
-                  "task.params.gsm8k=false", "rollout.max_new_tokens=16", "train.eval_at_start=false", env=head)
+                  "task.params.gsm8k=false", "rollout.max_new_tokens=16", "train.eval_at_start=false",
+                  f"model.policy={tiny_policy_dir}", env=head)
     assert submit.returncode == 0, submit.stderr[-2000:]
     status = _wait(address, "arith-test", head)
     logs = _ray("job", "logs", "--address", address, "arith-test", env=head).stdout
