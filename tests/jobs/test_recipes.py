@@ -66,7 +66,8 @@ def free_port() -> int:
 
 
 class Scraper(threading.Thread):
-    """Polls a Prometheus endpoint while a job runs; keeps the raygrpo_* lines of the last answer that had any."""
+    """Polls a Prometheus endpoint while a job runs; keeps every raygrpo_* line it saw (an export holds the gauges
+    recorded since the one before, so a fast job's last answer may show only its last eval)."""
 
     def __init__(self, port: int):
         super().__init__(daemon=True)
@@ -81,8 +82,7 @@ class Scraper(threading.Thread):
             except OSError:
                 continue
             mine = [line for line in body.splitlines() if line.startswith("ray_raygrpo_")]
-            if mine:
-                self.lines = mine
+            self.lines += [line for line in mine if line not in self.lines]
 
 
 # PPO with a critic and LoRA once more in the precision `auto` does not pick here (bf16 on AVX2, fp32 where auto is
