@@ -55,11 +55,19 @@ def _check_run(run: Path, steps: int) -> None:
 
 
 @pytest.mark.ray
-def test_two_grpo_steps_on_local_ray_with_vllm(shared_data, tmp_path):
+def test_two_grpo_steps_on_local_ray_with_vllm(shared_data, tmp_path, tiny_policy_dir):
     """Two vLLM engines and two reward actors: prompts and samples are sharded, and one weight broadcast
-    reaches both engines (the logprob gap is checked on every sample of every step)."""
-    out = _job(["--config", SMOKE, "--local", f"train.output_dir={tmp_path}", "cluster.num_rollout_actors=2",
-                "cluster.num_reward_actors=2", "rollout.kv_cache_gib=1", "learner.inner_steps=2"])
+    reaches both engines (the logprob gap is checked on every sample of every step). The point is the system, so
+    the tiny policy (the embedded model runs the smoke preset under `ray job submit`, tests/jobs/test_job_submit.py),
+    with the similarity reward beside QA (its F1 is 0 everywhere: no gradient) and lr 1e-3 so one update shows. In
+    fp32: a random model's probe tokens are all near-uniform, so its probe moves only with the RMSNorm weights,
+    whose 1e-3 steps a bf16 engine cannot hold (1 + 1e-3 rounds to 1) and the sync check's `tracks` test stops the
+    run (at the presets' lr 1e-5 its probe moves less than the test's threshold: the overlap tests run it in bf16)."""
+    mixed = str(ROOT / "jobs" / "configs" / "mixed_rewards.yaml")
+    out = _job(["--config", mixed, "--local", f"train.output_dir={tmp_path}", "cluster.num_rollout_actors=2",
+                "cluster.num_reward_actors=2", "rollout.kv_cache_gib=1", "learner.inner_steps=2",
+                f"model.policy={tiny_policy_dir}", "learner.lr=1e-3", "learner.precision=fp32", "rollout.dtype=fp32",
+                "train.run_name=smoke"])
     assert out.returncode == 0, out.stderr[-3000:]
     assert "run_dir:" in out.stdout and "last_checkpoint:" in out.stdout
     # A quiet console: the job's own lines fit on one screen; engine and library logs are in the run's logs/.
@@ -122,11 +130,12 @@ def test_mixed_rewards_and_retrieved_eval_contexts_on_local_ray(shared_data, tmp
     assert all(r["eval/context"] == "retrieved" for r in _records(run, "eval"))
     assert (tmp_path / "index" / "xquad-en" / "meta.json").is_file()
 
-    # A second run finds the index valid and loads it instead of rebuilding.
-    again = _job([*args, "train.phases.0.steps=1", "train.run_name=again", "train.eval_at_start=false"])
+    # A second run finds the index valid and loads it instead of rebuilding (in-process: the index is the point).
+    again = _job([*args[:2], "--inprocess", *args[3:], "train.phases.0.steps=1", "train.run_name=again",
+                  "train.eval_at_start=false"])
     assert again.returncode == 0, again.stderr[-3000:]
     info = [r for r in _records(tmp_path / "again", "info") if r["message"].startswith("retrieval")][0]["data"]
-    assert info["retrieval/index_status"] == "loaded"
+    assert info["retrieval/index_status"] == "loaded", again.stdout[-2000:]
 
 
 @pytest.mark.slow
