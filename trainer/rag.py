@@ -16,21 +16,30 @@ def safe_name(source: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in Path(source).name or source)
 
 
-def attach_retrieval(system, task: Task, cfg: JobConfig) -> tuple[Task, dict]:
-    """(a task whose eval (and, with use_in=train_and_eval, train) contexts are retrieved passages, info)."""
+def open_index(task: Task, cfg: JobConfig):
+    """(the dense index over every context of the task's data, 'loaded' | 'built' | 'rebuilt', its folder, the
+    number of documents): a valid saved index is loaded, else it is built and saved."""
     from retrieval.encoder import load_encoder
     from retrieval.index import load_or_build
-    from retrieval.retriever import format_passages
 
     if not task.retrievable:
         raise ValueError(f"retrieval.enabled: task {task.name!r} has no contexts to retrieve (tasks/base.py "
                          "Task.retrievable); drop retrieval.enabled or use a QA task")
-    r, t = cfg.retrieval, time.perf_counter()
+    r = cfg.retrieval
     docs = list(dict.fromkeys(task.retrieval_document(ex) for split in task.splits.values() for ex in split))
     source = task.stats.get("source", cfg.data.source or "data")
     index_dir = Path(r.index_dir) if r.index_dir else Path(cfg.train.output_dir) / "index" / safe_name(source)
     index, status = load_or_build(index_dir, docs, task.tokenizer, load_encoder(r.encoder), r.chunk_tokens,
                                   r.overlap, tokenizer_name=task.tokenizer.name_or_path, rebuild=r.rebuild)
+    return index, status, index_dir, len(docs)
+
+
+def attach_retrieval(system, task: Task, cfg: JobConfig) -> tuple[Task, dict]:
+    """(a task whose eval (and, with use_in=train_and_eval, train) contexts are retrieved passages, info)."""
+    from retrieval.retriever import format_passages
+
+    r, t = cfg.retrieval, time.perf_counter()
+    index, status, index_dir, n_docs = open_index(task, cfg)
     system.start_retrieval(str(index_dir))
     targets = ["eval"] + (["train"] if r.use_in == "train_and_eval" else [])
     for name in targets:
@@ -39,5 +48,5 @@ def attach_retrieval(system, task: Task, cfg: JobConfig) -> tuple[Task, dict]:
         task = task.with_split(name, [task.with_context(ex, format_passages(h))
                                       for ex, h in zip(examples, hits, strict=True)], context="retrieved")
     return task, {"retrieval/index": str(index_dir), "retrieval/index_status": status,
-                  "retrieval/chunks": len(index), "retrieval/docs": len(docs),
+                  "retrieval/chunks": len(index), "retrieval/docs": n_docs,
                   "retrieval/used_in": "+".join(targets), "retrieval/seconds": time.perf_counter() - t}
