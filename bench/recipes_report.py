@@ -102,6 +102,55 @@ def arithmetic(runs: Path, figs: dict) -> list[str]:
     return lines + ["", f"![validation accuracy against wall-clock]({figs['arithmetic'].name})"]
 
 
+def gradient_table(runs: Path, names: list[str]) -> list[str]:
+    """Where each GRPO run's samples went, from its step records: groups with a signal (of those drawn) in the first
+    and last third, groups kept, prompts drawn and samples generated per update, seconds per update."""
+    lines = head("run", "groups with a signal, first third -> last third", "groups kept per update",
+                 "prompts drawn per update", "samples per update", "s per update", "steps")
+    for name in names:
+        steps = [r for r in read_records(runs / name / "metrics.jsonl")
+                 if r.get("kind") == "step" and "sampling/prompts_drawn" in r]
+        if not steps:
+            continue
+        k = max(1, len(steps) // 3)
+        sig = lambda rs: sum(r["sampling/signal_frac"] * r["sampling/prompts_drawn"] for r in rs) / sum(  # noqa: E731
+            r["sampling/prompts_drawn"] for r in rs)
+        mean = lambda key: statistics.fmean(r[key] for r in steps)  # noqa: E731
+        lines.append(row(name, f"{sig(steps[:k]):.0%} -> {sig(steps[-k:]):.0%}", f"{mean('sampling/groups_kept'):.2f}",
+                         f"{mean('sampling/prompts_drawn'):.2f}", f"{mean('sampling/samples_per_update'):.1f}",
+                         f"{mean('timing/step'):.1f}", str(len(steps))))
+    return lines
+
+
+def arithmetic_rl(runs: Path, figs: dict) -> list[str]:
+    """Issue 18's arithmetic targets: GRPO (dynamic sampling) from the base model >= base + 0.15, and SFT -> GRPO >=
+    SFT, paired on the same test problems."""
+    names = ["arithmetic-grpo-ds", "arithmetic-sft-grpo-ds"]
+    present = [n for n in names if (runs / n / "metrics.jsonl").is_file()]
+    if not present:
+        return ["(the arithmetic dynamic-sampling runs are not there yet)"]
+    ev = evals_of(runs, ["arithmetic-sft", *present])
+    lines = ["Training budgets: " + "; ".join(f"{budget(runs / n)} ({n})" for n in present) + ".", "",
+             *head("model", "test accuracy [95% CI]", "no integer in answer", "answer length (tokens)", "n")]
+    for key, label in (("test-base", "base"), ("test-sft-best", "SFT, best"),
+                       ("test-grpo-ds-best", "GRPO + dynamic sampling from base, best"),
+                       ("test-sft-grpo-ds-best", "SFT -> GRPO + dynamic sampling, best")):
+        if key in ev:
+            r = ev[key]
+            lines.append(f"| {label} | {ci(r, 'accuracy')} | {r['unparsed']:.3f} | {r['len']:.1f} | {r['n']} |")
+    lines.append("")
+    for a, b, target in (("test-base", "test-grpo-ds-best", "target: >= +0.15"),
+                         ("test-sft-best", "test-sft-grpo-ds-best", "target: CI above 0")):
+        if a in ev and b in ev:
+            lines.append(f"- {comparison(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))} ({target})")
+    gsm = [(k, ev[k]) for k in ("gsm8k-grpo-ds-best", "gsm8k-sft-grpo-ds-best") if k in ev]
+    if gsm:
+        lines += ["", f"GSM8K transfer (the first {gsm[0][1]['n']} test problems, up to 256 new tokens):", "",
+                  *head("model", "GSM8K accuracy [95% CI]", "no number", "answer length")]
+        lines += [f"| {k[6:]} | {ci(r, 'accuracy')} | {r['unparsed']:.3f} | {r['len']:.1f} |" for k, r in gsm]
+    return lines + ["", "Where the samples went:", "", *gradient_table(runs, present)]
+
+
 def plot_learning_speed(runs: Path, names: list[str], png: Path) -> None:
     fig, axes = subplots(1, 2, figsize=(11, 4))
     for name in names:
@@ -392,7 +441,9 @@ def write_report(runs: Path, out: Path, command: str | None = None) -> None:
     recipes = [("Arithmetic: SFT vs GRPO (the SFT-vs-GRPO arithmetic paper)", "arithmetic-sft", arithmetic),
                ("Countdown: GRPO -> RS-SFT -> GRPO (the multi-stage paper)", "countdown-grpo-rs-grpo", countdown),
                ("Domain QA: SFT -> GRPO with similarity and repetition rewards", "domain-qa-sft-grpo", domain_qa),
-               ("Label tasks: zero-shot, few-shot, SFT, GRPO, PPO on QNLI (the NLU paper)", "qnli-sft", nlu)]
+               ("Label tasks: zero-shot, few-shot, SFT, GRPO, PPO on QNLI (the NLU paper)", "qnli-sft", nlu),
+               ("Arithmetic: GRPO with dynamic sampling, from the base and from SFT", "arithmetic-grpo-ds",
+                arithmetic_rl)]
     body, kept = [], False
     for heading, probe, build in recipes:
         if not (runs / probe / "metrics.jsonl").is_file() and heading in before:

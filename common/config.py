@@ -158,7 +158,11 @@ class AlgoConfig(_Section):
     kl_kind: Literal["k3", "k1", "k2", "abs", "full"] = Field(
         "k3", description="k3 estimator on sampled tokens, k2 = squared log-ratio / 2, or 'full' = exact "
                           "full-vocabulary KL (paper)")
-    adv_scale: Literal["std", "none"] = Field("std", description="z-score within group, or mean-only")
+    advantage: Literal["grpo", "mean_only", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"] = Field(
+        "grpo", description="GRPO's advantage estimator (learner/advantages.py): grpo = z-score in the group; "
+                            "mean_only = (r - group mean); dr_grpo = mean_only with Dr.GRPO's constant loss "
+                            "normaliser; rloo = leave-one-out baseline; reinforce_pp(_baseline) = REINFORCE++ "
+                            "batch whitening (after subtracting the group mean)")
     old_logprobs: Literal["auto", "engine", "learner"] = Field(
         "auto", description="the importance ratio's denominator: the engine's sampling logprobs, or the learner's own "
                             "at the first update of a batch (no extra pass); auto = the learner's where learner or "
@@ -169,13 +173,36 @@ class AlgoConfig(_Section):
                                  "for what a bf16 engine samples differently (weights are 1 with the engine's "
                                  "logprobs as old); None = off")
     adv_eps: float = Field(1e-4, gt=0.0)
-    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
-                      "seq-mean-token-sum-norm"] = "token-mean"
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] | None = \
+        Field(None, description="None = the estimator's own: seq-mean-token-sum-norm (a constant normaliser, "
+                                "max_new_tokens a sample) for dr_grpo, else token-mean")
+    dynamic_sampling: bool = Field(
+        False, description="GRPO (DAPO): drop groups whose K rewards are all equal (no gradient) and draw more "
+                           "prompts, up to max_rounds generation calls a step, until the step has prompts_per_step "
+                           "groups with a signal (else it trains on what there is, and says so)")
+    max_rounds: int = Field(4, ge=1, description="dynamic sampling: generation calls a step at most")
+    overlong: Literal["keep", "mask", "soft"] = Field(
+        "keep", description="samples cut at max_new_tokens: keep (as any other), mask (out of the loss, DAPO's "
+                            "overlong filtering), soft (DAPO's soft overlong punishment: 0 up to max_new_tokens - "
+                            "overlong_buffer, then linearly down to -overlong_penalty at the limit, added to the "
+                            "reward)")
+    overlong_buffer: int | None = Field(None, ge=1, description="soft: the punished interval in tokens (None = a "
+                                                                 "quarter of max_new_tokens)")
+    overlong_penalty: float = Field(1.0, gt=0.0, description="soft: the penalty at max_new_tokens")
+    skip_solved: int = Field(0, ge=0, description="GRPO prompt pool: after a visit where all K answers were right "
+                                                  "(reward >= solved_at), skip the prompt's next N visits (0 = off)")
+    skip_failed: int = Field(0, ge=0, description="likewise after a visit where all K were wrong "
+                                                  "(reward <= failed_at)")
+    solved_at: float = Field(1.0, description="an answer is right when its reward is >= this (pool and counts)")
+    failed_at: float = Field(0.0, description="an answer is wrong when its reward is <= this (pool and counts)")
 
     @model_validator(mode="after")
     def _kl_used(self) -> "AlgoConfig":
         if self.kl_kind == "full" and self.beta == 0:
             raise ValueError("algo.kl_kind=full with algo.beta=0 computes a KL that is never used; set beta > 0")
+        if self.failed_at >= self.solved_at:
+            raise ValueError(f"algo.failed_at ({self.failed_at}) must be below algo.solved_at ({self.solved_at}): an "
+                             "answer cannot be right and wrong")
         return self
 
 
@@ -412,6 +439,20 @@ class JobConfig(_Section):
                                  f"disabled, which is the model the phase started from; reference "
                                  f"'{phase.reference}' needs full fine-tuning (drop learner.lora) or "
                                  "reference: phase_start")
+        for i, phase in enumerate(self.train.phases):
+            a = self.algo_for(phase)
+            where = f"train.phases.{i} ({phase.kind})"
+            if phase.kind == "ppo" and (a.dynamic_sampling or a.skip_solved or a.skip_failed or a.advantage != "grpo"):
+                raise ValueError(f"{where}: algo.dynamic_sampling, skip_solved/skip_failed and advantage are GRPO's; "
+                                 "PPO's advantages are GAE with its critic: drop them from this phase")
+            if phase.kind == "grpo" and self.train.overlap and (a.dynamic_sampling or a.skip_solved or a.skip_failed):
+                raise ValueError(f"{where}: train.overlap draws the next batch before this one is scored, so it cannot "
+                                 "choose prompts by their rewards; drop train.overlap or algo.dynamic_sampling / "
+                                 "skip_solved / skip_failed")
+            r = self.rollout_for(phase)
+            if a.overlong == "soft" and a.overlong_buffer is not None and a.overlong_buffer > r.max_new_tokens:
+                raise ValueError(f"{where}: algo.overlong_buffer ({a.overlong_buffer}) exceeds max_new_tokens "
+                                 f"({r.max_new_tokens}); use at most max_new_tokens (None = a quarter of it)")
         if self.train.overlap and self.algo.old_logprobs == "learner":
             raise ValueError("train.overlap samples with weights one update older than the learner's: the ratio must "
                              "use the engine's logprobs (algo.old_logprobs=engine or auto), not the learner's")
@@ -434,6 +475,7 @@ MOVED = {
     "train.sft_limit": "train.phases.<i>.limit of the sft phase",
     "model.reference": "train.phases.<i>.reference ('phase_start', 'initial' or a model folder)",
     "data.lang": "task.params.lang (QA tasks; default: from data.source, e.g. xquad:de -> de)",
+    "algo.adv_scale": "algo.advantage (adv_scale std = advantage grpo, none = mean_only)",
 }
 
 
@@ -481,8 +523,9 @@ def _format_error(err: ValidationError) -> str:
         loc = ".".join(loc_parts)
         if e["type"] == "extra_forbidden":
             parent, shown = raw[:-1], loc_parts[:-1]
-            if loc in MOVED:
-                lines.append(f"config key '{loc}' has moved: use {MOVED[loc]}")
+            moved = next((k for k in MOVED if loc == k or loc.endswith("." + k)), None)  # also inside a phase
+            if moved:
+                lines.append(f"config key '{loc}' has moved: use {MOVED[moved]}")
                 continue
             allowed = _allowed_keys(JobConfig, parent)
             close = difflib.get_close_matches(loc_parts[-1], allowed, n=1)

@@ -17,6 +17,8 @@ Per phase it fixes:
                 (the learner's own at a batch's first update, TIS-weighted against the engine's); 'auto' picks
                 'learner' where bf16 runs on either side, 'engine' in fp32 and with train.overlap
   overlap       GRPO's next generation during this step's learning (train.overlap)
+  selection     GRPO's choice of what to learn from: the advantage estimator (and its loss normaliser), dynamic
+                sampling (rounds), the overlong treatment, the prompt pool's skips (see Selection)
 
 For the run: the actor roles it needs (a reference actor only when a phase's KL is served by one, a critic only
 for PPO, retrieval only when enabled), the precision asked of each role and, after `with_precisions`, the one
@@ -54,6 +56,41 @@ class KLPlan:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """What a GRPO step learns from (trainer/selection.py carries it out)."""
+    advantage: str = "grpo"          # learner/advantages.py ESTIMATORS
+    adv_eps: float = 1e-4
+    dynamic_rounds: int = 1          # generation calls a step at most; 1 = no dynamic sampling
+    overlong: str = "keep"           # keep | mask | soft
+    overlong_buffer: int = 0         # soft: the punished interval (tokens)
+    overlong_penalty: float = 1.0
+    skip_solved: int = 0             # prompt pool: visits skipped after an all-right visit
+    skip_failed: int = 0             # ... after an all-wrong visit
+    solved_at: float = 1.0           # a right answer's reward is >= this
+    failed_at: float = 0.0           # a wrong answer's reward is <= this
+
+    @property
+    def dynamic(self) -> bool:
+        return self.dynamic_rounds > 1
+
+    @property
+    def pool(self) -> bool:
+        return bool(self.skip_solved or self.skip_failed)
+
+    def describe(self) -> str:
+        """'' for plain GRPO (the default: z-scored advantages of every sampled group)."""
+        parts = [f"advantage {self.advantage}"] if self.advantage != "grpo" else []
+        if self.dynamic:
+            parts.append(f"dynamic sampling <= {self.dynamic_rounds} rounds")
+        if self.overlong != "keep":
+            parts.append(f"overlong {self.overlong}" + (f" (last {self.overlong_buffer} tokens, -{self.overlong_penalty:g})"
+                                                         if self.overlong == "soft" else ""))
+        if self.pool:
+            parts.append(f"pool skips solved x{self.skip_solved}, failed x{self.skip_failed}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
 class PhasePlan:
     index: int
     name: str
@@ -62,6 +99,7 @@ class PhasePlan:
     algo: AlgoParams | None = None    # grpo, ppo
     kl: KLPlan = KLPlan()
     overlap: bool = False
+    selection: Selection | None = None  # grpo
 
     @property
     def old_logprobs(self) -> str | None:
@@ -72,6 +110,8 @@ class PhasePlan:
         if self.sampling is not None:
             s = self.sampling
             parts.append(f"K={s.group_size} T={s.temperature:g} top-p {s.top_p:g} max {s.max_new_tokens} tokens")
+        if self.selection is not None and self.selection.describe():
+            parts.append(self.selection.describe())
         if self.algo is not None:
             tis = f", TIS cap {self.algo.tis_cap:g}" if self.algo.old_logprobs == "learner" and self.algo.tis_cap \
                 else ""
@@ -153,9 +193,15 @@ def _phase(cfg: JobConfig, index: int, name: str, p, lora: bool) -> PhasePlan:
     old = "engine" if overlap and a.old_logprobs == "auto" else a.old_logprobs
     algo = AlgoParams(clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high,
                       beta=kl.coef if kl.where == "loss" else 0.0,
-                      kl_kind=kl.kind if kl.where == "loss" else "none", loss_agg=a.loss_agg,
+                      kl_kind=kl.kind if kl.where == "loss" else "none",
+                      loss_agg=a.loss_agg or ("seq-mean-token-sum-norm" if a.advantage == "dr_grpo" else "token-mean"),
                       max_new_tokens=r.max_new_tokens, old_logprobs=old, tis_cap=a.tis_cap)
-    return PhasePlan(index, name, p.kind, sampling, algo, kl, overlap)
+    selection = None
+    if p.kind == "grpo":
+        selection = Selection(a.advantage, a.adv_eps, a.max_rounds if a.dynamic_sampling else 1, a.overlong,
+                              a.overlong_buffer or max(1, r.max_new_tokens // 4), a.overlong_penalty, a.skip_solved,
+                              a.skip_failed, a.solved_at, a.failed_at)
+    return PhasePlan(index, name, p.kind, sampling, algo, kl, overlap, selection)
 
 
 def _served(kind: str, lora: bool) -> Served:

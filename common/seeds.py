@@ -15,6 +15,11 @@ def grpo_step(rollout_seed: int, step: int) -> int:
     return rollout_seed + 1000 * step
 
 
+def dynamic_round(rollout_seed: int, step: int, round_: int) -> int:
+    """Dynamic sampling's extra generation call `round_` (1, 2, ...) of GRPO step `step` (round 0 is grpo_step's)."""
+    return rollout_seed + 1000 * step + 13 * round_ + 3_000_017
+
+
 def eval_samples(rollout_seed: int) -> int:
     """The periodic eval's sampled answers (task eval_samples): the same draws at every eval."""
     return rollout_seed + 999_983

@@ -13,6 +13,10 @@ Conventions (see docs and reference/grpo-test-vectors.md):
 - PPO (token_rewards, gae, masked_whiten) follows OpenRLHF/verl: the sequence reward sits on the last valid
   token, -kl_coef * (logprobs - ref_logprobs) (k1) on every token, and GAE runs backwards over valid tokens only,
   so masked positions neither receive nor pass on value (verl's compute_gae_advantage_return).
+- estimate_advantages names the outcome-reward estimators (ESTIMATORS), each checked against a restatement of
+  verl's core_algos in tests/learner/test_estimators.py. Two deliberate differences from verl: a group of one
+  completion is an error (grpo, rloo) or gets 0 (mean-centring), where verl passes the raw reward through; and
+  equal-reward groups are exactly 0 where verl's float32 mean/std leave up to ~0.06 (eps 1e-6, rewards 0.7).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from torch import Tensor
 
 SCALES = ("std", "none")
+ESTIMATORS: tuple[str, ...] = ("grpo", "mean_only", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline")
 
 
 def group_advantages(
@@ -67,6 +72,65 @@ def group_advantages(
         "zero_std_group_frac": all_equal.float().mean().item(),
         "adv_abs_mean": advantages.abs().mean().item(),
     }
+    return advantages, metrics
+
+
+def estimate_advantages(name: str, rewards: Tensor, group_size: int, lengths: Tensor | None = None,
+                        eps: float = 1e-4, std_ddof: int = 1) -> tuple[Tensor, dict[str, float]]:
+    """Per-sequence advantages from outcome rewards by one of the named ESTIMATORS.
+
+    - grpo: z-score within the group, group_advantages(scale="std", eps, std_ddof).
+    - mean_only: r - mean of the group, group_advantages(scale="none").
+    - dr_grpo: the same advantages as mean_only (Dr.GRPO, arXiv 2503.20783, drops the std division). Its other
+      half, the constant loss normaliser (loss_agg "seq-mean-token-sum-norm"), is chosen by the run plan.
+    - rloo: leave-one-out baseline, r_i - mean_{j != i} r_j = G/(G-1) * (r_i - mean of the group); G >= 2.
+    - reinforce_pp: REINFORCE++ (arXiv 2501.03262) with gamma 1 and one outcome reward: every token of sequence i
+      has return r_i, whitened over all valid tokens of the batch, (r_i - mu) / sqrt(var + 1e-8), mu and var
+      token-weighted (sequence i counts lengths[i] times), var unbiased (n/(n-1)): verl's masked_whiten. No group
+      baseline: an advantage depends on the whole batch, and longer completions pull mu towards their reward.
+    - reinforce_pp_baseline: verl's reinforce_plus_plus_baseline: r - mean of the group, then the same
+      token-weighted whitening. The shift by the token-weighted batch mean makes equal-reward groups nonzero.
+    Equal-reward groups are exactly 0 under grpo, mean_only, dr_grpo and rloo. eps and std_ddof apply to grpo.
+
+    Args:
+        name: one of ESTIMATORS.
+        rewards: [B] scalar reward per completion, group-contiguous (B = num_prompts * group_size).
+        group_size: G, completions per prompt.
+        lengths: [B] completion token counts (>= 1); needed by reinforce_pp and reinforce_pp_baseline only.
+        eps, std_ddof: as in group_advantages (grpo only).
+
+    Returns:
+        advantages: [B], the value every token of the sequence gets; float32 (float64 if rewards are float64).
+        metrics: "zero_std_group_frac" and "adv_abs_mean" (mean |advantage| per sequence), as group_advantages.
+
+    Example (one group, reward only on the first of four answers; rloo's baseline is the mean of the others):
+        >>> adv, _ = estimate_advantages("rloo", torch.tensor([1.0, 0.0, 0.0, 0.0]), group_size=4)
+        >>> [round(a, 4) for a in adv.tolist()]
+        [1.0, -0.3333, -0.3333, -0.3333]
+
+    REINFORCE++ on tokens [1 | 0 0 0]: mu = 1/4, var = (0.75^2 + 3 * 0.25^2) / 3 = 0.25, so 0.75/0.5, -0.25/0.5:
+        >>> adv, _ = estimate_advantages("reinforce_pp", torch.tensor([1.0, 0.0]), 2, lengths=torch.tensor([1, 3]))
+        >>> [round(a, 4) for a in adv.tolist()]
+        [1.5, -0.5]
+    """
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {name!r}; allowed values: {', '.join(ESTIMATORS)}")
+    if name == "grpo":
+        return group_advantages(rewards, group_size, "std", eps, std_ddof)
+    _check_args(rewards, group_size, "none", eps, std_ddof)
+    if name == "rloo" and group_size < 2:
+        raise ValueError(f"rloo needs group_size >= 2 (the baseline is the other completions), got {group_size}")
+    if name.startswith("reinforce_pp"):
+        _check_lengths(name, rewards, lengths)
+    centred, metrics = group_advantages(rewards, group_size, scale="none")  # [B], equal-reward groups exactly 0
+    if name in ("mean_only", "dr_grpo"):
+        return centred, metrics
+    if name == "rloo":
+        advantages = centred * (group_size / (group_size - 1))  # [B]
+    else:
+        returns = centred if name == "reinforce_pp_baseline" else rewards.to(centred.dtype)  # [B]
+        advantages = _token_whiten(returns, lengths)  # [B]
+    metrics["adv_abs_mean"] = advantages.abs().mean().item()
     return advantages, metrics
 
 
@@ -221,3 +285,24 @@ def _check_args(rewards: Tensor, group_size: int, scale: str, eps: float, std_dd
             )
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
+
+
+def _token_whiten(values: Tensor, lengths: Tensor) -> Tensor:
+    """verl's masked_whiten of [B, T] tokens that are constant along each row, computed on the [B] row values."""
+    w = lengths.to(values.dtype)  # [B] tokens per sequence
+    n = w.sum()
+    mean = (w * values).sum() / n
+    var = (w * (values - mean) ** 2).sum() / (n - 1)  # unbiased over the n valid tokens, as verl's masked_var
+    return (values - mean) * torch.rsqrt(var + 1e-8)  # [B]
+
+
+def _check_lengths(name: str, rewards: Tensor, lengths: Tensor | None) -> None:
+    if lengths is None:
+        raise ValueError(f"estimator {name!r} whitens over tokens and needs lengths [B], the completion token "
+                         "counts: pass lengths=torch.tensor([len(c) for c in completion_ids])")
+    if lengths.shape != rewards.shape:
+        raise ValueError(f"lengths must be [B] like rewards; got {tuple(lengths.shape)} and {tuple(rewards.shape)}")
+    if not (lengths >= 1).all():
+        raise ValueError("every completion needs lengths >= 1 (its reward sits on its last token)")
+    if lengths.sum() < 2:
+        raise ValueError(f"estimator {name!r} whitens over tokens and needs at least 2 valid tokens in the batch")

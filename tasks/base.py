@@ -219,7 +219,10 @@ class Task(ABC):
 
     def train_batch(self, first: int, n: int) -> PromptBatch:
         """Draws `first` .. `first + n - 1` of the training stream."""
-        idx = [self.position(first + j) for j in range(n)]
+        return self.batch_of([self.position(first + j) for j in range(n)])
+
+    def batch_of(self, idx: list[int]) -> PromptBatch:
+        """The training examples at these positions of the train split."""
         train, prompts = self.splits["train"], self.prompts("train")
         return PromptBatch(idx, [prompts[i] for i in idx], [self.reward_inputs(train[i]) for i in idx])
 

@@ -23,7 +23,9 @@ import time
 from contextlib import contextmanager
 
 from common import seeds
+from common.plan import Selection
 from common.types import TrainBatch
+from trainer.selection import collect, shape_overlong
 
 
 class Timer:
@@ -34,7 +36,8 @@ class Timer:
     def __call__(self, name: str):
         t = time.perf_counter()
         yield
-        self.seconds[f"timing/{name}"] = time.perf_counter() - t
+        key = f"timing/{name}"  # a stage timed more than once a step (dynamic sampling's rounds): the sum
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t
 
 
 class Phase:
@@ -109,8 +112,9 @@ class GRPOPhase(Phase):
     def __init__(self, run, index, name, cfg):
         super().__init__(run, index, name, cfg)
         self.eval_every_default = self.job.train.eval_every
-        self.algo_cfg = self.job.algo_for(cfg)  # the advantage's settings (adv_scale, adv_eps)
         self.sampling, self.algo = self.plan.sampling, self.plan.algo
+        self.selection = self.plan.selection or Selection()  # the advantage, dynamic sampling, overlong, pool
+        self.shorts = 0  # dynamic sampling: steps that ran out of rounds
         # train.overlap (GRPO only): the next step's samples are generated while this step trains, by weights one
         # update older than the learner's; the ratio against the engine's logprobs is then the off-policy correction
         self.overlap = self.plan.overlap
@@ -142,13 +146,10 @@ class GRPOPhase(Phase):
         the generation was started during the previous step (or now, on a phase's first step or after a resume),
         and the next step's is started here, before this step's reward, reference and learning."""
         r, s = self.run, self.run.state
-        self.staleness = 0
-        if not self.overlap:
-            batch = r.task.train_batch(s.drawn, self.prompts_per_step)
-            s.drawn, s.grpo_steps = s.drawn + self.prompts_per_step, s.grpo_steps + 1
-            with timer("generate"):
-                rollout = r.system.engines.generate(batch.prompt_ids, self.sampling,
-                                            seed=seeds.grpo_step(self.job.rollout.seed, s.grpo_steps))
+        self.staleness, self.selected = 0, {}
+        if not self.overlap:  # draw -> generate -> score, with the plan's selection (trainer/selection.py)
+            batch, scored, self.selected = collect(r, self.plan, self.prompts_per_step, timer)
+            rollout = scored.rollout
         else:
             with timer("generate"):  # overlapped steps: only what the learning step did not hide
                 batch, done = self.pending or self.launch()
@@ -158,8 +159,9 @@ class GRPOPhase(Phase):
             s.drawn, s.grpo_steps = s.drawn + self.prompts_per_step, s.grpo_steps + 1
             if k is not None and k < self.steps:
                 self.pending = self.launch()
-        with timer("reward"):
-            scored = r.system.score(rollout, batch.reward_inputs)
+            with timer("reward"):
+                scored = shape_overlong(r.system.score(rollout, batch.reward_inputs), self.selection,
+                                        self.sampling.max_new_tokens)
         with timer("reference"):
             ref = r.system.ref_logprobs(rollout, self.plan)
         return batch, rollout, scored, ref
@@ -181,20 +183,39 @@ class GRPOPhase(Phase):
     def step(self, k: int) -> dict:
         import torch
 
-        from learner.advantages import group_advantages
+        from learner.advantages import estimate_advantages
 
-        r, a, timer = self.run, self.algo_cfg, Timer()
+        r, sel, timer = self.run, self.selection, Timer()
         batch, rollout, scored, ref = self.rollout(timer, k)
-        adv, adv_m = group_advantages(torch.tensor(scored.rewards), self.sampling.group_size, a.adv_scale, a.adv_eps)
-        with timer("learn"):
-            learn_m = r.system.train(TrainBatch(rollout.prompt_ids, rollout.completion_ids, rollout.old_logprobs,
-                                                ref, adv.tolist()), self.algo, self.job.learner.inner_steps)
+        self.say_if_short(k)
+        adv, adv_m = estimate_advantages(sel.advantage, torch.tensor(scored.rewards), self.sampling.group_size,
+                                         torch.tensor([max(1, len(c)) for c in rollout.completion_ids]), sel.adv_eps)
+        train = TrainBatch(rollout.prompt_ids, rollout.completion_ids, rollout.old_logprobs, ref, adv.tolist())
+        if sel.overlong == "mask":  # cut samples leave the loss (their group's advantages stand)
+            train = keep_rows(train, [f != "length" for f in rollout.finish_reasons])
+        learn_m = {}
+        if train.completion_ids:
+            with timer("learn"):
+                learn_m = r.system.train(train, self.algo, self.job.learner.inner_steps)
         self.finish_pending(timer)
         with timer("sync"):
             r.system.sync_weights()
         self.record(batch, rollout, scored, adv.tolist(), ref)
-        return self.metrics(batch, rollout, scored, timer, {**{f"reward/{k}": v for k, v in adv_m.items()},
-                                                            **{f"learner/{k}": v for k, v in learn_m.items()}})
+        return self.metrics(batch, rollout, scored, timer, {
+            **{f"reward/{k}": v for k, v in adv_m.items()}, **{f"learner/{k}": v for k, v in learn_m.items()},
+            **self.selected, **({"rollout/masked_overlong": len(rollout.completion_ids) - len(train.completion_ids)}
+                                if sel.overlong == "mask" else {})})
+
+    def say_if_short(self, k: int) -> None:
+        """Dynamic sampling ran out of rounds: said the first time and every 10th time after."""
+        if not self.selected.get("sampling/short"):
+            return
+        self.shorts += 1
+        if self.shorts == 1 or self.shorts % 10 == 0:
+            self.run.log.info(f"dynamic sampling: step {k} of {self.name} found {self.selected['sampling/groups_kept']}"
+                              f" of {self.prompts_per_step} groups with a signal in {self.selected['sampling/rounds']} "
+                              f"rounds ({self.shorts} such steps so far); it trains on those (raise algo.max_rounds "
+                              "to draw more)")
 
     def record(self, batch, rollout, scored, advantages, ref) -> None:
         """This step's samples to <run>/rollouts/step-N.parquet (common/rollout_records.py)."""
@@ -345,6 +366,13 @@ class RSSFTPhase(Phase):
 
     def step(self, k: int) -> dict:
         return self.sft_step(self.pairs, k, self.cfg.batch_size)
+
+
+def keep_rows(batch: TrainBatch, keep: list[bool]) -> TrainBatch:
+    """The rows of a GRPO batch where `keep` is true (dropping a row = masking it out of every loss term)."""
+    pick = lambda xs: [x for x, k in zip(xs, keep, strict=True) if k] if xs else xs  # noqa: E731
+    return TrainBatch(pick(batch.prompt_ids), pick(batch.completion_ids), pick(batch.old_logprobs),
+                      pick(batch.ref_logprobs), pick(batch.advantages), pick(batch.learner_old_logprobs))
 
 
 def keep_passing(rollout, rewards: list[float], prompt_indices: list[int], threshold: float,

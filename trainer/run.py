@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -42,6 +42,7 @@ class RunState:
     step: int = 0                # steps done over all phases (the x axis of every curve)
     grpo_steps: int = 0          # GRPO steps done over all phases (seeds each step's sampling)
     drawn: int = 0               # training prompts drawn from the task's stream (the data position)
+    skips: dict = field(default_factory=dict)  # the GRPO prompt pool's skips (trainer/selection.py PromptPool)
     best: float | None = None    # best primary metric so far, and where
     best_step: int | None = None
     best_phase: str | None = None

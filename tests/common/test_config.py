@@ -187,7 +187,7 @@ def test_retrieval_section():
 def test_phases_have_their_own_hyperparameters():
     c = load_config(overrides=["algo.clip_eps=0.25", "rollout.temperature=0.8", "train.phases=["
                                "{kind: sft, epochs: 1, lr: 2e-5, batch_size: 2},"
-                               "{kind: grpo, steps: 5, lr: 5e-6, algo: {beta: 0.05, kl_kind: k2, adv_scale: none},"
+                               "{kind: grpo, steps: 5, lr: 5e-6, algo: {beta: 0.05, kl_kind: k2, advantage: mean_only},"
                                " sampling: {temperature: 0.7}},"
                                "{kind: rs_sft, prompts: 8, threshold: 0.5},"
                                "{kind: grpo, steps: 3, reference: initial}]"])
@@ -195,8 +195,8 @@ def test_phases_have_their_own_hyperparameters():
     assert c.train.phase_names() == ["sft", "grpo1", "rs_sft", "grpo2"]  # a repeated kind is numbered
     assert (sft.epochs, sft.lr, sft.batch_size) == (1, 2e-5, 2)
     a1, a2 = c.algo_for(grpo1), c.algo_for(grpo2)
-    assert (a1.beta, a1.kl_kind, a1.adv_scale, a1.clip_eps) == (0.05, "k2", "none", 0.25)  # unset: the top level's
-    assert (a2.beta, a2.kl_kind, a2.adv_scale) == (0.04, "k3", "std")                      # the defaults
+    assert (a1.beta, a1.kl_kind, a1.advantage, a1.clip_eps) == (0.05, "k2", "mean_only", 0.25)  # unset: the top level's
+    assert (a2.beta, a2.kl_kind, a2.advantage) == (0.04, "k3", "grpo")                     # the defaults
     assert c.rollout_for(grpo1).temperature == 0.7 and c.rollout_for(grpo2).temperature == 0.8
     assert (rs.prompts, rs.threshold) == (8, 0.5) and grpo2.reference == "initial"
 

@@ -19,8 +19,8 @@ PPO_LORA = "ppo (ppo); K=4 T=0.8 top-p 0.9 max 16 tokens; KL k1 x 0.05 in the re
 
 # preset -> (one row per phase, without old logprobs; the actors line without precisions)
 TABLE = {
-    "arithmetic_grpo": (["grpo (grpo); K=4 T=0.7 top-p 0.9 max 48 tokens; KL k2 x 0.05 in the loss vs phase_start "
-                         "(reference_actor)"], WITH_REF),
+    "arithmetic_grpo": (["grpo (grpo); K=4 T=0.7 top-p 0.9 max 48 tokens; advantage mean_only; KL k2 x 0.05 in the "
+                         "loss vs phase_start (reference_actor)"], WITH_REF),
     "arithmetic_sft": (["sft (sft)"], "actors: rollout reward learner"),
     "countdown_grpo_rs_grpo": (["grpo1 (grpo); K=4 T=1 top-p 0.9 max 128 tokens; KL k3 x 0.04 in the loss vs "
                                 "phase_start (reference_actor)", "rs_sft (rs_sft); K=8 T=1 top-p 0.9 max 128 tokens",
@@ -107,3 +107,36 @@ def test_a_phase_reference_and_a_per_phase_algo():
     a, b = make_plan(cfg).phases
     assert (a.kl.reference, a.kl.coef, a.kl.kind) == ("initial", 0.04, "k3")
     assert (b.kl.reference, b.kl.coef, b.kl.kind, b.name) == ("phase_start", 0.1, "k2", "grpo2")
+
+
+@pytest.mark.parametrize("overrides, selection, agg, row", [
+    ([], dict(advantage="grpo", dynamic_rounds=1, overlong="keep"), "token-mean", None),  # today's GRPO, no row
+    (["algo.advantage=dr_grpo"], dict(advantage="dr_grpo"), "seq-mean-token-sum-norm", "advantage dr_grpo"),
+    (["algo.advantage=dr_grpo", "algo.loss_agg=token-mean"], dict(advantage="dr_grpo"), "token-mean",
+     "advantage dr_grpo"),                                                    # an explicit aggregation wins
+    (["algo.advantage=rloo"], dict(advantage="rloo"), "token-mean", "advantage rloo"),
+    (["algo.dynamic_sampling=true", "algo.max_rounds=3"], dict(dynamic_rounds=3), "token-mean",
+     "dynamic sampling <= 3 rounds"),
+    (["algo.overlong=soft"], dict(overlong="soft", overlong_buffer=16), "token-mean",
+     "overlong soft (last 16 tokens, -1)"),                                   # a quarter of 64 new tokens
+    (["algo.overlong=mask", "algo.skip_solved=2"], dict(overlong="mask", skip_solved=2), "token-mean",
+     "overlong mask, pool skips solved x2, failed x0"),
+])
+def test_what_a_grpo_step_learns_from_is_planned_once(overrides, selection, agg, row):
+    plan = make_plan(load_config(None, overrides))
+    p = plan.phases[0]
+    assert {k: getattr(p.selection, k) for k in selection} == selection and p.algo.loss_agg == agg
+    assert (row in p.describe()) if row else p.describe().count(";") == 3
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.phases=[{kind: ppo, steps: 2}]", "algo.dynamic_sampling=true"], "GRPO's"),
+    (["train.overlap=true", "algo.skip_solved=1"], "cannot choose prompts by their rewards"),
+    (["algo.overlong=soft", "algo.overlong_buffer=100", "rollout.max_new_tokens=64"], "exceeds max_new_tokens"),
+    (["algo.solved_at=0", "algo.failed_at=0"], "must be below"),
+    (["algo.adv_scale=none"], "algo.advantage"),
+    (["train.phases=[{kind: grpo, steps: 2, algo: {adv_scale: none}}]"], "mean_only"),
+])
+def test_selection_settings_that_cannot_work_name_the_fix(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides)

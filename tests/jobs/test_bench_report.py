@@ -242,3 +242,17 @@ def test_quality_notes_read_from_the_runs(tmp_path):
     assert "- Eval questions: 202 (asked for 200)" in text
     assert "(`learner.inner_steps`): 1; the largest clip fraction of any GRPO step: 0.002." in text
     assert "- SFT: 1 epoch over 256 training questions (the paper: 3 epochs over the whole split)." in text
+
+
+def test_gradient_table_by_hand(tmp_path):
+    """Where a dynamic-sampling run's samples went, from its step records (3 steps: thirds of one step each)."""
+    import json
+
+    recs = [{"kind": "step", "step": i + 1, "sampling/prompts_drawn": d, "sampling/signal_frac": f,
+             "sampling/groups_kept": 4, "sampling/samples_per_update": 4 * d, "timing/step": t}
+            for i, (d, f, t) in enumerate([(8, 0.5, 10.0), (4, 1.0, 6.0), (10, 0.4, 11.0)])]
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    rows = recipes_report.gradient_table(tmp_path, ["r"])
+    # first third: 4 of 8 with a signal = 50%; last: 4 of 10 = 40%; kept 4; drawn (8+4+10)/3 = 7.33; s (10+6+11)/3 = 9
+    assert rows[2] == "| r | 50% -> 40% | 4.00 | 7.33 | 29.3 | 9.0 | 3 |"

@@ -1,0 +1,137 @@
+"""What a GRPO step learns from: which prompts it draws, which groups it keeps, which samples enter its loss.
+
+  prompt pool        (algo.skip_solved / skip_failed) a prompt whose K answers were all right (reward >= solved_at)
+                     on a visit is skipped on its next `skip_solved` visits; all wrong (<= failed_at), `skip_failed`.
+                     The skips live in the run state, so a resumed run skips what the uninterrupted one would.
+  dynamic sampling   (algo.dynamic_sampling, DAPO) a group whose K rewards are all equal has zero advantage: it is
+                     dropped, and more prompts are drawn, up to `max_rounds` generation calls a step (each one batch
+                     on the engines), until the step has prompts_per_step groups with a signal; if the rounds run out
+                     it trains on the groups it has (none at all: on the last round's, as plain GRPO would).
+                     Groups beyond prompts_per_step are dropped (the step's batch keeps its size).
+  overlong           (algo.overlong) soft: DAPO's length penalty added to the reward (rewards/overlong.py) before
+                     anything above looks at it; mask: samples cut at max_new_tokens leave the loss (GRPOPhase.step).
+
+Every drawn prompt advances the data position (RunState.drawn), skipped ones too, and each generation call has its
+own seed (common/seeds.py), so a resumed run draws and samples exactly what the uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import math
+
+from common import seeds
+from common.plan import PhasePlan, Selection
+from common.types import ScoredRollout
+from tasks.base import PromptBatch
+
+
+def group_verdicts(rewards: list[float], group_size: int, solved_at: float,
+                   failed_at: float) -> tuple[list[bool], list[str | None]]:
+    """Per group of G: (has a signal = its rewards are not all equal, 'right' | 'wrong' | None).
+
+    'right': every answer's reward >= solved_at; 'wrong': every one <= failed_at.
+        >>> group_verdicts([1, 1, 0, 0, 1, 1, 0.5, 0], 2, solved_at=1.0, failed_at=0.0)
+        ([False, False, False, True], ['right', 'wrong', 'right', None])
+    """
+    if len(rewards) % group_size:
+        raise ValueError(f"{len(rewards)} rewards are not groups of {group_size}")
+    signal, verdict = [], []
+    for g in range(len(rewards) // group_size):
+        rs = rewards[g * group_size:(g + 1) * group_size]
+        signal.append(any(x != rs[0] for x in rs))
+        verdict.append("right" if min(rs) >= solved_at else "wrong" if max(rs) <= failed_at else None)
+    return signal, verdict
+
+
+class PromptPool:
+    """Skips prompts the policy recently answered all right (or all wrong). `skips` maps a train-split index (as a
+    string: it is saved as JSON) to [visits left to skip, 'right' | 'wrong'] and is updated in place."""
+
+    def __init__(self, skips: dict, skip_solved: int, skip_failed: int):
+        self.skips, self.after = skips, {"right": skip_solved, "wrong": skip_failed}
+
+    def draw(self, task, start: int, n: int) -> tuple[PromptBatch, int, dict[str, int]]:
+        """(n prompts from the stream at `start` that are not being skipped, the position after them, how many
+        were skipped for each verdict)."""
+        idx, pos, skipped = [], start, {"right": 0, "wrong": 0}
+        while len(idx) < n:  # ends: every visit spends one of a prompt's skips
+            i = task.position(pos)
+            pos += 1
+            left = self.skips.get(str(i))
+            if left is not None:
+                skipped[left[1]] += 1
+                if left[0] <= 1:
+                    del self.skips[str(i)]
+                else:
+                    left[0] -= 1
+                continue
+            idx.append(i)
+        return task.batch_of(idx), pos, skipped
+
+    def record(self, indices: list[int], verdicts: list[str | None]) -> None:
+        for i, v in zip(indices, verdicts, strict=True):
+            if v is not None and self.after[v] > 0:
+                self.skips[str(i)] = [self.after[v], v]
+
+
+def shape_overlong(scored: ScoredRollout, sel: Selection, max_new_tokens: int) -> ScoredRollout:
+    """Soft overlong punishment added to the rewards, logged as the `overlong` component."""
+    if sel.overlong != "soft":
+        return scored
+    from rewards.overlong import soft_overlong_penalty
+
+    pen = soft_overlong_penalty([len(c) for c in scored.rollout.completion_ids], max_new_tokens,
+                                min(sel.overlong_buffer, max_new_tokens), sel.overlong_penalty)
+    return ScoredRollout(scored.rollout, [r + p for r, p in zip(scored.rewards, pen, strict=True)],
+                         {**scored.components, "overlong": pen})
+
+
+def collect(run, plan: PhasePlan, prompts: int, timer) -> tuple[PromptBatch, ScoredRollout, dict]:
+    """One GRPO step's scored groups: draw -> generate -> score (-> drop groups without a signal, draw again).
+    Returns (the kept prompts, their scored samples, sampling/ and pool/ metrics). Advances run.state."""
+    s, sel, sampling = run.state, plan.selection or Selection(), plan.sampling
+    G, rseed = sampling.group_size, run.cfg.rollout.seed
+    pool = PromptPool(s.skips, sel.skip_solved, sel.skip_failed) if sel.pool else None
+    s.grpo_steps += 1
+    parts: list[tuple[PromptBatch, ScoredRollout]] = []
+    kept = drawn = right = wrong = with_signal = rounds = 0
+    skipped = {"right": 0, "wrong": 0}
+    n, last = prompts, None
+    for rnd in range(sel.dynamic_rounds):
+        if pool is not None:
+            batch, s.drawn, sk = pool.draw(run.task, s.drawn, n)
+            skipped = {k: skipped[k] + sk[k] for k in skipped}
+        else:
+            batch, s.drawn = run.task.train_batch(s.drawn, n), s.drawn + n
+        seed = seeds.grpo_step(rseed, s.grpo_steps) if rnd == 0 else seeds.dynamic_round(rseed, s.grpo_steps, rnd)
+        with timer("generate"):
+            rollout = run.system.engines.generate(batch.prompt_ids, sampling, seed=seed)
+        with timer("reward"):
+            scored = shape_overlong(run.system.score(rollout, batch.reward_inputs), sel, sampling.max_new_tokens)
+        signal, verdict = group_verdicts(scored.rewards, G, sel.solved_at, sel.failed_at)
+        if pool is not None:
+            pool.record(batch.indices, verdict)
+        rounds, drawn = rounds + 1, drawn + n
+        right, wrong, with_signal = right + verdict.count("right"), wrong + verdict.count("wrong"), with_signal + sum(signal)
+        picked = [g for g in range(n) if signal[g]] if sel.dynamic else list(range(n))
+        picked = picked[:prompts - kept]
+        if picked:
+            parts.append((PromptBatch([batch.indices[g] for g in picked], [batch.prompt_ids[g] for g in picked],
+                                      [batch.reward_inputs[g] for g in picked]), scored.groups(picked)))
+            kept += len(picked)
+        last = (batch, scored)
+        if kept >= prompts:
+            break
+        rate = kept / drawn
+        n = min(math.ceil((prompts - kept) / max(rate, 0.25)), 4 * prompts)
+    if not parts:  # no group had a signal in any round: the last round's, as plain GRPO trains on
+        parts = [last]
+    batch = PromptBatch([i for b, _ in parts for i in b.indices], [p for b, _ in parts for p in b.prompt_ids],
+                        [x for b, _ in parts for x in b.reward_inputs])
+    metrics = {"sampling/prompts_drawn": drawn, "sampling/groups_kept": kept if sel.dynamic else drawn,
+               "sampling/signal_frac": with_signal / drawn, "sampling/all_right": right, "sampling/all_wrong": wrong,
+               "sampling/rounds": rounds, "sampling/samples_per_update": drawn * G,
+               "sampling/short": float(sel.dynamic and kept < prompts)}
+    if pool is not None:
+        metrics.update({"pool/skipped_solved": skipped["right"], "pool/skipped_failed": skipped["wrong"],
+                        "pool/skipping": len(s.skips)})
+    return batch, ScoredRollout.concat([sc for _, sc in parts]), metrics
