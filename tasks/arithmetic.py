@@ -1,9 +1,10 @@
 """Integer arithmetic (the SFT-vs-GRPO arithmetic paper): "What is 15 + 27? Answer with an integer."
 
-Data: seeded generated problems (+, -, *, exact /; one- and two-digit operands, rewards/numeric.py),
-split into train / eval / test with every copy of a question on one side, so no held-out question was
-trained on. GSM8K's test set (../shared/data/gsm8k) is an extra, harder held-out split `gsm8k` with its own
-scoring (the final number of a worked solution); it is evaluated by jobs/eval.py, never trained on.
+Data: seeded generated problems (rewards/numeric.py) at a `difficulty` (LEVELS below): the paper's +, -, *,
+exact / on one- and two-digit operands by default, or one-digit + and - (`easy`); split into train / eval / test
+with every copy of a question on one side, so no held-out question was trained on. GSM8K's test set
+(../shared/data/gsm8k) is an extra, harder held-out split `gsm8k` with its own scoring (the final number of a
+worked solution); it is evaluated by jobs/eval.py, never trained on.
 Reward: 1 when the last integer of the completion is the answer (`arithmetic`). Metrics, read off that reward
 (`gsm8k` on GSM8K): accuracy (primary), the fraction with no integer at all; answer length in tokens.
 """
@@ -31,15 +32,40 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class ArithmeticLevel:
+    ops: str          # operators drawn from, a string of + - * /
+    min_digits: int   # each operand has min_digits..max_digits digits (a quotient's dividend may have more)
+    max_digits: int
+
+
+# `task.params.difficulty`: named defaults of the generator's fields (issue 18). "paper" is the SFT-vs-GRPO paper's
+# setting (the default); "easy" is one-digit + and -, only 200 distinct questions, where a 135M model is right often
+# enough for most GRPO groups to carry a signal (jobs/configs/arithmetic_easy_grpo.yaml has the measured rates).
+LEVELS = {
+    "paper": ArithmeticLevel(ops="+-*/", min_digits=1, max_digits=2),
+    "easy": ArithmeticLevel(ops="+-", min_digits=1, max_digits=1),
+}
+
+
+@dataclass(frozen=True)
 class ArithmeticParams:
+    """A field given explicitly wins over its difficulty level's value (difficulty: easy with ops: "+" is easy
+    with additions only); None takes the level's."""
     num_problems: int = 5000             # generated before the split (duplicates stay on one side)
-    ops: str = "+-*/"
-    min_digits: int = 1
-    max_digits: int = 2
+    difficulty: str = "paper"            # a key of LEVELS
+    ops: str | None = None
+    min_digits: int | None = None
+    max_digits: int | None = None
     gsm8k: bool = True                   # add the `gsm8k` held-out split when the shared file exists
     gsm8k_instruction: str = GSM8K_INSTRUCTION
 
     def __post_init__(self):
+        if self.difficulty not in LEVELS:
+            raise ValueError(f"difficulty must be one of {', '.join(LEVELS)}, got {self.difficulty!r}")
+        level = LEVELS[self.difficulty]
+        object.__setattr__(self, "ops", level.ops if self.ops is None else self.ops)
+        object.__setattr__(self, "min_digits", level.min_digits if self.min_digits is None else self.min_digits)
+        object.__setattr__(self, "max_digits", level.max_digits if self.max_digits is None else self.max_digits)
         if self.num_problems < 10:
             raise ValueError(f"num_problems must be >= 10, got {self.num_problems}")
         if not self.ops or set(self.ops) - set("+-*/"):

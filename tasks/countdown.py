@@ -1,7 +1,8 @@
 """Countdown (the multi-stage GRPO -> SFT -> GRPO paper): reach a target with 3-4 numbers and + - * /.
 
-Data: seeded solvable problems (rewards/countdown.py), split so that one (numbers, target) pair is on one
-side only. The answer is the expression in the last `<answer>...</answer>` block.
+Data: seeded solvable problems (rewards/countdown.py) at a `difficulty` (LEVELS below: the paper's 3-4 numbers up
+to 99 and targets up to 1000 by default, or `easy`: 3 numbers up to 10 and targets up to 30), split so that one
+(numbers, target) pair is on one side only. The answer is the expression in the last `<answer>...</answer>` block.
 Reward: the tiered Countdown reward (1.0 exact, 0.8..0.3 valid misses, 0.1 bad expression in the right
 format, 0.0 no answer block). Metrics, read off that reward: accuracy = exact solutions (primary), format rate
 (an answer block is present), valid rate (a valid expression of the given numbers), mean reward; answer length.
@@ -27,14 +28,38 @@ class CountdownProblem:
 
 
 @dataclass(frozen=True)
+class CountdownLevel:
+    sizes: tuple[int, ...]   # how many numbers a problem has
+    max_number: int          # numbers are drawn from 1..max_number
+    max_target: int          # targets lie in 1..max_target
+
+
+# `task.params.difficulty`: named defaults of the generator's fields (issue 18). "paper" is the multi-stage paper's
+# setting (the default); "easy" is three small numbers and small targets, for a model too small for the paper's
+# (jobs/configs/countdown_easy_grpo_rs_grpo.yaml has the base model's measured rates on it).
+LEVELS = {
+    "paper": CountdownLevel(sizes=(3, 4), max_number=99, max_target=1000),
+    "easy": CountdownLevel(sizes=(3,), max_number=10, max_target=30),
+}
+
+
+@dataclass(frozen=True)
 class CountdownParams:
+    """A field given explicitly wins over its difficulty level's value (difficulty: easy with max_target: 50 is
+    easy with larger targets); None takes the level's."""
     num_problems: int = 5000
-    sizes: tuple[int, ...] = (3, 4)          # how many numbers a problem has
-    max_number: int = 99
-    max_target: int = 1000
+    difficulty: str = "paper"                # a key of LEVELS
+    sizes: tuple[int, ...] | None = None     # how many numbers a problem has
+    max_number: int | None = None
+    max_target: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "sizes", tuple(self.sizes))
+        if self.difficulty not in LEVELS:
+            raise ValueError(f"difficulty must be one of {', '.join(LEVELS)}, got {self.difficulty!r}")
+        level = LEVELS[self.difficulty]
+        object.__setattr__(self, "sizes", tuple(level.sizes if self.sizes is None else self.sizes))
+        object.__setattr__(self, "max_number", level.max_number if self.max_number is None else self.max_number)
+        object.__setattr__(self, "max_target", level.max_target if self.max_target is None else self.max_target)
         if self.num_problems < 10:
             raise ValueError(f"num_problems must be >= 10, got {self.num_problems}")
         if not self.sizes or min(self.sizes) < 2 or max(self.sizes) > 8:

@@ -21,11 +21,17 @@ PPO_LORA = "ppo (ppo); K=4 T=0.8 top-p 0.9 max 16 tokens; KL k1 x 0.05 in the re
 TABLE = {
     "arithmetic_grpo": (["grpo (grpo); K=4 T=0.7 top-p 0.9 max 48 tokens; advantage mean_only; KL k2 x 0.05 in the "
                          "loss vs phase_start (reference_actor)"], WITH_REF),
+    "arithmetic_easy_grpo": (["grpo (grpo); K=4 T=0.7 top-p 0.9 max 48 tokens; advantage mean_only; KL k2 x 0.05 in "
+                              "the loss vs phase_start (reference_actor)"], WITH_REF),
     "arithmetic_sft": (["sft (sft)"], "actors: rollout reward learner"),
     "countdown_grpo_rs_grpo": (["grpo1 (grpo); K=4 T=1 top-p 0.9 max 128 tokens; KL k3 x 0.04 in the loss vs "
                                 "phase_start (reference_actor)", "rs_sft (rs_sft); K=8 T=1 top-p 0.9 max 128 tokens",
                                 "grpo2 (grpo); K=4 T=1 top-p 0.9 max 128 tokens; KL k3 x 0.04 in the loss vs "
                                 "phase_start (reference_actor)"], WITH_REF),
+    "countdown_easy_grpo_rs_grpo": (["grpo1 (grpo); K=4 T=1 top-p 0.9 max 128 tokens; KL k3 x 0.04 in the loss vs "
+                                     "phase_start (reference_actor)", "rs_sft (rs_sft); K=8 T=1 top-p 0.9 max 128 "
+                                     "tokens", "grpo2 (grpo); K=4 T=1 top-p 0.9 max 128 tokens; KL k3 x 0.04 in the "
+                                     "loss vs phase_start (reference_actor)"], WITH_REF),
     "domain_qa_sft_grpo": (["sft (sft)", QA_GRPO.format(n=96)], WITH_REF),
     "glue_multitask_ppo_lora": ([PPO_LORA], "actors: rollout reward learner critic"),
     "mixed_rewards": ([QA_GRPO.format(n=32)], WITH_REF),

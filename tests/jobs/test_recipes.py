@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 # Every recipe runs the tiny policy with the embedded tokenizer (conftest.py tiny_policy_dir): what they test is the
 # recipe's plumbing (phases, task, rewards, LoRA, PPO, critic), not the weights. The MLQA recipe on the embedded
 # 135M model is the pinned regression run (tests/jobs/test_regression.py).
+# Not here: arithmetic_easy_grpo and countdown_easy_grpo_rs_grpo are the recipes of arithmetic_grpo and
+# countdown_grpo_rs_grpo with another task.params.difficulty (tests/tasks/test_difficulty.py), the same plumbing.
 RECIPES = {
     # preset: (task, primary metric)
     "xquad_en_sft_grpo.yaml": ("mlqa", "f1"),
