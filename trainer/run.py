@@ -221,10 +221,10 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
         raise
     finally:
         r.peak_rss = system.peak_rss_gib()  # while the actors live
-        if cfg.cluster.backend == "ray":  # one export cycle of Ray's metrics agent, so a short run's last gauges
-            import os                     # reach the Prometheus endpoint before the cluster goes (at most 3 s)
+        if cfg.cluster.backend == "ray":  # an export cycle of Ray's metrics agent where it is short (at most 1 s),
+            import os                     # so a short run's last gauges reach the Prometheus endpoint
 
-            time.sleep(min(3.0, 2 * int(os.environ.get("RAY_metrics_report_interval_ms", "10000")) / 1000))
+            time.sleep(min(1.0, 2 * int(os.environ.get("RAY_metrics_report_interval_ms", "10000")) / 1000))
         system.shutdown()
     return finish(r, finished)
 
