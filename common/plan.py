@@ -99,7 +99,7 @@ class PhasePlan:
     algo: AlgoParams | None = None    # grpo, ppo
     kl: KLPlan = KLPlan()
     overlap: bool = False
-    selection: Selection | None = None  # grpo
+    selection: Selection | None = None  # grpo, ppo (its defaults)
 
     @property
     def old_logprobs(self) -> str | None:
@@ -196,7 +196,7 @@ def _phase(cfg: JobConfig, index: int, name: str, p, lora: bool) -> PhasePlan:
                       kl_kind=kl.kind if kl.where == "loss" else "none",
                       loss_agg=a.loss_agg or ("seq-mean-token-sum-norm" if a.advantage == "dr_grpo" else "token-mean"),
                       max_new_tokens=r.max_new_tokens, old_logprobs=old, tis_cap=a.tis_cap)
-    selection = None
+    selection = Selection()  # PPO: GAE with its critic, every group (config.py refuses GRPO's selection on PPO)
     if p.kind == "grpo":
         selection = Selection(a.advantage, a.adv_eps, a.max_rounds if a.dynamic_sampling else 1, a.overlong,
                               a.overlong_buffer or max(1, r.max_new_tokens // 4), a.overlong_penalty, a.skip_solved,

@@ -36,9 +36,13 @@ class Rollout:
     def num_prompts(self) -> int:
         return len(self.prompt_ids) // self.group_size
 
+    def rows(self, picked: list[int]) -> list[int]:
+        """The sample indices of these prompt groups (indices into the P groups), in that order."""
+        return [g * self.group_size + j for g in picked for j in range(self.group_size)]
+
     def groups(self, picked: list[int]) -> "Rollout":
-        """The samples of these prompt groups (indices into the P groups), in that order."""
-        rows = [g * self.group_size + j for g in picked for j in range(self.group_size)]
+        """The samples of these prompt groups, in that order."""
+        rows = self.rows(picked)
         return Rollout([self.prompt_ids[i] for i in rows], [self.completion_ids[i] for i in rows],
                        [self.old_logprobs[i] for i in rows], [self.texts[i] for i in rows],
                        [self.finish_reasons[i] for i in rows], self.group_size)
@@ -62,11 +66,9 @@ class ScoredRollout:
     rewards: list[float]                      # [B]
     components: dict[str, list[float]]        # name -> [B] (f1, em, length_penalty, ...)
 
-
     def groups(self, picked: list[int]) -> "ScoredRollout":
         """The scores of these prompt groups, with their rollout (see Rollout.groups)."""
-        G = self.rollout.group_size
-        rows = [g * G + j for g in picked for j in range(G)]
+        rows = self.rollout.rows(picked)
         return ScoredRollout(self.rollout.groups(picked), [self.rewards[i] for i in rows],
                              {k: [v[i] for i in rows] for k, v in self.components.items()})
 

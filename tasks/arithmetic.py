@@ -17,7 +17,7 @@ from typing import Sequence
 from common.data import shared_data_dir
 from rewards.numeric import gsm8k_gold, make_arithmetic_problems
 from rewards.registry import ArithmeticReward, GSM8KReward
-from tasks.base import GeneratedTask
+from tasks.base import GeneratedTask, apply_level
 
 GSM8K_FILE = "gsm8k/test.jsonl"
 GSM8K_INSTRUCTION = "Solve the problem step by step, then end with 'The answer is N.'"
@@ -60,12 +60,7 @@ class ArithmeticParams:
     gsm8k_instruction: str = GSM8K_INSTRUCTION
 
     def __post_init__(self):
-        if self.difficulty not in LEVELS:
-            raise ValueError(f"difficulty must be one of {', '.join(LEVELS)}, got {self.difficulty!r}")
-        level = LEVELS[self.difficulty]
-        object.__setattr__(self, "ops", level.ops if self.ops is None else self.ops)
-        object.__setattr__(self, "min_digits", level.min_digits if self.min_digits is None else self.min_digits)
-        object.__setattr__(self, "max_digits", level.max_digits if self.max_digits is None else self.max_digits)
+        apply_level(self, LEVELS)
         if self.num_problems < 10:
             raise ValueError(f"num_problems must be >= 10, got {self.num_problems}")
         if not self.ops or set(self.ops) - set("+-*/"):

@@ -56,6 +56,17 @@ class NoParams:
     """A task without parameters of its own."""
 
 
+def apply_level(params, levels: dict) -> None:
+    """`task.params.difficulty`: fill the None fields of a frozen params dataclass from its named level (a
+    dataclass whose fields are a subset of the params'); a field given explicitly wins over the level's value."""
+    if params.difficulty not in levels:
+        raise ValueError(f"difficulty must be one of {', '.join(levels)}, got {params.difficulty!r}")
+    level = levels[params.difficulty]
+    for f in fields(level):
+        if getattr(params, f.name) is None:
+            object.__setattr__(params, f.name, getattr(level, f.name))
+
+
 def split_by(items: Sequence, key, data) -> dict[str, list]:
     """{"train", "eval"[, "test"]} of `items`, grouped by `key` (no group on two sides), sized by the data
     section (eval_size / eval_fraction, test_size, split_seed); "test" only when data.test_size is set."""

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from rewards.countdown import make_countdown_problems
 from rewards.registry import CountdownReward
-from tasks.base import GeneratedTask
+from tasks.base import GeneratedTask, apply_level
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,8 @@ class CountdownParams:
     max_target: int | None = None
 
     def __post_init__(self):
-        if self.difficulty not in LEVELS:
-            raise ValueError(f"difficulty must be one of {', '.join(LEVELS)}, got {self.difficulty!r}")
-        level = LEVELS[self.difficulty]
-        object.__setattr__(self, "sizes", tuple(level.sizes if self.sizes is None else self.sizes))
-        object.__setattr__(self, "max_number", level.max_number if self.max_number is None else self.max_number)
-        object.__setattr__(self, "max_target", level.max_target if self.max_target is None else self.max_target)
+        apply_level(self, LEVELS)
+        object.__setattr__(self, "sizes", tuple(self.sizes))
         if self.num_problems < 10:
             raise ValueError(f"num_problems must be >= 10, got {self.num_problems}")
         if not self.sizes or min(self.sizes) < 2 or max(self.sizes) > 8:

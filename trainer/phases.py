@@ -23,7 +23,6 @@ import time
 from contextlib import contextmanager
 
 from common import seeds
-from common.plan import Selection
 from common.types import TrainBatch
 from trainer.selection import collect, shape_overlong
 
@@ -113,7 +112,7 @@ class GRPOPhase(Phase):
         super().__init__(run, index, name, cfg)
         self.eval_every_default = self.job.train.eval_every
         self.sampling, self.algo = self.plan.sampling, self.plan.algo
-        self.selection = self.plan.selection or Selection()  # the advantage, dynamic sampling, overlong, pool
+        self.selection = self.plan.selection  # the advantage, dynamic sampling, overlong, pool
         self.shorts = 0  # dynamic sampling: steps that ran out of rounds
         # train.overlap (GRPO only): the next step's samples are generated while this step trains, by weights one
         # update older than the learner's; the ratio against the engine's logprobs is then the off-policy correction

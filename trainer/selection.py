@@ -88,7 +88,7 @@ def shape_overlong(scored: ScoredRollout, sel: Selection, max_new_tokens: int) -
 def collect(run, plan: PhasePlan, prompts: int, timer) -> tuple[PromptBatch, ScoredRollout, dict]:
     """One GRPO step's scored groups: draw -> generate -> score (-> drop groups without a signal, draw again).
     Returns (the kept prompts, their scored samples, sampling/ and pool/ metrics). Advances run.state."""
-    s, sel, sampling = run.state, plan.selection or Selection(), plan.sampling
+    s, sel, sampling = run.state, plan.selection, plan.sampling
     G, rseed = sampling.group_size, run.cfg.rollout.seed
     pool = PromptPool(s.skips, sel.skip_solved, sel.skip_failed) if sel.pool else None
     s.grpo_steps += 1

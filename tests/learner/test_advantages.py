@@ -116,12 +116,8 @@ def _loop_advantages(rewards, group_size, scale, eps, ddof):
     return out
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_matches_python_loop(seed):
-    rng = random.Random(seed)
-    group_size = rng.choice([2, 3, 4, 8, 16])
-    num_prompts = rng.randint(1, 6)
-    # mix of binary, graded and constant groups
+def random_group_rewards(rng: random.Random, group_size: int, num_prompts: int) -> list[float]:
+    """[B] group-contiguous rewards, each group binary, graded or constant (also tests/learner/test_estimators.py)."""
     rewards = []
     for _ in range(num_prompts):
         kind = rng.choice(["binary", "float", "const"])
@@ -131,6 +127,15 @@ def test_matches_python_loop(seed):
             rewards += [rng.uniform(-2, 2) for _ in range(group_size)]
         else:
             rewards += [rng.uniform(-2, 2)] * group_size
+    return rewards
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_matches_python_loop(seed):
+    rng = random.Random(seed)
+    group_size = rng.choice([2, 3, 4, 8, 16])
+    num_prompts = rng.randint(1, 6)
+    rewards = random_group_rewards(rng, group_size, num_prompts)
     for scale, eps, ddof in [("std", 1e-4, 1), ("std", 1e-8, 0), ("none", 0.0, 1)]:
         adv, _ = group_advantages(torch.tensor(rewards, dtype=torch.float64), group_size, scale, eps, ddof)
         expected = torch.tensor(_loop_advantages(rewards, group_size, scale, eps, ddof), dtype=torch.float64)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from learner.advantages import ESTIMATORS, estimate_advantages, group_advantages
+from tests.learner.test_advantages import random_group_rewards
 
 F64 = torch.float64
 R1 = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=F64)  # one group of 4: mean 0.25, std_ddof1 sqrt(0.75/3) = 0.5
@@ -183,15 +184,7 @@ def _verl_reinforce_pp_baseline(tok, mask, index):
 def _random_batch(seed):
     rng = random.Random(seed)
     group_size, num_prompts = rng.randint(2, 8), rng.randint(1, 6)
-    rewards = []
-    for _ in range(num_prompts):  # binary, graded and equal-reward groups
-        kind = rng.choice(["binary", "float", "const"])
-        if kind == "binary":
-            rewards += [float(rng.random() < 0.5) for _ in range(group_size)]
-        elif kind == "float":
-            rewards += [rng.uniform(-2, 2) for _ in range(group_size)]
-        else:
-            rewards += [rng.uniform(-2, 2)] * group_size
+    rewards = random_group_rewards(rng, group_size, num_prompts)  # binary, graded and equal-reward groups
     lengths = [rng.randint(1, 12) for _ in rewards]
     uids = [f"uid-{rng.randrange(10**9)}" for _ in range(num_prompts)]  # verl groups by uid, not position
     index = [uids[k // group_size] for k in range(len(rewards))]
