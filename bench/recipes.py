@@ -49,6 +49,13 @@ RECIPES = {
         "evals": [(f"test-{k}", "countdown-grpo-rs-grpo", None if k == "base" else k, [])
                   for k in ("base", "grpo1", "rs_sft", "grpo2", "best")],
     },
+    # Issue 18: the easy level (3 numbers up to 10, targets up to 30) after a format cold start; every stage's
+    # checkpoint on the test split, paired stage against stage
+    "countdown_easy": {
+        "runs": {"countdown-easy": "countdown_easy_grpo_rs_grpo.yaml"},
+        "evals": [(f"test-{k}", "countdown-easy", None if k == "base" else k, [])
+                  for k in ("base", "sft", "grpo1", "rs_sft", "grpo2", "best")],
+    },
     "domain_qa": {
         "runs": {"domain-qa-sft-grpo": "domain_qa_sft_grpo.yaml"},
         "evals": [(f"test-{k}", "domain-qa-sft-grpo", {"base": None, "grpo-final": "last"}.get(k, k),
@@ -172,7 +179,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", default="runs/recipes", help="where the recipe runs live")
     p.add_argument("--only", default="arithmetic,countdown,domain_qa",
-                   help="comma-separated recipes (also: nlu, arithmetic_rl)")
+                   help="comma-separated recipes (also: nlu, arithmetic_rl, countdown_easy)")
     p.add_argument("--short", action="store_true", help="shrink Countdown and domain QA to fit ~2 h (see above)")
     p.add_argument("--report-only", action="store_true", help="write the report from what exists")
     p.add_argument("--out", default=str(ROOT / "docs" / "recipes.md"))

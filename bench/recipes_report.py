@@ -171,8 +171,7 @@ def plot_learning_speed(runs: Path, names: list[str], png: Path) -> None:
 
 # ---- countdown ----------------------------------------------------------------------------------------------
 
-def countdown(runs: Path, figs: dict) -> list[str]:
-    name = "countdown-grpo-rs-grpo"
+def countdown(runs: Path, figs: dict, name: str = "countdown-grpo-rs-grpo", fig: str = "countdown") -> list[str]:
     run = runs / name
     if not (run / "metrics.jsonl").is_file():
         return ["(the Countdown run is not there yet)"]
@@ -195,7 +194,10 @@ def countdown(runs: Path, figs: dict) -> list[str]:
                   f"{threshold} ({kept['rs_sft/prompts_with_kept']} problems had at least one); mean sampled reward "
                   f"{kept['rs_sft/reward_mean']:.3f}."]
     ev = evals_of(runs, [name])
-    tests = [(k, ev[f"test-{k}"]) for k in ("base", "grpo1", "rs_sft", "grpo2", "best") if f"test-{k}" in ev]
+    from common.config import load_config
+
+    stages = ["base", *load_config(run / "config.yaml").train.phase_names()]
+    tests = [(k, ev[f"test-{k}"]) for k in (*stages, "best") if f"test-{k}" in ev]
     if tests:
         lines += ["", f"Held-out test split ({tests[0][1]['n']} problems never trained on), greedy:", "",
                   *head("checkpoint", "accuracy [95% CI]", "format rate [95% CI]", "valid", "answer length")]
@@ -203,12 +205,23 @@ def countdown(runs: Path, figs: dict) -> list[str]:
         if "test-base" in ev and "test-grpo2" in ev:
             lines += ["", f"- {comparison(ev['test-base'], ev['test-grpo2'], 'format', ('base', 'grpo2'))}",
                       f"- {comparison(ev['test-base'], ev['test-grpo2'], 'accuracy', ('base', 'grpo2'))}"]
+        done = [k for k in stages if f"test-{k}" in ev]
+        if len(done) > 2:  # each stage against the one before it, on the same problems
+            lines += ["", "Each stage against the one before it (exact accuracy, paired on the same test problems):",
+                      "", *[f"- {comparison(ev[f'test-{a}'], ev[f'test-{b}'], 'accuracy', (a, b))}"
+                            for a, b in zip(done, done[1:])]]
     if evals:
         test = paired(ev["test-base"], ev["test-grpo2"], "accuracy") if "test-base" in ev and "test-grpo2" in ev else None
         rs_steps = sum(1 for r in recs if r.get("kind") == "step" and r.get("phase") == "rs_sft")
         lines += ["", stages_reading(evals, rs_steps, load(run / "summary.json") or {}, test)]
-    plot_countdown(recs, figs["countdown"])
-    return lines + ["", f"![Countdown through the stages]({figs['countdown'].name})"]
+    plot_countdown(recs, figs[fig])
+    return lines + ["", f"![Countdown through the stages]({figs[fig].name})"]
+
+
+def countdown_easy(runs: Path, figs: dict) -> list[str]:
+    """Issue 18's Countdown: the easy level after a format cold start; each stage above the one before, the last
+    >= 10% exact."""
+    return countdown(runs, figs, "countdown-easy", "countdown-easy")
 
 
 def stages_reading(evals: list[dict], rs_steps: int, summary: dict, test: tuple | None) -> str:
@@ -435,7 +448,7 @@ def previous_sections(out: Path) -> dict[str, str]:
 def write_report(runs: Path, out: Path, command: str | None = None) -> None:
     """The report from the run dirs; a recipe whose runs are not under `runs` keeps its section (and commands)
     from the earlier report at `out`, so recipes can be run, and reported, one at a time."""
-    figs = {k: out.with_name(f"{out.stem}-{k}.png") for k in ("arithmetic", "countdown")}
+    figs = {k: out.with_name(f"{out.stem}-{k}.png") for k in ("arithmetic", "countdown", "countdown-easy")}
     commands = (runs / "commands.log").read_text().strip() if (runs / "commands.log").is_file() else ""
     before = previous_sections(out)
     recipes = [("Arithmetic: SFT vs GRPO (the SFT-vs-GRPO arithmetic paper)", "arithmetic-sft", arithmetic),
@@ -443,7 +456,9 @@ def write_report(runs: Path, out: Path, command: str | None = None) -> None:
                ("Domain QA: SFT -> GRPO with similarity and repetition rewards", "domain-qa-sft-grpo", domain_qa),
                ("Label tasks: zero-shot, few-shot, SFT, GRPO, PPO on QNLI (the NLU paper)", "qnli-sft", nlu),
                ("Arithmetic: GRPO with dynamic sampling, from the base and from SFT", "arithmetic-grpo-ds",
-                arithmetic_rl)]
+                arithmetic_rl),
+               ("Countdown, easy level: format cold start, then GRPO -> RS-SFT -> GRPO", "countdown-easy",
+                countdown_easy)]
     body, kept = [], False
     for heading, probe, build in recipes:
         if not (runs / probe / "metrics.jsonl").is_file() and heading in before:

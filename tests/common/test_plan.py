@@ -28,7 +28,7 @@ TABLE = {
                                 "phase_start (reference_actor)", "rs_sft (rs_sft); K=8 T=1 top-p 0.9 max 128 tokens",
                                 "grpo2 (grpo); K=4 T=1 top-p 0.9 max 128 tokens; KL k3 x 0.04 in the loss vs "
                                 "phase_start (reference_actor)"], WITH_REF),
-    "countdown_easy_grpo_rs_grpo": (["grpo1 (grpo); K=4 T=1 top-p 0.9 max 128 tokens; KL k3 x 0.04 in the loss vs "
+    "countdown_easy_grpo_rs_grpo": (["sft (sft)", "grpo1 (grpo); K=4 T=1 top-p 0.9 max 128 tokens; KL k3 x 0.04 in the loss vs "
                                      "phase_start (reference_actor)", "rs_sft (rs_sft); K=8 T=1 top-p 0.9 max 128 "
                                      "tokens", "grpo2 (grpo); K=4 T=1 top-p 0.9 max 128 tokens; KL k3 x 0.04 in the "
                                      "loss vs phase_start (reference_actor)"], WITH_REF),

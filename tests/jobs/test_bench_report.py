@@ -256,3 +256,31 @@ def test_gradient_table_by_hand(tmp_path):
     rows = recipes_report.gradient_table(tmp_path, ["r"])
     # first third: 4 of 8 with a signal = 50%; last: 4 of 10 = 40%; kept 4; drawn (8+4+10)/3 = 7.33; s (10+6+11)/3 = 9
     assert rows[2] == "| r | 50% -> 40% | 4.00 | 7.33 | 29.3 | 9.0 | 3 |"
+
+
+def test_countdown_easy_compares_each_stage_with_the_one_before(tmp_path):
+    """The stages come from the run's own phases (a cold-start sft first here); each evaluated stage is paired
+    with the evaluated stage before it on the same test problems."""
+    import json
+
+    run = tmp_path / "countdown-easy"
+    (run / "eval").mkdir(parents=True)
+    (run / "config.yaml").write_text(
+        "task: {name: countdown, params: {difficulty: easy}}\n"
+        "train: {phases: [{kind: sft, limit: 8, epochs: 1}, {kind: grpo, steps: 1}, "
+        "{kind: rs_sft, prompts: 4}, {kind: grpo, steps: 1}]}\n")
+    recs = [{"kind": "step", "step": 1, "phase": "sft"}, {"kind": "step", "step": 2, "phase": "grpo1"},
+            {"kind": "eval", "step": 2, "phase": "grpo1", "eval/n": 4, "eval/accuracy": 0.25, "eval/format": 1.0,
+             "eval/valid": 0.5, "eval/reward": 0.4, "eval/sample": "<answer>1+2</answer>"}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    for stage, scores in (("base", [0, 0, 0, 0]), ("sft", [1, 0, 0, 0]), ("grpo1", [1, 1, 0, 0])):
+        ev = _items(scores)
+        for q in ev["per_question"]:
+            q["format"] = 1.0
+        ev.update(accuracy_ci=[0.0, 1.0], format=1.0, format_ci=[1.0, 1.0], valid=1.0, len=9.0, n=4)
+        (run / "eval" / f"test-{stage}.json").write_text(json.dumps(ev))
+    text = "\n".join(recipes_report.countdown_easy(tmp_path, {"countdown-easy": tmp_path / "cd.png"}))
+    assert "| sft | 0.250 [0.000, 1.000] |" in text and "| rs_sft |" not in text  # no eval of rs_sft yet
+    assert "- sft - base: +0.250 accuracy" in text and "- grpo1 - sft: +0.250 accuracy" in text
+    assert "on the same 4 items; exact McNemar: 0 items only sft got right, 1 only grpo1" in text
+    assert (tmp_path / "cd.png").is_file()
