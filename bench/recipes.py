@@ -32,6 +32,11 @@ RM = "rm-qnli"  # the reward model folder under <runs>, written by jobs/reward_m
 FROM_SFT = "model.policy={runs}/qnli-sft/checkpoints/best"
 DS_ARITH = ["train.phases.0.steps=160", "train.prompts_per_step=4", "train.phases.0.lr=2.0e-5",
             "algo.dynamic_sampling=true", "algo.max_rounds=3", "train.eval_every=20", "train.save_every=20"]
+# MLQA's 4x budget (report_xquad_en_4x.yaml: SFT one epoch, then 60 GRPO steps x 16 questions) as three runs, so
+# that today's GRPO and dynamic sampling start from the same SFT model and are tested on the same 500 questions
+MLQA_4X = "report_xquad_en_4x.yaml"
+MLQA_GRPO = ["train.phases=[{kind: grpo, steps: 60, prompts_per_step: 16}]",
+             "model.policy={runs}/mlqa-sft/checkpoints/sft"]
 # recipe -> runs (name -> preset, or (preset, overrides with {runs} for the runs folder)) and evals (file stem,
 # run, checkpoint or None for the base model, eval.py args)
 RECIPES = {
@@ -48,6 +53,15 @@ RECIPES = {
         "runs": {"countdown-grpo-rs-grpo": "countdown_grpo_rs_grpo.yaml"},
         "evals": [(f"test-{k}", "countdown-grpo-rs-grpo", None if k == "base" else k, [])
                   for k in ("base", "grpo1", "rs_sft", "grpo2", "best")],
+    },
+    # Issue 18: MLQA SFT -> GRPO, today's GRPO against dynamic sampling (the same SFT start, steps and questions a
+    # step), each against SFT on the held-out English test split
+    "mlqa_rl": {
+        "runs": {"mlqa-sft": (MLQA_4X, ["train.phases=[{kind: sft, epochs: 1}]"]),
+                 "mlqa-grpo": (MLQA_4X, MLQA_GRPO),
+                 "mlqa-grpo-ds": (MLQA_4X, [*MLQA_GRPO, "algo.dynamic_sampling=true", "algo.max_rounds=3"])},
+        "evals": [("test-sft", "mlqa-sft", "sft", []), ("test-grpo-best", "mlqa-grpo", "best", []),
+                  ("test-grpo-ds-best", "mlqa-grpo-ds", "best", [])],
     },
     # Issue 18: the easy level (3 numbers up to 10, targets up to 30) after a format cold start; every stage's
     # checkpoint on the test split, paired stage against stage
@@ -179,7 +193,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", default="runs/recipes", help="where the recipe runs live")
     p.add_argument("--only", default="arithmetic,countdown,domain_qa",
-                   help="comma-separated recipes (also: nlu, arithmetic_rl, countdown_easy)")
+                   help="comma-separated recipes (also: nlu, arithmetic_rl, countdown_easy, mlqa_rl)")
     p.add_argument("--short", action="store_true", help="shrink Countdown and domain QA to fit ~2 h (see above)")
     p.add_argument("--report-only", action="store_true", help="write the report from what exists")
     p.add_argument("--out", default=str(ROOT / "docs" / "recipes.md"))

@@ -151,6 +151,33 @@ def arithmetic_rl(runs: Path, figs: dict) -> list[str]:
     return lines + ["", "Where the samples went:", "", *gradient_table(runs, present)]
 
 
+def mlqa_rl(runs: Path, figs: dict) -> list[str]:
+    """Issue 18's MLQA target: SFT -> GRPO >= SFT + 0.05 F1 on the held-out test split (paired CI above 0), today's
+    GRPO beside dynamic sampling from the same SFT model, with the wall-clock each took."""
+    names = [n for n in ("mlqa-grpo", "mlqa-grpo-ds") if (runs / n / "metrics.jsonl").is_file()]
+    if not names:
+        return ["(the MLQA GRPO runs are not there yet)"]
+    ev = evals_of(runs, ["mlqa-sft", *names])
+    walls = {n: wall_minutes(runs / n) for n in names}
+    lines = ["Training budgets: " + "; ".join(f"{budget(runs / n)} ({n})" for n in names) + ". Both start from "
+             "the same SFT model (`mlqa-sft`, one epoch) with the same seed.", "",
+             *head("model", "F1 [95% CI]", "EM [95% CI]", "answer length (tokens)",
+                   "GRPO wall-clock (min; of it, steps)", "n")]
+    for key, label, run in (("test-sft", "SFT", None), ("test-grpo-best", "SFT -> GRPO, best", "mlqa-grpo"),
+                            ("test-grpo-ds-best", "SFT -> GRPO + dynamic sampling, best", "mlqa-grpo-ds")):
+        if key in ev:
+            r = ev[key]
+            wall = f"{walls[run][0]:.1f} ({walls[run][1]:.1f})" if run in walls else "-"
+            lines.append(f"| {label} | {ci(r, 'f1')} | {ci(r, 'em')} | {r['len']:.1f} | {wall} | {r['n']} |")
+    lines.append("")
+    for b in ("test-grpo-best", "test-grpo-ds-best"):
+        if "test-sft" in ev and b in ev:
+            lines.append(f"- {comparison(ev['test-sft'], ev[b], 'f1', ('sft', b[5:]))} (target: >= +0.05, CI above 0)")
+    if "test-grpo-best" in ev and "test-grpo-ds-best" in ev:
+        lines.append(f"- {comparison(ev['test-grpo-best'], ev['test-grpo-ds-best'], 'f1', ('grpo-best', 'grpo-ds-best'))}")
+    return lines + ["", "Where the samples went:", "", *gradient_table(runs, names)]
+
+
 def plot_learning_speed(runs: Path, names: list[str], png: Path) -> None:
     fig, axes = subplots(1, 2, figsize=(11, 4))
     for name in names:
@@ -457,6 +484,7 @@ def write_report(runs: Path, out: Path, command: str | None = None) -> None:
                ("Label tasks: zero-shot, few-shot, SFT, GRPO, PPO on QNLI (the NLU paper)", "qnli-sft", nlu),
                ("Arithmetic: GRPO with dynamic sampling, from the base and from SFT", "arithmetic-grpo-ds",
                 arithmetic_rl),
+               ("MLQA: SFT -> GRPO, today's GRPO and dynamic sampling", "mlqa-grpo", mlqa_rl),
                ("Countdown, easy level: format cold start, then GRPO -> RS-SFT -> GRPO", "countdown-easy",
                 countdown_easy)]
     body, kept = [], False

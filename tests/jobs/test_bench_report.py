@@ -284,3 +284,31 @@ def test_countdown_easy_compares_each_stage_with_the_one_before(tmp_path):
     assert "- sft - base: +0.250 accuracy" in text and "- grpo1 - sft: +0.250 accuracy" in text
     assert "on the same 4 items; exact McNemar: 0 items only sft got right, 1 only grpo1" in text
     assert (tmp_path / "cd.png").is_file()
+
+
+def test_mlqa_rl_pairs_each_grpo_arm_with_sft_and_with_each_other(tmp_path):
+    import json
+
+    (tmp_path / "mlqa-sft" / "eval").mkdir(parents=True)
+    for name, f1 in (("mlqa-grpo", [1, 0, 0, 0.5]), ("mlqa-grpo-ds", [1, 1, 0, 0.5])):
+        run = tmp_path / name
+        (run / "eval").mkdir(parents=True)
+        (run / "config.yaml").write_text("train: {phases: [{kind: grpo, steps: 2, prompts_per_step: 4}]}\n")
+        recs = [{"kind": "step", "step": i, "phase": "grpo", "time": 60.0 * i, "timing/step": 30.0,
+                 "sampling/prompts_drawn": 4, "sampling/signal_frac": 0.5, "sampling/groups_kept": 4,
+                 "sampling/samples_per_update": 16} for i in (1, 2)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (run / "eval" / f"test-{name[5:]}-best.json").write_text(json.dumps(_qa(f1)))
+    (tmp_path / "mlqa-sft" / "eval" / "test-sft.json").write_text(json.dumps(_qa([0, 0, 0, 0.5])))
+    text = "\n".join(recipes_report.mlqa_rl(tmp_path, {}))
+    assert "| SFT -> GRPO, best | 0.375 [0.000, 1.000] |" in text and "| 1.0 (1.0) | 4 |" in text
+    assert "- grpo-best - sft: +0.250 f1 [95% CI " in text and "(target: >= +0.05, CI above 0)" in text
+    assert "- grpo-ds-best - grpo-best: +0.250 f1" in text
+    assert "| mlqa-grpo-ds | 50% -> 50% | 4.00 | 4.00 | 16.0 | 30.0 | 2 |" in text
+
+
+def _qa(f1):
+    items = [{"id": f"q{i}", "f1": float(x), "em": float(x == 1)} for i, x in enumerate(f1)]
+    em = [q["em"] for q in items]
+    return {"per_question": items, "f1": sum(f1) / len(f1), "f1_ci": [0.0, 1.0], "em": sum(em) / len(em),
+            "em_ci": [0.0, 1.0], "len": 5.0, "n": len(f1)}
