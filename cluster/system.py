@@ -20,7 +20,7 @@ from common.checkpoint import TRAINER_DIR
 from common.config import ClusterConfig, JobConfig, RolloutConfig
 from common.plan import PhasePlan, RunPlan, make_plan
 from common.precision import measure_before_actors
-from common.types import AlgoParams, Rollout, ScoredRollout, TrainBatch
+from common.types import AlgoParams, DPOParams, PreferenceBatch, Rollout, ScoredRollout, TrainBatch
 from cluster import runtime
 from cluster.engines import Engines
 from cluster.groups import ActorGroup, get, handoff, shard
@@ -156,12 +156,18 @@ class GRPOSystem:
     # ---- reference and learner ---------------------------------------------------------------------------
     def ref_logprobs(self, rollout: Rollout, phase: PhasePlan) -> list[list[float]]:
         """The sampled tokens' reference logprobs where the phase's KL needs them (else [])."""
-        args = (rollout.prompt_ids, rollout.completion_ids)
         if not phase.kl.sampled:
             return []
+        return self._reference_logprobs(rollout.prompt_ids, rollout.completion_ids, phase)
+
+    def ref_sequence_logps(self, prompt_ids, completion_ids, phase: PhasePlan) -> list[float]:
+        """DPO: each completion's reference log-probability, summed over its tokens."""
+        return [sum(row) for row in self._reference_logprobs(prompt_ids, completion_ids, phase)]
+
+    def _reference_logprobs(self, prompt_ids, completion_ids, phase: PhasePlan) -> list[list[float]]:
         if phase.kl.served_by == "reference_actor":
-            return self.reference.run(Reference.logprobs, *args)
-        return self.learner.run(Learner.ref_logprobs, *args)  # adapters_off
+            return self.reference.run(Reference.logprobs, prompt_ids, completion_ids)
+        return self.learner.run(Learner.ref_logprobs, prompt_ids, completion_ids)  # adapters_off
 
     def set_reference(self, phase: PhasePlan, source: str) -> None:
         """The KL reference of the phase that starts: 'current' (the learner's weights now) or a model folder,
@@ -180,6 +186,9 @@ class GRPOSystem:
 
     def train(self, batch: TrainBatch, algo: AlgoParams, inner_steps: int) -> dict:
         return self.learner.run(Learner.train_step, batch, algo, inner_steps)
+
+    def dpo_step(self, batch: PreferenceBatch, params: DPOParams) -> dict:
+        return self.learner.run(Learner.dpo_step, batch, params)
 
     def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]]) -> dict:
         return self.learner.run(Learner.sft_step, prompt_ids, target_ids)

@@ -337,14 +337,52 @@ class PPOPhase(GRPOPhase):
                                                  "the phase start, with a fresh scalar head; or any HF causal LM")
 
 
-Phase = Annotated[Union[SFTPhase, GRPOPhase, RSSFTPhase, PPOPhase], Field(discriminator="kind")]
-PHASE_KINDS = ("sft", "grpo", "rs_sft", "ppo")
+class DPOPhase(_Phase):
+    """Direct preference optimisation (Rafailov et al. 2023) against the phase's reference: pairs from a file, or
+    built online from the policy's own K samples of each prompt, the best against the worst by the task's reward."""
+    kind: Literal["dpo"]
+    pairs: str = Field("online", description=(
+        "'online' (each step samples K per prompt; every group whose rewards differ gives one pair, its best sample "
+        "over its worst) or preference pairs: a JSONL file of {prompt, chosen, rejected} (the prompt is the user "
+        "message, rendered with the policy's chat template) or 'hf:<dataset>:<split>' with those columns"))
+    steps: int | None = Field(None, ge=1, description="optimizer steps (online: default 100; file pairs: None = "
+                                                      "epochs over them)")
+    epochs: float = Field(1.0, gt=0.0, description="file pairs: passes over them")
+    batch_size: int = Field(8, ge=1, description="file pairs: pairs per optimizer step")
+    limit: int | None = Field(None, ge=1, description="file pairs: only the first N")
+    prompts_per_step: int | None = Field(None, ge=1, description="online: prompts a step (None = "
+                                                                  "train.prompts_per_step)")
+    lr: float | None = Field(None, gt=0.0, description="None = learner.lr")
+    beta: float = Field(0.1, gt=0.0, description="DPO's beta (ipo: tau, the target margin is 1 / (2 beta))")
+    loss: Literal["sigmoid", "ipo"] = Field("sigmoid", description="sigmoid = DPO (with label_smoothing: cDPO); "
+                                                                   "ipo = IPO, log-ratios averaged over tokens")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="sigmoid only: the chance a label is flipped")
+    reference: str = Field("phase_start", description="the frozen reference: 'phase_start', 'initial' or a model "
+                                                      "spec / checkpoint folder (as grpo's)")
+    algo: AlgoPatch = Field(default_factory=AlgoPatch, description=(
+        "online pairs: algo fields this phase changes (dynamic_sampling and max_rounds fill the step with pairs)"))
+    sampling: SamplingPatch = Field(default_factory=SamplingPatch, description=(
+        f"online pairs: fields of rollout this phase changes: {', '.join(SAMPLING_FIELDS)}"))
+
+    @model_validator(mode="after")
+    def _ipo_has_no_smoothing(self) -> "DPOPhase":
+        if self.loss == "ipo" and self.label_smoothing:
+            raise ValueError("label_smoothing is the sigmoid loss's (cDPO); with loss: ipo leave it 0")
+        return self
+
+    @property
+    def online(self) -> bool:
+        return self.pairs == "online"
+
+
+Phase = Annotated[Union[SFTPhase, GRPOPhase, RSSFTPhase, PPOPhase, DPOPhase], Field(discriminator="kind")]
+PHASE_KINDS = ("sft", "grpo", "rs_sft", "ppo", "dpo")
 REFERENCE_KEYWORDS = ("phase_start", "initial")
 
 
 class TrainConfig(_Section):
     phases: tuple[Phase, ...] = Field(
-        (GRPOPhase(kind="grpo"),), description="[{kind: sft|grpo|rs_sft|ppo, ...}] run in order; default: 100 "
+        (GRPOPhase(kind="grpo"),), description="[{kind: sft|grpo|rs_sft|ppo|dpo, ...}] run in order; default: 100 "
                                                 "GRPO steps")
     prompts_per_step: int = Field(4, ge=1)
     eval_every: int = Field(10, ge=1)
@@ -431,9 +469,9 @@ class JobConfig(_Section):
                     f"rollout.max_prompt_tokens ({r.max_prompt_tokens}) + rollout.max_new_tokens "
                     f"({r.max_new_tokens}, {where}) exceeds rollout.max_model_len ({r.max_model_len}); "
                     "raise max_model_len or lower one of the two")
-            if phase.kind in ("grpo", "ppo") and not phase.reference.strip():
+            if phase.kind in ("grpo", "ppo", "dpo") and not phase.reference.strip():
                 raise ValueError(f"{where}: reference is empty; use 'phase_start', 'initial' or a model folder")
-            if (self.learner.lora is not None and phase.kind in ("grpo", "ppo") and phase.reference != "phase_start"
+            if (self.learner.lora is not None and phase.kind in ("grpo", "ppo", "dpo") and phase.reference != "phase_start"
                     and not (i == 0 and phase.reference == "initial")):
                 raise ValueError(f"{where}: with learner.lora the reference is the model with its adapters "
                                  f"disabled, which is the model the phase started from; reference "

@@ -151,3 +151,60 @@ def fit_prompt(tokenizer: Any, content: Callable[[str], str], cuttable: str, max
         budget = max(0, budget - (len(ids) - max_prompt_tokens))
     raise RuntimeError(f"could not fit {label or 'a prompt'} into {max_prompt_tokens} tokens after "
                        f"{_MAX_FIT_ROUNDS} rounds")
+
+
+def preference_pairs(spec: str, tokenizer: Any, max_prompt_tokens: int, limit: int | None = None,
+                     system_prompt: str | None = None) -> tuple[list[tuple[list[int], list[int], list[int]]], dict]:
+    """(prompt ids, chosen ids, rejected ids) of a preference dataset, and what was skipped, by reason.
+
+    `spec`: a JSONL file of {"prompt", "chosen", "rejected"} strings, or "hf:<dataset>[:<config>]:<split>" with those
+    columns. The prompt is the user message, rendered with the chat template; each completion's ids end in EOS.
+    Rows that are not objects with three non-empty strings ('malformed'), whose chosen equals the rejected
+    ('identical') or whose prompt is over max_prompt_tokens ('prompt_too_long') are skipped and counted; no usable
+    row at all is an error naming the file and the counts.
+    """
+    import json
+
+    if spec.startswith("hf:"):
+        parts = spec[3:].split(":")
+        if len(parts) not in (2, 3):
+            raise ValueError(f"preference pairs {spec!r}: write hf:<dataset>:<split> or hf:<dataset>:<config>:<split>")
+        import datasets
+
+        rows = datasets.load_dataset(parts[0], *(parts[1:-1]), split=parts[-1])
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"preference pairs {spec!r}: no such file; give a JSONL file of {{prompt, chosen, "
+                                    "rejected}} rows, hf:<dataset>:<split>, or pairs: online")
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    rows.append(None)
+    eos = tokenizer.eos_token_id
+    ids = lambda text: list(tokenizer.encode(text, add_special_tokens=False)) + [eos]  # noqa: E731
+    out, skipped = [], {"malformed": 0, "identical": 0, "prompt_too_long": 0}
+    for row in rows:
+        if limit is not None and len(out) >= limit:
+            break
+        fields = [row.get(k) if isinstance(row, dict) else None for k in ("prompt", "chosen", "rejected")]
+        if not all(isinstance(f, str) and f.strip() for f in fields):
+            skipped["malformed"] += 1
+            continue
+        prompt, chosen, rejected = fields
+        if chosen.strip() == rejected.strip():
+            skipped["identical"] += 1
+            continue
+        prompt_ids = encode_prompt(tokenizer, render_prompt(tokenizer, prompt, system_prompt))
+        if len(prompt_ids) > max_prompt_tokens:
+            skipped["prompt_too_long"] += 1
+            continue
+        out.append((prompt_ids, ids(chosen), ids(rejected)))
+    if not out:
+        raise ValueError(f"preference pairs {spec!r}: no usable row of {len(rows)} (skipped: {skipped}); each row "
+                         "needs non-empty prompt, chosen and rejected strings that differ, with the prompt within "
+                         "rollout.max_prompt_tokens")
+    return out, skipped

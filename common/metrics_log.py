@@ -14,8 +14,10 @@ from pathlib import Path
 # (key, label, format); a key absent from a step (SFT steps have no reward) is left out of its line. dlp: the mean
 # engine-vs-learner |dlogp| of the sampled tokens (~1e-5 in fp32, ~1e-2 in bf16, ~1 for a stale engine).
 CONSOLE_KEYS = [("reward/mean", "R", ".3f"), ("sft/loss", "loss", ".4f"), ("learner/kl", "KL", ".4f"),
-                ("learner/clip_frac", "clip", ".3f"), ("rollout/len_mean", "len", ".1f"),
-                ("learner/mismatch_abs_mean", "dlp", ".1e"), ("timing/step", "s", ".1f")]
+                ("learner/clip_frac", "clip", ".3f"), ("dpo/loss", "dpo", ".4f"), ("dpo/margin", "margin", ".3f"),
+                ("dpo/pairs", "pairs", ".0f"), ("rollout/len_mean", "len", ".1f"),
+                ("learner/mismatch_abs_mean", "dlp", ".1e"), ("dpo/logprob_diff_mean", "dlp", ".1e"),
+                ("timing/step", "s", ".1f")]
 
 
 class MetricsLog:
@@ -176,7 +178,8 @@ def plot_curves(jsonl: str | Path, png: str | Path, primary: str, title: str = "
     _series(ax[2], steps, "learner/clip_frac", "clip fraction")
     ax[2].set_title("clip fraction")
     _series(ax[3], steps, "sft/loss", "SFT loss")
-    ax[3].set_title("SFT loss (sft, rs_sft phases)")
+    _series(ax[3], steps, "dpo/loss", "DPO loss")
+    ax[3].set_title("loss (sft, rs_sft, dpo phases)")
     _series(ax[4], steps, "rollout/len_mean", "sampled length (tokens)", smooth=False)
     _series(ax[4], evals, "eval/len", "greedy eval length", smooth=False)
     ax[4].set_title("answer length")

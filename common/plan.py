@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from common.config import JobConfig
-from common.types import AlgoParams, Sampling
+from common.types import AlgoParams, DPOParams, Sampling
 
 KLKind = Literal["none", "k1", "k2", "k3", "abs", "full"]
 Served = Literal["none", "reference_actor", "adapters_off", "learner_copy"]
@@ -40,7 +40,7 @@ Served = Literal["none", "reference_actor", "adapters_off", "learner_copy"]
 class KLPlan:
     kind: KLKind = "none"           # the estimator; 'full' = exact full-vocabulary KL
     coef: float = 0.0               # beta (GRPO, in the loss) or kl_coef (PPO, in the token rewards)
-    where: Literal["none", "loss", "reward"] = "none"
+    where: Literal["none", "loss", "reward", "preference"] = "none"  # preference: DPO's beta * log(pi / ref)
     reference: str = "phase_start"  # phase_start | initial | a model spec or folder
     served_by: Served = "none"
 
@@ -94,12 +94,13 @@ class Selection:
 class PhasePlan:
     index: int
     name: str
-    kind: str                         # sft | grpo | rs_sft | ppo
-    sampling: Sampling | None = None  # None for sft
+    kind: str                         # sft | grpo | rs_sft | ppo | dpo
+    sampling: Sampling | None = None  # None for sft and for dpo on file pairs
     algo: AlgoParams | None = None    # grpo, ppo
     kl: KLPlan = KLPlan()
     overlap: bool = False
-    selection: Selection | None = None  # grpo, ppo (its defaults)
+    selection: Selection | None = None  # grpo, ppo (its defaults), online dpo (dynamic sampling, pool)
+    dpo: DPOParams | None = None      # dpo: its loss
 
     @property
     def old_logprobs(self) -> str | None:
@@ -112,6 +113,10 @@ class PhasePlan:
             parts.append(f"K={s.group_size} T={s.temperature:g} top-p {s.top_p:g} max {s.max_new_tokens} tokens")
         if self.selection is not None and self.selection.describe():
             parts.append(self.selection.describe())
+        if self.dpo is not None:
+            d = self.dpo
+            parts += [f"{d.loss} loss" + (f", label smoothing {d.label_smoothing:g}" if d.label_smoothing else ""),
+                      self.kl.describe()]
         if self.algo is not None:
             tis = f", TIS cap {self.algo.tis_cap:g}" if self.algo.old_logprobs == "learner" and self.algo.tis_cap \
                 else ""
@@ -183,6 +188,13 @@ def _phase(cfg: JobConfig, index: int, name: str, p, lora: bool) -> PhasePlan:
     if p.kind == "rs_sft":
         return PhasePlan(index, name, p.kind, sampling)
     a = cfg.algo_for(p)
+    if p.kind == "dpo":  # the reference's logprobs of both completions of every pair, where sampled KL's are served
+        kl = KLPlan("k1", p.beta, "preference", p.reference, _served("k1", lora))
+        selection = Selection(dynamic_rounds=a.max_rounds if a.dynamic_sampling else 1, skip_solved=a.skip_solved,
+                              skip_failed=a.skip_failed, solved_at=a.solved_at, failed_at=a.failed_at)
+        return PhasePlan(index, name, p.kind, sampling if p.online else None, kl=kl,
+                         selection=selection if p.online else None,
+                         dpo=DPOParams(p.beta, p.loss, p.label_smoothing))
     if p.kind == "ppo":  # k1 against the reference folded into the token rewards; no KL term in the loss
         kl = KLPlan("k1", p.kl_coef, "reward", p.reference, _served("k1", lora)) if p.kl_coef > 0 else KLPlan()
         overlap = False

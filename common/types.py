@@ -92,6 +92,33 @@ class TrainBatch:
 
 
 @dataclass(frozen=True)
+class PreferenceBatch:
+    """A DPO step's pairs: one prompt, the preferred and the other completion, and the frozen reference's
+    log-probabilities of each completion (summed over its tokens)."""
+    prompt_ids: list[list[int]]        # [P]
+    chosen_ids: list[list[int]]        # [P] completion token ids (no padding)
+    rejected_ids: list[list[int]]      # [P]
+    ref_chosen: list[float]            # [P] sum of log pi_ref over the chosen completion's tokens
+    ref_rejected: list[float]          # [P]
+    # [2P] online pairs: the sampling engine's token logprobs of chosen, rejected, chosen, ... (the engine-vs-learner
+    # gap is logged from them); None for pairs from a file
+    engine_logprobs: list[list[float]] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.prompt_ids)
+        if not (len(self.chosen_ids) == len(self.rejected_ids) == len(self.ref_chosen) == len(self.ref_rejected) == n):
+            raise ValueError("PreferenceBatch fields must all have P entries")
+
+
+@dataclass(frozen=True)
+class DPOParams:
+    """What the learner's preference loss needs of a DPO phase (learner/losses.py dpo_loss)."""
+    beta: float = 0.1
+    loss: str = "sigmoid"              # sigmoid | ipo
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
 class Sampling:
     """How a phase samples: G completions per prompt at this temperature / top-p, at most this many tokens."""
     group_size: int

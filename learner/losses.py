@@ -346,6 +346,55 @@ def bradley_terry_loss(chosen: Tensor, rejected: Tensor) -> tuple[Tensor, dict[s
     return loss, metrics
 
 
+DPO_LOSSES = ("sigmoid", "ipo")
+
+
+def dpo_loss(chosen_logps: Tensor, rejected_logps: Tensor, ref_chosen_logps: Tensor, ref_rejected_logps: Tensor,
+             beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
+             chosen_tokens: Tensor | None = None, rejected_tokens: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-pair direct preference losses (Rafailov et al. 2023) and the implicit rewards.
+
+    Args:
+        chosen_logps, rejected_logps: [P] log pi(completion | prompt), summed over the completion's tokens, of the
+            preferred and the other completion of each pair (gradients flow through these two only).
+        ref_chosen_logps, ref_rejected_logps: [P] the same under the frozen reference.
+        beta: the KL strength (sigmoid: the logistic's scale; ipo: tau, the margin is 1 / (2 beta)).
+        loss_type: "sigmoid" = -(1 - eps) log sigmoid(beta d) - eps log sigmoid(-beta d), d = (pi_c - ref_c) -
+            (pi_r - ref_r); eps = label_smoothing > 0 is conservative DPO (cDPO: labels flipped with prob eps), as
+            OpenRLHF's and TRL's earlier "sigmoid" with label_smoothing; eps = 0 is TRL's "sigmoid".
+            "ipo" = (d_c / n_c - d_r / n_r - 1 / (2 beta))^2 (Azar et al. 2023, Eq. 17) with each log-ratio
+            averaged over its completion's tokens n (TRL's "ipo": the IPO authors' normalisation).
+        chosen_tokens, rejected_tokens: [P] completion token counts (ipo only; clamped to >= 1).
+
+    Returns:
+        (losses [P], chosen_rewards [P], rejected_rewards [P]); rewards = beta * (pi - ref), detached.
+
+    Example: d = 0 gives log 2 per pair; d = ln 3 at beta 1 gives -log(3/4):
+        >>> z = torch.zeros(2)
+        >>> losses, _, _ = dpo_loss(torch.tensor([0.0, 1.0986123]), z, z, z, beta=1.0)
+        >>> [round(x, 4) for x in losses.tolist()]
+        [0.6931, 0.2877]
+    """
+    if loss_type not in DPO_LOSSES:
+        raise ValueError(f"unknown DPO loss {loss_type!r}; allowed values: {', '.join(DPO_LOSSES)}")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing {label_smoothing} must be in [0, 0.5)")
+    shapes = {tuple(x.shape) for x in (chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)}
+    if len(shapes) != 1 or chosen_logps.dim() != 1:
+        raise ValueError(f"the four logps must all be [P]; got shapes {sorted(shapes)}")
+    chosen_ratio = chosen_logps - ref_chosen_logps  # [P] log pi_c / ref_c
+    rejected_ratio = rejected_logps - ref_rejected_logps  # [P]
+    if loss_type == "ipo":
+        if chosen_tokens is None or rejected_tokens is None:
+            raise ValueError("the ipo loss needs chosen_tokens and rejected_tokens (completion lengths)")
+        d = chosen_ratio / chosen_tokens.clamp(min=1) - rejected_ratio / rejected_tokens.clamp(min=1)  # [P]
+        losses = (d - 1.0 / (2.0 * beta)).square()
+    else:
+        d = chosen_ratio - rejected_ratio  # [P]
+        losses = -(1.0 - label_smoothing) * F.logsigmoid(beta * d) - label_smoothing * F.logsigmoid(-beta * d)
+    return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
+
+
 def _check_mode(mode: str) -> None:
     if mode not in AGG_MODES:
         raise ValueError(f"unknown agg mode {mode!r}; allowed modes: {', '.join(AGG_MODES)}")

@@ -16,11 +16,12 @@ from common.checkpoint import TRAINER_DIR
 from common.device import pick_device
 from common.precision import decide, model_dims
 from common.models import load_lm, load_tokenizer
-from common.types import AlgoParams, TrainBatch  # noqa: F401  (AlgoParams: learner.policy.AlgoParams for callers)
+from common.types import AlgoParams, DPOParams, PreferenceBatch, TrainBatch  # noqa: F401  (AlgoParams: for callers)
 from learner import lora as lora_lib
 from learner import losses, optim
-from learner.logprobs import (chunk_hidden, chunks, from_ragged, group_runs, head_logprobs, length_order,
-                              sequence_logprobs)
+from learner.logprobs import (chunk_cost, chunk_hidden, chunks, from_ragged, group_runs, head_logprobs,
+                              length_order, sequence_logprobs)
+from learner.losses import dpo_loss
 
 
 PROBE_REQUEST = "Describe in a few sentences the river that runs through your city."
@@ -75,6 +76,12 @@ def untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         seen.add(v.data_ptr())
         out[k] = v.contiguous()
     return out
+
+
+def _pair_rows(batch: PreferenceBatch, pairs: list[int]) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompts, completions) of these pairs as rows chosen, rejected, chosen, rejected, ... (2 per pair)."""
+    prompts = [batch.prompt_ids[i] for i in pairs for _ in range(2)]
+    return prompts, [c for i in pairs for c in (batch.chosen_ids[i], batch.rejected_ids[i])]
 
 
 def chunk_tokens(prompt_ids, completion_ids, shared: bool, T: int) -> int:
@@ -249,6 +256,57 @@ class Learner:
             hidden, head, _, _ = chunk_hidden(self.full_ref, batch.prompt_ids, batch.completion_ids, self.pad_id, sl,
                                               shared)
         return head, hidden
+
+    # ---- DPO ------------------------------------------------------------------------------------
+    def pair_micro_batches(self, batch: PreferenceBatch) -> list[list[int]]:
+        """Pairs in micro-batches (lists of pair indices): a pair's two sequences always share a micro-batch (its
+        loss needs both); at most micro_batch_size sequences (at least one pair) and max_tokens_per_micro_batch
+        positions (a pair over the budget runs alone)."""
+        cap = max(1, (self.micro_batch_size or 2 * len(batch.prompt_ids)) // 2)
+        out: list[list[int]] = []
+        for i in range(len(batch.prompt_ids)):
+            cur = out[-1] if out else None
+            if cur is not None and len(cur) < cap and (self.max_tokens is None or chunk_cost(
+                    *_pair_rows(batch, cur + [i]), True) <= self.max_tokens):
+                cur.append(i)
+            else:
+                out.append([i])
+        return out
+
+    def dpo_step(self, batch: PreferenceBatch, params: DPOParams) -> dict:
+        """One optimizer step of the DPO loss, mean over the batch's P pairs (micro-batched by pairs). Metrics:
+        loss, the implicit rewards beta * (pi - ref) of chosen and rejected, their margin, accuracy (the chosen
+        reward above the rejected), the policy's logps of each."""
+        P = len(batch.prompt_ids)
+        tokens = max(1, sum(len(c) for c in batch.chosen_ids) + sum(len(c) for c in batch.rejected_ids))
+
+        def loss_of(pairs: list[int]) -> tuple[torch.Tensor, dict, float]:
+            prompts, completions = _pair_rows(batch, pairs)  # chosen, rejected, chosen, ... (shared prompt runs)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                hidden, head, tgt, mask = chunk_hidden(self.model, prompts, completions, self.pad_id,
+                                                       slice(0, len(prompts)), True)
+                logp, _, _ = head_logprobs(head, hidden, tgt, mask)  # [2b, T]
+            seq = (logp * mask).sum(-1)  # [2b] summed over each completion's tokens
+            lens = mask.sum(-1)  # [2b]
+            ref = torch.tensor([x for i in pairs for x in (batch.ref_chosen[i], batch.ref_rejected[i])],
+                               dtype=seq.dtype, device=seq.device)  # [2b]
+            losses, rc, rr = dpo_loss(seq[0::2], seq[1::2], ref[0::2], ref[1::2], params.beta, params.loss,
+                                      params.label_smoothing, lens[0::2], lens[1::2])  # [b]
+            with torch.no_grad():
+                if batch.engine_logprobs is not None:  # the engine that sampled these pairs vs the learner now
+                    rows = [batch.engine_logprobs[2 * i + s] for i in pairs for s in (0, 1)]
+                    gap = (logp.detach() - from_ragged(rows, mask.shape[1]).to(logp.device)).abs() * mask  # [2b, T]
+                    m_gap = {"logprob_diff_max": gap.max().item(), "logprob_diff_mean": gap.sum().item() * P / tokens}
+                m = {"loss": losses.sum().item(), "rewards_chosen": rc.sum().item(),
+                     "rewards_rejected": rr.sum().item(), "margin": (rc - rr).sum().item(),
+                     "accuracy": (rc > rr).float().sum().item(), "logps_chosen": seq[0::2].sum().item(),
+                     "logps_rejected": seq[1::2].sum().item(), **(m_gap if batch.engine_logprobs is not None else {})}
+            return losses.sum() / P, m, 1.0  # metrics are sums here: over P below
+
+        out = optim.accumulate(self.model, self.opt, self.sched, self.pair_micro_batches(batch), loss_of,
+                               self.grad_clip, total_weight=float(P))
+        self.updates += 1
+        return {f"dpo/{k}": v for k, v in out.items()}
 
     # ---- SFT ------------------------------------------------------------------------------------
     def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]]) -> dict:

@@ -75,6 +75,10 @@ def check_job(cfg: JobConfig) -> None:
                 resolve_model(ref, cfg.model.cache_dir)
             except FileNotFoundError as err:
                 raise ConfigError(f"train.phases.{i}.reference: {err}") from None
+        pairs = getattr(phase, "pairs", "online")
+        if pairs != "online" and not pairs.startswith("hf:") and not Path(pairs).expanduser().is_file():
+            raise ConfigError(f"train.phases.{i}.pairs: {pairs!r} is not a file; give a JSONL file of {{prompt, "
+                              "chosen, rejected}} rows, hf:<dataset>:<split>, or online")
     _check_engine(cfg)
 
 

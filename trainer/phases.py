@@ -1,4 +1,4 @@
-"""The four kinds of phase a recipe is made of, each a `begin` and a ~30-line `step`.
+"""The five kinds of phase a recipe is made of, each a `begin` and a ~30-line `step`.
 
   sft     supervised fine-tuning on the task's gold targets (token-mean cross-entropy on the target tokens)
   grpo    generate K per prompt -> score -> reference logprobs -> group advantages -> clipped surrogate + KL
@@ -8,6 +8,8 @@
           stage of GRPO -> SFT -> GRPO)
   ppo     the same rollouts with a critic: per-token GAE advantages, KL in the rewards, PPO epochs over
           minibatches (the NLU paper's PPO; OpenRLHF/verl conventions)
+  dpo     direct preference optimisation against a frozen reference: pairs from a file, or online from the
+          policy's own K samples (each group's best over its worst by the task's reward) (Rafailov et al. 2023)
 
 Every phase starts with a fresh optimizer (its own lr and schedule over its own steps). A GRPO phase's KL
 reference is explicit (`reference`: the model the phase started from by default, as the papers do after
@@ -367,6 +369,75 @@ class RSSFTPhase(Phase):
         return self.sft_step(self.pairs, k, self.cfg.batch_size)
 
 
+class DPOPhase(GRPOPhase):
+    """Direct preference optimisation against the phase's reference (learner/losses.py dpo_loss), one optimizer
+    step per step. Online pairs: sample K per prompt (with dynamic sampling, until prompts_per_step groups have
+    rewards that differ), pair each such group's best sample with its worst, learn, sync the engines. File pairs:
+    `batch_size` pairs a step in file order, `epochs` passes (or `steps`). The reference's summed logprobs of both
+    completions are computed for each step's pairs where the plan serves them (reference actor, or LoRA adapters
+    off)."""
+
+    def begin(self, fresh: bool) -> None:
+        from common.data import preference_pairs
+
+        r, c = self.run, self.cfg
+        if c.online:
+            self.steps = c.steps or 100
+        else:
+            self.pairs, skipped = preference_pairs(c.pairs, r.task.tokenizer, self.job.rollout.max_prompt_tokens,
+                                                   c.limit)
+            if any(skipped.values()):
+                r.log.info(f"phase {self.name}: {len(self.pairs)} preference pairs from {c.pairs}; skipped "
+                           + ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in skipped.items() if n),
+                           data={"phase": self.name, "dpo/pairs_file": len(self.pairs),
+                                 **{f"dpo/skipped_{k}": v for k, v in skipped.items()}})
+            self.steps = c.steps or max(1, math.ceil(c.epochs * len(self.pairs) / c.batch_size))
+        r.start_optimizer(c.lr or self.job.learner.lr, self.steps, fresh)
+        self.start_reference(fresh)
+        r.sync_if_stale()
+
+    def learn(self, prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]],
+              timer: Timer, engine_logprobs: list[list[float]] | None = None) -> dict:
+        from common.types import PreferenceBatch
+
+        r = self.run
+        with timer("reference"):  # chosen, rejected, chosen, ...: each pair's two rows share their prompt
+            ref = r.system.ref_sequence_logps([p for p in prompts for _ in range(2)],
+                                              [x for pair in zip(chosen, rejected) for x in pair], self.plan)
+        with timer("learn"):
+            m = r.system.dpo_step(PreferenceBatch(prompts, chosen, rejected, ref[0::2], ref[1::2], engine_logprobs),
+                                  self.plan.dpo)
+        r.engines_stale = True
+        return {**m, "dpo/pairs": len(prompts)}
+
+    def step(self, k: int) -> dict:
+        from trainer.selection import best_worst_pairs
+
+        r, timer = self.run, Timer()
+        if not self.cfg.online:
+            n = self.cfg.batch_size
+            rows = [self.pairs[((k - 1) * n + j) % len(self.pairs)] for j in range(n)]
+            m = self.learn(*map(list, zip(*rows)), timer)
+            return {**m, **timer.seconds, "timing/step": sum(timer.seconds.values())}
+        batch, scored, self.selected = collect(r, self.plan, self.prompts_per_step, timer)
+        rollout = scored.rollout
+        self.say_if_short(k)
+        pairs = best_worst_pairs(scored.rewards, self.sampling.group_size)
+        learn_m = {"dpo/pairs": 0}
+        if pairs:
+            pick = lambda rows, side: [rows[p[side]] for p in pairs]  # noqa: E731
+            learn_m = self.learn(pick(rollout.prompt_ids, 0), pick(rollout.completion_ids, 0),
+                                 pick(rollout.completion_ids, 1), timer,
+                                 [rollout.old_logprobs[i] for pair in pairs for i in pair])
+            with timer("sync"):
+                r.sync_if_stale()
+        labels = [0.0] * len(rollout.completion_ids)  # the rollout records' "advantage": +1 chosen, -1 rejected
+        for c, j in pairs:
+            labels[c], labels[j] = 1.0, -1.0
+        self.record(batch, rollout, scored, labels, [])
+        return self.metrics(batch, rollout, scored, timer, {**learn_m, **self.selected})
+
+
 def keep_rows(batch: TrainBatch, keep: list[bool]) -> TrainBatch:
     """The rows of a GRPO batch where `keep` is true (dropping a row = masking it out of every loss term)."""
     pick = lambda xs: [x for x, k in zip(xs, keep, strict=True) if k] if xs else xs  # noqa: E731
@@ -400,4 +471,4 @@ def _resolve(spec: str, job) -> str:
     return resolve_model(spec, job.model.cache_dir)
 
 
-PHASES = {"sft": SFTPhase, "grpo": GRPOPhase, "rs_sft": RSSFTPhase, "ppo": PPOPhase}
+PHASES = {"sft": SFTPhase, "grpo": GRPOPhase, "rs_sft": RSSFTPhase, "ppo": PPOPhase, "dpo": DPOPhase}

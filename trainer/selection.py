@@ -24,6 +24,25 @@ from common.types import ScoredRollout
 from tasks.base import PromptBatch
 
 
+def best_worst_pairs(rewards: list[float], group_size: int) -> list[tuple[int, int]]:
+    """Online DPO's pairs: for each group of G whose rewards differ, (its best sample, its worst) as row indices;
+    ties go to the earlier sample. Groups with equal rewards give no pair.
+        >>> best_worst_pairs([0.2, 0.9, 0.1, 0.5, 0.5, 0.5], 3)
+        [(1, 2)]
+        >>> best_worst_pairs([1, 0, 1, 0], 4)
+        [(0, 1)]
+    """
+    if len(rewards) % group_size:
+        raise ValueError(f"{len(rewards)} rewards are not groups of {group_size}")
+    out = []
+    for g in range(0, len(rewards), group_size):
+        rs = rewards[g:g + group_size]
+        best, worst = max(range(group_size), key=lambda j: (rs[j], -j)), min(range(group_size), key=lambda j: (rs[j], j))
+        if rs[best] != rs[worst]:
+            out.append((g + best, g + worst))
+    return out
+
+
 def group_verdicts(rewards: list[float], group_size: int, solved_at: float,
                    failed_at: float) -> tuple[list[bool], list[str | None]]:
     """Per group of G: (has a signal = its rewards are not all equal, 'right' | 'wrong' | None).

@@ -44,6 +44,8 @@ TABLE = {
     "smoke": ([QA_GRPO.format(n=32)], WITH_REF),
     "xquad_en_grpo": ([QA_GRPO.format(n=64)], WITH_REF),
     "xquad_en_sft_grpo": (["sft (sft)", QA_GRPO.format(n=64)], WITH_REF),
+    "mlqa_sft_dpo": (["sft (sft)", "dpo (dpo); K=4 T=0.8 top-p 0.9 max 64 tokens; sigmoid loss; KL k1 x 0.1 in the "
+                                   "preference vs phase_start (reference_actor)"], WITH_REF),
 }
 
 
@@ -59,7 +61,7 @@ def test_every_preset_plan(preset, precision, old):
     assert [p.old_logprobs for p in plan.phases] == [("auto" if p.algo else None) for p in plan.phases]
     measured = plan.with_precisions({"learner": precision, "engines": [precision],
                                      **{r: precision for r in ("reference", "critic") if plan.has(r)}})
-    want = [row if row.startswith(("sft", "rs_sft")) else
+    want = [row if row.startswith(("sft", "rs_sft", "dpo")) else
             f"{row}; old logprobs: {old}" + (", TIS cap 2" if old == "learner" else "") for row in rows]
     got = measured.describe()
     assert got[:-1] == want

@@ -182,7 +182,9 @@ def test_the_samples_cli_prints_best_and_worst(llama, tmp_path, capsys):
     (["train.phases=[{kind: sft}, {kind: grpo, reference: runs/nope/checkpoints/sft}]"],
      "train.phases.1.reference: model folder 'runs/nope/checkpoints/sft' does not exist"),
     (["train.phases=[{kind: grpo, stepz: 3}]"], "Did you mean 'train.phases.0.steps'?"),
-    (["train.phases=[{kind: dpo}]"], "a phase needs kind: one of sft, grpo, rs_sft"),
+    (["train.phases=[{kind: orpo}]"], "a phase needs kind: one of sft, grpo, rs_sft, ppo, dpo"),
+    (["train.phases=[{kind: dpo, pairs: nope.jsonl}]"], "train.phases.0.pairs: 'nope.jsonl' is not a file"),
+    (["train.phases=[{kind: dpo, loss: ipo, label_smoothing: 0.1}]"], "with loss: ipo leave it 0"),
 ])
 def test_bad_config_fails_before_anything_starts(overrides, message, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--inprocess",

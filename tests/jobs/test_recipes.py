@@ -36,6 +36,7 @@ RECIPES = {
     "qnli_grpo_lora.yaml": ("labels", "accuracy"),  # LoRA: the gap check below proves merged-weight syncs
     "qnli_ppo_lora.yaml": ("labels", "accuracy"),   # PPO + critic + LoRA + Adafactor
     "qnli_sft.yaml": ("labels", "accuracy"),
+    "mlqa_sft_dpo.yaml": ("mlqa", "f1"),            # online DPO: pairs from the engines' samples, the reference actor
 }
 
 
@@ -127,6 +128,8 @@ def test_recipe_runs_two_steps_a_phase_on_local_ray(preset, other, shared_data, 
     for r in steps:
         if "reward/mean" in r and "learner/logprob_diff_max" in r:  # the engine samples the learner's weights
             assert_engine_held_learner_weights(r, precision)
+        elif "dpo/pairs" in r:  # a DPO step: where it found pairs, they came from the learner's weights
+            assert r["dpo/pairs"] == 0 or r["dpo/logprob_diff_mean"] < (1e-4 if precision == "fp32" else 0.1), r
         elif "reward/mean" in r:  # a PPO critic warm-up step: the policy did not move
             assert r["ppo/policy_updates"] == 0 and r["critic/vf_loss"] >= 0
         else:

@@ -354,3 +354,72 @@ def test_seq2seq_sft_and_grpo_steps_move_the_model(t5_folder):
                        [], [1.0, -1.0])
     m = learner.train_step(batch, AlgoParams(beta=0.0))
     assert m["clip_frac_first"] == 0.0 and m["logprob_diff_max"] < 1e-5 and m["grad_norm"] > 0
+
+
+# --- DPO -------------------------------------------------------------------------------------------------------
+
+def make_pairs(learner: Learner, seed: int = 0, ref_noise: float = 0.5):
+    """5 pairs over 3 prompts (two prompts asked twice), completions of 1..6 tokens; the reference's sums are the
+    learner's own plus noise (so the pairs' margins differ from 0)."""
+    from common.types import PreferenceBatch
+
+    gen = torch.Generator().manual_seed(seed)
+    prompts = [random_ids(gen, n) for n in (4, 7, 5)]
+    prompt_ids = [prompts[i] for i in (0, 0, 1, 2, 2)]
+    comp = lambda: random_ids(gen, int(torch.randint(1, 7, (1,), generator=gen)))  # noqa: E731
+    chosen, rejected = [comp() for _ in prompt_ids], [comp() for _ in prompt_ids]
+    ref_c = [sum(r) + ref_noise * float(torch.randn(1, generator=gen)) for r in learner.logprobs(prompt_ids, chosen)]
+    ref_r = [sum(r) + ref_noise * float(torch.randn(1, generator=gen)) for r in learner.logprobs(prompt_ids, rejected)]
+    return PreferenceBatch(prompt_ids, chosen, rejected, ref_c, ref_r)
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo"])
+def test_dpo_step_equals_the_loss_on_the_whole_batch_by_hand(folder, loss):
+    """The learner's micro-batched DPO gradient equals autograd through learner/losses.py's dpo_loss on the
+    whole batch at once, for any cut into micro-batches (sequence counts and token budgets)."""
+    from common.types import DPOParams
+    from learner.losses import dpo_loss
+
+    p = DPOParams(beta=0.3, loss=loss, label_smoothing=0.1 if loss == "sigmoid" else 0.0)
+    ref_l = make_learner(folder, micro_batch_size=None, lr=1e-5)
+    batch = make_pairs(ref_l)
+    # by hand: the sum of each completion's token logprobs, all 10 sequences in one padded forward
+    model = ref_l.model
+    model.train()
+    rows_p = [x for x in batch.prompt_ids for _ in range(2)]
+    rows_c = [c for i in range(5) for c in (batch.chosen_ids[i], batch.rejected_ids[i])]
+    from learner.logprobs import chunk_hidden, head_logprobs
+
+    hidden, head, tgt, mask = chunk_hidden(model, rows_p, rows_c, ref_l.pad_id, slice(0, 10), False)
+    logp, _, _ = head_logprobs(head, hidden, tgt, mask)
+    seq, n = (logp * mask).sum(-1), mask.sum(-1)
+    losses, rc, rr = dpo_loss(seq[0::2], seq[1::2], torch.tensor(batch.ref_chosen), torch.tensor(batch.ref_rejected),
+                              p.beta, p.loss, p.label_smoothing, n[0::2], n[1::2])
+    losses.mean().backward()
+    want = {k: v.grad.clone() for k, v in model.named_parameters()}
+    for mbs, budget in ((None, None), (2, None), (3, None), (None, 20)):
+        lrn = make_learner(folder, micro_batch_size=mbs, lr=1e-5, max_tokens_per_micro_batch=budget,
+                           grad_clip=None)  # the gradients as computed (clipping would rescale them in place)
+        cuts = lrn.pair_micro_batches(batch)
+        assert sorted(i for c in cuts for i in c) == list(range(5))
+        m = lrn.dpo_step(batch, p)
+        for k, v in lrn.model.named_parameters():
+            torch.testing.assert_close(v.grad, want[k], atol=1e-7, rtol=1e-4, msg=f"mbs={mbs}/{budget} {k}")
+        assert m["dpo/loss"] == pytest.approx(losses.mean().item(), rel=1e-5)
+        assert m["dpo/margin"] == pytest.approx((rc - rr).mean().item(), rel=1e-5, abs=1e-7)
+        assert m["dpo/accuracy"] == pytest.approx((rc > rr).float().mean().item())
+        if mbs == 2:
+            assert len(cuts) == 5  # one pair (two sequences) a micro-batch
+
+
+def test_dpo_steps_raise_the_chosen_over_the_rejected(folder):
+    """At the reference (margins 0) a few DPO steps move the policy's margin up on the trained pairs."""
+    from common.types import DPOParams
+
+    lrn = make_learner(folder, lr=1e-3)
+    batch = make_pairs(lrn, ref_noise=0.0)
+    first = lrn.dpo_step(batch, DPOParams(beta=0.5))
+    assert first["dpo/margin"] == pytest.approx(0.0, abs=1e-4) and first["dpo/loss"] == pytest.approx(0.6931, abs=1e-3)
+    for _ in range(4):
+        last = lrn.dpo_step(batch, DPOParams(beta=0.5))
+    assert last["dpo/margin"] > 0.05 and last["dpo/accuracy"] == 1.0 and last["dpo/loss"] < first["dpo/loss"]
