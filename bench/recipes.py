@@ -63,6 +63,13 @@ RECIPES = {
         "evals": [("test-sft", "mlqa-sft", "sft", []), ("test-grpo-best", "mlqa-grpo", "best", []),
                   ("test-grpo-ds-best", "mlqa-grpo-ds", "best", [])],
     },
+    # Issue 18: QNLI SFT -> GRPO (LoRA) with dynamic sampling, from the nlu recipe's SFT model (trained here if absent)
+    "qnli_rl": {
+        "runs": {"qnli-sft": "qnli_sft.yaml",
+                 "qnli-grpo-ds": ("qnli_grpo_lora.yaml", [FROM_SFT, "algo.dynamic_sampling=true", "algo.max_rounds=3"])},
+        "evals": [("test-sft", "qnli-sft", "best", []), ("test-grpo-ds-best", "qnli-grpo-ds", "best", []),
+                  ("test-grpo-ds-final", "qnli-grpo-ds", "last", [])],
+    },
     # Issue 18: the easy level (3 numbers up to 10, targets up to 30) after a format cold start; every stage's
     # checkpoint on the test split, paired stage against stage
     "countdown_easy": {
@@ -193,7 +200,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", default="runs/recipes", help="where the recipe runs live")
     p.add_argument("--only", default="arithmetic,countdown,domain_qa",
-                   help="comma-separated recipes (also: nlu, arithmetic_rl, countdown_easy, mlqa_rl)")
+                   help="comma-separated recipes (also: nlu, arithmetic_rl, countdown_easy, mlqa_rl, qnli_rl)")
     p.add_argument("--short", action="store_true", help="shrink Countdown and domain QA to fit ~2 h (see above)")
     p.add_argument("--report-only", action="store_true", help="write the report from what exists")
     p.add_argument("--out", default=str(ROOT / "docs" / "recipes.md"))

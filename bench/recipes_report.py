@@ -178,6 +178,32 @@ def mlqa_rl(runs: Path, figs: dict) -> list[str]:
     return lines + ["", "Where the samples went:", "", *gradient_table(runs, names)]
 
 
+def qnli_rl(runs: Path, figs: dict) -> list[str]:
+    """Issue 18's QNLI: SFT -> GRPO (LoRA) with dynamic sampling against SFT, paired on the same test questions."""
+    name = "qnli-grpo-ds"
+    if not (runs / name / "metrics.jsonl").is_file():
+        return ["(the QNLI dynamic-sampling run is not there yet)"]
+    ev = evals_of(runs, ["qnli-sft", name])
+    lines = [f"Training budget: {budget(runs / name)}; from the SFT model (`qnli-sft`, best) with fresh LoRA adapters.",
+             "", *head("model", "accuracy [95% CI]", "wrong format", "answers 'entailment'", "n")]
+    for key, label in (("test-sft", "SFT"), ("test-grpo-ds-best", "SFT -> GRPO + dynamic sampling, best"),
+                       ("test-grpo-ds-final", "SFT -> GRPO + dynamic sampling, final")):
+        if key in ev:
+            r = ev[key]
+            said = [q.get("prediction", "") for q in r["per_question"]]
+            ent = sum("not_entailment" not in s and "entailment" in s for s in said) / max(1, len(said))
+            lines.append(f"| {label} | {ci(r, 'accuracy')} | {r['wrong_format']:.3f} | {ent:.2f} | {r['n']} |")
+    lines.append("")
+    for b in ("test-grpo-ds-best", "test-grpo-ds-final"):
+        if "test-sft" in ev and b in ev:
+            lines.append(f"- {comparison(ev['test-sft'], ev[b], 'accuracy', ('sft', b[5:]))}")
+    summary = load(runs / name / "summary.json") or {}
+    lines += ["", f"The best checkpoint by validation accuracy is step {summary.get('best_step', '?')} "
+              f"({summary.get('best_phase', '?')}; step 0 is the SFT start).", "", "Where the samples went:", "",
+              *gradient_table(runs, [name])]
+    return lines
+
+
 def plot_learning_speed(runs: Path, names: list[str], png: Path) -> None:
     fig, axes = subplots(1, 2, figsize=(11, 4))
     for name in names:
@@ -485,6 +511,7 @@ def write_report(runs: Path, out: Path, command: str | None = None) -> None:
                ("Arithmetic: GRPO with dynamic sampling, from the base and from SFT", "arithmetic-grpo-ds",
                 arithmetic_rl),
                ("MLQA: SFT -> GRPO, today's GRPO and dynamic sampling", "mlqa-grpo", mlqa_rl),
+               ("QNLI: SFT -> GRPO with dynamic sampling", "qnli-grpo-ds", qnli_rl),
                ("Countdown, easy level: format cold start, then GRPO -> RS-SFT -> GRPO", "countdown-easy",
                 countdown_easy)]
     body, kept = [], False

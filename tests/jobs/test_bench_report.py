@@ -312,3 +312,25 @@ def _qa(f1):
     em = [q["em"] for q in items]
     return {"per_question": items, "f1": sum(f1) / len(f1), "f1_ci": [0.0, 1.0], "em": sum(em) / len(em),
             "em_ci": [0.0, 1.0], "len": 5.0, "n": len(f1)}
+
+
+def test_qnli_rl_pairs_the_dynamic_sampling_run_with_sft(tmp_path):
+    import json
+
+    (tmp_path / "qnli-sft" / "eval").mkdir(parents=True)
+    run = tmp_path / "qnli-grpo-ds"
+    (run / "eval").mkdir(parents=True)
+    (run / "config.yaml").write_text("train: {phases: [{kind: grpo, steps: 1, prompts_per_step: 2}]}\n")
+    (run / "metrics.jsonl").write_text(json.dumps(
+        {"kind": "step", "step": 1, "phase": "grpo", "sampling/prompts_drawn": 4, "sampling/signal_frac": 0.5,
+         "sampling/groups_kept": 2, "sampling/samples_per_update": 16, "timing/step": 8.0}) + "\n")
+    (run / "summary.json").write_text(json.dumps({"best_step": 0, "best_phase": "base"}))
+    say = ["<Judgement> entailment", "<Judgement> not_entailment"]
+    for path, scores in ((tmp_path / "qnli-sft" / "eval" / "test-sft.json", [1, 0, 0, 1]),
+                         (run / "eval" / "test-grpo-ds-best.json", [1, 1, 0, 1])):
+        path.write_text(json.dumps({**_items(scores, [say[i % 2] for i in range(4)]), "accuracy_ci": [0.0, 1.0],
+                                    "wrong_format": 0.0, "n": 4}))
+    text = "\n".join(recipes_report.qnli_rl(tmp_path, {}))
+    assert "| SFT | 0.500 [0.000, 1.000] | 0.000 | 0.50 | 4 |" in text
+    assert "- grpo-ds-best - sft: +0.250 accuracy" in text and "step 0 (base; step 0 is the SFT start)" in text
+    assert "| qnli-grpo-ds | 50% -> 50% | 2.00 | 4.00 | 16.0 | 8.0 | 1 |" in text
