@@ -28,6 +28,14 @@ class SyncGroup:
             raise ValueError(f"unknown sync backend {backend!r}: gloo (CPU) or nccl (GPU)")
         self.device = "cuda" if backend == "nccl" else "cpu"
 
+    def all_reduce(self, tensor, op: str = "sum") -> None:
+        """`tensor` replaced in place by its sum (op 'sum') or maximum ('max') over the group's ranks."""
+        import torch.distributed as dist
+
+        opts = dist.AllreduceOptions()
+        opts.reduceOp = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op]
+        self.pg.allreduce([tensor], opts).wait()
+
     def broadcast(self, tensor, src: int = 0) -> None:
         import torch.distributed as dist
 

@@ -68,10 +68,12 @@ def make_optimizer(params, kind: str, lr: float, total_steps: int, warmup_ratio:
 
 def accumulate(model: torch.nn.Module, opt: torch.optim.Optimizer, sched, micro_batches: Iterable[MicroBatch],
                loss_fn: Callable[[MicroBatch], tuple[torch.Tensor, dict[str, float], float]],
-               grad_clip: float | None = None, total_weight: float = 1.0) -> dict[str, float]:
+               grad_clip: float | None = None, total_weight: float = 1.0, dp=None) -> dict[str, float]:
     """One optimizer step over `micro_batches` (see the module docstring): `loss_fn(micro_batch)` gives (loss, its
     term of the batch's loss; metrics; weight, its weight in the metrics' means). Returns the metrics and
-    "grad_norm" (before clipping), "lr" (after the schedule's step)."""
+    "grad_norm" (before clipping), "lr" (after the schedule's step). With `dp` (learner workers,
+    learner/distributed.py) the micro-batches are this worker's share of the batch: gradients and metric sums are
+    summed over the workers before the clip and the step, and `total_weight` is the whole batch's."""
     model.train()
     opt.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
@@ -81,6 +83,9 @@ def accumulate(model: torch.nn.Module, opt: torch.optim.Optimizer, sched, micro_
         for k, v in metrics.items():
             sums[k] = max(sums.get(k, v), v) if k.endswith("_max") else sums.get(k, 0.0) + v * weight
     params = [p for group in opt.param_groups for p in group["params"]]
+    if dp is not None:  # learner workers (learner/distributed.py): the batch's gradient and metric sums
+        dp.reduce_grads(params)
+        sums = dp.reduce_metrics(sums)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, math.inf if grad_clip is None else grad_clip)
     opt.step()
     sched.step()

@@ -154,6 +154,17 @@ class Learner:
         # B*T*V floats between actors costs more than holding a frozen copy here, so it lives here.
         self.full_ref = None
         self.updates = 0
+        self.dp = None  # learner/distributed.py DataParallel, with learner.workers > 1
+
+    def init_data_parallel(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
+        """Join the learner workers' group (every worker at once: a rendezvous). The workers start from the same
+        weights and optimizer state and take the same steps."""
+        from learner.distributed import DataParallel
+
+        if self.lora is not None:
+            raise ValueError("learner.workers > 1 with learner.lora is not supported yet; use one learner worker "
+                             "with LoRA")
+        self.dp = DataParallel(host, port, world_size, rank, backend)
 
     def precision_choice(self) -> dict:
         return self.choice.as_dict()
@@ -164,19 +175,21 @@ class Learner:
         max_tokens_per_micro_batch positions at most."""
         return chunks(prompt_ids, self.micro_batch_size, completion_ids, self.max_tokens)
 
-    def train_step(self, batch: TrainBatch, algo: AlgoParams, inner_steps: int = 1) -> dict:
+    def train_step(self, batch: TrainBatch, algo: AlgoParams, inner_steps: int = 1,
+                   totals: tuple[int, int] | None = None) -> dict:
+        """`inner_steps` updates over the batch. With learner workers, `batch` is this worker's share and `totals`
+        the whole batch's (sequences, completion tokens): the loss's denominators and the metrics' weights."""
         batch = reordered(batch, length_order(batch.prompt_ids, batch.completion_ids))  # like lengths together
-        T = max(1, max(len(c) for c in batch.completion_ids))
-        full_mask = from_ragged([[1.0] * len(c) for c in batch.completion_ids], T)  # [B, T]
-        denom = losses.batch_denominator(full_mask, algo.loss_agg)
-        norm_len = float(len(batch.completion_ids) * algo.max_new_tokens)
+        rows, tokens = totals or (len(batch.completion_ids), sum(len(c) for c in batch.completion_ids))
+        denom = {"token-mean": float(tokens), "seq-mean-token-sum-norm": None}.get(algo.loss_agg, float(rows))
+        norm_len = float(rows * algo.max_new_tokens)
         history = []
         if algo.old_logprobs not in ("engine", "learner"):  # the run plan resolves 'auto' (common/plan.py)
             raise ValueError(f"AlgoParams.old_logprobs must be 'engine' or 'learner', not {algo.old_logprobs!r}")
         own = algo.old_logprobs == "learner"
         self._own_old = {} if own else None  # chunk index -> [b, T] from the first update
         for _ in range(inner_steps):
-            history.append(self._accumulate(batch, algo, denom, norm_len))
+            history.append(self._accumulate(batch, algo, denom, norm_len, float(tokens)))
         out = {k: float(np.mean([h[k] for h in history])) for k in history[-1] if k in history[0]}
         # The first inner step's ratio is 1 up to engine-vs-learner numerics, by construction.
         out["clip_frac_first"] = history[0]["clip_frac"]
@@ -196,14 +209,13 @@ class Learner:
             return self._own_old.setdefault(ci, logp.detach())
         return engine_old
 
-    def _accumulate(self, batch: TrainBatch, algo: AlgoParams, denom, norm_len: float) -> dict:
+    def _accumulate(self, batch: TrainBatch, algo: AlgoParams, denom, norm_len: float, tokens: float) -> dict:
         """One update over the batch's micro-batches; metrics are token-weighted means over the batch."""
         work = {"tokens_forward": 0.0, "head_positions": 0.0, "micro_batches": 0.0}  # FLOP counts, batching
-        tokens = float(sum(len(c) for c in batch.completion_ids))
         out = optim.accumulate(self.model, self.opt, self.sched,
                                enumerate(self.micro_batches(batch.prompt_ids, batch.completion_ids)),
                                lambda chunk: self._chunk_loss(batch, algo, denom, norm_len, *chunk, work),
-                               self.grad_clip, total_weight=max(tokens, 1.0))
+                               self.grad_clip, total_weight=max(tokens, 1.0), dp=self.dp)
         self.updates += 1
         return {**out, **work}
 
@@ -273,12 +285,12 @@ class Learner:
                 out.append([i])
         return out
 
-    def dpo_step(self, batch: PreferenceBatch, params: DPOParams) -> dict:
+    def dpo_step(self, batch: PreferenceBatch, params: DPOParams, totals: tuple[int, int] | None = None) -> dict:
         """One optimizer step of the DPO loss, mean over the batch's P pairs (micro-batched by pairs). Metrics:
         loss, the implicit rewards beta * (pi - ref) of chosen and rejected, their margin, accuracy (the chosen
         reward above the rejected), the policy's logps of each."""
-        P = len(batch.prompt_ids)
-        tokens = max(1, sum(len(c) for c in batch.chosen_ids) + sum(len(c) for c in batch.rejected_ids))
+        P, tokens = totals or (len(batch.prompt_ids), sum(len(c) for c in batch.chosen_ids + batch.rejected_ids))
+        tokens = max(1, tokens)  # totals: the whole batch's pairs and completion tokens (learner workers)
 
         def loss_of(pairs: list[int]) -> tuple[torch.Tensor, dict, float]:
             prompts, completions = _pair_rows(batch, pairs)  # chosen, rejected, chosen, ... (shared prompt runs)
@@ -304,15 +316,15 @@ class Learner:
             return losses.sum() / P, m, 1.0  # metrics are sums here: over P below
 
         out = optim.accumulate(self.model, self.opt, self.sched, self.pair_micro_batches(batch), loss_of,
-                               self.grad_clip, total_weight=float(P))
+                               self.grad_clip, total_weight=float(P), dp=self.dp)
         self.updates += 1
         return {f"dpo/{k}": v for k, v in out.items()}
 
     # ---- SFT ------------------------------------------------------------------------------------
-    def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]]) -> dict:
+    def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]], total: int | None = None) -> dict:
         """One optimizer step of token-mean cross-entropy on the targets (micro-batched, over the batch's target
         count)."""
-        total = float(sum(len(t) for t in target_ids))
+        total = float(total or sum(len(t) for t in target_ids))  # total: the whole batch's targets (workers)
         order = length_order(prompt_ids, target_ids)
         prompt_ids, target_ids = [prompt_ids[i] for i in order], [target_ids[i] for i in order]
 
@@ -324,7 +336,7 @@ class Learner:
             return loss, {"loss": loss.item()}, 1.0  # weight 1: the batch's loss is the sum of the terms
 
         m = optim.accumulate(self.model, self.opt, self.sched, self.micro_batches(prompt_ids, target_ids), nll,
-                             self.grad_clip)
+                             self.grad_clip, dp=self.dp)
         return {f"sft/{k}": v for k, v in m.items()}
 
     def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str,

@@ -1,0 +1,92 @@
+"""Data parallelism for the learner (`learner.workers: N`): N learner processes, each holding the whole model and
+optimizer state, each given its share of a step's sequences; after the local backward passes, one all-reduce sums
+the gradients, and every worker takes the same optimizer step, so the workers stay identical (DDP's semantics).
+
+The losses are written with the whole batch's denominators (learner/losses.py `global_denominator`; SFT's target
+count; DPO's pair count), passed in as the step's `totals`, so the gradients summed over the workers are the
+single-worker batch's gradient whatever the split (tests/learner/test_distributed.py: 2 workers equal 1 to 1e-6 in
+fp32). Metrics are summed (keys ending `_max`: maximised) over the workers with the same all-reduce.
+
+The group is a torch.distributed process group of the workers' own (common/collective.py: gloo on CPU, NCCL on GPU,
+built from a TCPStore), never the global default group, as the collective weight sync's.
+
+Why replicated, not FSDP2's sharded parameters: FSDP2 (torch 2.13) runs on CPU with gloo (tried: fully_shard on a
+2-process gloo mesh steps and equals the single process to 1e-6 when each loss is scaled by N, since gloo has no
+PREMUL_SUM for FSDP's own gradient division), but its all-gathers and reduce-scatters fire in module forward hooks,
+and this learner does not call the model's forward: it runs the body, then the LM head on the completion positions
+only (learner/logprobs.py chunk_hidden, the fix that kept 98 GiB of logits off an H200) and shares a group's
+prompt across its samples; with the head tied to the embeddings (SmolLM2, Qwen2.5-0.5B) the head's weight would
+live in two FSDP units. Sharding needs those passes restated as FSDP units; until then a model must fit on one
+device with its optimizer state, and N workers buy throughput, not memory.
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+
+
+class DataParallel:
+    """This worker's place among the learner workers and the collectives of a step."""
+
+    def __init__(self, host: str, port: int, world_size: int, rank: int, backend: str = "gloo",
+                 timeout_s: float = 600.0):
+        from common.collective import SyncGroup
+
+        self.group = SyncGroup(host, port, world_size, rank, backend, timeout_s)
+        self.rank, self.world_size = rank, world_size
+        self.calls = 0
+
+    def _all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        self.group.all_reduce(tensor, op)
+        return tensor
+
+    def reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
+        """Sum every parameter's gradient over the workers, in place (one flat buffer per dtype); a worker without a
+        gradient for a parameter (it had no sequence that reached it) adds zeros."""
+        by_dtype: dict[torch.dtype, list[torch.nn.Parameter]] = {}
+        for p in params:
+            by_dtype.setdefault(p.dtype, []).append(p)
+        for dtype, ps in by_dtype.items():
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ps]
+            flat = torch.cat([g.reshape(-1) for g in grads]).to(self.group.device)
+            self._all_reduce(flat)
+            flat = flat.to(ps[0].device)
+            offset = 0
+            for p in ps:
+                n = p.numel()
+                p.grad = flat[offset:offset + n].view_as(p).to(dtype).clone()
+                offset += n
+
+    def reduce_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """`sums` added over the workers (keys ending `_max`: the largest); a key one worker lacks counts 0 there
+        (or is ignored, for a maximum). The key union goes through the group's store."""
+        self.calls += 1
+        store = self.group.store
+        store.set(f"metric-keys/{self.calls}/{self.rank}", json.dumps(sorted(sums)))
+        keys = sorted({k for r in range(self.world_size)
+                       for k in json.loads(store.get(f"metric-keys/{self.calls}/{r}").decode())})
+        plain = [k for k in keys if not k.endswith("_max")]
+        peak = [k for k in keys if k.endswith("_max")]
+        total = self._all_reduce(torch.tensor([sums.get(k, 0.0) for k in plain], dtype=torch.float64))
+        top = self._all_reduce(torch.tensor([sums.get(k, -float("inf")) for k in peak], dtype=torch.float64), "max")
+        return {**dict(zip(plain, total.tolist())), **dict(zip(peak, top.tolist()))}
+
+
+def balanced_shards(lengths: list[int], group_size: int, n: int) -> list[list[int]]:
+    """Row indices of each of `n` workers: whole groups of `group_size` consecutive rows (a group shares its prompt,
+    which the learner runs once), dealt longest group first to the worker with the fewest tokens so far; each
+    worker's rows in their original order. Fewer groups than workers leave some workers empty.
+
+        >>> balanced_shards([5, 5, 1, 1, 3, 3, 2, 2], 2, 2)
+        [[0, 1, 2, 3], [4, 5, 6, 7]]
+    """
+    if len(lengths) % group_size:
+        raise ValueError(f"{len(lengths)} rows are not groups of {group_size}")
+    groups = [list(range(g, g + group_size)) for g in range(0, len(lengths), group_size)]
+    load, out = [0] * n, [[] for _ in range(n)]
+    for rows in sorted(groups, key=lambda rs: -sum(lengths[i] for i in rs)):
+        w = min(range(n), key=lambda k: (load[k], k))
+        out[w] += rows
+        load[w] += sum(lengths[i] for i in rows)
+    return [sorted(rows) for rows in out]
