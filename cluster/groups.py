@@ -60,9 +60,11 @@ class ActorGroup:
 
     @classmethod
     def create(cls, name: str, factory: Callable, n: int, backend: str, args: tuple = (), kwargs=None,
-               num_cpus: float = 0.5, num_gpus: float = 0.0, placement=None, max_restarts: int = 0) -> "ActorGroup":
+               num_cpus: float = 0.5, num_gpus: float | list[float] = 0.0, placement=None,
+               max_restarts: int = 0) -> "ActorGroup":
         """n members named <name>-<i>; on Ray, a member whose process dies is restarted (its __init__ runs again)
-        up to `max_restarts` times, and the call it was running fails for the caller to retry."""
+        up to `max_restarts` times, and the call it was running fails for the caller to retry. `num_gpus`: one
+        figure for every member, or one each."""
         kwargs = kwargs or {}
         if backend == "inprocess":
             return cls(name, [factory(*args, **kwargs) for _ in range(n)], backend, cls=factory)
@@ -71,7 +73,8 @@ class ActorGroup:
         remote = ray.remote(_logged(factory))
         members = []
         for i in range(n):
-            opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, name=f"{name}-{i}", max_concurrency=1,
+            gpus = num_gpus[i] if isinstance(num_gpus, list) else num_gpus
+            opts = dict(num_cpus=num_cpus, num_gpus=gpus, name=f"{name}-{i}", max_concurrency=1,
                         max_restarts=max_restarts, max_task_retries=0)
             if placement is not None:
                 opts["scheduling_strategy"] = placement(i)

@@ -7,7 +7,8 @@
                     bundle on a node of its own, so generation and training never share a node
 
 Bundle 0 holds the training actors (their CPUs and `cluster.gpus_per_learner`), bundle 1 + i engine i
-(`cluster.gpus_per_rollout_actor`). Reward and retrieval actors are small and stateless: default scheduling.
+(`cluster.gpus_per_rollout_actor`); with `learner.workers: N`, bundle 1 + engines + j holds learner worker 1 + j and
+reference shard 1 + j (another `gpus_per_learner`). Reward and retrieval actors are small and stateless: default scheduling.
 A group that cannot be placed (too few nodes, GPUs or CPUs) fails after `timeout_s` naming what it asked for.
 """
 from __future__ import annotations
@@ -22,14 +23,18 @@ ENGINE_CPUS = 0.5
 
 class Placement:
     def __init__(self, mode: str, n_engines: int, gpus_per_engine: float, gpus_per_learner: float,
-                 timeout_s: float = 120.0):
+                 timeout_s: float = 120.0, learner_workers: int = 1):
         import ray
         from ray.util.placement_group import placement_group
 
         self.mode = mode
         train = {"CPU": round(sum(TRAIN_CPUS.values()), 3), **({"GPU": gpus_per_learner} if gpus_per_learner else {})}
         engine = {"CPU": ENGINE_CPUS, **({"GPU": gpus_per_engine} if gpus_per_engine else {})}
-        self.bundles = [train] + [dict(engine) for _ in range(n_engines)]
+        worker = {"CPU": round(TRAIN_CPUS["learner"] + TRAIN_CPUS["reference"], 3),
+                  **({"GPU": gpus_per_learner} if gpus_per_learner else {})}
+        self.n_engines = n_engines
+        self.bundles = [train] + [dict(engine) for _ in range(n_engines)] + [dict(worker)
+                                                                             for _ in range(learner_workers - 1)]
         self.group = placement_group(self.bundles, strategy=STRATEGY[mode], name="raygrpo")
         try:
             ray.get(self.group.ready(), timeout=timeout_s)
@@ -50,6 +55,10 @@ class Placement:
     def trainer(self) -> Callable[[int], object]:
         """For ActorGroup.create(placement=...): the training bundle."""
         return lambda i: self._strategy(0)
+
+    def learners(self) -> Callable[[int], object]:
+        """Learner worker i (and reference shard i): worker 0 in the training bundle, the others in their own."""
+        return lambda i: self._strategy(0 if i == 0 else self.n_engines + i)
 
     def engines(self) -> Callable[[int], object]:
         """Engine i in bundle 1 + i."""

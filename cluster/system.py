@@ -2,9 +2,12 @@
 
   rollout   N x VLLMEngine (or HFEngine)     prompts sharded across engines
   reward    M x RewardScorer                samples sharded across scorers
-  reference 1 x Reference                   frozen KL reference (when a phase's sampled-token KL is served by one)
-  learner   1 x Learner                     AdamW/Adafactor, schedule, micro-batched backward, SFT steps, LoRA,
-                                            checkpoints (with LoRA it also serves the reference logprobs)
+  reference W x Reference                   frozen KL reference (when a phase's sampled-token KL is served by one);
+                                            rows sharded over the W = learner.workers copies
+  learner   W x Learner                     AdamW/Adafactor, schedule, micro-batched backward, SFT/DPO steps, LoRA,
+                                            checkpoints (with LoRA it also serves the reference logprobs); with
+                                            W > 1 data parallel (learner/distributed.py): each step's sequences
+                                            split over the workers by tokens, worker 0 saves and serves weights
   critic    1 x Critic                      PPO value model and its optimizer (when a phase is ppo)
   retrieval R x Retriever                   top-k passages (when retrieval is enabled)
 
@@ -78,7 +81,8 @@ class GRPOSystem:
         if backend == "ray" and c.placement != "none":
             from cluster.placement import Placement
 
-            self.placement = Placement(c.placement, c.num_rollout_actors, c.gpus_per_rollout_actor, c.gpus_per_learner)
+            self.placement = Placement(c.placement, c.num_rollout_actors, c.gpus_per_rollout_actor, c.gpus_per_learner,
+                                       learner_workers=cfg.learner.workers)
         on = (lambda role: getattr(self.placement, role)()) if self.placement else (lambda role: None)  # noqa: E731
         self.recovery = Recovery(c.max_restarts, c.call_timeout_s, backend)
         self.rollout = start_rollout(cfg.rollout, c, init_path, backend, placement=on("engines"))
@@ -87,20 +91,26 @@ class GRPOSystem:
         L = cfg.learner
         train_kw = dict(micro_batch_size=L.micro_batch_size, max_tokens_per_micro_batch=L.max_tokens_per_micro_batch,
                         precision=L.precision, threads=c.threads)
-        # the learner's GPU share is split among the training actors that exist (they share bundle 0)
+        # the learner's GPU share is split among the training actors that exist (they share bundle 0); learner worker
+        # i > 0 shares its own bundle with reference shard i
+        W = L.workers
         gpu = c.gpus_per_learner / (1 + plan.has("reference") + plan.has("critic"))
         trainer = dict(num_gpus=gpu, placement=on("trainer"))
-        self.reference = ActorGroup.create("reference", Reference, 1, backend, args=(policy_path,), kwargs=train_kw,
-                                           num_cpus=TRAIN_CPUS["reference"], **trainer) \
+        shared = c.gpus_per_learner / (1 + plan.has("reference"))
+        per_worker = dict(num_gpus=[gpu] + [shared] * (W - 1), placement=on("learners"))
+        self.reference = ActorGroup.create("reference", Reference, W, backend, args=(policy_path,), kwargs=train_kw,
+                                           num_cpus=TRAIN_CPUS["reference"], **per_worker) \
             if plan.has("reference") else None
         # The optimizer is rebuilt by reset_optimizer when each phase starts; total_steps=1 is a placeholder.
         self.learner = ActorGroup.create(
-            "learner", Learner, 1, backend, args=(init_path,),
+            "learner", Learner, W, backend, args=(init_path,),
             kwargs=dict(lr=L.lr, total_steps=1, warmup_ratio=L.warmup_ratio, schedule=L.schedule,
                         weight_decay=L.weight_decay, grad_clip=L.grad_clip, seed=cfg.train.seed,
                         gradient_checkpointing=L.gradient_checkpointing, optimizer=L.optimizer,
                         lora=LoraSpec(**L.lora.model_dump()) if L.lora else None, **train_kw),
-            num_cpus=TRAIN_CPUS["learner"], **trainer)
+            num_cpus=TRAIN_CPUS["learner"], **per_worker)
+        if W > 1:
+            self.start_learner_group(c.call_timeout_s, "nccl" if c.gpus_per_learner > 0 else "gloo")
         self.critic = ActorGroup.create("critic", Critic, 1, backend, args=(init_path,),
                                         kwargs=dict(grad_clip=L.grad_clip, seed=cfg.train.seed, **train_kw),
                                         num_cpus=TRAIN_CPUS["critic"], **trainer) if plan.has("critic") else None
@@ -119,6 +129,34 @@ class GRPOSystem:
         self.plan = plan.with_precisions(self.precisions)
         self.weights = WeightSync(self.learner, self.rollout, c, self.recovery, self.plan.sync_precision)
         self.engines = Engines(self.rollout, self.recovery, self.weights, c.call_timeout_s)  # generate, greedy
+
+    def start_learner_group(self, timeout: float, backend: str) -> None:
+        """The learner workers' own process group (learner/distributed.py), rendezvous at worker 0's node."""
+        from cluster.weight_sync import _rendezvous
+
+        host, port = get(self.learner.members[0].__ray_call__.remote(_rendezvous))
+        W = len(self.learner.members)
+        get([self.learner.call(Learner.init_data_parallel, host, port, W, i, backend, index=i) for i in range(W)],
+            timeout=timeout, what=f"the learner workers' {backend} group at {host}:{port}")
+
+    def on_learners(self, method, *args) -> object:
+        """The same call on every learner worker (they stay identical); worker 0's answer."""
+        return get(self.learner.call_all(method, *args), timeout=self.learner.timeout,
+                   what=f"learner.{method.__name__}")[0]
+
+    def sharded_step(self, method, whole: tuple, rows_of, units: list[list[int]], lengths: list[int], totals,
+                     *args) -> dict:
+        """One learner step: with one worker, `method(*whole, *args)`; with W, each worker gets the rows of its
+        balanced share (`rows_of(rows)`: its arguments in `whole`'s place) and the whole batch's `totals`. Worker
+        0's metrics (summed over the workers)."""
+        W = len(self.learner.members)
+        if W == 1:
+            return self.learner.run(method, *whole, *args)
+        from learner.distributed import balanced_shards
+
+        shards = balanced_shards(lengths, units, W)
+        futs = [self.learner.call(method, *rows_of(rows), *args, totals, index=i) for i, rows in enumerate(shards)]
+        return get(futs, timeout=self.learner.timeout, what=f"learner.{method.__name__} on {W} workers")[0]
 
     def training_groups(self) -> list[ActorGroup]:
         return [g for g in (self.learner, self.reference, self.critic) if g is not None]
@@ -166,7 +204,20 @@ class GRPOSystem:
 
     def _reference_logprobs(self, prompt_ids, completion_ids, phase: PhasePlan) -> list[list[float]]:
         if phase.kl.served_by == "reference_actor":
-            return self.reference.run(Reference.logprobs, prompt_ids, completion_ids)
+            if len(self.reference.members) == 1:
+                return self.reference.run(Reference.logprobs, prompt_ids, completion_ids)
+            from learner.distributed import balanced_shards, prompt_units
+
+            shards = balanced_shards([len(c) for c in completion_ids], prompt_units(prompt_ids),
+                                     len(self.reference.members))
+            parts = get([self.reference.call(Reference.logprobs, [prompt_ids[i] for i in rows],
+                                             [completion_ids[i] for i in rows], index=k)
+                         for k, rows in enumerate(shards)], timeout=self.reference.timeout, what="reference.logprobs")
+            out: list[list[float]] = [[] for _ in completion_ids]
+            for rows, part in zip(shards, parts):
+                for i, row in zip(rows, part):
+                    out[i] = row
+            return out
         return self.learner.run(Learner.ref_logprobs, prompt_ids, completion_ids)  # adapters_off
 
     def set_reference(self, phase: PhasePlan, source: str) -> None:
@@ -179,19 +230,31 @@ class GRPOSystem:
                 self.learner.run(Learner.start_phase_reference)
         elif phase.kl.served_by == "reference_actor":
             if source == "current":
-                self.reference.run(Reference.load_weights, handoff(self.learner.call(Learner.named_arrays)))
+                weights = handoff(self.learner.call(Learner.named_arrays))
+                get(self.reference.call_all(Reference.load_weights, weights), timeout=self.reference.timeout,
+                    what="reference.load_weights")
             else:
-                self.reference.run(Reference.reload, source)
-        self.learner.run(Learner.set_full_reference, source if phase.kl.served_by == "learner_copy" else None)
+                get(self.reference.call_all(Reference.reload, source), timeout=self.reference.timeout,
+                    what="reference.reload")
+        self.on_learners(Learner.set_full_reference, source if phase.kl.served_by == "learner_copy" else None)
 
     def train(self, batch: TrainBatch, algo: AlgoParams, inner_steps: int) -> dict:
-        return self.learner.run(Learner.train_step, batch, algo, inner_steps)
+        from learner.distributed import prompt_units
+
+        lengths = [len(c) for c in batch.completion_ids]
+        return self.sharded_step(Learner.train_step, (batch,), lambda rows: (batch.rows(rows),),
+                                 prompt_units(batch.prompt_ids), lengths, (len(lengths), sum(lengths)), algo, inner_steps)
 
     def dpo_step(self, batch: PreferenceBatch, params: DPOParams) -> dict:
-        return self.learner.run(Learner.dpo_step, batch, params)
+        lengths = [len(a) + len(b) for a, b in zip(batch.chosen_ids, batch.rejected_ids)]
+        return self.sharded_step(Learner.dpo_step, (batch,), lambda rows: (batch.rows(rows),),
+                                 [[i] for i in range(len(lengths))], lengths, (len(lengths), sum(lengths)), params)
 
     def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]]) -> dict:
-        return self.learner.run(Learner.sft_step, prompt_ids, target_ids)
+        lengths = [len(t) for t in target_ids]
+        return self.sharded_step(Learner.sft_step, (prompt_ids, target_ids),
+                                 lambda rows: ([prompt_ids[i] for i in rows], [target_ids[i] for i in rows]),
+                                 [[i] for i in range(len(lengths))], lengths, sum(lengths))
 
     def learner_logprobs(self, rollout: Rollout) -> list[list[float]]:
         return self.learner.run(Learner.logprobs, rollout.prompt_ids, rollout.completion_ids)
@@ -199,7 +262,7 @@ class GRPOSystem:
     def reset_optimizer(self, lr: float, total_steps: int) -> None:
         """A fresh AdamW and schedule (warmup, shape and weight decay from the learner section)."""
         L = self.cfg.learner
-        self.learner.run(Learner.reset_optimizer, lr, total_steps, L.warmup_ratio, L.schedule, L.weight_decay)
+        self.on_learners(Learner.reset_optimizer, lr, total_steps, L.warmup_ratio, L.schedule, L.weight_decay)
 
     # ---- PPO critic --------------------------------------------------------------------------------------
     def start_critic(self, lr: float, total_steps: int, source: str | None, fresh: bool) -> None:
@@ -224,7 +287,7 @@ class GRPOSystem:
             self.critic.run(Critic.save, path)
 
     def load_trainer_state(self, path: str) -> None:
-        self.learner.run(Learner.load_trainer_state, path)
+        self.on_learners(Learner.load_trainer_state, path)
         from pathlib import Path
 
         if self.critic is not None and (Path(path) / TRAINER_DIR / "critic.safetensors").is_file():

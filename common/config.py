@@ -138,10 +138,16 @@ class LearnerConfig(_Section):
                              "adafactor: the NLU paper's PPO optimizer")
     lora: LoraConfig | None = Field(None, description="LoRA adapters instead of full fine-tuning ({rank: 16}); "
                                     "the reference is then the model with adapters disabled")
-
+    workers: int = Field(1, ge=1, description=(
+        "learner processes (data parallel, learner/distributed.py): each holds the whole model and takes its share "
+        "of a step's sequences, gradients summed over them; the reference gets as many (inference shards). "
+        "Ray only; one GPU each with cluster.gpus_per_learner"))
 
     @model_validator(mode="after")
     def _some_bound(self) -> "LearnerConfig":
+        if self.workers > 1 and self.lora is not None:
+            raise ValueError("learner.workers > 1 with learner.lora is not supported yet: use learner.workers=1 with "
+                             "LoRA (its adapters are small; one worker trains them)")
         if self.micro_batch_size is None and self.max_tokens_per_micro_batch is None:
             raise ValueError("learner.micro_batch_size and learner.max_tokens_per_micro_batch are both None: a "
                              "micro-batch would be the whole batch; set one (e.g. max_tokens_per_micro_batch=auto)")
@@ -494,6 +500,9 @@ class JobConfig(_Section):
         if self.train.overlap and self.algo.old_logprobs == "learner":
             raise ValueError("train.overlap samples with weights one update older than the learner's: the ratio must "
                              "use the engine's logprobs (algo.old_logprobs=engine or auto), not the learner's")
+        if self.learner.workers > 1 and self.cluster.backend != "ray":
+            raise ValueError(f"learner.workers={self.learner.workers} starts that many learner processes, which "
+                             "needs Ray: drop --inprocess (cluster.backend=ray) or set learner.workers=1")
         if self.cluster.weight_sync == "collective" and self.cluster.backend != "ray":
             raise ValueError("cluster.weight_sync=collective broadcasts between Ray actors; with "
                              "cluster.backend=inprocess use weight_sync=object_store")

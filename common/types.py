@@ -90,6 +90,12 @@ class TrainBatch:
     # minibatches); the ratio's denominator then, with old_logprobs (the engine's) only in the TIS weights
     learner_old_logprobs: list[list[float]] | None = None
 
+    def rows(self, idx: list[int]) -> "TrainBatch":
+        """These rows, in this order (a learner worker's share)."""
+        pick = lambda xs: [xs[i] for i in idx] if xs else xs  # noqa: E731
+        return TrainBatch(pick(self.prompt_ids), pick(self.completion_ids), pick(self.old_logprobs),
+                          pick(self.ref_logprobs), pick(self.advantages), pick(self.learner_old_logprobs))
+
 
 @dataclass(frozen=True)
 class PreferenceBatch:
@@ -108,6 +114,13 @@ class PreferenceBatch:
         n = len(self.prompt_ids)
         if not (len(self.chosen_ids) == len(self.rejected_ids) == len(self.ref_chosen) == len(self.ref_rejected) == n):
             raise ValueError("PreferenceBatch fields must all have P entries")
+
+    def rows(self, idx: list[int]) -> "PreferenceBatch":
+        """These pairs, in this order (a learner worker's share)."""
+        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+        engine = None if self.engine_logprobs is None else [self.engine_logprobs[2 * i + s] for i in idx for s in (0, 1)]
+        return PreferenceBatch(pick(self.prompt_ids), pick(self.chosen_ids), pick(self.rejected_ids),
+                               pick(self.ref_chosen), pick(self.ref_rejected), engine)
 
 
 @dataclass(frozen=True)

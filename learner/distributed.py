@@ -73,19 +73,32 @@ class DataParallel:
         return {**dict(zip(plain, total.tolist())), **dict(zip(peak, top.tolist()))}
 
 
-def balanced_shards(lengths: list[int], group_size: int, n: int) -> list[list[int]]:
-    """Row indices of each of `n` workers: whole groups of `group_size` consecutive rows (a group shares its prompt,
-    which the learner runs once), dealt longest group first to the worker with the fewest tokens so far; each
-    worker's rows in their original order. Fewer groups than workers leave some workers empty.
+def prompt_units(prompt_ids: list[list[int]]) -> list[list[int]]:
+    """Runs of consecutive rows that share a prompt (a GRPO group, a DPO pair): the learner runs such a prompt once,
+    so a run stays on one worker.
 
-        >>> balanced_shards([5, 5, 1, 1, 3, 3, 2, 2], 2, 2)
+        >>> prompt_units([[1], [1], [2], [1]])
+        [[0, 1], [2], [3]]
+    """
+    out: list[list[int]] = []
+    for i, p in enumerate(prompt_ids):
+        if out and prompt_ids[out[-1][-1]] == p:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def balanced_shards(lengths: list[int], units: list[list[int]], n: int) -> list[list[int]]:
+    """Row indices of each of `n` workers: whole `units` (lists of rows that stay together), dealt largest first
+    (by the sum of their rows' `lengths`) to the worker with the fewest tokens so far; each worker's rows in their
+    original order. Fewer units than workers leave some workers empty (they still join the step's all-reduce).
+
+        >>> balanced_shards([5, 5, 1, 1, 3, 3, 2, 2], [[0, 1], [2, 3], [4, 5], [6, 7]], 2)
         [[0, 1, 2, 3], [4, 5, 6, 7]]
     """
-    if len(lengths) % group_size:
-        raise ValueError(f"{len(lengths)} rows are not groups of {group_size}")
-    groups = [list(range(g, g + group_size)) for g in range(0, len(lengths), group_size)]
     load, out = [0] * n, [[] for _ in range(n)]
-    for rows in sorted(groups, key=lambda rs: -sum(lengths[i] for i in rs)):
+    for rows in sorted(units, key=lambda rs: -sum(lengths[i] for i in rs)):
         w = min(range(n), key=lambda k: (load[k], k))
         out[w] += rows
         load[w] += sum(lengths[i] for i in rows)

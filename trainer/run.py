@@ -49,6 +49,22 @@ class RunState:
     evals_since_best: int = 0    # within the current phase
 
 
+class ActorLost(RuntimeError):
+    """An actor the run cannot go on without died (a learner, a reference, a critic: they hold state Ray's restart
+    would not bring back); the message is one line naming it and the resume command."""
+
+
+def lost_actor(err: BaseException) -> str | None:
+    """The name of the actor whose death `err` reports ('learner-0'), its class, or None for another error."""
+    import re
+
+    if type(err).__name__ not in ("ActorDiedError", "RayActorError", "ActorUnavailableError"):
+        return None
+    text = str(err)
+    found = re.search(r"\bname: (\S+)", text) or re.search(r"class_name: (\S+)", text)
+    return found.group(1) if found else "an actor"
+
+
 class StopRequested(Exception):
     """This invocation's step budget (--max-steps) is spent; the run resumes later with --resume."""
 
@@ -216,8 +232,13 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
         last = ck.find_resumable(path)
         where = (f"the last checkpoint ({last}, after step {ck.load_driver_state(last)['step']})" if last
                  else "no checkpoint yet")
-        log.info(f"stopped by {type(err).__name__}: {err}; {where} is intact: rerun the same command with "
-                 f"train.run_name={path.name} --resume")
+        again = f"rerun the same command with train.run_name={path.name} --resume"
+        actor = lost_actor(err)
+        if actor is not None:  # one line, not Ray's page of actor details (those are in the run log)
+            log.info(f"stopped: actor {actor} died at step {state.step + 1} ({type(err).__name__}); {where} is "
+                     f"intact: {again}", data={"error": str(err)})
+            raise ActorLost(f"actor {actor} died at step {state.step + 1}; {where} is intact: {again}") from None
+        log.info(f"stopped by {type(err).__name__}: {err}; {where} is intact: {again}")
         raise
     finally:
         r.peak_rss = system.peak_rss_gib()  # while the actors live
@@ -331,5 +352,9 @@ def main(argv=None, description: str = "", only_task: str | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError, ConnectionError) as err:  # bad config, cluster, model, data
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run(cfg, resume=args.resume, max_steps=args.max_steps, loaded=loaded)
+    try:
+        run(cfg, resume=args.resume, max_steps=args.max_steps, loaded=loaded)
+    except ActorLost as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     return 0

@@ -20,13 +20,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 STEPS = 3
 
 
+def smoke_args(tmp_path: Path, policy: str) -> list[str]:
+    return [sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--config", str(ROOT / "jobs" / "configs" / "smoke.yaml"),
+            "--local", f"train.output_dir={tmp_path}", f"train.phases.0.steps={STEPS}", "train.eval_every=100",
+            "train.eval_at_start=false", "rollout.kv_cache_gib=1", "data.eval_size=4", f"model.policy={policy}"]
+
+
 def kill_actor_after_step(tmp_path: Path, actor: str, step: int, policy: str) -> tuple[subprocess.CompletedProcess, Path, int]:
     """Run 3 GRPO steps of the smoke preset (the tiny policy: the point is the actors, not the weights); once step
     `step` is logged, SIGKILL the job's `actor` process."""
     run = tmp_path / "smoke"
-    args = [sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--config", str(ROOT / "jobs" / "configs" / "smoke.yaml"),
-            "--local", f"train.output_dir={tmp_path}", f"train.phases.0.steps={STEPS}", "train.eval_every=100",
-            "train.eval_at_start=false", "rollout.kv_cache_gib=1", "data.eval_size=4", f"model.policy={policy}"]
+    args = smoke_args(tmp_path, policy)
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics, killed, deadline = run / "metrics.jsonl", 0, time.time() + 1200
     while not killed and proc.poll() is None and time.time() < deadline:
@@ -71,4 +75,19 @@ def test_a_killed_reward_actor_is_restarted_and_the_run_goes_on(shared_data, tmp
     proc, run, killed = kill_actor_after_step(tmp_path, "RewardScorer", 1, tiny_policy_dir)
     assert killed, "no RewardScorer process found to kill"
     assert proc.returncode == 0, proc.stderr[-4000:]
+    check_finished_once(run)
+
+
+def test_a_killed_learner_stops_with_one_line_and_the_run_resumes(shared_data, tmp_path, tiny_policy_dir):
+    """The learner holds the optimizer state, which Ray's restart would not bring back: the run stops with one line
+    naming the actor and the resume command (no traceback), and --resume finishes it with every step once."""
+    proc, run, killed = kill_actor_after_step(tmp_path, "Learner", 1, tiny_policy_dir)
+    assert killed, "no Learner process found to kill"
+    assert proc.returncode == 3, proc.stderr[-4000:]
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("error: actor learner-0 died at step") and "--resume" in last, proc.stderr[-4000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    again = subprocess.run([*smoke_args(tmp_path, tiny_policy_dir), "--resume"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=1200)
+    assert again.returncode == 0, again.stderr[-4000:]
     check_finished_once(run)

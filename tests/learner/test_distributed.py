@@ -7,7 +7,7 @@ import torch
 
 from common.collective import free_port
 from common.types import DPOParams
-from learner.distributed import balanced_shards
+from learner.distributed import balanced_shards, prompt_units
 from learner.policy import AlgoParams
 from tests.learner.test_policy import assert_same_params, make_batch, make_learner, make_pairs, params
 from tests.tiny_models import save_model, tiny_llama
@@ -70,9 +70,10 @@ def _shards(folder, kind, world):
     if kind == "dpo":
         pairs = make_pairs(learner)
         lengths = [len(a) + len(b) for a, b in zip(pairs.chosen_ids, pairs.rejected_ids)]
-        return balanced_shards(lengths, 1, world)
+        return balanced_shards(lengths, [[i] for i in range(len(lengths))], world)
     batch = make_batch(learner)
-    return balanced_shards([len(c) for c in batch.completion_ids], 4 if kind == "grpo" else 1, world)
+    units = prompt_units(batch.prompt_ids) if kind == "grpo" else [[i] for i in range(len(batch.prompt_ids))]
+    return balanced_shards([len(c) for c in batch.completion_ids], units, world)
 
 
 @pytest.mark.parametrize("kind", ["grpo", "sft", "dpo"])

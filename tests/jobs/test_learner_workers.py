@@ -1,0 +1,53 @@
+"""learner.workers=2 on the real path (local Ray, vLLM, XQuAD, the tiny policy in fp32): the first update equals the
+one-worker run's to 1e-6, the run resumes with two workers, and every step's samples came from the learner's weights
+(the sync check and the engine-vs-learner gap hold)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.real_path import assert_engine_held_learner_weights
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def _smoke(tmp_path: Path, policy: str, name: str, *extra: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--config", str(ROOT / "jobs" / "configs" / "smoke.yaml"),
+            "--local", f"train.output_dir={tmp_path}", f"train.run_name={name}", "train.phases.0.steps=2",
+            "train.eval_every=100", "train.eval_at_start=false", "train.save_every=1", "rollout.kv_cache_gib=1",
+            "data.eval_size=4", f"model.policy={policy}", "learner.precision=fp32", "rollout.dtype=fp32", *extra]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+
+
+def _weights(run: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
+
+
+def test_two_learner_workers_take_the_one_worker_update_and_resume(shared_data, tmp_path, tiny_policy_dir):
+    one = _smoke(tmp_path, tiny_policy_dir, "one", "--max-steps", "1")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _smoke(tmp_path, tiny_policy_dir, "two", "learner.workers=2", "--max-steps", "1")
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    first = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    ref = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    s1, r1 = next(r for r in first if r["kind"] == "step"), next(r for r in ref if r["kind"] == "step")
+    for key in ("reward/mean", "learner/loss", "learner/kl", "learner/grad_norm"):  # the same samples, the same step
+        assert s1[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-7), key
+    resumed = _smoke(tmp_path, tiny_policy_dir, "two", "learner.workers=2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    recs = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [1, 2]
+    for r in steps:
+        assert_engine_held_learner_weights(r, "fp32")
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["finished"] and len(summary["peak_rss_gib"]["learner"]) == 2
+    assert len(summary["peak_rss_gib"]["reference"]) == 2
