@@ -75,3 +75,14 @@ def node_of(_instance) -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id()
+
+
+def check_gpus_per_node(need: int, what: str) -> None:
+    """An actor that spans `need` GPUs of one node (a tensor-parallel engine) fits on some alive node, else a
+    RuntimeError naming the setting and the largest node."""
+    import ray
+
+    most = max((n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+    if most < need:
+        raise RuntimeError(f"{what}={need} needs {need} GPUs on one node; the largest node of this cluster has "
+                           f"{most:g}: lower {what} or add a node with {need} GPUs")

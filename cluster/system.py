@@ -47,7 +47,11 @@ def start_rollout(rollout: RolloutConfig, cluster: ClusterConfig, model_path: st
     else:
         cls, kw = VLLMEngine, dict(max_model_len=rollout.max_model_len, kv_cache_gib=rollout.kv_cache_gib,
                                    seed=rollout.seed, gpu_memory_utilization=rollout.gpu_memory_utilization,
-                                   dtype=rollout.dtype)
+                                   dtype=rollout.dtype, tensor_parallel_size=rollout.tensor_parallel_size)
+        if rollout.tensor_parallel_size > 1 and backend == "ray":
+            from cluster.placement import check_gpus_per_node
+
+            check_gpus_per_node(rollout.tensor_parallel_size, "rollout.tensor_parallel_size")
     return ActorGroup.create("rollout", cls, cluster.num_rollout_actors, backend, args=(model_path,), kwargs=kw,
                              num_cpus=ENGINE_CPUS, num_gpus=cluster.gpus_per_rollout_actor,
                              max_restarts=cluster.max_restarts, placement=placement)
@@ -127,7 +131,8 @@ class GRPOSystem:
         self.precisions = {role: ([c["precision"] for c in v] if role == "engines" else v["precision"])
                            for role, v in self.choices.items()}
         self.plan = plan.with_precisions(self.precisions)
-        self.weights = WeightSync(self.learner, self.rollout, c, self.recovery, self.plan.sync_precision)
+        self.weights = WeightSync(self.learner, self.rollout, c, self.recovery, self.plan.sync_precision,
+                                  cfg.rollout.tensor_parallel_size)
         self.engines = Engines(self.rollout, self.recovery, self.weights, c.call_timeout_s)  # generate, greedy
 
     def start_learner_group(self, timeout: float, backend: str) -> None:

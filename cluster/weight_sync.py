@@ -32,9 +32,10 @@ def _rendezvous(_learner) -> tuple[str, int]:
 
 class WeightSync:
     def __init__(self, learner: ActorGroup, rollout: ActorGroup, cluster: ClusterConfig, recovery: Recovery,
-                 precision: str):
+                 precision: str, tensor_parallel_size: int = 1):
         """`precision`: fp32 when the learner and every engine run fp32, else bf16 (the run plan's)."""
         self.learner, self.rollout, self.c, self.recovery = learner, rollout, cluster, recovery
+        self.tensor_parallel_size = tensor_parallel_size
         self.version = 0  # syncs so far; engines refuse to sample from another version (StaleWeights)
         self.meta = None  # the collective transport's tensor list
         self.check = SyncCheck(precision, cluster.sync_tolerance)
@@ -49,9 +50,10 @@ class WeightSync:
         """The weight-sync process group of the learner (rank 0) and every engine's worker."""
         c = self.c
         host, port = get(self.learner.members[0].__ray_call__.remote(_rendezvous))
-        world, backend = 1 + len(self.rollout.members), "nccl" if c.gpus_per_learner > 0 else "gloo"
+        tp = self.tensor_parallel_size  # every shard of every engine is a rank: engine i's are 1 + i*tp ...
+        world, backend = 1 + tp * len(self.rollout.members), "nccl" if c.gpus_per_learner > 0 else "gloo"
         futs = [self.learner.call(Learner.init_sync_group, host, port, world, backend),
-                *[self.rollout.call(Engine.init_sync_group, host, port, world, 1 + i, backend, index=i)
+                *[self.rollout.call(Engine.init_sync_group, host, port, world, 1 + i * tp, backend, index=i)
                   for i in range(len(self.rollout.members))]]
         get(futs, timeout=c.call_timeout_s, what=f"the {backend} weight-sync group at {host}:{port}")
         self.meta = self.learner.run(Learner.weights_meta)

@@ -98,6 +98,10 @@ class RolloutConfig(_Section):
                                                    "(common/precision.py), else fp32")
     max_model_len: int = Field(2048, ge=64)
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0)
+    tensor_parallel_size: int = Field(1, ge=1, description=(
+        "GPUs each vLLM engine spans (vLLM's tensor parallelism, its workers in processes of the engine actor's "
+        "bundle); needs cluster.gpus_per_rollout_actor equal to it. More engines (cluster.num_rollout_actors) are "
+        "the data-parallel axis"))
     seed: int = 0
 
 
@@ -500,6 +504,15 @@ class JobConfig(_Section):
         if self.train.overlap and self.algo.old_logprobs == "learner":
             raise ValueError("train.overlap samples with weights one update older than the learner's: the ratio must "
                              "use the engine's logprobs (algo.old_logprobs=engine or auto), not the learner's")
+        tp, gpus = self.rollout.tensor_parallel_size, self.cluster.gpus_per_rollout_actor
+        if tp > 1 and (self.rollout.engine != "vllm" or gpus == 0):
+            raise ValueError(f"rollout.tensor_parallel_size={tp} splits a vLLM engine over {tp} GPUs; "
+                             + ("the hf engine has no tensor parallelism" if self.rollout.engine != "vllm" else
+                                "with no GPUs (cluster.gpus_per_rollout_actor=0) vLLM's CPU backend runs one worker "
+                                "per engine") + ": set it to 1 and add engines (cluster.num_rollout_actors) instead")
+        if tp > 1 and gpus != tp:
+            raise ValueError(f"rollout.tensor_parallel_size={tp} needs cluster.gpus_per_rollout_actor={tp} (one GPU per "
+                             f"shard in the engine's bundle), not {gpus:g}")
         if self.learner.workers > 1 and self.cluster.backend != "ray":
             raise ValueError(f"learner.workers={self.learner.workers} starts that many learner processes, which "
                              "needs Ray: drop --inprocess (cluster.backend=ray) or set learner.workers=1")

@@ -22,10 +22,12 @@ class StaleWeights(RuntimeError):
 
 
 def _init_sync(worker, host, port, world_size, rank, backend):
-    """Runs on the vLLM worker: join the learner's weight-sync group (common/collective.py)."""
+    """Runs on each vLLM worker of the engine: join the learner's weight-sync group (common/collective.py) as rank
+    `rank` + its tensor-parallel rank (the engine's ranks are consecutive; each shard receives every tensor and
+    its reload keeps its slice)."""
     from common.collective import SyncGroup
 
-    worker.raygrpo_sync = SyncGroup(host, port, world_size, rank, backend)
+    worker.raygrpo_sync = SyncGroup(host, port, world_size, rank + getattr(worker, "rank", 0), backend)
 
 
 def _receive_reload(worker, meta):
@@ -107,7 +109,7 @@ def _reload(worker, named_arrays):
 class VLLMEngine(Engine):
     def __init__(self, model_path: str, max_model_len: int = 2048, kv_cache_gib: float = 2.0,
                  dtype: str = "fp32", seed: int = 0, gpu_memory_utilization: float = 0.5,
-                 enforce_eager: bool = True):
+                 enforce_eager: bool = True, tensor_parallel_size: int = 1):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(max(1, round(kv_cache_gib)))))
         from transformers import AutoConfig
@@ -124,7 +126,11 @@ class VLLMEngine(Engine):
         self.llm = LLM(model=model_path, dtype=VLLM_DTYPE[self.precision], enforce_eager=enforce_eager, trust_remote_code=trust_remote_code(),
                        max_model_len=max_model_len, seed=seed,
                        gpu_memory_utilization=gpu_memory_utilization,
-                       enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 8192))
+                       enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 8192),
+                       # tensor parallel: vLLM's workers as processes of this actor, on the GPUs of its bundle
+                       tensor_parallel_size=tensor_parallel_size,
+                       distributed_executor_backend="mp" if tensor_parallel_size > 1 else None)
+        self.tensor_parallel_size = tensor_parallel_size
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = max_model_len
 

@@ -95,6 +95,13 @@ def test_out_of_range_names_the_bound():
     (["rollout.max_new_tokens=100", "rollout.max_model_len=600"], "raise max_model_len"),  # 512 + 100 > 600
     (["cluster.weight_sync=collective", "cluster.backend=inprocess"], "with cluster.backend=inprocess use weight_sync"),
     (["algo.kl_kind=full", "algo.beta=0"], "set beta > 0"),
+    (["rollout.tensor_parallel_size=2"], "with no GPUs (cluster.gpus_per_rollout_actor=0) vLLM's CPU backend runs "
+                                         "one worker per engine: set it to 1 and add engines"),
+    (["rollout.tensor_parallel_size=2", "cluster.gpus_per_rollout_actor=1"], "needs cluster.gpus_per_rollout_actor=2"),
+    (["rollout.tensor_parallel_size=2", "cluster.gpus_per_rollout_actor=2", "rollout.engine=hf"],
+     "the hf engine has no tensor parallelism"),
+    (["learner.workers=2", "cluster.backend=inprocess"], "needs Ray: drop --inprocess"),
+    (["learner.workers=2", "learner.lora={rank: 8}"], "with learner.lora is not supported yet"),
 ])
 def test_cross_field_checks_name_the_fix(overrides, fix):
     with pytest.raises(ConfigError) as err:
