@@ -51,3 +51,14 @@ def test_two_learner_workers_take_the_one_worker_update_and_resume(shared_data, 
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["finished"] and len(summary["peak_rss_gib"]["learner"]) == 2
     assert len(summary["peak_rss_gib"]["reference"]) == 2
+    # the resumed run equals an uninterrupted one with two workers
+    whole = _smoke(tmp_path, tiny_policy_dir, "whole", "learner.workers=2")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    want = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    want_steps = [r for r in want if r["kind"] == "step"]
+    for got, exp in zip(steps, want_steps, strict=True):
+        for key, value in exp.items():
+            if isinstance(value, float) and not key.startswith(("timing/", "perf/", "sync/")) and key != "time":
+                assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (exp["step"], key)
+    a, b = _weights(tmp_path / "two"), _weights(tmp_path / "whole")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
