@@ -7,8 +7,8 @@
                     bundle on a node of its own, so generation and training never share a node
 
 Bundle 0 holds the training actors (their CPUs and `cluster.gpus_per_learner`), bundle 1 + i engine i
-(`cluster.gpus_per_rollout_actor`); with `learner.workers: N`, bundle 1 + engines + j holds learner worker 1 + j and
-reference shard 1 + j (another `gpus_per_learner`). Reward and retrieval actors are small and stateless: default scheduling.
+(`cluster.gpus_per_rollout_actor`); with `learner.workers: N`, bundle engines + j holds learner worker j, reference shard j and
+critic worker j (j >= 1; another `gpus_per_learner` each). Reward and retrieval actors are small and stateless: default scheduling.
 A group that cannot be placed (too few nodes, GPUs or CPUs) fails after `timeout_s` naming what it asked for.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Placement:
         self.mode = mode
         train = {"CPU": round(sum(TRAIN_CPUS.values()), 3), **({"GPU": gpus_per_learner} if gpus_per_learner else {})}
         engine = {"CPU": ENGINE_CPUS, **({"GPU": gpus_per_engine} if gpus_per_engine else {})}
-        worker = {"CPU": round(TRAIN_CPUS["learner"] + TRAIN_CPUS["reference"], 3),
+        worker = {"CPU": round(sum(TRAIN_CPUS.values()), 3),
                   **({"GPU": gpus_per_learner} if gpus_per_learner else {})}
         self.n_engines = n_engines
         self.bundles = [train] + [dict(engine) for _ in range(n_engines)] + [dict(worker)
@@ -52,12 +52,9 @@ class Placement:
 
         return PlacementGroupSchedulingStrategy(placement_group=self.group, placement_group_bundle_index=bundle)
 
-    def trainer(self) -> Callable[[int], object]:
-        """For ActorGroup.create(placement=...): the training bundle."""
-        return lambda i: self._strategy(0)
-
     def learners(self) -> Callable[[int], object]:
-        """Learner worker i (and reference shard i): worker 0 in the training bundle, the others in their own."""
+        """For ActorGroup.create(placement=...): learner worker i (and reference shard i, critic worker i), worker 0
+        in the training bundle, the others in theirs."""
         return lambda i: self._strategy(0 if i == 0 else self.n_engines + i)
 
     def engines(self) -> Callable[[int], object]:

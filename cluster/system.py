@@ -95,13 +95,11 @@ class GRPOSystem:
         L = cfg.learner
         train_kw = dict(micro_batch_size=L.micro_batch_size, max_tokens_per_micro_batch=L.max_tokens_per_micro_batch,
                         precision=L.precision, threads=c.threads)
-        # the learner's GPU share is split among the training actors that exist (they share bundle 0); learner worker
-        # i > 0 shares its own bundle with reference shard i
+        # the learner's GPU share is split among the training actors that exist; with learner.workers W, worker i
+        # shares its bundle (bundle 0 for worker 0) with reference shard i and critic worker i
         W = L.workers
         gpu = c.gpus_per_learner / (1 + plan.has("reference") + plan.has("critic"))
-        trainer = dict(num_gpus=gpu, placement=on("trainer"))
-        shared = c.gpus_per_learner / (1 + plan.has("reference"))
-        per_worker = dict(num_gpus=[gpu] + [shared] * (W - 1), placement=on("learners"))
+        per_worker = dict(num_gpus=gpu, placement=on("learners"))
         self.reference = ActorGroup.create("reference", Reference, W, backend, args=(policy_path,), kwargs=train_kw,
                                            num_cpus=TRAIN_CPUS["reference"], **per_worker) \
             if plan.has("reference") else None
@@ -114,10 +112,14 @@ class GRPOSystem:
                         lora=LoraSpec(**L.lora.model_dump()) if L.lora else None, **train_kw),
             num_cpus=TRAIN_CPUS["learner"], **per_worker)
         if W > 1:
-            self.start_learner_group(c.call_timeout_s, "nccl" if c.gpus_per_learner > 0 else "gloo")
-        self.critic = ActorGroup.create("critic", Critic, 1, backend, args=(init_path,),
+            self.start_data_parallel(self.learner, Learner.init_data_parallel, c.call_timeout_s,
+                                     "nccl" if c.gpus_per_learner > 0 else "gloo")
+        self.critic = ActorGroup.create("critic", Critic, W, backend, args=(init_path,),
                                         kwargs=dict(grad_clip=L.grad_clip, seed=cfg.train.seed, **train_kw),
-                                        num_cpus=TRAIN_CPUS["critic"], **trainer) if plan.has("critic") else None
+                                        num_cpus=TRAIN_CPUS["critic"], **per_worker) if plan.has("critic") else None
+        if W > 1 and self.critic is not None:
+            self.start_data_parallel(self.critic, Critic.init_data_parallel, c.call_timeout_s,
+                                     "nccl" if c.gpus_per_learner > 0 else "gloo")
         for group in self.training_groups():  # every training call has a deadline too
             group.timeout = c.call_timeout_s
         self.retrieval = None  # started by start_retrieval once the index exists
@@ -135,14 +137,15 @@ class GRPOSystem:
                                   cfg.rollout.tensor_parallel_size)
         self.engines = Engines(self.rollout, self.recovery, self.weights, c.call_timeout_s)  # generate, greedy
 
-    def start_learner_group(self, timeout: float, backend: str) -> None:
-        """The learner workers' own process group (learner/distributed.py), rendezvous at worker 0's node."""
+    @staticmethod
+    def start_data_parallel(group: ActorGroup, init, timeout: float, backend: str) -> None:
+        """A training group's own process group (learner/distributed.py), rendezvous at member 0's node."""
         from cluster.weight_sync import _rendezvous
 
-        host, port = get(self.learner.members[0].__ray_call__.remote(_rendezvous))
-        W = len(self.learner.members)
-        get([self.learner.call(Learner.init_data_parallel, host, port, W, i, backend, index=i) for i in range(W)],
-            timeout=timeout, what=f"the learner workers' {backend} group at {host}:{port}")
+        host, port = get(group.members[0].__ray_call__.remote(_rendezvous))
+        W = len(group.members)
+        get([group.call(init, host, port, W, i, backend, index=i) for i in range(W)],
+            timeout=timeout, what=f"the {group.name} workers' {backend} group at {host}:{port}")
 
     def on_learners(self, method, *args) -> object:
         """The same call on every learner worker (they stay identical); worker 0's answer."""
@@ -209,20 +212,7 @@ class GRPOSystem:
 
     def _reference_logprobs(self, prompt_ids, completion_ids, phase: PhasePlan) -> list[list[float]]:
         if phase.kl.served_by == "reference_actor":
-            if len(self.reference.members) == 1:
-                return self.reference.run(Reference.logprobs, prompt_ids, completion_ids)
-            from learner.distributed import balanced_shards, prompt_units
-
-            shards = balanced_shards([len(c) for c in completion_ids], prompt_units(prompt_ids),
-                                     len(self.reference.members))
-            parts = get([self.reference.call(Reference.logprobs, [prompt_ids[i] for i in rows],
-                                             [completion_ids[i] for i in rows], index=k)
-                         for k, rows in enumerate(shards)], timeout=self.reference.timeout, what="reference.logprobs")
-            out: list[list[float]] = [[] for _ in completion_ids]
-            for rows, part in zip(shards, parts):
-                for i, row in zip(rows, part):
-                    out[i] = row
-            return out
+            return self.sharded_rows(self.reference, Reference.logprobs, prompt_ids, completion_ids)
         return self.learner.run(Learner.ref_logprobs, prompt_ids, completion_ids)  # adapters_off
 
     def set_reference(self, phase: PhasePlan, source: str) -> None:
@@ -274,16 +264,45 @@ class GRPOSystem:
         """A PPO phase's critic: from the learner's weights now (source None) or a model folder, fresh head and
         optimizer; resuming, the saved critic is loaded by load_trainer_state instead."""
         L = self.cfg.learner
+        every = lambda method, *args: get(self.critic.call_all(method, *args), timeout=self.critic.timeout,  # noqa: E731
+                                          what=f"critic.{method.__name__}")
         if fresh:
             weights = handoff(self.learner.call(Learner.named_arrays)) if source is None else None
-            self.critic.run(Critic.start_from, weights, source)
-        self.critic.run(Critic.reset_optimizer, lr, total_steps, L.warmup_ratio, L.schedule)
+            every(Critic.start_from, weights, source)
+        every(Critic.reset_optimizer, lr, total_steps, L.warmup_ratio, L.schedule)
 
     def values(self, rollout: Rollout) -> list[list[float]]:
-        return self.critic.run(Critic.values, rollout.prompt_ids, rollout.completion_ids)
+        return self.sharded_rows(self.critic, Critic.values, rollout.prompt_ids, rollout.completion_ids)
 
     def train_critic(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None) -> dict:
-        return self.critic.run(Critic.train_values, prompt_ids, completion_ids, old_values, returns, clip_eps)
+        W = len(self.critic.members)
+        if W == 1:
+            return self.critic.run(Critic.train_values, prompt_ids, completion_ids, old_values, returns, clip_eps)
+        from learner.distributed import balanced_shards, prompt_units
+
+        lengths = [len(c) for c in completion_ids]
+        pick = lambda xs, rows: [xs[i] for i in rows]  # noqa: E731
+        futs = [self.critic.call(Critic.train_values, pick(prompt_ids, rows), pick(completion_ids, rows),
+                                 pick(old_values, rows), pick(returns, rows), clip_eps, sum(lengths), index=i)
+                for i, rows in enumerate(balanced_shards(lengths, prompt_units(prompt_ids), W))]
+        return get(futs, timeout=self.critic.timeout, what=f"critic.train_values on {W} workers")[0]
+
+    @staticmethod
+    def sharded_rows(group: ActorGroup, method, prompt_ids, completion_ids) -> list[list[float]]:
+        """A per-row inference call (logprobs, values) split over the group's members by tokens, whole prompt runs
+        together; rows back in the callers' order."""
+        if len(group.members) == 1:
+            return group.run(method, prompt_ids, completion_ids)
+        from learner.distributed import balanced_shards, prompt_units
+
+        shards = balanced_shards([len(c) for c in completion_ids], prompt_units(prompt_ids), len(group.members))
+        parts = get([group.call(method, [prompt_ids[i] for i in rows], [completion_ids[i] for i in rows], index=k)
+                     for k, rows in enumerate(shards)], timeout=group.timeout, what=f"{group.name}.{method.__name__}")
+        out: list[list[float]] = [[] for _ in completion_ids]
+        for rows, part in zip(shards, parts):
+            for i, row in zip(rows, part):
+                out[i] = row
+        return out
 
     # ---- checkpoints -------------------------------------------------------------------------------------
     def save(self, path: str, with_optimizer: bool) -> None:
@@ -296,7 +315,7 @@ class GRPOSystem:
         from pathlib import Path
 
         if self.critic is not None and (Path(path) / TRAINER_DIR / "critic.safetensors").is_file():
-            self.critic.run(Critic.load, path)
+            get(self.critic.call_all(Critic.load, path), timeout=self.critic.timeout, what="critic.load")
 
     # ---- retrieval ---------------------------------------------------------------------------------------
     def start_retrieval(self, index_dir: str) -> None:

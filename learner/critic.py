@@ -57,6 +57,13 @@ class Critic:
         self.micro_batch_size, self.grad_clip = micro_batch_size, grad_clip
         self.max_tokens = token_budget(max_tokens_per_micro_batch, self.device.type)
         self.reset_optimizer(lr, total_steps, warmup_ratio, schedule)
+        self.dp = None  # learner/distributed.py DataParallel, with learner.workers > 1 (one critic per worker)
+
+    def init_data_parallel(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
+        """Join the critic workers' group (every worker at once); they stay identical, as the learner's."""
+        from learner.distributed import DataParallel
+
+        self.dp = DataParallel(host, port, world_size, rank, backend)
 
     def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str) -> None:
         self.opt, self.sched = optim.make_optimizer(self.model.parameters(), "adamw", lr, total_steps, warmup_ratio,
@@ -91,9 +98,11 @@ class Critic:
             out.extend(to_ragged(self._values(ids, attn, pos), mask))
         return out
 
-    def train_values(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None) -> dict:
-        """One optimizer step of the clipped value loss, token-mean over the whole batch (micro-batched)."""
-        total = float(sum(len(c) for c in completion_ids))
+    def train_values(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None,
+                     total: int | None = None) -> dict:
+        """One optimizer step of the clipped value loss, token-mean over the whole batch (micro-batched). With
+        critic workers the rows are this worker's share and `total` the whole batch's completion tokens."""
+        total = float(total or sum(len(c) for c in completion_ids))
 
         def loss_of(chunk) -> tuple[torch.Tensor, dict, float]:
             sl, ids, attn, pos, mask = chunk
@@ -107,7 +116,7 @@ class Critic:
             return loss * share, m, share
 
         return optim.accumulate(self.model, self.opt, self.sched, self._batches(prompt_ids, completion_ids), loss_of,
-                                self.grad_clip)
+                                self.grad_clip, dp=self.dp)
 
     def save(self, path: str) -> None:
         from pathlib import Path
