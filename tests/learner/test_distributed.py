@@ -9,7 +9,7 @@ from common.collective import free_port
 from common.types import DPOParams
 from learner.distributed import balanced_shards, prompt_units
 from learner.policy import AlgoParams
-from tests.learner.test_policy import assert_same_params, make_batch, make_learner, make_pairs, params
+from tests.learner.test_policy import assert_same_params, make_batch, make_learner, make_pairs
 from tests.tiny_models import save_model, tiny_llama
 
 
@@ -57,15 +57,53 @@ def _steps(learner, kind: str, shard: list[int] | None, world: int):
     return out
 
 
-def _worker(folder, kind, port, world, rank, shard, queue):
+KINDS = ("grpo", "sft", "dpo", "critic")
+
+
+def _critic_steps(critic, shard):
+    """One clipped value-loss step on make_batch's rows with made-up old values and returns."""
+    gen = torch.Generator().manual_seed(3)
+    from tests.tiny_models import random_ids
+
+    prompts = [random_ids(gen, n) for n in (5, 5, 8, 8, 6, 6)]
+    comps = [random_ids(gen, int(torch.randint(1, 7, (1,), generator=gen))) for _ in prompts]
+    old = [torch.randn(len(c), generator=gen).tolist() for c in comps]
+    ret = [torch.randn(len(c), generator=gen).tolist() for c in comps]
+    rows = shard if shard is not None else list(range(len(prompts)))
+    pick = lambda xs: [xs[i] for i in rows]  # noqa: E731
+    total = sum(len(c) for c in comps)
+    return [critic.train_values(pick(prompts), pick(comps), pick(old), pick(ret), 0.2, total)], prompts, comps
+
+
+def _make(folder, kind):
+    if kind == "critic":
+        from learner.critic import Critic
+
+        return Critic(folder, lr=1e-5, micro_batch_size=2, threads=1)
+    return make_learner(folder, micro_batch_size=2, lr=1e-5)
+
+
+def _run(model, kind, shard):
+    return _critic_steps(model, shard)[0] if kind == "critic" else _steps(model, kind, shard, 2)
+
+
+def _weights(model):
+    return {n: p.detach().clone() for n, p in model.model.named_parameters()}
+
+
+def _worker(folder, ports, world, rank, shards, queue):
+    """Every kind in turn, in one process pair (spawning costs seconds of imports)."""
     torch.set_num_threads(1)
-    learner = make_learner(folder, micro_batch_size=2, lr=1e-5)
-    learner.init_data_parallel("127.0.0.1", port, world, rank, "gloo")
-    metrics = _steps(learner, kind, shard, world)
-    queue.put((rank, metrics, {k: v.numpy() for k, v in params(learner).items()}))  # no shared-memory tensors
+    for kind in KINDS:
+        model = _make(folder, kind)
+        model.init_data_parallel("127.0.0.1", ports[kind], world, rank, "gloo")
+        metrics = _run(model, kind, shards[kind][rank])
+        queue.put((kind, rank, metrics, {k: v.numpy() for k, v in _weights(model).items()}))  # not shared memory
 
 
 def _shards(folder, kind, world):
+    if kind == "critic":
+        return [[0, 1, 4, 5], [2, 3]]  # whole prompt runs (5, 5 / 8, 8 / 6, 6 tokens of prompt)
     learner = make_learner(folder)
     if kind == "dpo":
         pairs = make_pairs(learner)
@@ -76,30 +114,37 @@ def _shards(folder, kind, world):
     return balanced_shards([len(c) for c in batch.completion_ids], units, world)
 
 
-@pytest.mark.parametrize("kind", ["grpo", "sft", "dpo"])
-def test_two_workers_take_the_single_learners_update(folder, kind):
-    single = make_learner(folder, micro_batch_size=2, lr=1e-5)
-    before = params(single)
-    want_metrics = _steps(single, kind, None, 1)
-    want = params(single)
-    shards = _shards(folder, kind, 2)
-    assert all(shards) and sorted(sum(shards, [])) == sorted(set(sum(shards, [])))
+def test_two_workers_take_the_single_learners_update(folder):
+    """GRPO (2 inner steps, token-mean then seq-mean with the learner's own old logprobs), SFT, DPO and the PPO
+    critic's value step: each worker has its balanced share, and both end where one learner with the whole batch
+    does."""
+    want, shards = {}, {}
+    for kind in KINDS:
+        single = _make(folder, kind)
+        before = _weights(single)
+        want[kind] = (_run(single, kind, None), _weights(single))
+        assert max((want[kind][1][n] - before[n]).abs().max().item() for n in before) > 5e-6, kind  # it moved
+        shards[kind] = _shards(folder, kind, 2)
+        assert all(shards[kind]) and sorted(sum(shards[kind], [])) == sorted(set(sum(shards[kind], [])))
     ctx = mp.get_context("spawn")
-    queue, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=_worker, args=(folder, kind, port, 2, r, shards[r], queue)) for r in range(2)]
+    queue, ports = ctx.Queue(), {kind: free_port() for kind in KINDS}
+    procs = [ctx.Process(target=_worker, args=(folder, ports, 2, r, shards, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    got = {r: (m, {k: torch.from_numpy(v) for k, v in ps.items()}) for r, m, ps in (queue.get(timeout=300)
-                                                                                   for _ in procs)}
+    got = {}
+    for _ in range(2 * len(KINDS)):
+        kind, rank, metrics, ps = queue.get(timeout=600)
+        got[(kind, rank)] = (metrics, {k: torch.from_numpy(v) for k, v in ps.items()})
     for p in procs:
         p.join(timeout=60)
-    assert max((want[n] - before[n]).abs().max().item() for n in want) > 5e-6  # the step moved the weights
-    for rank in (0, 1):
-        metrics, ps = got[rank]
-        assert_same_params(ps, want, atol=1e-6)
-        for m, w in zip(metrics, want_metrics):
-            for key in ("loss", "grad_norm", "clip_frac", "kl", "sft/loss", "sft/grad_norm", "dpo/loss", "dpo/margin",
-                        "dpo/accuracy", "dpo/grad_norm"):
-                if key in w:
-                    assert m[key] == pytest.approx(w[key], rel=1e-5, abs=1e-7), (rank, key)
-    assert_same_params(got[0][1], got[1][1], atol=0)  # the workers stay identical
+    for kind in KINDS:
+        want_metrics, want_params = want[kind]
+        for rank in (0, 1):
+            metrics, ps = got[(kind, rank)]
+            assert_same_params(ps, want_params, atol=1e-6)
+            for m, w in zip(metrics, want_metrics, strict=True):
+                for key in ("loss", "grad_norm", "clip_frac", "kl", "sft/loss", "sft/grad_norm", "dpo/loss",
+                            "dpo/margin", "dpo/accuracy", "dpo/grad_norm", "vf_loss", "vf_clip_frac"):
+                    if key in w:
+                        assert m[key] == pytest.approx(w[key], rel=1e-5, abs=1e-7), (kind, rank, key)
+        assert_same_params(got[(kind, 0)][1], got[(kind, 1)][1], atol=0)  # the workers stay identical
