@@ -59,9 +59,12 @@ RECIPES = {
     "mlqa_rl": {
         "runs": {"mlqa-sft": (MLQA_4X, ["train.phases=[{kind: sft, epochs: 1}]"]),
                  "mlqa-grpo": (MLQA_4X, MLQA_GRPO),
-                 "mlqa-grpo-ds": (MLQA_4X, [*MLQA_GRPO, "algo.dynamic_sampling=true", "algo.max_rounds=3"])},
+                 "mlqa-grpo-ds": (MLQA_4X, [*MLQA_GRPO, "algo.dynamic_sampling=true", "algo.max_rounds=3"]),
+                 # issue 19: online DPO from the same SFT model, the same sampled answers (60 x 16 questions x K=4)
+                 "mlqa-dpo": (MLQA_4X, ["train.phases=[{kind: dpo, steps: 60, prompts_per_step: 16, beta: 0.1, "
+                                        "lr: 5.0e-6}]", MLQA_GRPO[1]])},
         "evals": [("test-sft", "mlqa-sft", "sft", []), ("test-grpo-best", "mlqa-grpo", "best", []),
-                  ("test-grpo-ds-best", "mlqa-grpo-ds", "best", [])],
+                  ("test-grpo-ds-best", "mlqa-grpo-ds", "best", []), ("test-dpo-best", "mlqa-dpo", "best", [])],
     },
     # Issue 18: QNLI SFT -> GRPO (LoRA) with dynamic sampling, from the nlu recipe's SFT model (trained here if absent)
     "qnli_rl": {

@@ -154,7 +154,7 @@ def arithmetic_rl(runs: Path, figs: dict) -> list[str]:
 def mlqa_rl(runs: Path, figs: dict) -> list[str]:
     """Issue 18's MLQA target: SFT -> GRPO >= SFT + 0.05 F1 on the held-out test split (paired CI above 0), today's
     GRPO beside dynamic sampling from the same SFT model, with the wall-clock each took."""
-    names = [n for n in ("mlqa-grpo", "mlqa-grpo-ds") if (runs / n / "metrics.jsonl").is_file()]
+    names = [n for n in ("mlqa-grpo", "mlqa-grpo-ds", "mlqa-dpo") if (runs / n / "metrics.jsonl").is_file()]
     if not names:
         return ["(the MLQA GRPO runs are not there yet)"]
     ev = evals_of(runs, ["mlqa-sft", *names])
@@ -164,18 +164,21 @@ def mlqa_rl(runs: Path, figs: dict) -> list[str]:
              *head("model", "F1 [95% CI]", "EM [95% CI]", "answer length (tokens)",
                    "GRPO wall-clock (min; of it, steps)", "n")]
     for key, label, run in (("test-sft", "SFT", None), ("test-grpo-best", "SFT -> GRPO, best", "mlqa-grpo"),
-                            ("test-grpo-ds-best", "SFT -> GRPO + dynamic sampling, best", "mlqa-grpo-ds")):
+                            ("test-grpo-ds-best", "SFT -> GRPO + dynamic sampling, best", "mlqa-grpo-ds"),
+                            ("test-dpo-best", "SFT -> DPO (online pairs), best", "mlqa-dpo")):
         if key in ev:
             r = ev[key]
             wall = f"{walls[run][0]:.1f} ({walls[run][1]:.1f})" if run in walls else "-"
             lines.append(f"| {label} | {ci(r, 'f1')} | {ci(r, 'em')} | {r['len']:.1f} | {wall} | {r['n']} |")
     lines.append("")
-    for b in ("test-grpo-best", "test-grpo-ds-best"):
+    for b in ("test-grpo-best", "test-grpo-ds-best", "test-dpo-best"):
         if "test-sft" in ev and b in ev:
             lines.append(f"- {comparison(ev['test-sft'], ev[b], 'f1', ('sft', b[5:]))} (target: >= +0.05, CI above 0)")
-    if "test-grpo-best" in ev and "test-grpo-ds-best" in ev:
-        lines.append(f"- {comparison(ev['test-grpo-best'], ev['test-grpo-ds-best'], 'f1', ('grpo-best', 'grpo-ds-best'))}")
-    return lines + ["", "Where the samples went:", "", *gradient_table(runs, names)]
+    for a, b in (("test-grpo-best", "test-grpo-ds-best"), ("test-grpo-best", "test-dpo-best")):
+        if a in ev and b in ev:
+            lines.append(f"- {comparison(ev[a], ev[b], 'f1', (a[5:], b[5:]))}")
+    return lines + ["", "Where the samples went (DPO: a group with a signal gives one pair):", "",
+                    *gradient_table(runs, names)]
 
 
 def qnli_rl(runs: Path, figs: dict) -> list[str]:
