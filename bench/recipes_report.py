@@ -50,7 +50,9 @@ def budget(run: Path) -> str:
         n = sum(1 for r in steps if r.get("phase") == name)
         if phase.kind in ("sft", "rs_sft"):
             parts.append(f"{name}: {n} steps x {phase.batch_size} = {n * phase.batch_size} examples")
-        elif phase.kind in ("grpo", "ppo"):
+        elif phase.kind == "dpo" and not phase.online:
+            parts.append(f"{name}: {n} steps x {phase.batch_size} = {n * phase.batch_size} pairs")
+        elif phase.kind in ("grpo", "ppo", "dpo"):
             p, g = phase.prompts_per_step or cfg.train.prompts_per_step, cfg.rollout_for(phase).group_size
             parts.append(f"{name}: {n} steps x {p} prompts x {g} samples = {n * p * g} samples")
     return "; ".join(parts)
