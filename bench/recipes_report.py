@@ -141,10 +141,23 @@ def arithmetic_rl(runs: Path, figs: dict) -> list[str]:
             r = ev[key]
             lines.append(f"| {label} | {ci(r, 'accuracy')} | {r['unparsed']:.3f} | {r['len']:.1f} | {r['n']} |")
     lines.append("")
-    for a, b, target in (("test-base", "test-grpo-ds-best", "target: >= +0.15"),
-                         ("test-sft-best", "test-sft-grpo-ds-best", "target: CI above 0")):
+    for a, b, target in (("test-base", "test-grpo-ds-best", " (target: >= +0.15)"),
+                         ("test-sft-best", "test-sft-grpo-ds-best", " (target: CI above 0)"),
+                         ("test-sft-best", "test-grpo-ds-best", "")):
         if a in ev and b in ev:
-            lines.append(f"- {comparison(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))} ({target})")
+            lines.append(f"- {comparison(ev[a], ev[b], 'accuracy', (a[5:], b[5:]))}{target}")
+    lines += ["", "Validation accuracy (greedy) by step, and per update the groups drawn that were all right / all "
+              "wrong (no gradient):", ""]
+    for n in present:
+        recs = read_records(runs / n / "metrics.jsonl")
+        val = ", ".join(f"{r['step']}: {r['eval/accuracy']:.3f}" for r in recs if r.get("kind") == "eval")
+        steps = [r for r in recs if r.get("kind") == "step" and "sampling/prompts_drawn" in r]
+        if steps:
+            mean = lambda key: statistics.fmean(r[key] for r in steps)  # noqa: E731
+            short = sum(r.get("sampling/short", 0.0) for r in steps)
+            lines.append(f"- {n}: {val}; all right {mean('sampling/all_right'):.1f}, all wrong "
+                         f"{mean('sampling/all_wrong'):.1f} of {mean('sampling/prompts_drawn'):.1f} drawn; "
+                         f"{short:.0f} of {len(steps)} steps ran out of rounds before 4 groups with a signal.")
     gsm = [(k, ev[k]) for k in ("gsm8k-grpo-ds-best", "gsm8k-sft-grpo-ds-best") if k in ev]
     if gsm:
         lines += ["", f"GSM8K transfer (the first {gsm[0][1]['n']} test problems, up to 256 new tokens):", "",
