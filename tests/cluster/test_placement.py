@@ -85,7 +85,7 @@ def test_colocated_puts_everything_on_one_node(three_nodes, llama):
 def test_a_placement_that_cannot_fit_names_what_it_asked_for(three_nodes, llama, monkeypatch):
     from cluster import placement
 
-    monkeypatch.setattr(placement.Placement.__init__, "__defaults__", (5.0,))  # a short wait for the test
+    monkeypatch.setattr(placement.Placement.__init__, "__defaults__", (5.0, 1))  # a short wait; one learner worker
     from cluster.system import GRPOSystem
     from common.config import load_config
 

@@ -81,7 +81,7 @@ def test_a_killed_reward_actor_is_restarted_and_the_run_goes_on(shared_data, tmp
 def test_a_killed_learner_stops_with_one_line_and_the_run_resumes(shared_data, tmp_path, tiny_policy_dir):
     """The learner holds the optimizer state, which Ray's restart would not bring back: the run stops with one line
     naming the actor and the resume command (no traceback), and --resume finishes it with every step once."""
-    proc, run, killed = kill_actor_after_step(tmp_path, "Learner", 1, tiny_policy_dir)
+    proc, run, killed = kill_actor_after_step(tmp_path, "Learner", 2, tiny_policy_dir)  # step 1 saved by then
     assert killed, "no Learner process found to kill"
     assert proc.returncode == 3, proc.stderr[-4000:]
     last = [line for line in proc.stderr.splitlines() if line.strip()][-1]

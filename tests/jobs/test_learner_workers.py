@@ -39,7 +39,7 @@ def test_two_learner_workers_take_the_one_worker_update_and_resume(shared_data, 
     first = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     ref = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     s1, r1 = next(r for r in first if r["kind"] == "step"), next(r for r in ref if r["kind"] == "step")
-    for key in ("reward/mean", "learner/loss", "learner/kl", "learner/grad_norm"):  # the same samples, the same step
+    for key in ("reward/mean", "learner/pg_loss", "learner/kl", "learner/grad_norm", "learner/entropy"):  # the same samples, the same step
         assert s1[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-7), key
     resumed = _smoke(tmp_path, tiny_policy_dir, "two", "learner.workers=2", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

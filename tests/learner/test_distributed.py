@@ -143,7 +143,7 @@ def test_two_workers_take_the_single_learners_update(folder):
             metrics, ps = got[(kind, rank)]
             assert_same_params(ps, want_params, atol=1e-6)
             for m, w in zip(metrics, want_metrics, strict=True):
-                for key in ("loss", "grad_norm", "clip_frac", "kl", "sft/loss", "sft/grad_norm", "dpo/loss",
+                for key in ("loss", "pg_loss", "entropy", "grad_norm", "clip_frac", "kl", "sft/loss", "sft/grad_norm", "dpo/loss",
                             "dpo/margin", "dpo/accuracy", "dpo/grad_norm", "vf_loss", "vf_clip_frac"):
                     if key in w:
                         assert m[key] == pytest.approx(w[key], rel=1e-5, abs=1e-7), (kind, rank, key)
