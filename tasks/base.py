@@ -278,7 +278,10 @@ class Task(ABC):
 class GeneratedTask(Task):
     """The base of the tasks on seeded generated problems (arithmetic, countdown): data.source 'generated', the
     first data.limit problems, split so that every copy of a problem (`problem_key`) is on one side only. The
-    problems carry their prompt as `.question`."""
+    held-out splits (eval, test) keep one copy of each problem: a generator that repeats problems (the easy levels'
+    small spaces: 200 distinct easy arithmetic problems in 5000, 1581 easy Countdown ones) would otherwise score one
+    problem many times and report CIs over copies as if they were problems. Training keeps every copy (the train
+    stream is unchanged). The problems carry their prompt as `.question`."""
     default_source = "generated"
 
     @staticmethod
@@ -297,7 +300,17 @@ class GeneratedTask(Task):
             raise ValueError(f"task {cls.name} reads data.source 'generated' (seeded problems), got {source!r}")
         problems = cls.generate(params, data.split_seed)
         problems = problems[: data.limit] if data.limit else problems
-        return split_by(problems, cls.problem_key, data), {"generated": len(problems)}
+        splits, stats = split_by(problems, cls.problem_key, data), {"generated": len(problems)}
+        for name in ("eval", "test"):
+            if name in splits:
+                seen, kept = set(), []
+                for p in splits[name]:
+                    if cls.problem_key(p) not in seen:
+                        seen.add(cls.problem_key(p))
+                        kept.append(p)
+                stats[f"{name}_copies_dropped"] = len(splits[name]) - len(kept)
+                splits[name] = kept
+        return splits, stats
 
     def content(self, example: Any, cut: str | None = None) -> str:
         return example.question
