@@ -20,6 +20,22 @@ CONSOLE_KEYS = [("reward/mean", "R", ".3f"), ("sft/loss", "loss", ".4f"), ("lear
                 ("timing/step", "s", ".1f")]
 
 
+def drop_after(path: str | Path, step: int) -> int:
+    """On resume: remove the step and eval records of steps after `step` (the checkpoint's) from a run's
+    metrics.jsonl, since the resumed run does those steps again; info records stay. Returns how many went."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    keep = [x for x in lines if not x.strip() or json.loads(x).get("kind") not in ("step", "eval")
+            or json.loads(x).get("step", 0) <= step]
+    if len(keep) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(x + "\n" for x in keep))
+        tmp.replace(path)
+    return len(lines) - len(keep)
+
+
 class MetricsLog:
     def __init__(self, path: str | Path, stream=None, sinks=()):
         self.path = Path(path)

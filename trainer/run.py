@@ -27,7 +27,7 @@ from common import checkpoint as ck
 from common import seeds
 from common import console
 from common.config import JobConfig, config_to_dict
-from common.metrics_log import MetricsLog, plot_curves
+from common.metrics_log import MetricsLog, drop_after, plot_curves
 from common.models import load_tokenizer, resolve_model
 from common.types import Sampling
 from tasks.base import Task
@@ -58,8 +58,9 @@ def lost_actor(err: BaseException) -> str | None:
     """The name of the actor whose death `err` reports ('learner-0'), its class, or None for another error."""
     import re
 
-    if type(err).__name__ not in ("ActorDiedError", "RayActorError", "ActorUnavailableError"):
-        return None
+    died = {"ActorDiedError", "RayActorError", "ActorUnavailableError"}
+    if not died & {c.__name__ for c in type(err).__mro__}:  # also RayTaskError(ActorDiedError): a call whose
+        return None                                          # argument came from the dead actor
     text = str(err)
     found = re.search(r"\bname: (\S+)", text) or re.search(r"class_name: (\S+)", text)
     return found.group(1) if found else "an actor"
@@ -191,7 +192,11 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
     policy_path, task = loaded or load_task(cfg)
     path, state, ckpt = prepare(cfg, resume)
     logs = console.attach(path / "logs")
+    redone = drop_after(path / "metrics.jsonl", state.step) if ckpt is not None else 0
     log = MetricsLog(path / "metrics.jsonl")
+    if redone:  # a run stopped between checkpoints logged steps its checkpoint does not hold: they run again
+        log.info(f"resuming after step {state.step}: {redone} step/eval records of later steps removed (they run "
+                 "again)", data={"redone_records": redone})
     if cfg.train.tensorboard:
         from common.metrics_log import TensorBoardSink
 

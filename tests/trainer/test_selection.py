@@ -190,3 +190,35 @@ def test_the_config_names_every_estimator_and_only_those():
     from learner.advantages import ESTIMATORS
 
     assert typing.get_args(AlgoConfig.model_fields["advantage"].annotation) == ESTIMATORS
+
+
+def test_a_dead_actor_is_named_from_rays_error_and_its_task_wrapper():
+    """trainer/run.py lost_actor: Ray's ActorDiedError, and a call whose argument came from the dead actor
+    (RayTaskError(ActorDiedError), a subclass of both), name the actor; other errors are not an actor's death."""
+    from trainer.run import lost_actor
+
+    class ActorDiedError(RuntimeError):
+        pass
+
+    class Wrapped(ActorDiedError):  # what ray builds: RayTaskError(ActorDiedError)
+        pass
+
+    text = "The actor died.\n\tclass_name: Learner\n\tactor_id: ab12\n\tname: learner-0\n\tip: 10.0.0.1"
+    assert lost_actor(ActorDiedError(text)) == "learner-0" == lost_actor(Wrapped("ray::VLLMEngine.update_weights\n" + text))
+    assert lost_actor(ActorDiedError("class_name: Critic")) == "Critic"
+    assert lost_actor(ValueError("name: x")) is None
+
+
+def test_a_resume_drops_the_records_of_steps_after_its_checkpoint(tmp_path):
+    import json
+
+    from common.metrics_log import drop_after
+
+    recs = [{"kind": "info", "message": "run dir"}, {"kind": "eval", "step": 0}, {"kind": "step", "step": 1},
+            {"kind": "step", "step": 2}, {"kind": "eval", "step": 2}, {"kind": "info", "message": "stopped"},
+            {"kind": "step", "step": 3}]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert drop_after(path, 1) == 3 and drop_after(path, 1) == 0  # steps 2, 3 and the eval at 2 run again
+    assert [json.loads(x) for x in path.read_text().splitlines()] == [recs[0], recs[1], recs[2], recs[5]]
+    assert drop_after(tmp_path / "absent.jsonl", 0) == 0
