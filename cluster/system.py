@@ -152,19 +152,20 @@ class GRPOSystem:
         return get(self.learner.call_all(method, *args), timeout=self.learner.timeout,
                    what=f"learner.{method.__name__}")[0]
 
-    def sharded_step(self, method, whole: tuple, rows_of, units: list[list[int]], lengths: list[int], totals,
-                     *args) -> dict:
-        """One learner step: with one worker, `method(*whole, *args)`; with W, each worker gets the rows of its
-        balanced share (`rows_of(rows)`: its arguments in `whole`'s place) and the whole batch's `totals`. Worker
-        0's metrics (summed over the workers)."""
-        W = len(self.learner.members)
+    @staticmethod
+    def sharded_step(group: ActorGroup, method, whole: tuple, rows_of, units: list[list[int]], lengths: list[int],
+                     totals, *args) -> dict:
+        """One optimizer step of a training group (learner, critic): with one worker, `method(*whole, *args)`; with
+        W, each worker gets the rows of its balanced share (`rows_of(rows)`: its arguments in `whole`'s place) and
+        the whole batch's `totals`. Worker 0's metrics (summed over the workers)."""
+        W = len(group.members)
         if W == 1:
-            return self.learner.run(method, *whole, *args)
+            return group.run(method, *whole, *args)
         from learner.distributed import balanced_shards
 
         shards = balanced_shards(lengths, units, W)
-        futs = [self.learner.call(method, *rows_of(rows), *args, totals, index=i) for i, rows in enumerate(shards)]
-        return get(futs, timeout=self.learner.timeout, what=f"learner.{method.__name__} on {W} workers")[0]
+        futs = [group.call(method, *rows_of(rows), *args, totals, index=i) for i, rows in enumerate(shards)]
+        return get(futs, timeout=group.timeout, what=f"{group.name}.{method.__name__} on {W} workers")[0]
 
     def training_groups(self) -> list[ActorGroup]:
         return [g for g in (self.learner, self.reference, self.critic) if g is not None]
@@ -237,17 +238,18 @@ class GRPOSystem:
         from learner.distributed import prompt_units
 
         lengths = [len(c) for c in batch.completion_ids]
-        return self.sharded_step(Learner.train_step, (batch,), lambda rows: (batch.rows(rows),),
-                                 prompt_units(batch.prompt_ids), lengths, (len(lengths), sum(lengths)), algo, inner_steps)
+        return self.sharded_step(self.learner, Learner.train_step, (batch,), lambda rows: (batch.rows(rows),),
+                                 prompt_units(batch.prompt_ids), lengths, (len(lengths), sum(lengths)), algo,
+                                 inner_steps)
 
     def dpo_step(self, batch: PreferenceBatch, params: DPOParams) -> dict:
         lengths = [len(a) + len(b) for a, b in zip(batch.chosen_ids, batch.rejected_ids)]
-        return self.sharded_step(Learner.dpo_step, (batch,), lambda rows: (batch.rows(rows),),
+        return self.sharded_step(self.learner, Learner.dpo_step, (batch,), lambda rows: (batch.rows(rows),),
                                  [[i] for i in range(len(lengths))], lengths, (len(lengths), sum(lengths)), params)
 
     def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]]) -> dict:
         lengths = [len(t) for t in target_ids]
-        return self.sharded_step(Learner.sft_step, (prompt_ids, target_ids),
+        return self.sharded_step(self.learner, Learner.sft_step, (prompt_ids, target_ids),
                                  lambda rows: ([prompt_ids[i] for i in rows], [target_ids[i] for i in rows]),
                                  [[i] for i in range(len(lengths))], lengths, sum(lengths))
 
@@ -275,17 +277,13 @@ class GRPOSystem:
         return self.sharded_rows(self.critic, Critic.values, rollout.prompt_ids, rollout.completion_ids)
 
     def train_critic(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None) -> dict:
-        W = len(self.critic.members)
-        if W == 1:
-            return self.critic.run(Critic.train_values, prompt_ids, completion_ids, old_values, returns, clip_eps)
-        from learner.distributed import balanced_shards, prompt_units
+        from learner.distributed import prompt_units
 
+        whole = (prompt_ids, completion_ids, old_values, returns)
         lengths = [len(c) for c in completion_ids]
-        pick = lambda xs, rows: [xs[i] for i in rows]  # noqa: E731
-        futs = [self.critic.call(Critic.train_values, pick(prompt_ids, rows), pick(completion_ids, rows),
-                                 pick(old_values, rows), pick(returns, rows), clip_eps, sum(lengths), index=i)
-                for i, rows in enumerate(balanced_shards(lengths, prompt_units(prompt_ids), W))]
-        return get(futs, timeout=self.critic.timeout, what=f"critic.train_values on {W} workers")[0]
+        return self.sharded_step(self.critic, Critic.train_values, whole,
+                                 lambda rows: tuple([xs[i] for i in rows] for xs in whole),
+                                 prompt_units(prompt_ids), lengths, sum(lengths), clip_eps)
 
     @staticmethod
     def sharded_rows(group: ActorGroup, method, prompt_ids, completion_ids) -> list[list[float]]:
