@@ -51,6 +51,12 @@ def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
                               "one (--local)") from err
 
 
+def joins_cluster(address: str | None) -> bool:
+    """Whether start() joins a running cluster (an address, or RAY_ADDRESS under `ray job submit`) rather than
+    starting a local one."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
 def start(backend: str, address: str | None, num_cpus: int | None, env: dict[str, str],
           metrics_export_port: int | None = None) -> None:
     """Connect to or start Ray (no-op for the in-process backend)."""
@@ -68,7 +74,7 @@ def start(backend: str, address: str | None, num_cpus: int | None, env: dict[str
     logs = dict(configure_logging=not is_quiet(), log_to_driver=not is_quiet())
     if is_quiet():
         quiet_library_loggers()
-    if address or os.environ.get("RAY_ADDRESS"):
+    if joins_cluster(address):
         # Under `ray job submit` RAY_ADDRESS is set and the job's runtime_env (working_dir) is inherited.
         ray.init(address=address or os.environ["RAY_ADDRESS"], runtime_env=runtime_env, **logs)
     else:

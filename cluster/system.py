@@ -2,13 +2,14 @@
 
   rollout   N x VLLMEngine (or HFEngine)     prompts sharded across engines
   reward    M x RewardScorer                samples sharded across scorers
-  reference W x Reference                   frozen KL reference (when a phase's sampled-token KL is served by one);
-                                            rows sharded over the W = learner.workers copies
+  reference F x Reference                   frozen KL reference (when a phase's sampled-token KL is served by one);
+                                            rows sharded over F = learner.reference_workers (default W) copies
   learner   W x Learner                     AdamW/Adafactor, schedule, micro-batched backward, SFT/DPO steps, LoRA,
                                             checkpoints (with LoRA it also serves the reference logprobs); with
                                             W > 1 data parallel (learner/distributed.py): each step's sequences
                                             split over the workers by tokens, worker 0 saves and serves weights
-  critic    1 x Critic                      PPO value model and its optimizer (when a phase is ppo)
+  critic    C x Critic                      PPO value model and its optimizer (when a phase is ppo); C =
+                                            learner.critic_workers (default W), data parallel like the learner
   retrieval R x Retriever                   top-k passages (when retrieval is enabled)
 
 Which roles exist, which KL each phase computes and where, and which old logprobs the ratio uses come from the run
@@ -18,6 +19,9 @@ Every actor call names its method object (`self.learner.run(Learner.train_step, 
 the call is written, not after an hour of training.
 """
 from __future__ import annotations
+
+import math
+import os
 
 from common.checkpoint import TRAINER_DIR
 from common.config import ClusterConfig, JobConfig, RolloutConfig
@@ -67,6 +71,27 @@ def policy_dims(path: str) -> tuple[int, int]:
     return model_dims(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code()))
 
 
+def logical_cpus(cfg: JobConfig, plan: RunPlan) -> float:
+    """Ray CPUs the job's actors ask for (engines, reward scorers, learner/reference/critic workers, retrievers)."""
+    c, L = cfg.cluster, cfg.learner
+    return round(c.num_rollout_actors * ENGINE_CPUS + c.num_reward_actors * 0.1
+                 + L.workers_of("learner") * TRAIN_CPUS["learner"]
+                 + plan.has("reference") * L.workers_of("reference") * TRAIN_CPUS["reference"]
+                 + plan.has("critic") * L.workers_of("critic") * TRAIN_CPUS["critic"]
+                 + cfg.retrieval.enabled * cfg.retrieval.num_actors * 0.1, 3)
+
+
+def check_cpus(need: float, have: float, local: bool) -> None:
+    """An actor Ray cannot place waits forever, and the run with it: say so up front, with the fix."""
+    if need <= have + 1e-9:
+        return
+    fix = ("raise cluster.num_cpus (Ray's CPUs are scheduling slots, not cores)" if local else
+           "add nodes or CPUs to the cluster")
+    raise RuntimeError(f"the job's actors ask for {need:g} Ray CPUs and the cluster has {have:g}, so some would wait "
+                       f"forever: {fix}, or start fewer (cluster.num_rollout_actors, cluster.num_reward_actors, "
+                       "learner.workers, learner.reference_workers, learner.critic_workers)")
+
+
 class GRPOSystem:
     def __init__(self, cfg: JobConfig, policy_path: str, reward_components: list[dict],
                  learner_init_path: str | None = None, plan: RunPlan | None = None):
@@ -75,8 +100,17 @@ class GRPOSystem:
         c, backend = cfg.cluster, cfg.cluster.backend
         plan = plan or make_plan(cfg)
         self.cfg, self.backend = cfg, backend
-        runtime.start(backend, c.address, c.num_cpus, runtime.actor_env(c.threads, cfg.rollout.kv_cache_gib),
+        need = logical_cpus(cfg, plan)
+        local = backend == "ray" and not runtime.joins_cluster(c.address)
+        # a local cluster gets at least the slots its actors ask for (a 2-core laptop runs 2 learner workers
+        # beside a PPO critic: 2.3 slots); cluster.num_cpus, when set, is taken as the user's limit
+        num_cpus = c.num_cpus or (max(os.cpu_count() or 1, math.ceil(need)) if local else None)
+        runtime.start(backend, c.address, num_cpus, runtime.actor_env(c.threads, cfg.rollout.kv_cache_gib),
                       c.metrics_export_port)
+        if backend == "ray" and c.placement == "none":  # a placement group times out with its own message
+            import ray
+
+            check_cpus(need, ray.cluster_resources().get("CPU", 0.0), local)
         init_path = learner_init_path or policy_path
         if backend == "ray" and not (c.gpus_per_learner or c.gpus_per_rollout_actor) and "auto" in (
                 cfg.learner.precision, cfg.rollout.dtype):  # this node's precision probe, before its actors load
@@ -100,7 +134,7 @@ class GRPOSystem:
         W = L.workers
         gpu = c.gpus_per_learner / (1 + plan.has("reference") + plan.has("critic"))
         per_worker = dict(num_gpus=gpu, placement=on("learners"))
-        self.reference = ActorGroup.create("reference", Reference, W, backend, args=(policy_path,), kwargs=train_kw,
+        self.reference = ActorGroup.create("reference", Reference, L.workers_of("reference"), backend, args=(policy_path,), kwargs=train_kw,
                                            num_cpus=TRAIN_CPUS["reference"], **per_worker) \
             if plan.has("reference") else None
         # The optimizer is rebuilt by reset_optimizer when each phase starts; total_steps=1 is a placeholder.
@@ -114,10 +148,10 @@ class GRPOSystem:
         if W > 1:
             self.start_data_parallel(self.learner, Learner.init_data_parallel, c.call_timeout_s,
                                      "nccl" if c.gpus_per_learner > 0 else "gloo")
-        self.critic = ActorGroup.create("critic", Critic, W, backend, args=(init_path,),
+        self.critic = ActorGroup.create("critic", Critic, L.workers_of("critic"), backend, args=(init_path,),
                                         kwargs=dict(grad_clip=L.grad_clip, seed=cfg.train.seed, **train_kw),
                                         num_cpus=TRAIN_CPUS["critic"], **per_worker) if plan.has("critic") else None
-        if W > 1 and self.critic is not None:
+        if self.critic is not None and len(self.critic.members) > 1:
             self.start_data_parallel(self.critic, Critic.init_data_parallel, c.call_timeout_s,
                                      "nccl" if c.gpus_per_learner > 0 else "gloo")
         for group in self.training_groups():  # every training call has a deadline too

@@ -146,12 +146,29 @@ class LearnerConfig(_Section):
         "learner processes (data parallel, learner/distributed.py): each holds the whole model and takes its share "
         "of a step's sequences, gradients summed over them; the reference gets as many (inference shards). "
         "Ray only; one GPU each with cluster.gpus_per_learner"))
+    reference_workers: int | None = Field(None, ge=1, description=(
+        "frozen-reference processes (rows split over them for its logprobs), at most learner.workers: reference j "
+        "shares learner worker j's placement bundle. None: as many as learner.workers; 1 saves W-1 model copies"))
+    critic_workers: int | None = Field(None, ge=1, description=(
+        "PPO critic processes (data parallel like the learner: value rows split by tokens, gradients summed), at "
+        "most learner.workers. None: as many as learner.workers"))
+
+    def workers_of(self, role: str) -> int:
+        """Processes of a training role ('learner', 'reference', 'critic')."""
+        n = None if role == "learner" else getattr(self, f"{role}_workers")
+        return self.workers if n is None else n
 
     @model_validator(mode="after")
     def _some_bound(self) -> "LearnerConfig":
         if self.workers > 1 and self.lora is not None:
             raise ValueError("learner.workers > 1 with learner.lora is not supported yet: use learner.workers=1 with "
                              "LoRA (its adapters are small; one worker trains them)")
+        for role in ("reference", "critic"):
+            n = getattr(self, f"{role}_workers")
+            if n is not None and n > self.workers:
+                raise ValueError(f"learner.{role}_workers={n} is more than learner.workers={self.workers}: each {role} "
+                                 f"process shares a learner worker's placement bundle; set learner.{role}_workers "
+                                 f"<= {self.workers} (or null for as many)")
         if self.micro_batch_size is None and self.max_tokens_per_micro_batch is None:
             raise ValueError("learner.micro_batch_size and learner.max_tokens_per_micro_batch are both None: a "
                              "micro-batch would be the whole batch; set one (e.g. max_tokens_per_micro_batch=auto)")

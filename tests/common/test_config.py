@@ -102,6 +102,8 @@ def test_out_of_range_names_the_bound():
      "the hf engine has no tensor parallelism"),
     (["learner.workers=2", "cluster.backend=inprocess"], "needs Ray: drop --inprocess"),
     (["learner.workers=2", "learner.lora={rank: 8}"], "with learner.lora is not supported yet"),
+    (["learner.workers=2", "learner.reference_workers=3"], "set learner.reference_workers <= 2"),
+    (["learner.critic_workers=2"], "set learner.critic_workers <= 1"),
 ])
 def test_cross_field_checks_name_the_fix(overrides, fix):
     with pytest.raises(ConfigError) as err:

@@ -18,7 +18,10 @@ def _smoke(tmp_path: Path, policy: str, name: str, *extra: str) -> subprocess.Co
     args = [sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--config", str(ROOT / "jobs" / "configs" / "smoke.yaml"),
             "--local", f"train.output_dir={tmp_path}", f"train.run_name={name}", "train.phases.0.steps=2",
             "train.eval_every=100", "train.eval_at_start=false", "train.save_every=1", "rollout.kv_cache_gib=1",
-            "data.eval_size=4", f"model.policy={policy}", "learner.precision=fp32", "rollout.dtype=fp32", *extra]
+            "data.eval_size=4", f"model.policy={policy}", "learner.precision=fp32", "rollout.dtype=fp32",
+            # the tiny random policy scores F1 0 on every sample (no advantage, no gradient: any two runs would
+            # "agree"); cosine similarity to the gold answer differs from sample to sample, so every update is real
+            "rewards.components=[{name: similarity}]", *extra]
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1200)
 
 
@@ -39,8 +42,17 @@ def test_two_learner_workers_take_the_one_worker_update_and_resume(shared_data, 
     first = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     ref = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     s1, r1 = next(r for r in first if r["kind"] == "step"), next(r for r in ref if r["kind"] == "step")
+    assert r1["learner/grad_norm"] > 1e-3 and r1["reward/std"] > 0  # a step that moves the weights
     for key in ("reward/mean", "learner/pg_loss", "learner/kl", "learner/grad_norm", "learner/entropy"):  # the same samples, the same step
         assert s1[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-7), key
+    # one reference process serving two learner workers: the same update, one reference copy
+    ref1 = _smoke(tmp_path, tiny_policy_dir, "ref1", "learner.workers=2", "learner.reference_workers=1",
+                  "--max-steps", "1")
+    assert ref1.returncode == 0, ref1.stderr[-3000:]
+    c = _weights(tmp_path / "ref1")
+    assert max((a[k] - c[k]).abs().max().item() for k in a) <= 1e-6
+    peak = json.loads((tmp_path / "ref1" / "summary.json").read_text())["peak_rss_gib"]
+    assert len(peak["learner"]) == 2 and len(peak["reference"]) == 1
     resumed = _smoke(tmp_path, tiny_policy_dir, "two", "learner.workers=2", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     recs = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
@@ -62,3 +74,30 @@ def test_two_learner_workers_take_the_one_worker_update_and_resume(shared_data, 
                 assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (exp["step"], key)
     a, b = _weights(tmp_path / "two"), _weights(tmp_path / "whole")
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+def test_ppo_with_two_workers_and_one_or_two_critics_takes_the_one_worker_update(shared_data, tmp_path,
+                                                                                  tiny_policy_dir):
+    """PPO (full fine-tuning, a critic): the first update of the policy and of the critic is the same with one
+    learner and one critic, two learners and two critics (data parallel), and two learners beside one critic."""
+    ppo = ["train.phases=[{kind: ppo, steps: 1, epochs: 1, minibatches: 1}]"]
+    runs = {"one": [], "two": ["learner.workers=2"],
+            "two-critic1": ["learner.workers=2", "learner.critic_workers=1"]}
+    for name, extra in runs.items():
+        done = _smoke(tmp_path, tiny_policy_dir, name, *ppo, *extra, "--max-steps", "1")
+        assert done.returncode == 0, (name, done.stderr[-3000:])
+    from safetensors.torch import load_file
+
+    step = next(json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()
+                if json.loads(x)["kind"] == "step")
+    assert step["learner/grad_norm"] > 1e-3 and step["critic/vf_loss"] > 0  # both models really moved
+    base = _weights(tmp_path / "one")
+    critic = load_file(str(tmp_path / "one" / "checkpoints" / "last" / "trainer" / "critic.safetensors"))
+    for name in ("two", "two-critic1"):
+        got = _weights(tmp_path / name)
+        assert max((base[k] - got[k]).abs().max().item() for k in base) <= 1e-6, name
+        got_critic = load_file(str(tmp_path / name / "checkpoints" / "last" / "trainer" / "critic.safetensors"))
+        assert got_critic.keys() == critic.keys()
+        assert max((critic[k] - got_critic[k]).abs().max().item() for k in critic) <= 1e-6, name
+    peak = json.loads((tmp_path / "two-critic1" / "summary.json").read_text())["peak_rss_gib"]
+    assert len(peak["learner"]) == 2 and len(peak["critic"]) == 1
