@@ -297,13 +297,15 @@ def test_mlqa_rl_pairs_each_grpo_arm_with_sft_and_with_each_other(tmp_path):
         recs = [{"kind": "step", "step": i, "phase": "grpo", "time": 60.0 * i, "timing/step": 30.0,
                  "sampling/prompts_drawn": 4, "sampling/signal_frac": 0.5, "sampling/groups_kept": 4,
                  "sampling/samples_per_update": 16} for i in (1, 2)]
+        recs += [{"kind": "eval", "step": 0, "eval/f1": 0.5}, {"kind": "eval", "step": 2, "eval/f1": 0.6}]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
         (run / "eval" / f"test-{name[5:]}-best.json").write_text(json.dumps(_qa(f1)))
     (tmp_path / "mlqa-sft" / "eval" / "test-sft.json").write_text(json.dumps(_qa([0, 0, 0, 0.5])))
     text = "\n".join(recipes_report.mlqa_rl(tmp_path, {}))
     assert "| SFT -> GRPO, best | 0.375 [0.000, 1.000] |" in text and "| 1.0 (1.0) | 4 |" in text
-    assert "- grpo-best - sft: +0.250 f1 [95% CI " in text and "(target: >= +0.05, CI above 0)" in text
+    assert "- grpo-best - sft: +0.250 f1 [95% CI " in text and "(issue 18's target for SFT -> GRPO: >= +0.05, CI above 0)" in text
     assert "- grpo-ds-best - grpo-best: +0.250 f1" in text
+    assert "| mlqa-grpo | 0.500 | 0.600 (2) | 0.600 | - |" in text  # validation: start, best, last; no KL logged
     assert "| mlqa-grpo-ds | 50% -> 50% | 4.00 | 4.00 | 16.0 | 30.0 | 2 |" in text
 
 
