@@ -84,14 +84,15 @@ def test_collective_sync_reaches_every_hf_engine(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_collective_sync_on_the_real_path(shared_data, tmp_path, tiny_policy_dir):
+@pytest.mark.parametrize("workers", [[], ["learner.workers=2"]], ids=["1-learner", "2-learners"])
+def test_collective_sync_on_the_real_path(shared_data, tmp_path, tiny_policy_dir, workers):
     """The smoke preset with weight_sync=collective: local Ray, vLLM engine, the tiny policy (the transport is the
     point, not the weights); every step's samples come from the learner's weights (logprob gap), the probe check
     passes after every sync."""
     proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--config",
                            str(ROOT / "jobs" / "configs" / "smoke.yaml"), "--local", f"train.output_dir={tmp_path}",
                            "cluster.weight_sync=collective", "rollout.kv_cache_gib=1", "train.eval_at_start=false",
-                           "data.eval_size=4", f"model.policy={tiny_policy_dir}"], capture_output=True, text=True, timeout=1500, cwd=ROOT)
+                           "data.eval_size=4", f"model.policy={tiny_policy_dir}", *workers], capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     steps = [r for r in map(json.loads, (tmp_path / "smoke" / "metrics.jsonl").read_text().splitlines())
              if r["kind"] == "step"]
