@@ -169,9 +169,11 @@ def arithmetic_rl(runs: Path, figs: dict) -> list[str]:
 def mlqa_rl(runs: Path, figs: dict) -> list[str]:
     """Issue 18's MLQA target: SFT -> GRPO >= SFT + 0.05 F1 on the held-out test split (paired CI above 0), today's
     GRPO beside dynamic sampling from the same SFT model, with the wall-clock each took."""
-    names = [n for n in ("mlqa-grpo", "mlqa-grpo-ds", "mlqa-dpo") if (runs / n / "metrics.jsonl").is_file()]
+    started = [n for n in ("mlqa-grpo", "mlqa-grpo-ds", "mlqa-dpo") if (runs / n / "metrics.jsonl").is_file()]
+    names = [n for n in started if (load(runs / n / "summary.json") or {}).get("finished")]
     if not names:
         return ["(the MLQA GRPO runs are not there yet)"]
+    unfinished = [n for n in started if n not in names]
     ev = evals_of(runs, ["mlqa-sft", *names])
     walls = {n: wall_minutes(runs / n) for n in names}
     lines = ["Training budgets: " + "; ".join(f"{budget(runs / n)} ({n})" for n in names) + ". All start from "
@@ -204,6 +206,7 @@ def mlqa_rl(runs: Path, figs: dict) -> list[str]:
             kl = steps[-1].get("learner/kl") if steps else None  # a DPO step logs no sampled-token KL
             lines.append(f"| {n} | {evs[0]['eval/f1']:.3f} | {best['eval/f1']:.3f} ({best['step']}) | "
                          f"{evs[-1]['eval/f1']:.3f} | {'-' if kl is None else f'{kl:.3f}'} |")
+    lines += [f"\n(not reported: {', '.join(unfinished)}, started and not finished)"] if unfinished else []
     return lines + ["", "Where the samples went (DPO: a group with a signal gives one pair):", "",
                     *gradient_table(runs, names)]
 

@@ -300,11 +300,15 @@ def test_mlqa_rl_pairs_each_grpo_arm_with_sft_and_with_each_other(tmp_path):
         recs += [{"kind": "eval", "step": 0, "eval/f1": 0.5}, {"kind": "eval", "step": 2, "eval/f1": 0.6}]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
         (run / "eval" / f"test-{name[5:]}-best.json").write_text(json.dumps(_qa(f1)))
+        (run / "summary.json").write_text(json.dumps({"finished": True}))
     (tmp_path / "mlqa-sft" / "eval" / "test-sft.json").write_text(json.dumps(_qa([0, 0, 0, 0.5])))
+    (tmp_path / "mlqa-dpo").mkdir()  # a run still going: named, not reported
+    (tmp_path / "mlqa-dpo" / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "step": 0, "eval/f1": 0.5}) + "\n")
     text = "\n".join(recipes_report.mlqa_rl(tmp_path, {}))
     assert "| SFT -> GRPO, best | 0.375 [0.000, 1.000] |" in text and "| 1.0 (1.0) | 4 |" in text
     assert "- grpo-best - sft: +0.250 f1 [95% CI " in text and "(issue 18's target for SFT -> GRPO: >= +0.05, CI above 0)" in text
     assert "- grpo-ds-best - grpo-best: +0.250 f1" in text
+    assert "(not reported: mlqa-dpo, started and not finished)" in text and "| mlqa-dpo |" not in text
     assert "| mlqa-grpo | 0.500 | 0.600 (2) | 0.600 | - |" in text  # validation: start, best, last; no KL logged
     assert "| mlqa-grpo-ds | 50% -> 50% | 4.00 | 4.00 | 16.0 | 30.0 | 2 |" in text
 
