@@ -19,6 +19,7 @@ STRATEGY = {"colocated": "STRICT_PACK", "spread": "SPREAD", "disaggregated": "ST
 # CPUs each actor asks Ray for (cluster/system.py uses the same numbers)
 TRAIN_CPUS = {"learner": 0.5, "reference": 0.2, "critic": 0.2}
 ENGINE_CPUS = 0.5
+REWARD_CPUS = 0.1     # a reward scorer, and a retriever
 
 
 class Placement:

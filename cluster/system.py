@@ -31,7 +31,7 @@ from common.types import AlgoParams, DPOParams, PreferenceBatch, Rollout, Scored
 from cluster import runtime
 from cluster.engines import Engines
 from cluster.groups import ActorGroup, get, handoff, shard
-from cluster.placement import ENGINE_CPUS, TRAIN_CPUS
+from cluster.placement import ENGINE_CPUS, REWARD_CPUS, TRAIN_CPUS
 from cluster.recovery import Recovery
 from cluster.weight_sync import WeightSync
 from learner.critic import Critic
@@ -74,11 +74,11 @@ def policy_dims(path: str) -> tuple[int, int]:
 def logical_cpus(cfg: JobConfig, plan: RunPlan) -> float:
     """Ray CPUs the job's actors ask for (engines, reward scorers, learner/reference/critic workers, retrievers)."""
     c, L = cfg.cluster, cfg.learner
-    return round(c.num_rollout_actors * ENGINE_CPUS + c.num_reward_actors * 0.1
+    return round(c.num_rollout_actors * ENGINE_CPUS + c.num_reward_actors * REWARD_CPUS
                  + L.workers_of("learner") * TRAIN_CPUS["learner"]
                  + plan.has("reference") * L.workers_of("reference") * TRAIN_CPUS["reference"]
                  + plan.has("critic") * L.workers_of("critic") * TRAIN_CPUS["critic"]
-                 + cfg.retrieval.enabled * cfg.retrieval.num_actors * 0.1, 3)
+                 + cfg.retrieval.enabled * cfg.retrieval.num_actors * REWARD_CPUS, 3)
 
 
 def check_cpus(need: float, have: float, local: bool) -> None:
@@ -103,7 +103,7 @@ class GRPOSystem:
         need = logical_cpus(cfg, plan)
         local = backend == "ray" and not runtime.joins_cluster(c.address)
         # a local cluster gets at least the slots its actors ask for (a 2-core laptop runs 2 learner workers
-        # beside a PPO critic: 2.3 slots); cluster.num_cpus, when set, is taken as the user's limit
+        # beside their PPO critics: 2.4 slots); cluster.num_cpus, when set, is taken as the user's limit
         num_cpus = c.num_cpus or (max(os.cpu_count() or 1, math.ceil(need)) if local else None)
         runtime.start(backend, c.address, num_cpus, runtime.actor_env(c.threads, cfg.rollout.kv_cache_gib),
                       c.metrics_export_port)
@@ -125,7 +125,7 @@ class GRPOSystem:
         self.recovery = Recovery(c.max_restarts, c.call_timeout_s, backend)
         self.rollout = start_rollout(cfg.rollout, c, init_path, backend, placement=on("engines"))
         self.reward = ActorGroup.create("reward", RewardScorer, c.num_reward_actors, backend,
-                                        args=(reward_components,), num_cpus=0.1, max_restarts=c.max_restarts)
+                                        args=(reward_components,), num_cpus=REWARD_CPUS, max_restarts=c.max_restarts)
         L = cfg.learner
         train_kw = dict(micro_batch_size=L.micro_batch_size, max_tokens_per_micro_batch=L.max_tokens_per_micro_batch,
                         precision=L.precision, threads=c.threads)
@@ -356,7 +356,7 @@ class GRPOSystem:
 
         c = self.cfg.retrieval
         self.retrieval = ActorGroup.create("retrieval", Retriever, c.num_actors, self.backend,
-                                           args=(index_dir, c.encoder), num_cpus=0.1)
+                                           args=(index_dir, c.encoder), num_cpus=REWARD_CPUS)
 
     def retrieve(self, queries: list[str], k: int, batch_size: int = 256) -> list[list[dict]]:
         """Top-k passages per query; batches go round-robin to the retrieval actors."""
