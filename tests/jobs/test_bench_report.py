@@ -340,3 +340,23 @@ def test_qnli_rl_pairs_the_dynamic_sampling_run_with_sft(tmp_path):
     assert "| SFT | 0.500 [0.000, 1.000] | 0.000 | 0.50 | 4 |" in text
     assert "- grpo-ds-best - sft: +0.250 accuracy" in text and "step 0 (base; step 0 is the SFT start)" in text
     assert "| qnli-grpo-ds | 50% -> 50% | 2.00 | 4.00 | 16.0 | 8.0 | 1 |" in text
+
+
+def test_recipes_report_names_each_sections_machine_and_keeps_an_earlier_ones(tmp_path, monkeypatch):
+    """A section kept from an earlier report (its runs not here) keeps the machine that report named; a section
+    built now names this machine; a "not there yet" line names none."""
+    monkeypatch.setattr(recipes_report, "machine", lambda: "New CPU (AVX-512, AMX), 2 cores, no GPU")
+    out = tmp_path / "recipes.md"
+    heading = "MLQA: SFT -> GRPO, today's GRPO and dynamic sampling"
+    out.write_text("# Recipes\n\nGenerated ... Machine: Old CPU (AVX2), 2 cores, no GPU. Policy: x.\n\n"
+                   f"## {heading}\n\n| model | F1 |\n|---|---|\n| SFT | 0.5 |\n\n## Provenance\n\n```\nold cmd\n```\n")
+    recipes_report.write_report(tmp_path, out)
+    text = out.read_text()
+    kept = text.split(f"## {heading}\n\n")[1].split("\n## ")[0]
+    assert kept.startswith("Measured on: Old CPU (AVX2), 2 cores, no GPU.\n\n| model | F1 |")
+    assert "Machine: New CPU (AVX-512, AMX), 2 cores, no GPU; each section names" in text
+    assert text.split("## QNLI: SFT -> GRPO with dynamic sampling\n\n")[1].startswith("(the QNLI dynamic-sampling")
+    assert "old cmd" in text
+    recipes_report.write_report(tmp_path, out)  # written again: the label is not doubled, nor replaced
+    again = out.read_text().split(f"## {heading}\n\n")[1].split("\n## ")[0]
+    assert again == kept
