@@ -67,6 +67,14 @@ RECIPES = {
         "evals": [("test-sft", "mlqa-sft", "sft", []), ("test-grpo-best", "mlqa-grpo", "best", []),
                   ("test-grpo-ds-best", "mlqa-grpo-ds", "best", []), ("test-dpo-best", "mlqa-dpo", "best", [])],
     },
+    # Issue 18's "best estimator" arm: today's GRPO with REINFORCE++-baseline advantages (group mean removed, then
+    # whitened over the batch's tokens: a group whose answers differ a little gets a small advantage, where GRPO's
+    # z-score gives it a full-size one) from an SFT model of its own (mlqa_rl's runs need not be there)
+    "mlqa_estimator": {
+        "runs": {"mlqa-sft": (MLQA_4X, ["train.phases=[{kind: sft, epochs: 1}]"]),
+                 "mlqa-grpo-rppb": (MLQA_4X, [*MLQA_GRPO, "algo.advantage=reinforce_pp_baseline"])},
+        "evals": [("test-sft", "mlqa-sft", "sft", []), ("test-grpo-rppb-best", "mlqa-grpo-rppb", "best", [])],
+    },
     # Issue 18: QNLI SFT -> GRPO (LoRA) with dynamic sampling, from the nlu recipe's SFT model (trained here if absent)
     "qnli_rl": {
         "runs": {"qnli-sft": "qnli_sft.yaml",
@@ -204,7 +212,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", default="runs/recipes", help="where the recipe runs live")
     p.add_argument("--only", default="arithmetic,countdown,domain_qa",
-                   help="comma-separated recipes (also: nlu, arithmetic_rl, countdown_easy, mlqa_rl, qnli_rl)")
+                   help="comma-separated recipes (also: nlu, arithmetic_rl, countdown_easy, mlqa_rl, mlqa_estimator, "
+                        "qnli_rl)")
     p.add_argument("--short", action="store_true", help="shrink Countdown and domain QA to fit ~2 h (see above)")
     p.add_argument("--report-only", action="store_true", help="write the report from what exists")
     p.add_argument("--out", default=str(ROOT / "docs" / "recipes.md"))

@@ -166,10 +166,27 @@ def arithmetic_rl(runs: Path, figs: dict) -> list[str]:
     return lines + ["", "Where the samples went:", "", *gradient_table(runs, present)]
 
 
+MLQA_ARMS = (("mlqa-grpo", "test-grpo-best", "SFT -> GRPO, best"),
+             ("mlqa-grpo-ds", "test-grpo-ds-best", "SFT -> GRPO + dynamic sampling, best"),
+             ("mlqa-dpo", "test-dpo-best", "SFT -> DPO (online pairs), best"),
+             ("mlqa-grpo-rppb", "test-grpo-rppb-best", "SFT -> GRPO, REINFORCE++-baseline advantages, best"))
+
+
 def mlqa_rl(runs: Path, figs: dict) -> list[str]:
     """Issue 18's MLQA target: SFT -> GRPO >= SFT + 0.05 F1 on the held-out test split (paired CI above 0), today's
-    GRPO beside dynamic sampling from the same SFT model, with the wall-clock each took."""
-    started = [n for n in ("mlqa-grpo", "mlqa-grpo-ds", "mlqa-dpo") if (runs / n / "metrics.jsonl").is_file()]
+    GRPO beside dynamic sampling and DPO from the same SFT model, with the wall-clock each took."""
+    return mlqa_arms(runs, MLQA_ARMS[:3], [("test-grpo-best", "test-grpo-ds-best"), ("test-grpo-best", "test-dpo-best")])
+
+
+def mlqa_estimator(runs: Path, figs: dict) -> list[str]:
+    """Issue 18's MLQA with another advantage estimator (REINFORCE++-baseline) against its own SFT model."""
+    return mlqa_arms(runs, MLQA_ARMS[3:], [])
+
+
+def mlqa_arms(runs: Path, arms: tuple, pairs: list[tuple[str, str]]) -> list[str]:
+    """The MLQA arms that finished, each tested against the SFT model they all start from and the `pairs` of arms
+    against each other (paired, the same 500 questions); validation curves and where the samples went."""
+    started = [n for n, _, _ in arms if (runs / n / "metrics.jsonl").is_file()]
     names = [n for n in started if (load(runs / n / "summary.json") or {}).get("finished")]
     if not names:
         return ["(the MLQA GRPO runs are not there yet)"]
@@ -181,19 +198,17 @@ def mlqa_rl(runs: Path, figs: dict) -> list[str]:
              "F1 on the 200 validation questions, then tested once on the 500 test questions.", "",
              *head("model", "F1 [95% CI]", "EM [95% CI]", "answer length (tokens)",
                    "GRPO wall-clock (min; of it, steps)", "n")]
-    for key, label, run in (("test-sft", "SFT", None), ("test-grpo-best", "SFT -> GRPO, best", "mlqa-grpo"),
-                            ("test-grpo-ds-best", "SFT -> GRPO + dynamic sampling, best", "mlqa-grpo-ds"),
-                            ("test-dpo-best", "SFT -> DPO (online pairs), best", "mlqa-dpo")):
+    for key, label, run in (("test-sft", "SFT", None), *((k, label, n) for n, k, label in arms)):
         if key in ev:
             r = ev[key]
             wall = f"{walls[run][0]:.1f} ({walls[run][1]:.1f})" if run in walls else "-"
             lines.append(f"| {label} | {ci(r, 'f1')} | {ci(r, 'em')} | {r['len']:.1f} | {wall} | {r['n']} |")
     lines.append("")
-    for b in ("test-grpo-best", "test-grpo-ds-best", "test-dpo-best"):
+    for _, b, _ in arms:
         if "test-sft" in ev and b in ev:
             target = " (issue 18's target for SFT -> GRPO: >= +0.05, CI above 0)" if "grpo" in b else ""
             lines.append(f"- {comparison(ev['test-sft'], ev[b], 'f1', ('sft', b[5:]))}{target}")
-    for a, b in (("test-grpo-best", "test-grpo-ds-best"), ("test-grpo-best", "test-dpo-best")):
+    for a, b in pairs:
         if a in ev and b in ev:
             lines.append(f"- {comparison(ev[a], ev[b], 'f1', (a[5:], b[5:]))}")
     lines += ["", *head("run", "validation F1 at the SFT start", "best (step)", "last", "KL at the end")]
@@ -554,6 +569,7 @@ def write_report(runs: Path, out: Path, command: str | None = None) -> None:
                 arithmetic_rl),
                ("MLQA: SFT -> GRPO, today's GRPO and dynamic sampling", "mlqa-grpo", mlqa_rl),
                ("QNLI: SFT -> GRPO with dynamic sampling", "qnli-grpo-ds", qnli_rl),
+               ("MLQA: SFT -> GRPO with REINFORCE++-baseline advantages", "mlqa-grpo-rppb", mlqa_estimator),
                ("Countdown, easy level: format cold start, then GRPO -> RS-SFT -> GRPO", "countdown-easy",
                 countdown_easy)]
     body, kept = [], False

@@ -311,6 +311,15 @@ def test_mlqa_rl_pairs_each_grpo_arm_with_sft_and_with_each_other(tmp_path):
     assert "(not reported: mlqa-dpo, started and not finished)" in text and "| mlqa-dpo |" not in text
     assert "| mlqa-grpo | 0.500 | 0.600 (2) | 0.600 | - |" in text  # validation: start, best, last; no KL logged
     assert "| mlqa-grpo-ds | 50% -> 50% | 4.00 | 4.00 | 16.0 | 30.0 | 2 |" in text
+    assert "mlqa-grpo-rppb" not in text and "REINFORCE++" not in text  # the estimator arm has its own section
+    assert recipes_report.mlqa_estimator(tmp_path, {}) == ["(the MLQA GRPO runs are not there yet)"]
+    (tmp_path / "mlqa-grpo").rename(tmp_path / "mlqa-grpo-rppb")
+    (tmp_path / "mlqa-grpo-rppb" / "eval" / "test-grpo-best.json").rename(
+        tmp_path / "mlqa-grpo-rppb" / "eval" / "test-grpo-rppb-best.json")
+    text = "\n".join(recipes_report.mlqa_estimator(tmp_path, {}))
+    assert "| SFT -> GRPO, REINFORCE++-baseline advantages, best | 0.375 [0.000, 1.000] |" in text
+    assert "- grpo-rppb-best - sft: +0.250 f1 [95% CI " in text and "issue 18's target" in text
+    assert "mlqa-grpo-ds" not in text and "| mlqa-grpo-rppb | 0.500 | 0.600 (2) |" in text
 
 
 def _qa(f1):
