@@ -369,3 +369,39 @@ def test_recipes_report_names_each_sections_machine_and_keeps_an_earlier_ones(tm
     recipes_report.write_report(tmp_path, out)  # written again: the label is not doubled, nor replaced
     again = out.read_text().split(f"## {heading}\n\n")[1].split("\n## ")[0]
     assert again == kept
+
+
+def test_recipes_report_gathers_every_sections_samples_table_with_its_machine(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipes_report, "machine", lambda: "New CPU")
+    out = tmp_path / "recipes.md"
+    table = (f"{recipes_report.GRADIENT_HEAD} groups kept per update | prompts drawn per update | samples per update "
+             "| s per update | steps |\n|---|---|---|---|---|---|---|\n| mlqa-grpo | 44% -> 34% | 16.00 | 16.00 | 64.0 "
+             "| 39.7 | 60 |\n| mlqa-dpo | 42% -> 39% | 16.00 | 16.00 | 64.0 | 24.8 | 60 |\n\nNotes.")
+    out.write_text("Generated ... Machine: Old CPU. Policy: x.\n\n## MLQA: SFT -> GRPO, today's GRPO and dynamic "
+                   f"sampling\n\n{table}\n\n## Arithmetic: GRPO with dynamic sampling, from the base and from SFT\n\n"
+                   "Measured on: Third CPU.\n\n" + table.replace("mlqa-grpo", "arith-ds").split("| mlqa-dpo")[0])
+    recipes_report.write_report(tmp_path, out)
+    summary = out.read_text().split(f"## {recipes_report.SAMPLES_SUMMARY}\n\n")[1].split("\n## ")[0]
+    rows = [line for line in summary.split("\n") if line.startswith("| ") and "---" not in line][1:]
+    assert rows == ["| arith-ds | 44% -> 34% | 16.00 | 16.00 | 64.0 | 39.7 | 60 | Third CPU |",
+                    "| mlqa-grpo | 44% -> 34% | 16.00 | 16.00 | 64.0 | 39.7 | 60 | Old CPU |",
+                    "| mlqa-dpo | 42% -> 39% | 16.00 | 16.00 | 64.0 | 24.8 | 60 | Old CPU |"]
+    recipes_report.write_report(tmp_path, out)  # again: one summary, not two
+    assert out.read_text().count(f"## {recipes_report.SAMPLES_SUMMARY}") == 1
+
+
+def test_a_recipe_that_shares_a_run_does_not_rebuild_an_older_section_from_part_of_its_runs(tmp_path, monkeypatch):
+    """qnli_rl writes qnli-sft and arithmetic_rl arithmetic-sft: the NLU paper's and the arithmetic paper's sections,
+    measured before from all their runs, stay as they were (seen: the arithmetic section became "not there yet")."""
+    monkeypatch.setattr(recipes_report, "machine", lambda: "New CPU")
+    for run in ("qnli-sft", "arithmetic-sft"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "metrics.jsonl").write_text('{"kind": "eval", "step": 0}\n')
+    nlu = "Label tasks: zero-shot, few-shot, SFT, GRPO, PPO on QNLI (the NLU paper)"
+    arith = "Arithmetic: SFT vs GRPO (the SFT-vs-GRPO arithmetic paper)"
+    out = tmp_path / "recipes.md"
+    out.write_text(f"Machine: Old CPU. Policy: x.\n\n## {arith}\n\n| SFT | 0.465 |\n\n## {nlu}\n\n| SFT | 0.520 |\n")
+    recipes_report.write_report(tmp_path, out)
+    text = out.read_text()
+    assert f"## {arith}\n\nMeasured on: Old CPU.\n\n| SFT | 0.465 |" in text
+    assert f"## {nlu}\n\nMeasured on: Old CPU.\n\n| SFT | 0.520 |" in text
