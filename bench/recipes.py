@@ -69,11 +69,14 @@ RECIPES = {
     },
     # Issue 18's "best estimator" arm: today's GRPO with REINFORCE++-baseline advantages (group mean removed, then
     # whitened over the batch's tokens: a group whose answers differ a little gets a small advantage, where GRPO's
-    # z-score gives it a full-size one) from an SFT model of its own (mlqa_rl's runs need not be there)
+    # z-score gives it a full-size one), beside today's z-score GRPO (mlqa-grpo-z: mlqa-grpo would stand for
+    # mlqa_rl's arms) from an SFT model of their own, so mlqa_rl's runs need not be there
     "mlqa_estimator": {
         "runs": {"mlqa-sft": (MLQA_4X, ["train.phases=[{kind: sft, epochs: 1}]"]),
-                 "mlqa-grpo-rppb": (MLQA_4X, [*MLQA_GRPO, "algo.advantage=reinforce_pp_baseline"])},
-        "evals": [("test-sft", "mlqa-sft", "sft", []), ("test-grpo-rppb-best", "mlqa-grpo-rppb", "best", [])],
+                 "mlqa-grpo-rppb": (MLQA_4X, [*MLQA_GRPO, "algo.advantage=reinforce_pp_baseline"]),
+                 "mlqa-grpo-z": (MLQA_4X, MLQA_GRPO)},
+        "evals": [("test-sft", "mlqa-sft", "sft", []), ("test-grpo-rppb-best", "mlqa-grpo-rppb", "best", []),
+                  ("test-grpo-z-best", "mlqa-grpo-z", "best", [])],
     },
     # Issue 18: QNLI SFT -> GRPO (LoRA) with dynamic sampling, from the nlu recipe's SFT model (trained here if absent)
     "qnli_rl": {

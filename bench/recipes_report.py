@@ -169,7 +169,8 @@ def arithmetic_rl(runs: Path, figs: dict) -> list[str]:
 MLQA_ARMS = (("mlqa-grpo", "test-grpo-best", "SFT -> GRPO, best"),
              ("mlqa-grpo-ds", "test-grpo-ds-best", "SFT -> GRPO + dynamic sampling, best"),
              ("mlqa-dpo", "test-dpo-best", "SFT -> DPO (online pairs), best"),
-             ("mlqa-grpo-rppb", "test-grpo-rppb-best", "SFT -> GRPO, REINFORCE++-baseline advantages, best"))
+             ("mlqa-grpo-rppb", "test-grpo-rppb-best", "SFT -> GRPO, REINFORCE++-baseline advantages, best"),
+             ("mlqa-grpo-z", "test-grpo-z-best", "SFT -> GRPO, today's z-score advantages, best"))
 
 
 def mlqa_rl(runs: Path, figs: dict) -> list[str]:
@@ -179,8 +180,9 @@ def mlqa_rl(runs: Path, figs: dict) -> list[str]:
 
 
 def mlqa_estimator(runs: Path, figs: dict) -> list[str]:
-    """Issue 18's MLQA with another advantage estimator (REINFORCE++-baseline) against its own SFT model."""
-    return mlqa_arms(runs, MLQA_ARMS[3:], [])
+    """Issue 18's MLQA with another advantage estimator (REINFORCE++-baseline) beside today's z-score GRPO, both
+    from their own SFT model, each against it and against each other."""
+    return mlqa_arms(runs, MLQA_ARMS[3:], [("test-grpo-z-best", "test-grpo-rppb-best")])
 
 
 def mlqa_arms(runs: Path, arms: tuple, pairs: list[tuple[str, str]]) -> list[str]:

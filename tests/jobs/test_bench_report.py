@@ -320,6 +320,13 @@ def test_mlqa_rl_pairs_each_grpo_arm_with_sft_and_with_each_other(tmp_path):
     assert "| SFT -> GRPO, REINFORCE++-baseline advantages, best | 0.375 [0.000, 1.000] |" in text
     assert "- grpo-rppb-best - sft: +0.250 f1 [95% CI " in text and "issue 18's target" in text
     assert "mlqa-grpo-ds" not in text and "| mlqa-grpo-rppb | 0.500 | 0.600 (2) |" in text
+    assert "grpo-z" not in text  # today's GRPO from this SFT model: not run yet, so no pair
+    (tmp_path / "mlqa-grpo-ds").rename(tmp_path / "mlqa-grpo-z")
+    (tmp_path / "mlqa-grpo-z" / "eval" / "test-grpo-ds-best.json").rename(
+        tmp_path / "mlqa-grpo-z" / "eval" / "test-grpo-z-best.json")
+    text = "\n".join(recipes_report.mlqa_estimator(tmp_path, {}))
+    assert "| SFT -> GRPO, today's z-score advantages, best | 0.625 [0.000, 1.000] |" in text
+    assert "- grpo-rppb-best - grpo-z-best: -0.250 f1" in text
 
 
 def _qa(f1):
