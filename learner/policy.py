@@ -217,6 +217,8 @@ class Learner:
                                lambda chunk: self._chunk_loss(batch, algo, denom, norm_len, *chunk, work),
                                self.grad_clip, total_weight=max(tokens, 1.0), dp=self.dp)
         self.updates += 1
+        if self.dp is not None:  # the batch's work, summed over the learner workers like the other metrics
+            work = self.dp.reduce_metrics(work)
         return {**out, **work}
 
     def _chunk_loss(self, batch: TrainBatch, algo: AlgoParams, denom, norm_len: float, ci: int,

@@ -144,7 +144,8 @@ def test_two_workers_take_the_single_learners_update(folder):
             assert_same_params(ps, want_params, atol=1e-6)
             for m, w in zip(metrics, want_metrics, strict=True):
                 for key in ("loss", "pg_loss", "entropy", "grad_norm", "clip_frac", "kl", "sft/loss", "sft/grad_norm", "dpo/loss",
-                            "dpo/margin", "dpo/accuracy", "dpo/grad_norm", "vf_loss", "vf_clip_frac"):
+                            "dpo/margin", "dpo/accuracy", "dpo/grad_norm", "vf_loss", "vf_clip_frac",
+                            "head_positions"):  # the batch's completion tokens, summed over the workers
                     if key in w:
                         assert m[key] == pytest.approx(w[key], rel=1e-5, abs=1e-7), (kind, rank, key)
         assert_same_params(got[(kind, 0)][1], got[(kind, 1)][1], atol=0)  # the workers stay identical
