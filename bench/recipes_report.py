@@ -170,7 +170,8 @@ MLQA_ARMS = (("mlqa-grpo", "test-grpo-best", "SFT -> GRPO, best"),
              ("mlqa-grpo-ds", "test-grpo-ds-best", "SFT -> GRPO + dynamic sampling, best"),
              ("mlqa-dpo", "test-dpo-best", "SFT -> DPO (online pairs), best"),
              ("mlqa-grpo-rppb", "test-grpo-rppb-best", "SFT -> GRPO, REINFORCE++-baseline advantages, best"),
-             ("mlqa-grpo-z", "test-grpo-z-best", "SFT -> GRPO, today's z-score advantages, best"))
+             ("mlqa-grpo-z", "test-grpo-z-best", "SFT -> GRPO, today's z-score advantages, best"),
+             ("mlqa-grpo-t1k8", "test-grpo-t1k8-best", "SFT -> GRPO, T 1.0 and K=8 on 8 questions a step, best"))
 
 
 def mlqa_rl(runs: Path, figs: dict) -> list[str]:
@@ -180,9 +181,11 @@ def mlqa_rl(runs: Path, figs: dict) -> list[str]:
 
 
 def mlqa_estimator(runs: Path, figs: dict) -> list[str]:
-    """Issue 18's MLQA with another advantage estimator (REINFORCE++-baseline) beside today's z-score GRPO, both
-    from their own SFT model, each against it and against each other."""
-    return mlqa_arms(runs, MLQA_ARMS[3:], [("test-grpo-z-best", "test-grpo-rppb-best")])
+    """Issue 18's MLQA with another advantage estimator (REINFORCE++-baseline) and with more exploration (T 1.0,
+    K=8, the same samples) beside today's z-score GRPO, all from their own SFT model, each against it and against
+    today's GRPO."""
+    return mlqa_arms(runs, MLQA_ARMS[3:], [("test-grpo-z-best", "test-grpo-rppb-best"),
+                                           ("test-grpo-z-best", "test-grpo-t1k8-best")])
 
 
 def mlqa_arms(runs: Path, arms: tuple, pairs: list[tuple[str, str]]) -> list[str]:
@@ -609,7 +612,8 @@ def write_report(runs: Path, out: Path, command: str | None = None) -> None:
                 arithmetic_rl),
                ("MLQA: SFT -> GRPO, today's GRPO and dynamic sampling", "mlqa-grpo", mlqa_rl),
                ("QNLI: SFT -> GRPO with dynamic sampling", "qnli-grpo-ds", qnli_rl),
-               ("MLQA: SFT -> GRPO with REINFORCE++-baseline advantages", "mlqa-grpo-rppb", mlqa_estimator),
+               ("MLQA: SFT -> GRPO, another estimator and more exploration, from one SFT model", "mlqa-grpo-rppb",
+                mlqa_estimator),
                ("Countdown, easy level: format cold start, then GRPO -> RS-SFT -> GRPO", "countdown-easy",
                 countdown_easy)]
     body, kept = [], False
