@@ -81,7 +81,9 @@ RECIPES = {
                                               MLQA_GRPO[1], "rollout.temperature=1.0", "rollout.group_size=8"])},
         "evals": [("test-sft", "mlqa-sft", "sft", []), ("test-grpo-rppb-best", "mlqa-grpo-rppb", "best", []),
                   ("test-grpo-z-best", "mlqa-grpo-z", "best", []),
-                  ("test-grpo-t1k8-best", "mlqa-grpo-t1k8", "best", [])],
+                  ("test-grpo-t1k8-best", "mlqa-grpo-t1k8", "best", []),
+                  # where each arm ended, whatever validation chose (today's GRPO's best here is its start)
+                  *[(f"test-grpo-{a}-final", f"mlqa-grpo-{a}", "last", []) for a in ("rppb", "z", "t1k8")]],
     },
     # Issue 18: QNLI SFT -> GRPO (LoRA) with dynamic sampling, from the nlu recipe's SFT model (trained here if absent)
     "qnli_rl": {

@@ -184,8 +184,8 @@ def mlqa_estimator(runs: Path, figs: dict) -> list[str]:
     """Issue 18's MLQA with another advantage estimator (REINFORCE++-baseline) and with more exploration (T 1.0,
     K=8, the same samples) beside today's z-score GRPO, all from their own SFT model, each against it and against
     today's GRPO."""
-    return mlqa_arms(runs, MLQA_ARMS[3:], [("test-grpo-z-best", "test-grpo-rppb-best"),
-                                           ("test-grpo-z-best", "test-grpo-t1k8-best")])
+    return mlqa_arms(runs, MLQA_ARMS[3:], [(f"test-grpo-z-{c}", f"test-grpo-{a}-{c}") for c in ("best", "final")
+                                           for a in ("rppb", "t1k8")])
 
 
 def mlqa_arms(runs: Path, arms: tuple, pairs: list[tuple[str, str]]) -> list[str]:
@@ -203,13 +203,14 @@ def mlqa_arms(runs: Path, arms: tuple, pairs: list[tuple[str, str]]) -> list[str
              "F1 on the 200 validation questions, then tested once on the 500 test questions.", "",
              *head("model", "F1 [95% CI]", "EM [95% CI]", "answer length (tokens)",
                    "GRPO wall-clock (min; of it, steps)", "n")]
-    for key, label, run in (("test-sft", "SFT", None), *((k, label, n) for n, k, label in arms)):
+    finals = [(k.replace("-best", "-final"), label.replace(", best", ", final"), n) for n, k, label in arms]
+    for key, label, run in (("test-sft", "SFT", None), *((k, label, n) for n, k, label in arms), *finals):
         if key in ev:
             r = ev[key]
             wall = f"{walls[run][0]:.1f} ({walls[run][1]:.1f})" if run in walls else "-"
             lines.append(f"| {label} | {ci(r, 'f1')} | {ci(r, 'em')} | {r['len']:.1f} | {wall} | {r['n']} |")
     lines.append("")
-    for _, b, _ in arms:
+    for b in [k for _, k, _ in arms] + [k for k, _, _ in finals]:
         if "test-sft" in ev and b in ev:
             target = " (issue 18's target for SFT -> GRPO: >= +0.05, CI above 0)" if "grpo" in b else ""
             lines.append(f"- {comparison(ev['test-sft'], ev[b], 'f1', ('sft', b[5:]))}{target}")

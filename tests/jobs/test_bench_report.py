@@ -326,7 +326,11 @@ def test_mlqa_rl_pairs_each_grpo_arm_with_sft_and_with_each_other(tmp_path):
         tmp_path / "mlqa-grpo-z" / "eval" / "test-grpo-z-best.json")
     text = "\n".join(recipes_report.mlqa_estimator(tmp_path, {}))
     assert "| SFT -> GRPO, today's z-score advantages, best | 0.625 [0.000, 1.000] |" in text
-    assert "- grpo-rppb-best - grpo-z-best: -0.250 f1" in text
+    assert "- grpo-rppb-best - grpo-z-best: -0.250 f1" in text and "final" not in text  # no final evals yet
+    (tmp_path / "mlqa-grpo-z" / "eval" / "test-grpo-z-final.json").write_text(json.dumps(_qa([1, 1, 1, 0.5])))
+    text = "\n".join(recipes_report.mlqa_estimator(tmp_path, {}))
+    assert "| SFT -> GRPO, today's z-score advantages, final | 0.875 [0.000, 1.000] |" in text
+    assert "- grpo-z-final - sft: +0.750 f1" in text and "grpo-rppb-final" not in text
 
 
 def _qa(f1):
