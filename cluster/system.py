@@ -226,12 +226,13 @@ class GRPOSystem:
         G = rollout.group_size
         shards = shard(list(range(len(rollout.texts))), len(self.reward.members))
         args = [([rollout.texts[i] for i in s], [len(rollout.completion_ids[i]) for i in s],
-                 [reward_inputs[i // G] for i in s]) for s in shards]
-        rewards, comps = [], {}
+                 [reward_inputs[i // G] for i in s], [rollout.completion_ids[i] for i in s]) for s in shards]
+        rewards: list = []
+        comps: dict[str, list] = {}
         for rw, cp in self.recovery.retried(self.reward, RewardScorer.score, args):
+            for k in dict.fromkeys([*comps, *cp]):  # a part one shard's samples lack (None there), never a shifted column
+                comps.setdefault(k, [None] * len(rewards)).extend(cp.get(k, [None] * len(rw)))
             rewards.extend(rw)
-            for k, v in cp.items():
-                comps.setdefault(k, []).extend(v)
         return ScoredRollout(rollout, rewards, comps)
 
     # ---- reference and learner ---------------------------------------------------------------------------

@@ -236,17 +236,67 @@ class AlgoConfig(_Section):
 AlgoPatch = _patch_of(AlgoConfig)
 
 
+RESERVED_REWARD_NAMES = ("mean", "std", "reward", "len", "unscored", "errors")  # metric keys beside components
+
+
 class RewardComponent(_Section):
-    name: str = Field(description="a reward of rewards/registry.py: qa arithmetic gsm8k countdown label stsb "
-                                  "similarity repetition")
+    name: str | None = Field(None, description=(
+        "a reward of rewards/registry.py (qa arithmetic gsm8k countdown label stsb similarity repetition "
+        "reward_model); with fn or url, the component's label in the metrics (default: the function's name, "
+        "'server' for a url)"))
+    fn: str | None = Field(None, description=(
+        "your own reward function: 'path/to/file.py:function' (relative to where you run) or "
+        "'package.module:function', called TRL's way: fn(completions, prompts, **columns) -> list[float | None] "
+        "(rewards/user.py; docs/your_task.md)"))
+    url: str | None = Field(None, description=(
+        "a reward server: each batch is POSTed as JSON {prompts, completions, completion_ids, fields}, the answer "
+        "is a list of scores (rewards/remote.py); params: retries (2), headers"))
     weight: float = Field(1.0, description="total reward = sum of weight * component value")
-    params: dict[str, Any] = Field(default_factory=dict, description="the reward's own fields (see its class)")
+    params: dict[str, Any] = Field(default_factory=dict, description=(
+        "the reward's own fields (see its class); for fn, extra keyword arguments of every call; for url, "
+        "retries and headers"))
+    timeout_s: float | None = Field(None, gt=0.0, description="fn / url: this component's deadline per call "
+                                                             "(None = rewards.timeout_s)")
+    on_error: Literal["raise", "skip"] | None = Field(None, description="fn / url: None = rewards.on_error")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _label(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("name"):
+            if isinstance(data.get("fn"), str) and ":" in data["fn"]:
+                data = {**data, "name": data["fn"].rpartition(":")[2]}
+            elif data.get("url"):
+                data = {**data, "name": "server"}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "RewardComponent":
+        if self.fn and self.url:
+            raise ValueError(f"reward component {self.name!r} gives both fn and url; a component is one of a "
+                             "registry reward (name), your function (fn) or a server (url)")
+        if not self.name:
+            raise ValueError("a reward component needs name (a registry reward), fn: 'file.py:function' or url")
+        if self.name in RESERVED_REWARD_NAMES or "/" in self.name:
+            raise ValueError(f"reward component name {self.name!r} is taken by the step's metrics (or holds a '/'): "
+                             f"give the component another name (not {', '.join(RESERVED_REWARD_NAMES)})")
+        if (self.timeout_s is not None or self.on_error is not None) and not (self.fn or self.url):
+            raise ValueError(f"reward component {self.name!r}: timeout_s and on_error are for fn and url components "
+                             "(the registry's rewards run in-process and raise on a bug)")
+        return self
 
 
 class RewardsConfig(_Section):
     components: tuple[RewardComponent, ...] | None = Field(
-        None, description="[{name, weight, params}]; None = the task's own rewards (mlqa: the paper's "
-                          "0.7 F1 + 0.3 EM - length penalty)")
+        None, description="[{name, weight, params}] or [{fn: 'file.py:function', weight}] or [{url: ..., weight}]; "
+                          "None = the task's own rewards (mlqa: the paper's 0.7 F1 + 0.3 EM - length penalty)")
+    timeout_s: float = Field(300.0, gt=0.0, description=(
+        "a user function's (fn) or server's (url) deadline per batched call, in the reward actor; past it the "
+        "function's process is killed and the call fails (rewards.on_error)"))
+    on_error: Literal["raise", "skip"] = Field("raise", description=(
+        "a user function that raises or times out (or a server that fails): raise = stop the run naming the function, "
+        "the exception and the first offending sample (the last checkpoint stays; --resume after the fix); skip = "
+        "those samples get no reward (they leave their group's statistics and the loss), counted per step as "
+        "reward/<name>/errors. NaN, infinity and wrong lengths are errors either way"))
 
     @model_validator(mode="after")
     def _distinct(self) -> "RewardsConfig":
@@ -257,7 +307,8 @@ class RewardsConfig(_Section):
             raise ValueError("rewards.components is empty; name at least one reward, e.g. [{name: qa}], "
                              "or leave it out for the task's own")
         if len(set(names)) != len(names):
-            raise ValueError(f"rewards.components names a reward twice ({names}); merge their weights")
+            raise ValueError(f"rewards.components names a reward twice ({names}); merge their weights, or give "
+                             "each fn / url component its own name")
         return self
 
 
@@ -295,9 +346,20 @@ class DataConfig(_Section):
     limit: int | None = Field(None, ge=1, description="use only the first N examples (smoke runs)")
 
 
+class LoggingConfig(_Section):
+    tensorboard: bool = Field(False, description="also write every step and eval metric to <run>/tensorboard/ "
+                                                 "(needs the tensorboard extra)")
+    mlflow: bool = Field(False, description=(
+        "also log the run to MLflow: params = the resolved config, metrics = every step's and eval's numbers (needs "
+        "the mlflow extra); a failing tracker is reported once and never stops training"))
+    mlflow_tracking_uri: str | None = Field(None, description="None = a local file store, <run>/mlruns")
+    mlflow_experiment: str | None = Field(None, description="None = 'raygrpo-<task name>'")
+
+
 class TaskConfig(_Section):
-    name: str = Field("mlqa", description="a task of tasks/registry.py: mlqa arithmetic countdown domain_qa labels "
-                                             "(the default is the MLQA recipe's)")
+    name: str = Field("mlqa", description="a task of tasks/registry.py: mlqa arithmetic countdown domain_qa labels, or "
+                                          "prompts (your own rows of prompts: tasks/prompts.py, docs/your_task.md); "
+                                          "the default is the MLQA recipe's")
     params: dict[str, Any] = Field(default_factory=dict, description="the task's own fields (see its Params)")
 
 
@@ -419,8 +481,6 @@ class TrainConfig(_Section):
     save_every: int = Field(10, ge=1, description="write a resumable checkpoint every N steps")
     keep_checkpoints: int = Field(1, ge=1, description="resumable checkpoints kept: last plus the newest N-1 earlier "
                                                        "ones as checkpoints/step-N (best and phase ends are extra)")
-    tensorboard: bool = Field(False, description="also write every step and eval metric to <run>/tensorboard/ "
-                                                 "(needs the tensorboard extra)")
     overlap: bool = Field(False, description="GRPO: generate the next step's samples while the learner trains on this "
                                              "step's (one update off-policy, corrected by the ratio against the "
                                              "engine's logprobs; rollout/staleness is logged)")
@@ -468,6 +528,7 @@ class JobConfig(_Section):
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig()
     train: TrainConfig = TrainConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def algo_for(self, phase) -> AlgoConfig:
         """The algo section with this phase's changes."""
@@ -553,6 +614,7 @@ MOVED = {
     "model.reference": "train.phases.<i>.reference ('phase_start', 'initial' or a model folder)",
     "data.lang": "task.params.lang (QA tasks; default: from data.source, e.g. xquad:de -> de)",
     "algo.adv_scale": "algo.advantage (adv_scale std = advantage grpo, none = mean_only)",
+    "train.tensorboard": "logging.tensorboard",
 }
 
 
@@ -667,13 +729,29 @@ def _with_default_lists(tree: dict) -> dict:
     return tree
 
 
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "jobs" / "configs"  # shipped with the package
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file: the path as given, else a preset of that name ('smoke', 'arithmetic_grpo.yaml')."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    preset = PRESETS_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if path.parent == Path(".") and preset.is_file():
+        return preset
+    known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    close = difflib.get_close_matches(path.stem, known, n=1)
+    hint = f" Did you mean the preset '{close[0]}'?" if close else ""
+    raise ConfigError(f"config file '{name}' not found (looked at {path.resolve()}), and it is not a preset.{hint} "
+                      f"Presets (raygrpo presets): {', '.join(known)}")
+
+
 def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> JobConfig:
-    """YAML file (optional) + overrides -> validated JobConfig, or ConfigError naming the fix."""
+    """YAML file or preset name (optional) + overrides -> validated JobConfig, or ConfigError naming the fix."""
     tree: dict = {}
     if yaml_path is not None:
-        path = Path(yaml_path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' not found; presets live in jobs/configs/*.yaml")
+        path = config_path(yaml_path)
         tree = yaml.safe_load(path.read_text()) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"config file '{path}' must hold a mapping of sections, not {type(tree).__name__}")

@@ -59,7 +59,7 @@ def quiet(verbose: bool = False) -> None:
 
 def quiet_library_loggers() -> None:
     """Libraries that install their own console handlers: send their records to the root logger instead."""
-    for name in ("ray", "vllm", "transformers", "datasets", "huggingface_hub"):
+    for name in ("ray", "vllm", "transformers", "datasets", "huggingface_hub", "mlflow", "alembic"):
         lg = logging.getLogger(name)
         for h in list(lg.handlers):
             lg.removeHandler(h)

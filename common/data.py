@@ -153,37 +153,100 @@ def fit_prompt(tokenizer: Any, content: Callable[[str], str], cuttable: str, max
                        f"{_MAX_FIT_ROUNDS} rounds")
 
 
+# ---- rows of a data file ----------------------------------------------------------------------------------
+
+ROW_FORMATS = (".jsonl", ".json", ".parquet", ".csv")
+
+
+def _hf_rows(spec: str) -> list[Any]:
+    parts = spec[3:].split(":")
+    if len(parts) not in (2, 3):
+        raise ValueError(f"data {spec!r}: write hf:<dataset>:<split> or hf:<dataset>:<config>:<split>")
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(parts[0], *(parts[1:-1]), split=parts[-1])
+    except Exception as err:  # no hub, no such dataset or split: the datasets library says which
+        raise ValueError(f"data {spec!r}: could not load the hub dataset ({type(err).__name__}: {err}); without a "
+                         "hub, give a file: JSONL, JSON, Parquet or CSV") from err
+    return list(rows)
+
+
+def _json_rows(path: Path) -> list[tuple[str, Any]]:
+    import json
+
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:  # JSON Lines under a .json name
+        return _jsonl_rows(text)
+    if isinstance(data, dict):  # {"data": [...]}: the one list it holds
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise ValueError(f"{path}: a JSON object must hold exactly one list of rows (e.g. {{\"data\": [...]}}); "
+                             f"it has keys {sorted(data)}")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: JSON must be a list of rows (objects), not {type(data).__name__}")
+    return [(f"row {i + 1}", row) for i, row in enumerate(data)]
+
+
+def _jsonl_rows(text: str) -> list[tuple[str, Any]]:
+    import json
+
+    out = []
+    for i, line in enumerate(text.splitlines()):
+        if line.strip():
+            try:
+                out.append((f"line {i + 1}", json.loads(line)))
+            except json.JSONDecodeError as err:
+                out.append((f"line {i + 1}", ValueError(f"not JSON ({err.msg})")))
+    return out
+
+
+def read_rows(source: str) -> list[tuple[str, Any]]:
+    """[(where, row)] of a data source, in order: a JSONL, JSON (a list of objects, or an object holding one), Parquet
+    or CSV file (by its extension), or 'hf:<dataset>[:<config>]:<split>'. `where` names the row for messages ('line
+    3' of a JSONL, 'row 3' otherwise); a JSONL line that is not JSON comes as a ValueError in the row's place, for
+    the caller to count. FileNotFoundError / ValueError naming the fix for a source that cannot be read at all."""
+    if source.startswith("hf:"):
+        return [(f"row {i + 1}", row) for i, row in enumerate(_hf_rows(source))]
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {source!r} does not exist (looked at {path.resolve()}); give a path "
+                                f"relative to where you run, or hf:<dataset>:<split>")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _jsonl_rows(path.read_text(encoding="utf-8"))
+    if suffix == ".json":
+        return _json_rows(path)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return [(f"row {i + 1}", row) for i, row in enumerate(pq.read_table(path).to_pylist())]
+    if suffix == ".csv":
+        import csv
+
+        with path.open(newline="", encoding="utf-8") as f:
+            return [(f"row {i + 1}", dict(row)) for i, row in enumerate(csv.DictReader(f))]
+    raise ValueError(f"data file {source!r}: unknown format {suffix or '(no extension)'}; use one of "
+                     f"{', '.join(ROW_FORMATS)} or hf:<dataset>:<split>")
+
+
 def preference_pairs(spec: str, tokenizer: Any, max_prompt_tokens: int, limit: int | None = None,
                      system_prompt: str | None = None) -> tuple[list[tuple[list[int], list[int], list[int]]], dict]:
     """(prompt ids, chosen ids, rejected ids) of a preference dataset, and what was skipped, by reason.
 
-    `spec`: a JSONL file of {"prompt", "chosen", "rejected"} strings, or "hf:<dataset>[:<config>]:<split>" with those
-    columns. The prompt is the user message, rendered with the chat template; each completion's ids end in EOS.
+    `spec`: a file of {"prompt", "chosen", "rejected"} strings (JSONL, JSON, Parquet or CSV: `read_rows`), or
+    "hf:<dataset>[:<config>]:<split>" with those columns. The prompt is the user message, rendered with the chat template; each completion's ids end in EOS.
     Rows that are not objects with three non-empty strings ('malformed'), whose chosen equals the rejected
     ('identical') or whose prompt is over max_prompt_tokens ('prompt_too_long') are skipped and counted; no usable
     row at all is an error naming the file and the counts.
     """
-    import json
-
-    if spec.startswith("hf:"):
-        parts = spec[3:].split(":")
-        if len(parts) not in (2, 3):
-            raise ValueError(f"preference pairs {spec!r}: write hf:<dataset>:<split> or hf:<dataset>:<config>:<split>")
-        import datasets
-
-        rows = datasets.load_dataset(parts[0], *(parts[1:-1]), split=parts[-1])
-    else:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"preference pairs {spec!r}: no such file; give a JSONL file of {{prompt, chosen, "
-                                    "rejected}} rows, hf:<dataset>:<split>, or pairs: online")
-        rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    rows.append(None)
+    if not spec.startswith("hf:") and not Path(spec).expanduser().is_file():
+        raise FileNotFoundError(f"preference pairs {spec!r}: no such file; give a JSONL file of {{prompt, chosen, "
+                                "rejected}} rows (or JSON, Parquet, CSV), hf:<dataset>:<split>, or pairs: online")
+    rows = [None if isinstance(row, ValueError) else row for _, row in read_rows(spec)]
     eos = tokenizer.eos_token_id
     ids = lambda text: list(tokenizer.encode(text, add_special_tokens=False)) + [eos]  # noqa: E731
     out, skipped = [], {"malformed": 0, "identical": 0, "prompt_too_long": 0}

@@ -1,4 +1,5 @@
-"""Step metrics: one JSON line per record, a compact console line, and training curves as PNG.
+"""Step metrics: one JSON line per record, a compact console line, and training curves as PNG; sinks pass every
+record on to the trackers a user already runs (TensorBoard, MLflow) and to Prometheus.
 
 Records: {"kind": "step" | "eval" | "info", "step": global step, ...}. Step records carry "phase" (its name)
 and "phase_step"; curves draw a dashed line where the phase changes, so GRPO -> SFT -> GRPO reads at a glance.
@@ -91,6 +92,17 @@ class MetricsLog:
         self.write({"kind": "info", "time": time.time(), "message": message, **fields})
         print(f"[info] {message}", file=self.stream, flush=True)
 
+    def close(self, finished: bool = True) -> None:
+        """End every sink that has an end (an MLflow run is marked finished or killed)."""
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                try:
+                    close(finished)
+                except Exception as err:  # noqa: BLE001 -- an exporter must never end a run
+                    print(f"[info] metrics sink {getattr(sink, '__name__', sink)} failed to close "
+                          f"({type(err).__name__}: {err})", file=self.stream, flush=True)
+
 
 class TensorBoardSink:
     """A MetricsLog sink: every number of a step or eval record as a TensorBoard scalar (train.tensorboard)."""
@@ -100,18 +112,88 @@ class TensorBoardSink:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:  # the tensorboard package is an extra
-            raise ImportError("train.tensorboard needs the tensorboard package: pip install -e '.[tensorboard]' "
+            raise ImportError("logging.tensorboard needs the tensorboard package: pip install 'raygrpo[tensorboard]' "
                               "(scripts/setup.sh installs it)") from err
         self.writer = SummaryWriter(str(logdir))
 
     def __call__(self, record: dict) -> None:
         if record.get("kind") not in ("step", "eval"):
             return
-        for key, value in record.items():
-            if key not in ("step", "time", "phase_step") and isinstance(value, (int, float)) \
-                    and not isinstance(value, bool) and value is not None:
-                self.writer.add_scalar(key, value, record["step"])
+        for key, value in numbers(record).items():
+            self.writer.add_scalar(key, value, record["step"])
         self.writer.flush()
+
+
+def numbers(record: dict) -> dict[str, float]:
+    """The numeric fields of a step or eval record that are metrics (not its step, time or phase step)."""
+    return {k: float(v) for k, v in record.items() if k not in ("step", "time", "phase_step")
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def flat_params(tree: dict, prefix: str = "") -> dict[str, str]:
+    """A nested config as dotted keys and string values (MLflow params).
+
+    >>> flat_params({"a": {"b": 1, "c": [1, 2]}, "d": None})
+    {'a.b': '1', 'a.c': '[1, 2]', 'd': 'None'}
+    """
+    out: dict[str, str] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flat_params(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+class MLflowSink:
+    """A MetricsLog sink: the run's resolved config as MLflow params, every number of a step or eval record as a
+    metric at its step (logging.mlflow). The store is `tracking_uri`, else a local one in the run folder
+    (sqlite:///<run>/mlflow.db: MLflow 3 keeps its plain-file store in maintenance mode); a resumed run continues its
+    MLflow run (<run>/mlflow_run_id)."""
+    __name__ = "mlflow"
+    PARAM_CHARS = 6000  # MLflow's limit on a param value
+
+    def __init__(self, run_dir: str | Path, params: dict, tracking_uri: str | None = None,
+                 experiment: str = "raygrpo"):
+        try:
+            from mlflow.entities import Param
+            from mlflow.tracking import MlflowClient
+        except ImportError as err:
+            raise ImportError("logging.mlflow needs MLflow: pip install 'raygrpo[mlflow]' (scripts/setup.sh installs "
+                              "it)") from err
+        run_dir = Path(run_dir).resolve()
+        self.uri = tracking_uri or f"sqlite:///{run_dir / 'mlflow.db'}"
+        self.client = MlflowClient(tracking_uri=self.uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(
+            experiment, artifact_location=None if tracking_uri else (run_dir / "mlflow-artifacts").as_uri())
+        id_file = run_dir / "mlflow_run_id"
+        self.run_id = id_file.read_text().strip() if id_file.is_file() else None
+        if self.run_id is not None:
+            try:
+                self.client.update_run(self.run_id, status="RUNNING")
+                return
+            except Exception:  # noqa: BLE001 -- another store, or a deleted run: start a new one
+                self.run_id = None
+        self.run_id = self.client.create_run(exp_id, run_name=run_dir.name).info.run_id
+        id_file.write_text(self.run_id)
+        items = [Param(k[:250], v[:self.PARAM_CHARS]) for k, v in flat_params(params).items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def __call__(self, record: dict) -> None:
+        if record.get("kind") not in ("step", "eval"):
+            return
+        from mlflow.entities import Metric
+
+        ts = int(record.get("time", time.time()) * 1000)
+        metrics = [Metric(k, v, ts, int(record["step"])) for k, v in numbers(record).items() if math.isfinite(v)]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+
+    def close(self, finished: bool = True) -> None:
+        self.client.set_terminated(self.run_id, "FINISHED" if finished else "KILLED")
 
 
 def read_records(path: str | Path) -> list[dict]:

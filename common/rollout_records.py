@@ -9,7 +9,7 @@ rewrites the steps it repeats (same name), so the dataset never holds a step twi
 `python jobs/samples.py <run>` prints a step's best and worst samples.
 
 Columns: step, phase, prompt (index in the step), sample (index in its group), train_index (position in the
-train split), prompt_text, completion, reward, reward/<component> ..., advantage (per-token advantages are
+train split), prompt_text, completion, reward, reward/<component> ... (null where the sample got no reward), advantage (per-token advantages are
 averaged, PPO), completion_tokens, finish_reason, logprob_mean (the engine's, per token), ref_logprob_mean and
 kl_k1_mean (when a reference scored the step), reward_inputs (JSON).
 """
@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Sequence
 
 DIR = "rollouts"
+
+
+def _num(x) -> float | None:
+    return None if x is None else float(x)
 
 
 def _mean(xs: Sequence[float]) -> float | None:
@@ -39,8 +43,8 @@ def step_rows(step: int, phase: str, group_size: int, train_indices: list[int], 
         adv = _mean(adv) if isinstance(adv, (list, tuple)) else adv
         lp, ref = old_logprobs[i], (ref_logprobs[i] if ref_logprobs else None)
         row = {"step": step, "phase": phase, "prompt": p, "sample": i % group_size, "train_index": train_indices[p],
-               "prompt_text": prompt_texts[p], "completion": text, "reward": float(rewards[i]),
-               **{f"reward/{k}": float(v[i]) for k, v in components.items()},
+               "prompt_text": prompt_texts[p], "completion": text, "reward": _num(rewards[i]),
+               **{f"reward/{k}": _num(v[i]) for k, v in components.items()},
                "advantage": None if adv is None else float(adv), "completion_tokens": len(completion_ids[i]),
                "finish_reason": finish_reasons[i], "logprob_mean": _mean(lp),
                "ref_logprob_mean": _mean(ref) if ref else None,

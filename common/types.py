@@ -63,8 +63,14 @@ class Rollout:
 @dataclass(frozen=True)
 class ScoredRollout:
     rollout: Rollout
-    rewards: list[float]                      # [B]
-    components: dict[str, list[float]]        # name -> [B] (f1, em, length_penalty, ...)
+    rewards: list[float | None]               # [B]; None: no reward component scored the sample (a user's
+                                              # function returned None, or skipped it after an error)
+    components: dict[str, list[float | None]]  # name -> [B] (f1, em, length_penalty, ...)
+
+    @property
+    def scored(self) -> list[bool]:
+        """[B] whether each sample has a reward (the others leave their group's statistics and the loss)."""
+        return [r is not None for r in self.rewards]
 
     def groups(self, picked: list[int]) -> "ScoredRollout":
         """The scores of these prompt groups, with their rollout (see Rollout.groups)."""

@@ -29,12 +29,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from common import console  # noqa: E402
+from rewards.errors import RewardError  # noqa: E402
 from tasks.base import LENGTH_METRIC  # noqa: E402
 from trainer.evaluate import answer, sample_distribution, summarize  # noqa: E402  (tests import them from here)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv=None, prog: str | None = None):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     p.add_argument("--model", default="embedded:smollm2-135m-instruct", help="HF id, folder, checkpoint or embedded:")
     p.add_argument("--run", help="a run dir: its config.yaml gives task, data and splits")
     p.add_argument("--config", help="a preset (jobs/configs/*.yaml) giving task, data and splits")
@@ -136,8 +137,11 @@ def evaluate(args) -> dict:
     r = cfg.rollout.model_copy(update={k: v for k, v in (("engine", args.engine),
                                                          ("max_prompt_tokens", args.max_prompt_tokens),
                                                          ("max_new_tokens", args.max_new_tokens)) if v is not None})
+    from tasks.registry import check_rewards, reward_components
+
     task = cls({"eval": items, **({"train": train} if train else {})}, params, load_tokenizer(model_path),
-               r.max_prompt_tokens)
+               r.max_prompt_tokens, rewards=tuple(reward_components(cfg)))  # the prompts task scores with them
+    check_rewards(task, cfg)
     prompts, pstats = task.prompts("eval"), task.prompt_stats("eval")
     print(f"[eval] {args.model} on {task.name} {source} ({args.split}, {len(items)} items)", flush=True)
     logs = console.attach(Path(args.out).parent / "logs" if args.out else Path(args.run) / "logs" if args.run
@@ -172,8 +176,8 @@ def _label(metric: str) -> str:
     return {"f1": "F1", "em": "EM"}.get(metric, metric)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     console.quiet(args.verbose)
     if args.samples < 0 or args.engines < 1 or args.batch < 1:
         print("error: --samples must be >= 0, --engines and --batch >= 1", file=sys.stderr)
@@ -183,10 +187,13 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as err:  # bad model/data/split/config: the message names the fix
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RewardError as err:  # a user's reward function or server failed on an answer
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     p = out["primary_metric"]
     lo, hi = out[f"{p}_ci"]
     others = "  ".join(f"{_label(k)} {out[k]:.3f}" for k in out.get("per_question", [{}])[0]
-                       if k not in ("id", "prediction", p, LENGTH_METRIC))
+                       if k not in ("id", "prediction", p, LENGTH_METRIC) and k in out)
     print(f"[eval] {_label(p)} {out[p]:.3f} [{lo:.3f}, {hi:.3f}]  {others}  len {out[LENGTH_METRIC]:.1f} tokens  "
           f"n {out['n']}  {out['questions_per_s']:.2f} q/s  {out['gen_tokens_per_s']:.0f} tok/s", flush=True)
     if "sampling" in out:

@@ -42,8 +42,8 @@ def show(df, n: int, width: int) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv=None, prog: str | None = None) -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     p.add_argument("run", help="a run folder (with rollouts/)")
     p.add_argument("--step", type=int, help="the step to show (default: the last recorded)")
     p.add_argument("-n", type=int, default=2, help="how many best and worst samples")

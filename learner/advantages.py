@@ -76,7 +76,8 @@ def group_advantages(
 
 
 def estimate_advantages(name: str, rewards: Tensor, group_size: int, lengths: Tensor | None = None,
-                        eps: float = 1e-4, std_ddof: int = 1) -> tuple[Tensor, dict[str, float]]:
+                        eps: float = 1e-4, std_ddof: int = 1,
+                        scored: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """Per-sequence advantages from outcome rewards by one of the named ESTIMATORS.
 
     - grpo: z-score within the group, group_advantages(scale="std", eps, std_ddof).
@@ -98,6 +99,10 @@ def estimate_advantages(name: str, rewards: Tensor, group_size: int, lengths: Te
         group_size: G, completions per prompt.
         lengths: [B] completion token counts (>= 1); needed by reinforce_pp and reinforce_pp_baseline only.
         eps, std_ddof: as in group_advantages (grpo only).
+        scored: [B] bool, False where a sample has no reward (a user's reward returned None for it): it leaves its
+            group's statistics (mean, std, leave-one-out baseline, the batch whitening) and gets advantage 0; a group
+            with fewer than two scored samples has no signal (0). None or all True: the unmasked estimators, bit for
+            bit. The rewards at unscored positions are ignored.
 
     Returns:
         advantages: [B], the value every token of the sequence gets; float32 (float64 if rewards are float64).
@@ -115,6 +120,8 @@ def estimate_advantages(name: str, rewards: Tensor, group_size: int, lengths: Te
     """
     if name not in ESTIMATORS:
         raise ValueError(f"unknown advantage estimator {name!r}; allowed values: {', '.join(ESTIMATORS)}")
+    if scored is not None and not bool(scored.all()):
+        return _scored_only(name, rewards, group_size, scored, lengths, eps, std_ddof)
     if name == "grpo":
         return group_advantages(rewards, group_size, "std", eps, std_ddof)
     _check_args(rewards, group_size, "none", eps, std_ddof)
@@ -132,6 +139,50 @@ def estimate_advantages(name: str, rewards: Tensor, group_size: int, lengths: Te
         advantages = _token_whiten(returns, lengths)  # [B]
     metrics["adv_abs_mean"] = advantages.abs().mean().item()
     return advantages, metrics
+
+
+def _scored_only(name: str, rewards: Tensor, group_size: int, scored: Tensor, lengths: Tensor | None, eps: float,
+                 std_ddof: int) -> tuple[Tensor, dict[str, float]]:
+    """estimate_advantages over the scored samples only (see its `scored`); unscored ones get 0.
+
+    One group of four, the third unscored: mean and std of [1, 0, 1] are 2/3 and 0.5774 (ddof 1), so
+    (1 - 2/3) / (0.5774 + 1e-4) and (0 - 2/3) / (0.5774 + 1e-4):
+        >>> adv, _ = _scored_only("grpo", torch.tensor([1.0, 0.0, 9.0, 1.0]), 4,
+        ...                       torch.tensor([True, True, False, True]), None, 1e-4, 1)
+        >>> [round(a, 4) for a in adv.tolist()]
+        [0.5773, -1.1545, 0.0, 0.5773]
+    """
+    _check_args(rewards, group_size, "std" if name == "grpo" else "none", eps, std_ddof)
+    if scored.shape != rewards.shape or scored.dtype != torch.bool:
+        raise ValueError(f"scored must be a [B] bool tensor like rewards; got {tuple(scored.shape)} {scored.dtype}")
+    if name.startswith("reinforce_pp"):
+        _check_lengths(name, rewards, lengths)
+    dtype = torch.promote_types(rewards.dtype, torch.float32)
+    m = scored.view(-1, group_size)  # [B/G, G]
+    r = torch.where(m, rewards.to(dtype).view(-1, group_size), torch.zeros((), dtype=dtype))  # [B/G, G]
+    n = m.sum(dim=1, keepdim=True).to(dtype)  # [B/G, 1] scored samples per group
+    mean = r.sum(dim=1, keepdim=True) / n.clamp(min=1)  # [B/G, 1]
+    centred = torch.where(m, r - mean, torch.zeros_like(r))  # [B/G, G]
+    hi = torch.where(m, r, torch.full_like(r, -torch.inf)).max(dim=1, keepdim=True).values  # [B/G, 1]
+    lo = torch.where(m, r, torch.full_like(r, torch.inf)).min(dim=1, keepdim=True).values  # [B/G, 1]
+    flat = (n < 2) | (hi == lo)  # [B/G, 1] no signal: fewer than two scored, or all equal
+    if name == "grpo":
+        std = ((centred ** 2).sum(dim=1, keepdim=True) / (n - std_ddof).clamp(min=1)).sqrt()  # [B/G, 1]
+        adv = centred / (std + eps)  # [B/G, G]
+    elif name == "rloo":
+        adv = centred * n / (n - 1).clamp(min=1)  # [B/G, G] G/(G-1) with G the scored count
+    else:
+        adv = centred
+    adv = torch.where(flat | ~m, torch.zeros_like(adv), adv).reshape(-1)  # [B]
+    if name.startswith("reinforce_pp"):
+        keep = scored
+        returns = adv if name == "reinforce_pp_baseline" else rewards.to(dtype)  # [B]
+        adv = torch.zeros_like(returns)
+        if int(lengths[keep].sum()) >= 2:
+            adv[keep] = _token_whiten(returns[keep], lengths[keep])
+    metrics = {"zero_std_group_frac": flat.to(dtype).mean().item(),
+               "adv_abs_mean": adv[scored].abs().mean().item() if scored.any() else 0.0}
+    return adv, metrics
 
 
 def token_rewards(rewards: Tensor, completion_mask: Tensor, logprobs: Tensor | None = None,

@@ -12,6 +12,11 @@ Per-sample rewards are pure functions of (completion, example) in rewards/qa.py,
 nlu.py; the semantic ones (semantic.py) embed a batch at once with an encoder held once per actor.
 Tasks read their metrics off these same components (tasks/base.py `Task.reward_parts`), so a task's
 metric and the reward that computes it too have one definition.
+
+Beside the registry's names, a component may be the user's own function (`fn`) or a reward server (`url`):
+rewards/external.py. Those may return None for a sample (no reward from that component); the total of a sample is
+the weighted sum of the components that scored it (TRL's convention for several reward functions), and a sample no
+component scored has total None: it leaves its group's statistics and the loss, and is counted.
 """
 from __future__ import annotations
 
@@ -22,12 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from rewards import countdown, nlu, numeric, qa
+from rewards.errors import RewardError
 
 Values = tuple[list[float], dict[str, list[float]]]
-
-
-class RewardError(RuntimeError):
-    """A reward function raised on a sample (a bug in our code or data); the message carries the sample."""
 
 
 def _per_sample(fn: Callable[[str, int, Mapping[str, Any]], tuple[float, dict[str, float]]],
@@ -91,12 +93,13 @@ class ArithmeticReward(_PerSampleReward):
 
 @dataclass(frozen=True)
 class GSM8KReward(_PerSampleReward):
-    """1.0 when the completion's final number equals the number after '####' in example['gold']."""
-    needs = ("gold",)
+    """1.0 when the completion's final number equals the gold number: example['gold'] (a GSM8K answer field,
+    ending '#### N', or a number), else example['reference'] (the prompts task's answer column)."""
+    needs = ("gold|reference",)
     name = "gsm8k"
 
     def _one(self, text, n, ex):
-        return numeric.gsm8k_reward(text, ex["gold"]), {
+        return numeric.gsm8k_reward(text, ex["gold"] if "gold" in ex else ex["reference"]), {
             "unparsed": float(numeric.extract_number(text) is None)}
 
 
@@ -244,47 +247,97 @@ def missing_fields(name: str, example_keys: set[str]) -> list[str]:
     return [need for need in REWARDS[name].needs if not set(need.split("|")) & example_keys]
 
 
+def build_component(c: Mapping[str, Any]):
+    """The scorer of one component dict ({name, weight, params} of the registry, or {fn | url, ...} from outside)."""
+    if c.get("fn"):
+        from rewards.external import FunctionReward
+        from rewards.user import parse_spec
+
+        return FunctionReward(c["name"], c["timeout_s"], c["on_error"], spec=parse_spec(c["fn"]),
+                              params=dict(c.get("params") or {}))
+    if c.get("url"):
+        from rewards.external import ServerReward
+
+        params = dict(c.get("params") or {})
+        return ServerReward(c["name"], c["timeout_s"], c["on_error"], url=c["url"], retries=int(params.get("retries", 2)),
+                            headers=dict(params.get("headers") or {}))
+    return REWARDS[c["name"]](**c.get("params", {}))
+
+
+def weighted_total(values: list[tuple[float, list[float | None]]]) -> list[float | None]:
+    """Per sample, sum of weight * value over the components that scored it; None where none did.
+
+    >>> weighted_total([(1.0, [1.0, None, None]), (0.5, [2.0, 4.0, None])])
+    [2.0, 2.0, None]
+    """
+    n = len(values[0][1]) if values else 0
+    out: list[float | None] = []
+    for i in range(n):
+        got = [(w, v[i]) for w, v in values if v[i] is not None]
+        out.append(sum(w * x for w, x in got) if got else None)
+    return out
+
+
 class RewardScorer:
     """Scores batches with the weighted sum of the configured components (held by a stateless actor)."""
 
     def __init__(self, components: list[Mapping[str, Any]]):
-        """components: [{"name", "weight", "params"}]; built once, so an encoder loads once per actor."""
+        """components: [{"name", "weight", "params"}] (or with "fn" / "url": rewards/external.py); built once, so an
+        encoder loads once per actor and a user function's process starts once."""
         if not components:
             raise ValueError("at least one reward component is needed (rewards.components)")
-        self.components = [(c["name"], float(c.get("weight", 1.0)), REWARDS[c["name"]](**c.get("params", {})))
-                           for c in components]
+        self.components = [(c["name"], float(c.get("weight", 1.0)), build_component(c)) for c in components]
 
-    def score(self, completions: list[str], num_tokens: list[int],
-              examples: list[Mapping[str, Any]]) -> Values:
-        """[B] completions -> ([B] total rewards, {"<name>": [B] value, "<name>/<part>": [B]})."""
+    def score(self, completions: list[str], num_tokens: list[int], examples: list[Mapping[str, Any]],
+              completion_ids: list[list[int]] | None = None) -> Values:
+        """[B] completions -> ([B] total rewards (None: no component scored it), {"<name>": [B] value,
+        "<name>/<part>": [B]}). `completion_ids` reach the components from outside (user functions, servers)."""
         if not (len(completions) == len(num_tokens) == len(examples)):
             raise ValueError(f"score: {len(completions)} completions, {len(num_tokens)} token counts, "
                              f"{len(examples)} examples; they must match")
-        totals = [0.0] * len(completions)
-        comps: dict[str, list[float]] = {}
+        from rewards.external import ExternalReward
+
+        weighted: list[tuple[float, list[float | None]]] = []
+        comps: dict[str, list] = {}
         for name, weight, fn in self.components:
-            values, parts = fn(completions, num_tokens, examples)
-            bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+            if isinstance(fn, ExternalReward):
+                values, parts = fn(completions, num_tokens, examples, completion_ids)
+            else:
+                values, parts = fn(completions, num_tokens, examples)
+            bad = next((i for i, v in enumerate(values) if v is not None and not math.isfinite(v)), None)
             if bad is not None:  # one NaN would make every advantage of its group NaN, and the update with it
                 raise RewardError(f"reward '{name}' returned {values[bad]} on sample {bad}; a reward must be a finite "
                                   f"number. completion={completions[bad][:200]!r} example={dict(examples[bad])!r:.300}")
             comps[name] = values
             comps.update({f"{name}/{k}": v for k, v in parts.items()})
-            totals = [t + weight * v for t, v in zip(totals, values)]
-        return totals, comps
+            weighted.append((weight, values))
+        return weighted_total(weighted), comps
 
 
-def component_metrics(components: Mapping[str, list[float]], group_size: int) -> dict[str, float]:
-    """Per component: its mean, and for reward values (not parts) the fraction of groups of `group_size`
-    whose values are all equal (zero variance: no learning signal from that component).
+def component_metrics(components: Mapping[str, list], group_size: int) -> dict[str, float]:
+    """Per component: its mean over the samples it scored (None: not scored), and for reward values (not parts)
+    the fraction of groups of `group_size` whose scored values are all equal (zero variance: no learning signal from
+    that component; a group with fewer than two scored values counts as one). Where some sample went unscored,
+    `<name>/unscored` counts them; a part named `errors` (rewards/external.py) is a count, summed.
 
     >>> component_metrics({"qa": [1.0, 1.0, 0.0, 1.0], "qa/em": [1.0, 1.0, 0.0, 1.0]}, 2)
     {'qa': 0.75, 'qa/zero_var_frac': 0.5, 'qa/em': 0.75}
+    >>> component_metrics({"mine": [1.0, None, 0.0, 0.5], "mine/errors": [0.0, 1.0, 0.0, 0.0]}, 2)
+    {'mine': 0.5, 'mine/zero_var_frac': 0.5, 'mine/unscored': 1, 'mine/errors': 1.0}
     """
+    from rewards.external import COUNTS
+
     out: dict[str, float] = {}
     for key, values in components.items():
-        out[key] = sum(values) / len(values)
+        scored = [v for v in values if v is not None]
+        if key.rsplit("/", 1)[-1] in COUNTS and "/" in key:
+            out[key] = float(sum(scored))
+            continue
+        if scored:
+            out[key] = sum(scored) / len(scored)
         if "/" not in key:
-            groups = [values[i:i + group_size] for i in range(0, len(values), group_size)]
-            out[f"{key}/zero_var_frac"] = sum(max(g) - min(g) == 0 for g in groups) / len(groups)
+            groups = [[v for v in values[i:i + group_size] if v is not None] for i in range(0, len(values), group_size)]
+            out[f"{key}/zero_var_frac"] = sum(len(g) < 2 or max(g) == min(g) for g in groups) / len(groups)
+            if len(scored) < len(values):
+                out[f"{key}/unscored"] = len(values) - len(scored)
     return out

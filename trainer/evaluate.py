@@ -22,7 +22,10 @@ class Answers:
     sampled_seconds: float = 0.0
 
     def means(self) -> dict[str, float]:
-        return {k: sum(v) / len(v) for k, v in self.per_item.items() if v}
+        """Every metric's mean over the items that have it (None: an answer no reward scored)."""
+        from tasks.base import means
+
+        return means(self.per_item)
 
 
 def answer(engines, task, examples: list, prompts: list[list[int]], max_new_tokens: int,
@@ -41,13 +44,19 @@ def answer(engines, task, examples: list, prompts: list[list[int]], max_new_toke
     return out
 
 
-def summarize(per: dict[str, list[float]], seed: int) -> dict:
-    """n, and for every metric its mean and bootstrap 95% CI (`<metric>_ci`)."""
+def summarize(per: dict[str, list[float | None]], seed: int) -> dict:
+    """n, and for every metric its mean and bootstrap 95% CI (`<metric>_ci`) over the items that have it (None: an
+    answer no reward scored; `<metric>_n` then says how many did)."""
     n = len(next(iter(per.values())))
     out: dict = {"n": n}
     for k, v in per.items():
-        out[k] = sum(v) / n
-        out[f"{k}_ci"] = bootstrap_ci(v, seed=seed)
+        got = [x for x in v if x is not None]
+        if not got:
+            continue
+        out[k] = sum(got) / len(got)
+        out[f"{k}_ci"] = bootstrap_ci(got, seed=seed)
+        if len(got) < n:
+            out[f"{k}_n"] = len(got)
     return out
 
 

@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 
 from common import seeds
-from common.types import TrainBatch
+from common.types import Rollout, ScoredRollout, TrainBatch
 from trainer.selection import collect, shape_overlong
 
 
@@ -122,6 +122,7 @@ class GRPOPhase(Phase):
         self.prompts_per_step = cfg.prompts_per_step or self.job.train.prompts_per_step
         self.pending = None  # overlap: (batch, generation in flight or its result) for the next step
         self.staleness = 0  # learner updates between the weights that sampled this step's batch and the learner's
+        self.said_unscored = False  # the first step with samples no reward scored is said in the log
 
     def begin(self, fresh: bool) -> None:
         r, c = self.run, self.cfg
@@ -189,11 +190,15 @@ class GRPOPhase(Phase):
         r, sel, timer = self.run, self.selection, Timer()
         batch, rollout, scored, ref = self.rollout(timer, k)
         self.say_if_short(k)
-        adv, adv_m = estimate_advantages(sel.advantage, torch.tensor(scored.rewards), self.sampling.group_size,
-                                         torch.tensor([max(1, len(c)) for c in rollout.completion_ids]), sel.adv_eps)
+        has = scored.scored  # a sample without a reward leaves its group's statistics and the loss
+        adv, adv_m = estimate_advantages(sel.advantage, torch.tensor([0.0 if r is None else r for r in scored.rewards]),
+                                         self.sampling.group_size,
+                                         torch.tensor([max(1, len(c)) for c in rollout.completion_ids]), sel.adv_eps,
+                                         scored=torch.tensor(has))
         train = TrainBatch(rollout.prompt_ids, rollout.completion_ids, rollout.old_logprobs, ref, adv.tolist())
-        if sel.overlong == "mask":  # cut samples leave the loss (their group's advantages stand)
-            train = keep_rows(train, [f != "length" for f in rollout.finish_reasons])
+        keep = [h and (sel.overlong != "mask" or f != "length") for h, f in zip(has, rollout.finish_reasons)]
+        if not all(keep):  # unscored samples and, with overlong=mask, cut ones (their groups' advantages stand)
+            train = keep_rows(train, keep)
         learn_m = {}
         if train.completion_ids:
             with timer("learn"):
@@ -204,7 +209,8 @@ class GRPOPhase(Phase):
         self.record(batch, rollout, scored, adv.tolist(), ref)
         return self.metrics(batch, rollout, scored, timer, {
             **{f"reward/{k}": v for k, v in adv_m.items()}, **{f"learner/{k}": v for k, v in learn_m.items()},
-            **self.selected, **({"rollout/masked_overlong": len(rollout.completion_ids) - len(train.completion_ids)}
+            **self.selected, **({"rollout/masked_overlong": sum(h and f == "length" for h, f in
+                                                                zip(has, rollout.finish_reasons))}
                                 if sel.overlong == "mask" else {})})
 
     def say_if_short(self, k: int) -> None:
@@ -239,9 +245,17 @@ class GRPOPhase(Phase):
         from rewards.registry import component_metrics
 
         seconds, lens = sum(timer.seconds.values()), [len(c) for c in rollout.completion_ids]
-        rewards = torch.tensor(scored.rewards)
+        got = [r for r in scored.rewards if r is not None]
+        rewards = torch.tensor(got or [math.nan])
+        unscored = len(scored.rewards) - len(got)
+        if unscored and not self.said_unscored:
+            self.said_unscored = True
+            self.run.log.info(f"step {self.run.state.step + 1}: {unscored} of {len(lens)} samples got no reward (their "
+                              "reward returned None, or rewards.on_error=skip dropped them after an error); they leave "
+                              "their groups' statistics and the loss, counted in reward/unscored every step")
         return {
-            "reward/mean": rewards.mean().item(), "reward/std": rewards.std().item(),
+            "reward/mean": rewards.mean().item(), "reward/std": rewards.std().item() if len(got) > 1 else 0.0,
+            "reward/unscored": unscored,
             **{f"reward/{k}": v for k, v in component_metrics(scored.components, self.sampling.group_size).items()},
             **{k: v for k, v in extra.items() if k.startswith("reward/")},
             "rollout/len_mean": sum(lens) / len(lens), "rollout/len_max": max(lens),
@@ -279,7 +293,18 @@ class PPOPhase(GRPOPhase):
         from learner.logprobs import from_ragged, to_ragged
 
         r, c, timer = self.run, self.cfg, Timer()
-        batch, rollout, scored, ref = self.rollout(timer)
+        batch, full, scored_full, ref_full = self.rollout(timer)
+        rows = [i for i, h in enumerate(scored_full.scored) if h]  # unscored samples leave PPO's batch
+        rollout, ref = full, ref_full
+        scored = scored_full
+        if len(rows) < len(full.completion_ids):
+            rollout = Rollout([full.prompt_ids[i] for i in rows], [full.completion_ids[i] for i in rows],
+                              [full.old_logprobs[i] for i in rows], [full.texts[i] for i in rows],
+                              [full.finish_reasons[i] for i in rows], 1)
+            scored = ScoredRollout(rollout, [scored_full.rewards[i] for i in rows], {})
+            ref = [ref_full[i] for i in rows] if ref_full else ref_full
+        if not rows:
+            raise RuntimeError(f"PPO step {k}: no sample of the batch got a reward; check the reward components")
         with timer("values"):
             values = r.system.values(rollout)
         T = max(1, max(len(x) for x in rollout.completion_ids))
@@ -310,13 +335,16 @@ class PPOPhase(GRPOPhase):
             r.engines_stale = True
         with timer("sync"):
             r.sync_if_stale()
-        self.record(batch, rollout, scored, adv_rows, ref)
+        placed: list = [None] * len(full.completion_ids)  # the advantages back at their rows (unscored: none)
+        for i, a in zip(rows, adv_rows):
+            placed[i] = a
+        self.record(batch, full, scored_full, placed, ref_full)
         mean = lambda ms: {key: sum(m[key] for m in ms) / len(ms) for key in ms[0]} if ms else {}  # noqa: E731
         learn_m = mean(learn)
         if learn:  # engine vs learner as the first minibatch of the first epoch saw them (before any update)
             learn_m.update({k: v for k, v in learn[0].items() if k.startswith(("logprob_diff", "mismatch_"))},
                            clip_frac_first=learn[0]["clip_frac"], clip_frac_last=learn[-1]["clip_frac"])
-        return self.metrics(batch, rollout, scored, timer, {
+        return self.metrics(batch, full, scored_full, timer, {
             **{f"ppo/{k}": v for k, v in ppo_m.items()}, **{f"critic/{k}": v for k, v in mean(critic).items()},
             **{f"learner/{k}": v for k, v in learn_m.items()}, "ppo/policy_updates": len(learn)})
 
@@ -351,7 +379,7 @@ class RSSFTPhase(Phase):
             rollout = r.system.engines.generate(batch.prompt_ids, sampling,
                                                 seed=seeds.rs_sft(self.job.rollout.seed, s.drawn))
             scored = r.system.score(rollout, batch.reward_inputs)
-            rewards += scored.rewards
+            rewards += [x for x in scored.rewards if x is not None]
             kept += keep_passing(rollout, scored.rewards, batch.indices, c.threshold, c.max_per_prompt, seen,
                                  per_prompt)
             print(f"[{self.name}] sampled {start + n}/{c.prompts} prompts, kept {len(kept)} completions", flush=True)
@@ -455,7 +483,7 @@ def keep_passing(rollout, rewards: list[float], prompt_indices: list[int], thres
     for i, (text, reward) in enumerate(zip(rollout.texts, rewards, strict=True)):
         p = prompt_indices[i // rollout.group_size]
         key = (p, " ".join(text.split()))
-        if (reward < threshold or rollout.finish_reasons[i] != "stop" or key in seen
+        if (reward is None or reward < threshold or rollout.finish_reasons[i] != "stop" or key in seen
                 or per_prompt.get(p, 0) >= (max_per_prompt or math.inf)):
             continue
         seen.add(key)

@@ -66,6 +66,21 @@ def lost_actor(err: BaseException) -> str | None:
     return found.group(1) if found else "an actor"
 
 
+class RewardFailed(RuntimeError):
+    """A reward (a user's function or server) failed mid-run with rewards.on_error=raise; the message names it, the
+    sample and the resume command."""
+
+
+def reward_error(err: BaseException) -> str | None:
+    """The message of a RewardError behind `err` (raised here or inside a reward actor), else None."""
+    from rewards.errors import RewardError
+
+    if not isinstance(err, RewardError):
+        return None
+    cause = getattr(err, "cause", None)  # Ray's RayTaskError(RewardError) carries the actor's exception
+    return str(cause if isinstance(cause, RewardError) else err).strip()
+
+
 class StopRequested(Exception):
     """This invocation's step budget (--max-steps) is spent; the run resumes later with --resume."""
 
@@ -176,8 +191,11 @@ def prepare(cfg: JobConfig, resume: str | None) -> tuple[Path, RunState, Path | 
 def load_task(cfg: JobConfig) -> tuple[str, Task]:
     """(policy folder or hub id, the task with its data loaded and every train/eval prompt built): everything
     that can fail on bad input, done before a run dir or an actor exists."""
+    from tasks.registry import check_rewards
+
     policy_path = resolve_model(cfg.model.policy, cfg.model.cache_dir)
     task = build_task(cfg, load_tokenizer(policy_path))
+    check_rewards(task, cfg)  # the user's reward functions import and fit the task's fields
     task.prompts("train"), task.prompts("eval")
     return policy_path, task
 
@@ -197,10 +215,9 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
     if redone:  # a run stopped between checkpoints logged steps its checkpoint does not hold: they run again
         log.info(f"resuming after step {state.step}: {redone} step/eval records of later steps removed (they run "
                  "again)", data={"redone_records": redone})
-    if cfg.train.tensorboard:
-        from common.metrics_log import TensorBoardSink
-
-        log.sinks.append(TensorBoardSink(path / "tensorboard"))
+    add_trackers(cfg, log, path)
+    for note in task.stats.get("notes", []):
+        log.info(note)
     log.info(f"run dir {path.resolve()}" + (f" (engine and library logs: {logs.parent})" if logs else ""), data={"task": task.name, **task.stats,
                                                 **{f"train_prompts_{k}": v for k, v in task.prompt_stats("train").items()},
                                                 **{f"eval_prompts_{k}": v for k, v in task.prompt_stats("eval").items()}})
@@ -243,6 +260,10 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
             log.info(f"stopped: actor {actor} died at step {state.step + 1} ({type(err).__name__}); {where} is "
                      f"intact: {again}", data={"error": str(err)})
             raise ActorLost(f"actor {actor} died at step {state.step + 1}; {where} is intact: {again}") from None
+        failed = reward_error(err)
+        if failed is not None:  # the user's function or server, named with its sample (not Ray's traceback page)
+            log.info(f"stopped at step {state.step + 1}: {failed}", data={"error": failed})
+            raise RewardFailed(f"{failed}\n{where} is intact: after the fix, {again}") from None
         log.info(f"stopped by {type(err).__name__}: {err}; {where} is intact: {again}")
         raise
     finally:
@@ -252,7 +273,30 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
 
             time.sleep(min(1.0, 2 * int(os.environ.get("RAY_metrics_report_interval_ms", "10000")) / 1000))
         system.shutdown()
+        log.close(finished)
     return finish(r, finished)
+
+
+def add_trackers(cfg: JobConfig, log: MetricsLog, path: Path) -> None:
+    """The trackers the config asks for, as sinks of the run's log; one that cannot start is said once and the run
+    goes on without it."""
+    from common.metrics_log import MLflowSink, TensorBoardSink
+
+    L = cfg.logging
+    wanted = [("logging.tensorboard", lambda: TensorBoardSink(path / "tensorboard"))] if L.tensorboard else []
+    if L.mlflow:
+        wanted.append(("logging.mlflow", lambda: MLflowSink(path, config_to_dict(cfg), L.mlflow_tracking_uri,
+                                                            L.mlflow_experiment or f"raygrpo-{cfg.task.name}")))
+    for key, make in wanted:
+        try:
+            sink = make()
+        except Exception as err:  # noqa: BLE001 -- a tracker never stops training
+            log.info(f"{key}: the tracker did not start ({type(err).__name__}: {err}); training goes on without it")
+            continue
+        log.sinks.append(sink)
+        if isinstance(sink, MLflowSink):
+            log.info(f"MLflow run {sink.run_id} at {sink.uri}")
+    console.quiet_library_loggers()  # trackers install console handlers of their own on import
 
 
 def precision_line(cfg: JobConfig, system) -> str:
@@ -293,11 +337,12 @@ def finish(r: Run, finished: bool = True) -> dict:
     return summary
 
 
-def parse_args(argv=None, description: str = ""):
+def parse_args(argv=None, description: str = "", prog: str | None = None):
     import argparse
 
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config", help="YAML preset (jobs/configs/*.yaml); defaults are the MLQA paper's")
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--config", help="a YAML file, or a preset's name (raygrpo presets; jobs/configs/*.yaml); "
+                                    "defaults are the MLQA paper's")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true", help="start a single-node Ray cluster in this process")
     where.add_argument("--inprocess", action="store_true", help="no Ray: plain objects in this process (debug)")
@@ -324,14 +369,15 @@ def load_job(config: str | None, overrides: list[str], only_task: str | None = N
     return cfg
 
 
-def main(argv=None, description: str = "", only_task: str | None = None) -> int:
-    """Command line of every training entry point: config + overrides -> checks -> run. Bad config or data:
-    exit 2 with the message, before any actor starts."""
+def main(argv=None, description: str = "", only_task: str | None = None, prog: str | None = None) -> int:
+    """Command line of every training entry point: config + overrides -> checks -> run. Bad config, data or reward
+    function: exit 2 with the message, before any actor starts; a run that stopped mid-way (an actor lost, a reward
+    that failed): exit 3, naming the resume command."""
     import sys
 
     from common.config import ConfigError
 
-    args = parse_args(argv, description)
+    args = parse_args(argv, description, prog)
     console.quiet(args.verbose)
     overrides = list(args.overrides)
     if args.local:
@@ -359,7 +405,7 @@ def main(argv=None, description: str = "", only_task: str | None = None) -> int:
         return 2
     try:
         run(cfg, resume=args.resume, max_steps=args.max_steps, loaded=loaded)
-    except ActorLost as err:
+    except (ActorLost, RewardFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
     return 0

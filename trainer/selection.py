@@ -24,38 +24,50 @@ from common.types import ScoredRollout
 from tasks.base import PromptBatch
 
 
-def best_worst_pairs(rewards: list[float], group_size: int) -> list[tuple[int, int]]:
+def best_worst_pairs(rewards: list[float | None], group_size: int) -> list[tuple[int, int]]:
     """Online DPO's pairs: for each group of G whose rewards differ, (its best sample, its worst) as row indices;
-    ties go to the earlier sample. Groups with equal rewards give no pair.
+    ties go to the earlier sample. Groups with equal rewards give no pair; unscored samples (None) are never paired.
         >>> best_worst_pairs([0.2, 0.9, 0.1, 0.5, 0.5, 0.5], 3)
         [(1, 2)]
         >>> best_worst_pairs([1, 0, 1, 0], 4)
         [(0, 1)]
+        >>> best_worst_pairs([None, 0.5, 0.2], 3)
+        [(1, 2)]
     """
     if len(rewards) % group_size:
         raise ValueError(f"{len(rewards)} rewards are not groups of {group_size}")
     out = []
     for g in range(0, len(rewards), group_size):
         rs = rewards[g:g + group_size]
-        best, worst = max(range(group_size), key=lambda j: (rs[j], -j)), min(range(group_size), key=lambda j: (rs[j], j))
+        js = [j for j in range(group_size) if rs[j] is not None]
+        if len(js) < 2:
+            continue
+        best, worst = max(js, key=lambda j: (rs[j], -j)), min(js, key=lambda j: (rs[j], j))
         if rs[best] != rs[worst]:
             out.append((g + best, g + worst))
     return out
 
 
-def group_verdicts(rewards: list[float], group_size: int, solved_at: float,
+def group_verdicts(rewards: list[float | None], group_size: int, solved_at: float,
                    failed_at: float) -> tuple[list[bool], list[str | None]]:
-    """Per group of G: (has a signal = its rewards are not all equal, 'right' | 'wrong' | None).
+    """Per group of G: (has a signal = its scored rewards are not all equal, 'right' | 'wrong' | None).
 
-    'right': every answer's reward >= solved_at; 'wrong': every one <= failed_at.
+    'right': every scored answer's reward >= solved_at; 'wrong': every one <= failed_at; unscored answers (None)
+    count for neither, and a group with no scored answer has no verdict.
         >>> group_verdicts([1, 1, 0, 0, 1, 1, 0.5, 0], 2, solved_at=1.0, failed_at=0.0)
         ([False, False, False, True], ['right', 'wrong', 'right', None])
+        >>> group_verdicts([None, 1, None, None], 2, solved_at=1.0, failed_at=0.0)
+        ([False, False], ['right', None])
     """
     if len(rewards) % group_size:
         raise ValueError(f"{len(rewards)} rewards are not groups of {group_size}")
     signal, verdict = [], []
     for g in range(len(rewards) // group_size):
-        rs = rewards[g * group_size:(g + 1) * group_size]
+        rs = [x for x in rewards[g * group_size:(g + 1) * group_size] if x is not None]
+        if not rs:
+            signal.append(False)
+            verdict.append(None)
+            continue
         signal.append(any(x != rs[0] for x in rs))
         verdict.append("right" if min(rs) >= solved_at else "wrong" if max(rs) <= failed_at else None)
     return signal, verdict
@@ -100,7 +112,7 @@ def shape_overlong(scored: ScoredRollout, sel: Selection, max_new_tokens: int) -
 
     pen = soft_overlong_penalty([len(c) for c in scored.rollout.completion_ids], max_new_tokens,
                                 min(sel.overlong_buffer, max_new_tokens), sel.overlong_penalty)
-    return ScoredRollout(scored.rollout, [r + p for r, p in zip(scored.rewards, pen, strict=True)],
+    return ScoredRollout(scored.rollout, [None if r is None else r + p for r, p in zip(scored.rewards, pen, strict=True)],
                          {**scored.components, "overlong": pen})
 
 

@@ -14,6 +14,7 @@ from tasks.countdown import CountdownParams, CountdownTask
 from tasks.domain_qa import DomainExample, DomainQAParams, DomainQATask
 from tasks.labels import LabelExample, LabelParams, LabelTask
 from tasks.mlqa import MLQAParams, MLQATask
+from tasks.prompts import PromptRow, PromptsParams, PromptsTask
 from tasks.registry import TASKS, check_job, reward_components
 from tasks.squad import QAExample, reference_sentence
 from tests.fakes import HashEncoder
@@ -219,6 +220,9 @@ def _one_of_each():
          CountdownTask.generate(CountdownParams(num_problems=10), 0)[0], "<answer>1 + 2</answer>"),
         (LabelTask({}, LabelParams(), WordTokenizer(), 64),
          LabelExample("l", "qnli", "Who?", "Cy did.", "entailment", "g"), "<Judgement>entailment</Judgement> yes"),
+        (PromptsTask({}, PromptsParams(), WordTokenizer(), 64, rewards=({"name": "arithmetic", "weight": 1.0,
+                                                                          "params": {}},)),
+         PromptRow("r", "What is 2 + 2?", None, {"answer": 4}), "4"),
     ]
 
 
@@ -267,6 +271,10 @@ def test_a_label_task_declares_its_label_set():
 
 def test_every_task_is_registered_and_feeds_its_own_rewards():
     for name, cls in TASKS.items():
+        if cls.default_rewards is None:  # the prompts task: the config names the user's rewards, or it is an error
+            with pytest.raises(ConfigError, match="has no reward of its own: name yours in rewards.components"):
+                reward_components(load_config(overrides=[f"task.name={name}"]))
+            continue
         cfg = load_config(overrides=[f"task.name={name}"])
         check_job(cfg)  # the task's default rewards read only fields it provides
         assert [c["name"] for c in reward_components(cfg)] == [c["name"] for c in cls.default_rewards]
@@ -275,7 +283,7 @@ def test_every_task_is_registered_and_feeds_its_own_rewards():
 
 @pytest.mark.parametrize("overrides, message", [
     (["task.name=countdwn"], "Did you mean 'countdown'?"),
-    (["task.name=domain_qa", "rewards.components=[{name: arithmetic}]"], "use one of similarity, repetition"),
+    (["task.name=domain_qa", "rewards.components=[{name: arithmetic}]"], "use one of gsm8k, similarity, repetition"),
     (["task.name=arithmetic", "task.params.num_problems=3"], "num_problems must be >= 10"),
 ])
 def test_the_registry_refuses_with_a_fix(overrides, message):

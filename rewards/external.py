@@ -1,0 +1,128 @@
+"""Reward components from outside the project, with one error policy: a user's function (`{fn: ...}`,
+rewards/user.py) and a reward server (`{url: ...}`, rewards/remote.py).
+
+A component returns ([B] values, {part: [B]}) like every reward of rewards/registry.py, except that a value may be
+None: the sample has no reward from this component (RewardScorer then sums the components that scored it; a sample
+no component scored leaves its group's statistics and the loss, and is counted). What happens when a call fails:
+- it raised (or the server refused the batch): the batch's samples are tried one at a time to find the ones that
+  raise. `on_error: raise` stops the run with the first (function, exception, sample); `skip` gives them None and
+  counts them in `<name>/errors`, and the others keep their scores.
+- it outlived `timeout_s`, or its process (the server) died: `raise` stops the run; `skip` drops the whole batch,
+  counted.
+- its result breaks the contract (NaN, infinity, a wrong length, not a number): always an error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from rewards.errors import RewardError
+from rewards.user import (FunctionSpec, IsolatedFunction, UserRewardError, call_arguments, check_result)
+
+COUNTS = ("errors",)  # parts that are counts per step (summed), not per-sample means
+
+
+def _sample(completions: Sequence, examples: Sequence[Mapping[str, Any]], i: int) -> str:
+    return f"completion={str(completions[i])[:200]!r} fields={dict(examples[i])!r:.300}"
+
+
+@dataclass
+class ExternalReward:
+    """The error policy over `request` (one batched call; subclasses say what a call is)."""
+    name: str
+    timeout_s: float = 300.0
+    on_error: str = "raise"          # raise | skip
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def request(self, completions: list, prompts: list, completion_ids: list | None,
+                examples: Sequence[Mapping[str, Any]]) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, completions: list[str], num_tokens: list[int], examples: Sequence[Mapping[str, Any]],
+                 completion_ids: list[list[int]] | None = None) -> tuple[list, dict[str, list]]:
+        """[B] completions -> ([B] values or None, {part: [B]}, '<errors>': [B] 1.0 where a failure dropped it)."""
+        prompts = [ex.get("prompt") for ex in examples]
+        if prompts and isinstance(prompts[0], list):  # a chat prompt: TRL's conversational completions
+            completions = [[{"role": "assistant", "content": t}] for t in completions]
+        B = len(completions)
+        try:
+            values, parts = self._checked(completions, prompts, completion_ids, examples, range(B))
+            return values, {**parts, "errors": [0.0] * B}
+        except UserRewardError as err:
+            if err.kind == "result":
+                raise RewardError(f"reward '{self.name}' ({self.describe()}): {err}") from None
+            if err.kind != "raised":
+                return self._batch_failed(err, B, completions, examples)
+        return self._one_by_one(completions, prompts, completion_ids, examples)
+
+    def _checked(self, completions, prompts, completion_ids, examples, rows):
+        rows = list(rows)
+        pick = lambda xs: None if xs is None else [xs[i] for i in rows]  # noqa: E731
+        result = self.request(pick(completions), pick(prompts), pick(completion_ids), pick(list(examples)))
+        return check_result(result, len(rows), f"reward '{self.name}' ({self.describe()})")
+
+    def _batch_failed(self, err: UserRewardError, B: int, completions, examples):
+        if self.on_error == "skip":
+            return [None] * B, {"errors": [1.0] * B}
+        tb = getattr(err, "traceback", "")
+        raise RewardError(f"reward '{self.name}': {err} on a batch of {B} (first: {_sample(completions, examples, 0)})"
+                          + (f"\n{tb}" if tb else "") + "\nfix it, then continue the run with --resume (its checkpoint "
+                          "is intact); or set rewards.on_error=skip to drop the samples it fails on (counted)") from None
+
+    def _one_by_one(self, completions, prompts, completion_ids, examples):
+        """After a batch raised: each sample alone, to name (raise) or drop (skip) the ones that raise."""
+        scored: list[tuple[list, dict]] = []
+        for i in range(len(completions)):
+            try:
+                scored.append(self._checked(completions, prompts, completion_ids, examples, [i]))
+            except UserRewardError as err:
+                if err.kind == "result":
+                    raise RewardError(f"reward '{self.name}' ({self.describe()}): {err}") from None
+                if self.on_error != "skip":
+                    tb = getattr(err, "traceback", "")
+                    raise RewardError(f"reward '{self.name}': {err} on sample {i} of {len(completions)}: "
+                                      f"{_sample(completions, examples, i)}" + (f"\n{tb}" if tb else "")
+                                      + "\nfix it, then continue the run with --resume (its checkpoint is intact); "
+                                      "or set rewards.on_error=skip to drop such samples (counted)") from None
+                scored.append(([None], {"errors": [1.0]}))
+        keys = dict.fromkeys(k for _, p in scored for k in p if k != "errors")
+        parts = {k: [p[k][0] if k in p else None for _, p in scored] for k in keys}
+        return [v[0] for v, _ in scored], {**parts, "errors": [p.get("errors", [0.0])[0] for _, p in scored]}
+
+
+@dataclass
+class FunctionReward(ExternalReward):
+    """`{fn: "file.py:name"}`: the user's function, in a child process of its own (rewards/user.py)."""
+    spec: FunctionSpec | None = None
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.fn = IsolatedFunction(self.spec, self.timeout_s)
+
+    def describe(self) -> str:
+        return f"{self.spec.attr} in {self.spec.where}"
+
+    def request(self, completions, prompts, completion_ids, examples):
+        return self.fn(call_arguments(completions, prompts, completion_ids, examples, self.params))
+
+
+@dataclass
+class ServerReward(ExternalReward):
+    """`{url: ...}`: a batch POSTed to a reward server (rewards/remote.py)."""
+    url: str = ""
+    retries: int = 2
+    headers: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"server {self.url}"
+
+    def request(self, completions, prompts, completion_ids, examples):
+        from rewards.remote import as_result, post_batch
+
+        fields = {k: [ex.get(k) for ex in examples] for k in dict.fromkeys(k for ex in examples for k in ex)
+                  if k != "prompt"}
+        body = {"prompts": prompts, "completions": completions, "fields": fields,
+                **({"completion_ids": completion_ids} if completion_ids is not None else {})}
+        return as_result(post_batch(self.url, body, self.timeout_s, self.retries, self.headers))
