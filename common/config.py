@@ -744,7 +744,7 @@ def config_path(name: str | Path) -> Path:
     close = difflib.get_close_matches(path.stem, known, n=1)
     hint = f" Did you mean the preset '{close[0]}'?" if close else ""
     raise ConfigError(f"config file '{name}' not found (looked at {path.resolve()}), and it is not a preset.{hint} "
-                      f"Presets (raygrpo presets): {', '.join(known)}")
+                      f"Presets (raygrpo presets, jobs/configs/*.yaml): {', '.join(known)}")
 
 
 def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> JobConfig:

@@ -162,6 +162,9 @@ class MLflowSink:
         except ImportError as err:
             raise ImportError("logging.mlflow needs MLflow: pip install 'raygrpo[mlflow]' (scripts/setup.sh installs "
                               "it)") from err
+        from common.console import quiet_library_loggers
+
+        quiet_library_loggers()  # MLflow's own console handler, installed on import: its records go to the run log
         run_dir = Path(run_dir).resolve()
         self.uri = tracking_uri or f"sqlite:///{run_dir / 'mlflow.db'}"
         self.client = MlflowClient(tracking_uri=self.uri)

@@ -20,6 +20,14 @@ from rewards.errors import RewardError
 from rewards.user import (FunctionSpec, IsolatedFunction, UserRewardError, call_arguments, check_result)
 
 COUNTS = ("errors",)  # parts that are counts per step (summed), not per-sample means
+RESUME = "the run's last checkpoint is intact: continue it with --resume after the fix"
+FIXES = {"raised": "fix the function (or the server)",
+         "timeout": "make it faster or raise rewards.timeout_s (or the component's timeout_s)",
+         "died": "see the actor's log in the run folder's logs/ for why it died"}
+
+
+def _fix(kind: str) -> str:
+    return f"{FIXES.get(kind, FIXES['raised'])}; {RESUME}; or set rewards.on_error=skip to drop such samples (counted)"
 
 
 def _sample(completions: Sequence, examples: Sequence[Mapping[str, Any]], i: int) -> str:
@@ -55,7 +63,7 @@ class ExternalReward:
                 raise RewardError(f"reward '{self.name}' ({self.describe()}): {err}") from None
             if err.kind != "raised":
                 return self._batch_failed(err, B, completions, examples)
-        return self._one_by_one(completions, prompts, completion_ids, examples)
+            return self._one_by_one(completions, prompts, completion_ids, examples, err)
 
     def _checked(self, completions, prompts, completion_ids, examples, rows):
         rows = list(rows)
@@ -67,12 +75,12 @@ class ExternalReward:
         if self.on_error == "skip":
             return [None] * B, {"errors": [1.0] * B}
         tb = getattr(err, "traceback", "")
-        raise RewardError(f"reward '{self.name}': {err} on a batch of {B} (first: {_sample(completions, examples, 0)})"
-                          + (f"\n{tb}" if tb else "") + "\nfix it, then continue the run with --resume (its checkpoint "
-                          "is intact); or set rewards.on_error=skip to drop the samples it fails on (counted)") from None
+        raise RewardError(f"reward '{self.name}': {err}, on a batch of {B} (first: {_sample(completions, examples, 0)})"
+                          + (f"\n{tb}" if tb else "") + f"\n{_fix(err.kind)}") from None
 
-    def _one_by_one(self, completions, prompts, completion_ids, examples):
-        """After a batch raised: each sample alone, to name (raise) or drop (skip) the ones that raise."""
+    def _one_by_one(self, completions, prompts, completion_ids, examples, batch_err: UserRewardError):
+        """After a batch raised: each sample alone, to name (raise) or drop (skip) the ones that raise. When none
+        raises alone, the batch's failure stands (raise) or the samples' own scores do (skip)."""
         scored: list[tuple[list, dict]] = []
         for i in range(len(completions)):
             try:
@@ -82,11 +90,12 @@ class ExternalReward:
                     raise RewardError(f"reward '{self.name}' ({self.describe()}): {err}") from None
                 if self.on_error != "skip":
                     tb = getattr(err, "traceback", "")
-                    raise RewardError(f"reward '{self.name}': {err} on sample {i} of {len(completions)}: "
+                    raise RewardError(f"reward '{self.name}': {err}, on sample {i} of {len(completions)}: "
                                       f"{_sample(completions, examples, i)}" + (f"\n{tb}" if tb else "")
-                                      + "\nfix it, then continue the run with --resume (its checkpoint is intact); "
-                                      "or set rewards.on_error=skip to drop such samples (counted)") from None
+                                      + f"\n{_fix(err.kind)}") from None
                 scored.append(([None], {"errors": [1.0]}))
+        if self.on_error != "skip":  # no sample raised on its own: the batch did
+            return self._batch_failed(batch_err, len(completions), completions, examples)
         keys = dict.fromkeys(k for _, p in scored for k in p if k != "errors")
         parts = {k: [p[k][0] if k in p else None for _, p in scored] for k in keys}
         return [v[0] for v, _ in scored], {**parts, "errors": [p.get("errors", [0.0])[0] for _, p in scored]}

@@ -74,8 +74,7 @@ def post_batch(url: str, body: Mapping[str, Any], timeout_s: float, retries: int
                                   f"answer a JSON list of scores or {{\"{RESULT_KEY}\": [...]}}", "result") from None
     kind = "timeout" if "timed out" in last or "Timeout" in last else "died"
     raise UserRewardError(f"reward server {url} did not answer after {retries + 1} tries within {timeout_s:g} s each "
-                          f"(last: {last}); start it, check the url, or raise the component's params.retries / "
-                          "rewards.timeout_s", kind)
+                          f"(last: {last}); is it running at that url? (params.retries, rewards.timeout_s)", kind)
 
 
 def as_result(answer: Any) -> Any:

@@ -298,7 +298,8 @@ def _serve(spec: FunctionSpec) -> None:
                 kwargs = {k: v for k, v in kwargs.items() if k in accepts}
             _write_frame(out_fd, ("ok", plain(fn(**kwargs))))
         except Exception as err:  # noqa: BLE001 -- the user's exception, sent back whole
-            _write_frame(out_fd, ("error", type(err).__name__, str(err), traceback.format_exc(limit=-6)))
+            tb = "".join(traceback.format_exception(type(err), err, err.__traceback__.tb_next))  # from the user's frame
+            _write_frame(out_fd, ("error", type(err).__name__, str(err), tb))
 
 
 class IsolatedFunction:
@@ -334,8 +335,7 @@ class IsolatedFunction:
         except TimeoutError:
             self.close()
             raise UserRewardError(f"reward function {self.spec.attr} ({self.spec.where}) did not return within "
-                                  f"rewards.timeout_s={self.timeout_s:g} s; make it faster, raise rewards.timeout_s, or "
-                                  "set rewards.on_error=skip to drop such batches", "timeout") from None
+                                  f"rewards.timeout_s={self.timeout_s:g} s (its process was killed)", "timeout") from None
         except (EOFError, BrokenPipeError, OSError):
             code = self.proc.wait(timeout=5)
             self.proc = None

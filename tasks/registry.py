@@ -101,9 +101,9 @@ def _check_fields(i: int, name: str, task: str, fields: set[str]) -> None:
     if missing:
         fits = [n for n in REWARDS if not missing_fields(n, fields)]
         raise ConfigError(
-            f"reward '{name}' (rewards.components.{i}) reads example fields {missing}, which task '{task}' does not "
-            f"provide (it provides {sorted(fields)}); use one of {', '.join(fits)} with this task, a function of your "
-            "own ({fn: 'file.py:function'}), or a task that provides those fields (task.name)")
+            f"reward '{name}' reads example fields {missing}, which task '{task}' does not provide (it provides "
+            f"{sorted(fields)}; rewards.components.{i}); use one of {', '.join(fits)} with this task, a function of "
+            "your own ({fn: 'file.py:function'}), or a task that provides those fields (task.name)")
 
 
 def check_rewards(task: Task, cfg: JobConfig) -> None:

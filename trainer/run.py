@@ -143,7 +143,11 @@ class Run:
         m = self.evaluate()
         s = self.state
         self.log.eval(s.step, {**m, "phase": phase})
-        if s.best is None or m[self.metric] > s.best:
+        if self.metric not in m:  # every held-out answer went unscored (the user's reward returned None or failed)
+            s.evals_since_best += 1
+            self.log.info(f"eval at step {s.step}: no held-out answer got a value of {self.metric} (the reward gave "
+                          "none or failed on each); the best checkpoint stays as it was")
+        elif s.best is None or m[self.metric] > s.best:
             s.best, s.best_step, s.best_phase, s.evals_since_best = m[self.metric], s.step, phase, 0
             ck.atomic_checkpoint(self.path / "checkpoints" / "best",
                                  lambda p: self.system.save(str(p), False), {**asdict(s), "eval": m})
@@ -215,12 +219,12 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
     if redone:  # a run stopped between checkpoints logged steps its checkpoint does not hold: they run again
         log.info(f"resuming after step {state.step}: {redone} step/eval records of later steps removed (they run "
                  "again)", data={"redone_records": redone})
-    add_trackers(cfg, log, path)
-    for note in task.stats.get("notes", []):
-        log.info(note)
     log.info(f"run dir {path.resolve()}" + (f" (engine and library logs: {logs.parent})" if logs else ""), data={"task": task.name, **task.stats,
                                                 **{f"train_prompts_{k}": v for k, v in task.prompt_stats("train").items()},
                                                 **{f"eval_prompts_{k}": v for k, v in task.prompt_stats("eval").items()}})
+    for note in task.stats.get("notes", []):  # what the task skipped of the user's data, and why
+        log.info(note)
+    add_trackers(cfg, log, path)
     if ckpt is not None:
         log.info(f"resuming from {ckpt} after step {state.step} (phase {state.phase}, step {state.phase_step})")
     (path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,6 +1,7 @@
 """Tests for learner.advantages.estimate_advantages: hand-computed values, equivalence with verl's token-level
 definitions (restated below), invariances."""
 
+import math
 import random
 from collections import defaultdict
 
@@ -291,3 +292,73 @@ def test_named_estimators_reuse_group_advantages():
     assert torch.equal(estimate_advantages("mean_only", rewards, g)[0], mean_only)
     assert torch.equal(estimate_advantages("dr_grpo", rewards, g)[0], mean_only)
     torch.testing.assert_close(estimate_advantages("rloo", rewards, g)[0], mean_only * g / (g - 1))
+
+
+# --- samples without a reward (`scored`): a user's reward returned None ------------------------------------------
+
+def _subset_reference(name, rewards, G, scored, lengths):
+    """A plain loop: each group's estimator on its scored samples only, the batch whitening over scored tokens."""
+    out = [0.0] * len(rewards)
+    centred = {}
+    for g in range(0, len(rewards), G):
+        idx = [i for i in range(g, g + G) if scored[i]]
+        rs = [rewards[i] for i in idx]
+        if len(rs) < 2 or max(rs) == min(rs):
+            continue
+        mean = sum(rs) / len(rs)
+        std = math.sqrt(sum((x - mean) ** 2 for x in rs) / (len(rs) - 1))
+        for i in idx:
+            c = rewards[i] - mean
+            centred[i] = c
+            out[i] = {"grpo": c / (std + 1e-4), "mean_only": c, "dr_grpo": c, "rloo": c * len(rs) / (len(rs) - 1),
+                      }.get(name, 0.0)
+    if name.startswith("reinforce_pp"):
+        keep = [i for i in range(len(rewards)) if scored[i]]
+        vals = [centred.get(i, 0.0) if name == "reinforce_pp_baseline" else rewards[i] for i in keep]
+        w = [lengths[i] for i in keep]
+        n = sum(w)
+        mu = sum(a * b for a, b in zip(w, vals)) / n
+        var = sum(a * (b - mu) ** 2 for a, b in zip(w, vals)) / (n - 1)
+        for i, v in zip(keep, vals):
+            out[i] = (v - mu) / math.sqrt(var + 1e-8)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_unscored_samples_leave_their_groups_statistics(name, seed):
+    from learner.advantages import estimate_advantages
+
+    gen = random.Random(seed)
+    G, P = gen.choice([2, 4, 5]), gen.randint(2, 6)
+    rewards = [float(gen.choice([0, 0.5, 1, gen.random()])) for _ in range(G * P)]
+    scored = [gen.random() > 0.3 for _ in rewards]
+    scored[0] = scored[1] = True  # whitening needs two scored tokens
+    lengths = [gen.randint(1, 9) for _ in rewards]
+    adv, m = estimate_advantages(name, torch.tensor(rewards, dtype=torch.float64), G,
+                                 torch.tensor(lengths), scored=torch.tensor(scored))
+    assert adv.tolist() == pytest.approx(_subset_reference(name, rewards, G, scored, lengths), abs=1e-9)
+    assert all(a == 0.0 for a, s in zip(adv.tolist(), scored) if not s)
+    # invariance: what an unscored sample's placeholder reward is changes nothing
+    moved = [r if s else r + 7.0 for r, s in zip(rewards, scored)]
+    again, _ = estimate_advantages(name, torch.tensor(moved, dtype=torch.float64), G, torch.tensor(lengths),
+                                   scored=torch.tensor(scored))
+    assert torch.equal(adv, again)
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_all_scored_is_the_unmasked_estimator_bit_for_bit(name):
+    from learner.advantages import estimate_advantages
+
+    r, lengths = torch.tensor([1.0, 0.0, 0.3, 0.3, 0.9, 0.1]), torch.tensor([3, 1, 2, 5, 4, 2])
+    plain, _ = estimate_advantages(name, r, 3, lengths)
+    masked, _ = estimate_advantages(name, r, 3, lengths, scored=torch.ones(6, dtype=torch.bool))
+    assert torch.equal(plain, masked)
+
+
+def test_a_group_with_one_scored_sample_has_no_signal():
+    from learner.advantages import estimate_advantages
+
+    adv, m = estimate_advantages("grpo", torch.tensor([1.0, 0.0, 1.0, 0.0]), 2,
+                                 scored=torch.tensor([True, False, True, True]))
+    assert adv.tolist()[:2] == [0.0, 0.0] and m["zero_std_group_frac"] == 0.5 and adv[2] > 0 > adv[3]
