@@ -7,11 +7,13 @@ the field, the allowed values and a close match when there is one.
 
 What a task is and which rewards exist is known above this layer: `task.name`, `task.params` and the
 reward components are checked against their registries by `tasks.registry.check_job`, which every entry
-point calls right after `load_config`. This module imports nothing of the project.
+point calls right after `load_config`, and the user's own reward functions and servers (`fn`, `url`) against
+the loaded data by `tasks.registry.check_rewards`. This module imports nothing of the project.
 
-A run is a list of phases (`train.phases`), each with its own hyperparameters: `sft` (gold targets),
-`grpo`, `rs_sft` (rejection-sampled SFT on the policy's own passing samples). A phase's `algo` and
-`sampling` hold only the fields it changes; the top-level `algo` and `rollout` sections are the defaults.
+A run is a list of phases (`train.phases`), each with its own hyperparameters: `sft` (gold targets), `grpo`,
+`rs_sft` (rejection-sampled SFT on the policy's own passing samples), `ppo` (a critic and GAE) and `dpo`
+(preference pairs). A phase's `algo` and `sampling` hold only the fields it changes; the top-level `algo` and
+`rollout` sections are the defaults. `logging` names the trackers beside metrics.jsonl (TensorBoard, MLflow).
 """
 from __future__ import annotations
 

@@ -25,7 +25,8 @@ reward computes too is read off the reward component (`reward_parts`), so the tw
 Shared bases: `GeneratedTask` (below) for seeded generated problems (arithmetic, countdown) and `QATask`
 (tasks/qa.py) for questions on a context from SQuAD-format data (mlqa, domain_qa).
 
-How to add a task: one file tasks/<name>.py with the task's own logic only (its example dataclass, a frozen
+Your own data needs no new task: `task.name: prompts` (tasks/prompts.py) reads rows of a file and scores them with
+your reward functions (docs/your_task.md). How to add a task to the project: one file tasks/<name>.py with the task's own logic only (its example dataclass, a frozen
 Params dataclass if it has parameters, and a subclass of `Task`, `GeneratedTask` or `QATask` that sets the
 required class attributes and implements the required methods), and one line `"<name>": <Class>` in `TASKS` in
 tasks/registry.py. `check_job` then checks its params and that its default rewards read only fields it

@@ -106,3 +106,21 @@ def test_job_submit_runs_any_recipe_through_train_py(head, tmp_path, tiny_policy
     assert "task: arithmetic" in logs and "[step 2 | grpo 2/2]" in logs
     summary = json.loads((out_dir / "arithmetic-grpo" / "summary.json").read_text())
     assert summary["finished"] and summary["primary_metric"] == "eval/accuracy"
+
+
+def test_job_submit_ships_your_own_data_and_reward_with_the_working_dir(head, tmp_path, tiny_policy_dir):
+    """docs/your_task.md on a cluster: `ray job submit --working-dir <your folder> -- raygrpo train --config job.yaml`;
+    the data file and the reward function come from the shipped folder (relative paths), not from this checkout."""
+    address = f"http://127.0.0.1:{PORT}"
+    folder, out_dir = tmp_path / "mine", tmp_path / "runs"
+    shutil.copytree(ROOT / "docs" / "examples" / "your_task", folder)
+    submit = _ray("job", "submit", "--address", address, "--no-wait", "--submission-id", "your-task",
+                  "--working-dir", str(folder), "--", "raygrpo", "train", "--config", "job.yaml",
+                  f"train.output_dir={out_dir}", "train.phases.0.steps=2", "train.eval_at_start=false",
+                  "logging.mlflow=false", "rollout.max_new_tokens=16", f"model.policy={tiny_policy_dir}", env=head)
+    assert submit.returncode == 0, submit.stderr[-2000:]
+    status = _wait(address, "your-task", head)
+    logs = _ray("job", "logs", "--address", address, "your-task", env=head).stdout
+    assert status == "SUCCEEDED", logs[-4000:]
+    assert "task: prompts" in logs and "[step 2 | grpo 2/2]" in logs
+    assert "reward/score/correct" in (out_dir / "my-task" / "metrics.jsonl").read_text()
