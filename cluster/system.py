@@ -272,10 +272,10 @@ class GRPOSystem:
     def train(self, batch: TrainBatch, algo: AlgoParams, inner_steps: int) -> dict:
         from learner.distributed import prompt_units
 
-        lengths = [len(c) for c in batch.completion_ids]
+        lengths = [len(c) for c in batch.completion_ids]  # the work each row costs; the loss counts policy tokens
         return self.sharded_step(self.learner, Learner.train_step, (batch,), lambda rows: (batch.rows(rows),),
-                                 prompt_units(batch.prompt_ids), lengths, (len(lengths), sum(lengths)), algo,
-                                 inner_steps)
+                                 prompt_units(batch.prompt_ids), lengths, (len(lengths), sum(batch.policy_tokens())),
+                                 algo, inner_steps)
 
     def dpo_step(self, batch: PreferenceBatch, params: DPOParams) -> dict:
         lengths = [len(a) + len(b) for a, b in zip(batch.chosen_ids, batch.rejected_ids)]

@@ -8,6 +8,9 @@ Glossary
   old_logprobs     [B] lists: log pi_sample(token) from the engine that sampled, at temperature 1
   logprobs         current policy (learner), ref_logprobs: frozen reference; both [B, T] tensors
   completion_mask  [B, T] 1.0 on real completion tokens
+  policy_mask      [B] lists like completion_ids: 1 where the policy sampled the token, 0 where a tool's observation
+                   was appended (multi-turn rollouts); None = every completion token is the policy's. The loss, KL,
+                   entropy and token counts use completion_mask * policy_mask (verl's response_mask)
   rewards [B], advantages [B] or [B, T]
 Samples are group-contiguous: sample j of prompt i sits at index i * G + j.
 """
@@ -24,6 +27,9 @@ class Rollout:
     texts: list[str]                   # [B] decoded completions
     finish_reasons: list[str]          # [B] "stop" | "length"
     group_size: int
+    # multi-turn rollouts (rollout.max_turns > 1): old_logprobs hold 0.0 at observation tokens, which policy_mask marks
+    policy_mask: list[list[int]] | None = None   # [B] like completion_ids; None: every token is the policy's
+    turns: list[list[dict]] | None = None        # [B] the sample's turns: policy text, tool calls, observations
 
     def __post_init__(self) -> None:
         n = len(self.prompt_ids)
@@ -31,6 +37,8 @@ class Rollout:
             raise ValueError("Rollout fields must all have B entries")
         if n % self.group_size:
             raise ValueError(f"B={n} is not a multiple of group_size={self.group_size}")
+        if self.policy_mask is not None and [len(m) for m in self.policy_mask] != [len(c) for c in self.completion_ids]:
+            raise ValueError("Rollout.policy_mask must have one entry per completion token")
 
     @property
     def num_prompts(self) -> int:
@@ -42,14 +50,26 @@ class Rollout:
 
     def groups(self, picked: list[int]) -> "Rollout":
         """The samples of these prompt groups, in that order."""
-        rows = self.rows(picked)
-        return Rollout([self.prompt_ids[i] for i in rows], [self.completion_ids[i] for i in rows],
-                       [self.old_logprobs[i] for i in rows], [self.texts[i] for i in rows],
-                       [self.finish_reasons[i] for i in rows], self.group_size)
+        return self.take(self.rows(picked), self.group_size)
+
+    def take(self, rows: list[int], group_size: int) -> "Rollout":
+        """These samples, in this order, as a rollout of groups of `group_size`."""
+        pick = lambda xs: None if xs is None else [xs[i] for i in rows]  # noqa: E731
+        return Rollout(pick(self.prompt_ids), pick(self.completion_ids), pick(self.old_logprobs), pick(self.texts),
+                       pick(self.finish_reasons), group_size, pick(self.policy_mask), pick(self.turns))
+
+    def masks(self) -> list[list[int]]:
+        """[B] policy_mask, with every token the policy's where the rollout has none."""
+        return self.policy_mask if self.policy_mask is not None else [[1] * len(c) for c in self.completion_ids]
+
+    def policy_tokens(self) -> list[int]:
+        """[B] how many completion tokens the policy sampled (observation tokens left out)."""
+        return [sum(m) for m in self.masks()]
 
     @staticmethod
     def concat(parts: list["Rollout"]) -> "Rollout":
         g = parts[0].group_size
+        multi = any(r.policy_mask is not None for r in parts)
         return Rollout(
             prompt_ids=[p for r in parts for p in r.prompt_ids],
             completion_ids=[c for r in parts for c in r.completion_ids],
@@ -57,6 +77,8 @@ class Rollout:
             texts=[t for r in parts for t in r.texts],
             finish_reasons=[f for r in parts for f in r.finish_reasons],
             group_size=g,
+            policy_mask=[m for r in parts for m in r.masks()] if multi else None,
+            turns=[t for r in parts for t in (r.turns or [[] for _ in r.texts])] if multi else None,
         )
 
 
@@ -95,12 +117,20 @@ class TrainBatch:
     # [B] the learner's own logprobs before this batch's updates, when the caller has them (PPO: one pass for all
     # minibatches); the ratio's denominator then, with old_logprobs (the engine's) only in the TIS weights
     learner_old_logprobs: list[list[float]] | None = None
+    policy_mask: list[list[int]] | None = None  # [B] like completion_ids (multi-turn); None: all the policy's
 
     def rows(self, idx: list[int]) -> "TrainBatch":
         """These rows, in this order (a learner worker's share)."""
         pick = lambda xs: [xs[i] for i in idx] if xs else xs  # noqa: E731
         return TrainBatch(pick(self.prompt_ids), pick(self.completion_ids), pick(self.old_logprobs),
-                          pick(self.ref_logprobs), pick(self.advantages), pick(self.learner_old_logprobs))
+                          pick(self.ref_logprobs), pick(self.advantages), pick(self.learner_old_logprobs),
+                          pick(self.policy_mask))
+
+    def policy_tokens(self) -> list[int]:
+        """[B] the tokens of each row the loss counts (all of them, or the policy's where a mask says so)."""
+        if self.policy_mask is None:
+            return [len(c) for c in self.completion_ids]
+        return [int(sum(m)) for m in self.policy_mask]
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ class Learner:
         """`inner_steps` updates over the batch. With learner workers, `batch` is this worker's share and `totals`
         the whole batch's (sequences, completion tokens): the loss's denominators and the metrics' weights."""
         batch = reordered(batch, length_order(batch.prompt_ids, batch.completion_ids))  # like lengths together
-        rows, tokens = totals or (len(batch.completion_ids), sum(len(c) for c in batch.completion_ids))
+        rows, tokens = totals or (len(batch.completion_ids), sum(batch.policy_tokens()))  # observation tokens: out
         denom = {"token-mean": float(tokens), "seq-mean-token-sum-norm": None}.get(algo.loss_agg, float(rows))
         norm_len = float(rows * algo.max_new_tokens)
         history = []
@@ -231,6 +231,8 @@ class Learner:
             ref_pair = self._full_ref_hidden(batch, sl, shared) if self.full_ref is not None else None
             logp, entropy, kl_mat = head_logprobs(head, hidden, tgt, mask, entropy=True, ref=ref_pair)  # [b, T]
         T, dev = mask.shape[1], self.device
+        if batch.policy_mask is not None:  # multi-turn: observation tokens are context, never the policy's choice
+            mask = mask * from_ragged(batch.policy_mask[sl], T).to(dev)  # [b, T]
         engine_old = from_ragged(batch.old_logprobs[sl], T).to(dev)  # [b, T] what the engine sampled with
         old = self._old_logprobs(batch, ci, sl, logp, engine_old)  # [b, T]
         is_w, tis_m = None, {}

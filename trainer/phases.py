@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 
 from common import seeds
-from common.types import Rollout, ScoredRollout, TrainBatch
+from common.types import ScoredRollout, TrainBatch
 from trainer.selection import collect, shape_overlong
 
 
@@ -298,9 +298,7 @@ class PPOPhase(GRPOPhase):
         rollout, ref = full, ref_full
         scored = scored_full
         if len(rows) < len(full.completion_ids):
-            rollout = Rollout([full.prompt_ids[i] for i in rows], [full.completion_ids[i] for i in rows],
-                              [full.old_logprobs[i] for i in rows], [full.texts[i] for i in rows],
-                              [full.finish_reasons[i] for i in rows], 1)
+            rollout = full.take(rows, 1)
             scored = ScoredRollout(rollout, [scored_full.rewards[i] for i in rows], {})
             ref = [ref_full[i] for i in rows] if ref_full else ref_full
         if not rows:
@@ -468,9 +466,7 @@ class DPOPhase(GRPOPhase):
 
 def keep_rows(batch: TrainBatch, keep: list[bool]) -> TrainBatch:
     """The rows of a GRPO batch where `keep` is true (dropping a row = masking it out of every loss term)."""
-    pick = lambda xs: [x for x, k in zip(xs, keep, strict=True) if k] if xs else xs  # noqa: E731
-    return TrainBatch(pick(batch.prompt_ids), pick(batch.completion_ids), pick(batch.old_logprobs),
-                      pick(batch.ref_logprobs), pick(batch.advantages), pick(batch.learner_old_logprobs))
+    return batch.rows([i for i, k in enumerate(keep) if k])
 
 
 def keep_passing(rollout, rewards: list[float], prompt_indices: list[int], threshold: float,

@@ -180,8 +180,8 @@ def score(completions, answr):
 
 
 @pytest.mark.parametrize("overrides, files, message", [
-    (["rewards.components=[{fn: missing.py:score}]"], {}, "reward file missing.py (reward fn 'missing.py:score') "
-                                                          "does not exist"),
+    (["rewards.components=[{fn: missing.py:score}]"], {}, "reward file missing.py ('missing.py:score') does not "
+                                                          "exist"),
     (["rewards.components=[{fn: my_rewards.py:scor}]"], {}, "has no function 'scor'. Did you mean 'score'?"),
     (["rewards.components=[{fn: wrong.py:score}]"], {"wrong.py": WRONG},
      "needs argument 'answr', which no call passes: the task provides the fields answer, reference, topic"),
