@@ -43,20 +43,21 @@ class Engines:
         return self.recovery.retried(self.group, method, shard_args, lambda: {"weights_version": self.version},
                                      after_restart=self.weights.resync)
 
-    def _generate_args(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int, start: int = 0) -> list:
+    def _generate_args(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int, start: int = 0,
+                       stop: list[str] | None = None) -> list:
         """One `generate` call's arguments per engine shard (each shard its own seed)."""
         shards = shard(prompt_ids, len(self.group.members))
         s = sampling
-        return [(part, s.group_size, s.temperature, s.top_p, s.max_new_tokens, seeds.shard(seed, start + i))
+        return [(part, s.group_size, s.temperature, s.top_p, s.max_new_tokens, seeds.shard(seed, start + i), stop)
                 for i, part in enumerate(shards)]
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int, batch: int | None = None,
-                 progress: str | None = None) -> Rollout:
+                 progress: str | None = None, stop: list[str] | None = None) -> Rollout:
         """K samples per prompt (group-contiguous); in batches of `batch` prompts (None: one) with a progress bar
-        named `progress` (None: none)."""
+        named `progress` (None: none); `stop` strings end a sample (tool calls)."""
         parts = []
         for start, chunk in self._batches(prompt_ids, batch, progress):
-            parts += self._run(Engine.generate, self._generate_args(chunk, sampling, seed, start))
+            parts += self._run(Engine.generate, self._generate_args(chunk, sampling, seed, start, stop))
         return Rollout.concat(parts)
 
     def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int, batch: int | None = None,

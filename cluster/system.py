@@ -27,7 +27,7 @@ from common.checkpoint import TRAINER_DIR
 from common.config import ClusterConfig, JobConfig, RolloutConfig
 from common.plan import PhasePlan, RunPlan, make_plan
 from common.precision import measure_before_actors
-from common.types import AlgoParams, DPOParams, PreferenceBatch, Rollout, ScoredRollout, TrainBatch
+from common.types import AlgoParams, DPOParams, PreferenceBatch, Rollout, Sampling, ScoredRollout, TrainBatch
 from cluster import runtime
 from cluster.engines import Engines
 from cluster.groups import ActorGroup, get, handoff, shard
@@ -78,7 +78,8 @@ def logical_cpus(cfg: JobConfig, plan: RunPlan) -> float:
                  + L.workers_of("learner") * TRAIN_CPUS["learner"]
                  + plan.has("reference") * L.workers_of("reference") * TRAIN_CPUS["reference"]
                  + plan.has("critic") * L.workers_of("critic") * TRAIN_CPUS["critic"]
-                 + cfg.retrieval.enabled * cfg.retrieval.num_actors * REWARD_CPUS, 3)
+                 + cfg.retrieval.enabled * cfg.retrieval.num_actors * REWARD_CPUS
+                 + bool(cfg.tools.use) * cfg.tools.num_actors * REWARD_CPUS, 3)
 
 
 def check_cpus(need: float, have: float, local: bool) -> None:
@@ -94,9 +95,10 @@ def check_cpus(need: float, have: float, local: bool) -> None:
 
 class GRPOSystem:
     def __init__(self, cfg: JobConfig, policy_path: str, reward_components: list[dict],
-                 learner_init_path: str | None = None, plan: RunPlan | None = None):
+                 learner_init_path: str | None = None, plan: RunPlan | None = None, tool_index: str | None = None):
         """Start the plan's roles (`make_plan(cfg)` unless given); once every actor measured its node, the plan
-        is completed with their precisions (`self.plan`, which the phases read)."""
+        is completed with their precisions (`self.plan`, which the phases read). `tool_index`: the dense index the
+        search tool reads (trainer/rag.py open_index)."""
         c, backend = cfg.cluster, cfg.cluster.backend
         plan = plan or make_plan(cfg)
         self.cfg, self.backend = cfg, backend
@@ -126,6 +128,15 @@ class GRPOSystem:
         self.rollout = start_rollout(cfg.rollout, c, init_path, backend, placement=on("engines"))
         self.reward = ActorGroup.create("reward", RewardScorer, c.num_reward_actors, backend,
                                         args=(reward_components,), num_cpus=REWARD_CPUS, max_restarts=c.max_restarts)
+        self.tools = None  # multi-turn rollouts: the tool actors (tools/toolbox.py)
+        if cfg.tools.use:
+            from tools.toolbox import ToolBox
+
+            t = cfg.tools
+            self.tools = ActorGroup.create("tools", ToolBox, t.num_actors, backend,
+                                           args=([u.model_dump() for u in t.use], policy_path, t.timeout_s, t.template,
+                                                 tool_index, cfg.retrieval.encoder),
+                                           num_cpus=REWARD_CPUS, max_restarts=c.max_restarts)
         L = cfg.learner
         train_kw = dict(micro_batch_size=L.micro_batch_size, max_tokens_per_micro_batch=L.max_tokens_per_micro_batch,
                         precision=L.precision, threads=c.threads)
@@ -219,6 +230,26 @@ class GRPOSystem:
     def sync_weights(self) -> None:
         """The learner's weights to every engine, checked on each (cluster/weight_sync.py)."""
         self.weights.sync()
+
+    # ---- generation ----------------------------------------------------------------------------------------
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> Rollout:
+        """K samples per prompt: one completion each, or with tools (rollout.max_turns > 1) the multi-turn loop of
+        cluster/turns.py."""
+        if self.tools is None:
+            return self.engines.generate(prompt_ids, sampling, seed)
+        from cluster.turns import generate_turns
+
+        r = self.cfg.rollout
+        return generate_turns(self.engines.generate, self.run_tools, prompt_ids, sampling, seed,
+                              tuple(t.name for t in self.cfg.tools.use), r.max_turns, r.total_tokens())
+
+    def run_tools(self, calls: list[tuple[str, str | None]]) -> list:
+        """The tool actors' observations of these calls, in order (a tool actor that died is restarted, the call
+        repeated)."""
+        from tools.toolbox import ToolBox
+
+        shards = shard(calls, len(self.tools.members))
+        return [o for part in self.recovery.retried(self.tools, ToolBox.run, [(s,) for s in shards]) for o in part]
 
     # ---- reward ------------------------------------------------------------------------------------------
     def score(self, rollout: Rollout, reward_inputs: list[dict]) -> ScoredRollout:
@@ -369,8 +400,8 @@ class GRPOSystem:
 
     # ---- what the run log reports ------------------------------------------------------------------------
     def groups(self) -> list[ActorGroup]:
-        return [g for g in (self.rollout, self.reward, self.reference, self.learner, self.critic, self.retrieval)
-                if g is not None]
+        return [g for g in (self.rollout, self.reward, self.reference, self.learner, self.critic, self.retrieval,
+                            self.tools) if g is not None]
 
     def peak_rss_gib(self) -> dict[str, list[float | None]]:
         """Peak resident memory of every actor, by group (the driver's own under 'driver')."""

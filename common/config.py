@@ -105,6 +105,17 @@ class RolloutConfig(_Section):
         "bundle); needs cluster.gpus_per_rollout_actor equal to it. More engines (cluster.num_rollout_actors) are "
         "the data-parallel axis"))
     seed: int = 0
+    max_turns: int = Field(1, ge=1, description=(
+        "policy turns a sample may take: 1 = one completion (today's rollouts); more = multi-turn with tools "
+        "(tools.use): a turn that ends with a tool call (<search>...</search>) gets the tool's observation appended "
+        "and the sample goes on, token in, token out (rollout/turns.py)"))
+    max_total_tokens: int | None = Field(None, ge=1, description=(
+        "multi-turn: completion tokens a sample may hold, policy and observations together (None = max_model_len - "
+        "max_prompt_tokens - max_new_tokens)"))
+
+    def total_tokens(self) -> int:
+        """The completion budget of a multi-turn sample."""
+        return self.max_total_tokens or self.max_model_len - self.max_prompt_tokens - self.max_new_tokens
 
 
 SAMPLING_FIELDS = ("group_size", "temperature", "top_p", "max_new_tokens")
@@ -348,6 +359,42 @@ class DataConfig(_Section):
     limit: int | None = Field(None, ge=1, description="use only the first N examples (smoke runs)")
 
 
+class ToolSpec(_Section):
+    name: str = Field(description="search | calculate (built in), or your tool's name: the policy calls it as "
+                                  "<name>argument</name>")
+    fn: str | None = Field(None, description="your tool: 'my_tools.py:Weather', a class whose call(arg: str) -> str "
+                                             "answers (or a function (arg) -> str), run in a child process")
+    params: dict[str, Any] = Field(default_factory=dict, description="the tool's own fields (search: k, the "
+                                                                     "passages per call, default 3)")
+    max_output_tokens: int | None = Field(None, ge=1, description="the tool's text is cut to this many tokens "
+                                                                  "(None: search 384, calculate 32, yours 256)")
+
+
+class ToolsConfig(_Section):
+    use: tuple[ToolSpec, ...] = Field((), description="the tools multi-turn rollouts may call (rollout.max_turns > 1)")
+    timeout_s: float = Field(30.0, gt=0.0, description="a tool call's deadline; past it the call's observation is "
+                                                      "an error (a user tool's process is killed), counted")
+    num_actors: int = Field(1, ge=1, description="tool actors (stateless, like the reward actors); calls are "
+                                                 "sharded across them")
+    template: str = Field("\n<information>{text}</information>\n", description=(
+        "how an observation is appended after the call (Search-R1's <information> block)"))
+
+    @model_validator(mode="after")
+    def _names(self) -> "ToolsConfig":
+        names = [t.name for t in self.use]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tools.use names a tool twice ({names})")
+        bad = [t.name for t in self.use if not t.fn and t.name not in ("search", "calculate")]
+        if bad:
+            raise ValueError(f"tools.use: {bad} are not built in (search, calculate); give your tool's fn: "
+                             "'my_tools.py:MyTool'")
+        if any(not n.isidentifier() for n in names):
+            raise ValueError(f"tools.use: tool names {names} must be identifiers (they are the call's tags)")
+        if "{text}" not in self.template:
+            raise ValueError("tools.template must contain {text}, where the tool's answer goes")
+        return self
+
+
 class LoggingConfig(_Section):
     tensorboard: bool = Field(False, description="also write every step and eval metric to <run>/tensorboard/ "
                                                  "(needs the tensorboard extra)")
@@ -530,6 +577,7 @@ class JobConfig(_Section):
     data: DataConfig = DataConfig()
     task: TaskConfig = TaskConfig()
     train: TrainConfig = TrainConfig()
+    tools: ToolsConfig = ToolsConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def algo_for(self, phase) -> AlgoConfig:
@@ -584,6 +632,7 @@ class JobConfig(_Section):
         if self.train.overlap and self.algo.old_logprobs == "learner":
             raise ValueError("train.overlap samples with weights one update older than the learner's: the ratio must "
                              "use the engine's logprobs (algo.old_logprobs=engine or auto), not the learner's")
+        self._check_turns()
         tp, gpus = self.rollout.tensor_parallel_size, self.cluster.gpus_per_rollout_actor
         if tp > 1 and (self.rollout.engine != "vllm" or gpus == 0):
             raise ValueError(f"rollout.tensor_parallel_size={tp} splits a vLLM engine over {tp} GPUs; "
@@ -600,6 +649,30 @@ class JobConfig(_Section):
             raise ValueError("cluster.weight_sync=collective broadcasts between Ray actors; with "
                              "cluster.backend=inprocess use weight_sync=object_store")
         return self
+
+
+    def _check_turns(self) -> None:
+        r, use = self.rollout, self.tools.use
+        if r.max_turns == 1:
+            if use:
+                raise ValueError("tools.use names tools, which multi-turn rollouts call: set rollout.max_turns (e.g. 4) "
+                                 "or drop tools.use")
+            return
+        if not use:
+            raise ValueError(f"rollout.max_turns={r.max_turns}: a turn ends in a tool call, and tools.use names no "
+                             "tool; add one (e.g. tools.use=[{name: search}]) or set rollout.max_turns=1")
+        if r.engine != "vllm":
+            raise ValueError("multi-turn rollouts stop at tool calls, which the hf engine does not do: rollout.engine=vllm")
+        if self.train.overlap:
+            raise ValueError("train.overlap with multi-turn rollouts is not supported yet: drop one of them")
+        kinds = sorted({p.kind for p in self.train.phases if p.kind in ("ppo", "dpo", "rs_sft")})
+        if kinds:
+            raise ValueError(f"multi-turn rollouts train grpo phases (and sft on gold targets) so far; {kinds} phases "
+                             "do not mask observation tokens yet: use grpo, or rollout.max_turns=1")
+        if r.max_prompt_tokens + r.total_tokens() + r.max_new_tokens > r.max_model_len:
+            raise ValueError(f"rollout.max_prompt_tokens ({r.max_prompt_tokens}) + max_total_tokens ({r.total_tokens()}) "
+                             f"+ max_new_tokens ({r.max_new_tokens}) exceed max_model_len ({r.max_model_len}): a last "
+                             "turn could not fit; lower one or raise max_model_len")
 
 
 class ConfigError(ValueError):

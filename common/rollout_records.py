@@ -11,7 +11,8 @@ rewrites the steps it repeats (same name), so the dataset never holds a step twi
 Columns: step, phase, prompt (index in the step), sample (index in its group), train_index (position in the
 train split), prompt_text, completion, reward, reward/<component> ... (null where the sample got no reward), advantage (per-token advantages are
 averaged, PPO), completion_tokens, finish_reason, logprob_mean (the engine's, per token), ref_logprob_mean and
-kl_k1_mean (when a reference scored the step), reward_inputs (JSON).
+kl_k1_mean (when a reference scored the step), reward_inputs (JSON); multi-turn steps also policy_tokens and turns
+(JSON: each policy turn's text, each tool call with its argument, status, observation and token count).
 """
 from __future__ import annotations
 
@@ -34,14 +35,19 @@ def _mean(xs: Sequence[float]) -> float | None:
 def step_rows(step: int, phase: str, group_size: int, train_indices: list[int], prompt_texts: list[str],
               reward_inputs: list[dict], completions: list[str], completion_ids: list[list[int]],
               finish_reasons: list[str], rewards: list[float], components: dict[str, list[float]],
-              advantages: Sequence, old_logprobs: list[list[float]], ref_logprobs: list[list[float]]) -> list[dict]:
-    """One row per sample; the per-prompt lists ([P]) are repeated over each prompt's `group_size` samples ([B])."""
+              advantages: Sequence, old_logprobs: list[list[float]], ref_logprobs: list[list[float]],
+              policy_mask: list[list[int]] | None = None, turns: list[list[dict]] | None = None) -> list[dict]:
+    """One row per sample; the per-prompt lists ([P]) are repeated over each prompt's `group_size` samples ([B]).
+    Multi-turn samples (`policy_mask`) average their logprobs over the policy's tokens and keep their turns."""
     rows = []
     for i, text in enumerate(completions):
         p = i // group_size
         adv = advantages[i] if i < len(advantages) else None
         adv = _mean(adv) if isinstance(adv, (list, tuple)) else adv
         lp, ref = old_logprobs[i], (ref_logprobs[i] if ref_logprobs else None)
+        if policy_mask is not None:  # the engine's logprobs exist for the policy's tokens only
+            keep = [t for t, m in enumerate(policy_mask[i]) if m]
+            lp, ref = [lp[t] for t in keep], ([ref[t] for t in keep] if ref else None)
         row = {"step": step, "phase": phase, "prompt": p, "sample": i % group_size, "train_index": train_indices[p],
                "prompt_text": prompt_texts[p], "completion": text, "reward": _num(rewards[i]),
                **{f"reward/{k}": _num(v[i]) for k, v in components.items()},
@@ -50,6 +56,8 @@ def step_rows(step: int, phase: str, group_size: int, train_indices: list[int], 
                "ref_logprob_mean": _mean(ref) if ref else None,
                "kl_k1_mean": _mean([a - b for a, b in zip(lp, ref)]) if ref else None,
                "reward_inputs": json.dumps(reward_inputs[p], ensure_ascii=False, default=str)}
+        if turns is not None:
+            row.update(policy_tokens=len(lp), turns=json.dumps(turns[i], ensure_ascii=False, default=str))
         rows.append(row)
     return rows
 

@@ -38,3 +38,8 @@ def ppo_minibatches(train_seed: int, step: int) -> int:
 def data_epoch(data_seed: int, epoch: int) -> int:
     """The permutation of the training examples in `epoch` (the data position is a function of the draw count)."""
     return data_seed * 100_003 + epoch
+
+
+def turn(call_seed: int, turn_: int) -> int:
+    """Turn `turn_` (2, 3, ...) of a multi-turn generation whose first turn sampled with `call_seed`."""
+    return call_seed + 104_729 * turn_ + 11

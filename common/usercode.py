@@ -113,8 +113,8 @@ def load_function(spec: FunctionSpec) -> Callable:
 
 def target(spec: FunctionSpec, obj: Callable) -> Callable:
     """What a call of `spec` runs: the object, or its `spec.method` (of an instance, for a class)."""
-    if spec.method is None:
-        return obj
+    if spec.method is None or not (inspect.isclass(obj) or hasattr(obj, spec.method)):
+        return obj  # a function is called itself
     owner = obj() if inspect.isclass(obj) else obj
     fn = getattr(owner, spec.method, None)
     if not callable(fn):

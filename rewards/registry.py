@@ -66,6 +66,7 @@ class QAReward(_PerSampleReward):
     length_free_tokens: int = 64
     length_coef: float = 0.001
     metric: str = "official"  # official (MLQA rules per language) | squad | simple (paper; a deviation)
+    answer_tag: str | None = None  # the prediction is the last <tag>...</tag> (none: empty), e.g. after searches
     needs = ("answers", "lang")
     name = "qa"
 
@@ -73,8 +74,14 @@ class QAReward(_PerSampleReward):
         if self.metric not in qa.QA_METRICS:
             raise ValueError(f"metric must be one of {qa.QA_METRICS}, got {self.metric!r}")
 
+    def prediction(self, text: str) -> str:
+        """What is scored of an answer: its last <answer_tag> block, or (no tag) the extracted answer."""
+        if self.answer_tag is None:
+            return qa.extract_answer(text)
+        return qa.extract_answer(countdown.last_tag_content(text, self.answer_tag) or "")
+
     def _one(self, text: str, n: int, ex: Mapping[str, Any]) -> tuple[float, dict[str, float]]:
-        pred = qa.extract_answer(text)
+        pred = self.prediction(text)
         r, parts = qa.qa_reward(pred, list(ex["answers"]), ex["lang"], n, self.f1_weight, self.em_weight,
                                 self.length_free_tokens, self.length_coef, self.metric)
         return r, {**parts, "empty": float(not pred)}

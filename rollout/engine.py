@@ -48,7 +48,10 @@ class Engine:
     choice = None  # what `dtype` resolved to on this engine's node ('auto' -> common/precision.py)
 
     def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int, weights_version: int | None = None) -> Rollout:
+                 max_new_tokens: int, seed: int, stop: list[str] | None = None,
+                 weights_version: int | None = None) -> Rollout:
+        """n samples per prompt (group-contiguous); `stop`: strings that end a sample, kept at its end (a tool
+        call's closing tag, rollout/turns.py); temperature 0: greedy."""
         raise NotImplementedError
 
     def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int,
@@ -139,12 +142,14 @@ class VLLMEngine(Engine):
 
         return [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids]
 
-    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed, weights_version=None) -> Rollout:
+    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed, stop=None,
+                 weights_version=None) -> Rollout:
         self._check(weights_version)
         from vllm import SamplingParams
 
+        ends = dict(stop=list(stop), include_stop_str_in_output=True) if stop else {}
         params = [SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
-                                 logprobs=0, seed=seed + i) for i in range(len(prompt_ids))]
+                                 logprobs=0, seed=seed + i, **ends) for i in range(len(prompt_ids))]
         outs = self.llm.generate(self._prompts(prompt_ids), params, use_tqdm=False)
         p_ids, c_ids, lps, texts, reasons = [], [], [], [], []
         for prompt, out in zip(prompt_ids, outs):
@@ -251,8 +256,12 @@ class HFEngine(Engine):
                 break
         return ids, lps, reason
 
-    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed, weights_version=None) -> Rollout:
+    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed, stop=None,
+                 weights_version=None) -> Rollout:
         self._check(weights_version)
+        if stop:
+            raise ValueError("multi-turn rollouts (rollout.max_turns > 1) stop at tool calls, which the hf engine "
+                             "does not do; use rollout.engine=vllm")
         import torch
 
         torch.manual_seed(seed)  # seeds the CUDA generators too

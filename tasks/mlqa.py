@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
-from rewards.qa import extract_answer, normalize_answer
+from rewards.qa import normalize_answer
 from rewards.registry import QAReward
 from tasks.qa import PROMPT_TEMPLATE, QAParams, QATask
 from tasks.squad import QAExample
@@ -35,7 +35,7 @@ class MLQATask(QATask):
 
     def metrics(self, texts: list[str], examples: Sequence[QAExample]) -> dict[str, list[float]]:
         """Per question: the official F1 and EM of the extracted answer, as the `qa` reward computes them."""
-        _, parts = self.reward_parts(QAReward(), texts, examples)
+        _, parts = self.reward_parts(QAReward(answer_tag=self.params.answer_tag), texts, examples)
         return {"f1": parts["f1"], "em": parts["em"]}
 
     def score_samples(self, samples: list[list[str]], examples: Sequence[QAExample]) -> dict[str, list[float]]:
@@ -43,8 +43,8 @@ class MLQATask(QATask):
         common one (majority vote)."""
         agree, voted = [], []
         for answers, ex in zip(samples, examples, strict=True):
-            norm = [normalize_answer(extract_answer(t), ex.lang) for t in answers]
+            norm = [normalize_answer(QAReward(answer_tag=self.params.answer_tag).prediction(t), ex.lang) for t in answers]
             agree.append(float(len(set(norm)) == 1))
             voted.append(answers[norm.index(Counter(norm).most_common(1)[0][0])])
-        _, parts = self.reward_parts(QAReward(), voted, examples)
+        _, parts = self.reward_parts(QAReward(answer_tag=self.params.answer_tag), voted, examples)
         return {"agree_frac": agree, "majority_vote_f1": parts["f1"]}

@@ -24,14 +24,21 @@ PROMPT_TEMPLATE = "Answer the question based on the context.\nContext: {context}
 @dataclass(frozen=True)
 class QAParams:
     lang: str | None = None          # metric language; None = from data.source (xquad:de -> de, else en)
-    template: str = PROMPT_TEMPLATE  # with {context} and {question}
+    template: str = PROMPT_TEMPLATE  # with {context} and {question} ({question} only with context: none)
+    context: str = "gold"            # gold: the paragraph in the prompt; none: the question alone (the policy
+                                     # searches for it: tools.use [{name: search}], the Search-R1 recipe)
+    answer_tag: str | None = None    # score the last <tag>...</tag> of the answer (a multi-turn transcript)
 
     def __post_init__(self):
         if self.lang is not None and self.lang not in MLQA_LANGS:
             raise ValueError(f"lang must be one of {', '.join(MLQA_LANGS)}, got {self.lang!r}")
-        for slot in ("{context}", "{question}"):
+        if self.context not in ("gold", "none"):
+            raise ValueError(f"context must be gold or none, got {self.context!r}")
+        for slot in ("{context}", "{question}") if self.context == "gold" else ("{question}",):
             if slot not in self.template:
                 raise ValueError(f"template must contain {slot}, got {self.template!r}")
+        if self.context == "none" and "{context}" in self.template:
+            raise ValueError("context: none asks a template without {context}")
 
 
 def load_qa_splits(source: str, data, lang: str | None) -> tuple[dict[str, list[QAExample]], dict]:
@@ -62,11 +69,13 @@ class QATask(Task):
         return [cls.from_qa(ex) for ex in examples]
 
     def content(self, example, cut: str | None = None) -> str:
+        if self.params.context == "none":
+            return self.params.template.format(question=example.question)
         context = example.context if cut is None else cut
         return self.params.template.format(context=context, question=example.question)
 
-    def cuttable(self, example) -> str:
-        return example.context
+    def cuttable(self, example) -> str | None:
+        return example.context if self.params.context == "gold" else None
 
     def retrieval_query(self, example) -> str:
         return example.question

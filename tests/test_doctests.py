@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-MODULES = ["common.device", "common.metrics_log", "tasks.base", "rewards.user", "rewards.registry", "learner.advantages", "learner.losses", "rewards.semantic", "rewards.sentences", "common.stats", "common.precision", "retrieval.metrics", "retrieval.retriever"]
+MODULES = ["common.device", "rollout.turns", "common.metrics_log", "tasks.base", "rewards.user", "rewards.registry", "learner.advantages", "learner.losses", "rewards.semantic", "rewards.sentences", "common.stats", "common.precision", "retrieval.metrics", "retrieval.retriever"]
 
 
 @pytest.mark.parametrize("name", MODULES)

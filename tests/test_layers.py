@@ -1,13 +1,13 @@
 """Imports run one way through the layers, and no two modules import each other (directly or in a longer
 circle). Read from the code's own import statements, function-level (lazy) imports included.
 
-    common  <-  learner, rollout, rewards, retrieval  <-  tasks, cluster  <-  trainer  <-  jobs  <-  bench
+    common  <-  learner, rollout, rewards, retrieval  <-  tasks, tools, cluster  <-  trainer  <-  jobs  <-  bench
 """
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = {"common": 0, "learner": 1, "rollout": 1, "rewards": 1, "retrieval": 1, "tasks": 2, "cluster": 2,
+LAYERS = {"common": 0, "learner": 1, "rollout": 1, "rewards": 1, "retrieval": 1, "tasks": 2, "tools": 2, "cluster": 2,
           "trainer": 3, "jobs": 4, "bench": 5}
 
 

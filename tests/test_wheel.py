@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["cluster", "rollout", "learner", "rewards", "retrieval", "tasks", "common", "trainer", "jobs"]
+PACKAGES = ["cluster", "rollout", "learner", "rewards", "retrieval", "tasks", "tools", "common", "trainer", "jobs"]
 
 
 def test_the_package_list_is_every_library_folder():

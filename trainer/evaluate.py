@@ -30,16 +30,22 @@ class Answers:
 
 def answer(engines, task, examples: list, prompts: list[list[int]], max_new_tokens: int,
            sampling: Sampling | None = None, seed: int = 0, batch: int | None = None,
-           progress: bool = False) -> Answers:
+           progress: bool = False, turns=None) -> Answers:
     """Greedy answers to `prompts` (the task's prompts of `examples`), scored by the task; with `sampling`,
     also `sampling.group_size` sampled answers per example (seeded by `seed`). `batch` prompts per call to the
-    engines (None: all at once), with a progress bar when `progress`."""
+    engines (None: all at once), with a progress bar when `progress`. `turns(prompt_ids, sampling, seed)`: the
+    multi-turn generation with tools (GRPOSystem.generate), greedy at temperature 0; the answers are whole
+    transcripts then, observations included."""
     t = time.perf_counter()
-    texts = engines.greedy(prompts, max_new_tokens, batch=batch, progress="greedy" if progress else None)
+    if turns is not None:
+        texts = turns(prompts, Sampling(1, 0.0, 1.0, max_new_tokens), seed).texts
+    else:
+        texts = engines.greedy(prompts, max_new_tokens, batch=batch, progress="greedy" if progress else None)
     out = Answers(texts, task.score(texts, examples), time.perf_counter() - t)
     if sampling is not None and sampling.group_size > 0:
         t = time.perf_counter()
-        rollout = engines.generate(prompts, sampling, seed, batch=batch, progress="sampled" if progress else None)
+        rollout = turns(prompts, sampling, seed) if turns is not None else \
+            engines.generate(prompts, sampling, seed, batch=batch, progress="sampled" if progress else None)
         out.sampled, out.sampled_seconds = rollout.texts, time.perf_counter() - t
     return out
 

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 
 from common import seeds
 from common.types import ScoredRollout, TrainBatch
+from rollout.turns import turn_metrics
 from trainer.selection import collect, shape_overlong
 
 
@@ -195,7 +196,8 @@ class GRPOPhase(Phase):
                                          self.sampling.group_size,
                                          torch.tensor([max(1, len(c)) for c in rollout.completion_ids]), sel.adv_eps,
                                          scored=torch.tensor(has))
-        train = TrainBatch(rollout.prompt_ids, rollout.completion_ids, rollout.old_logprobs, ref, adv.tolist())
+        train = TrainBatch(rollout.prompt_ids, rollout.completion_ids, rollout.old_logprobs, ref, adv.tolist(),
+                           policy_mask=rollout.policy_mask)  # multi-turn: observation tokens out of the loss
         keep = [h and (sel.overlong != "mask" or f != "length") for h, f in zip(has, rollout.finish_reasons)]
         if not all(keep):  # unscored samples and, with overlong=mask, cut ones (their groups' advantages stand)
             train = keep_rows(train, keep)
@@ -236,7 +238,7 @@ class GRPOPhase(Phase):
             r.state.step + 1, self.name, self.sampling.group_size, batch.indices,
             [decode(p, skip_special_tokens=False) for p in batch.prompt_ids], batch.reward_inputs, rollout.texts,
             rollout.completion_ids, rollout.finish_reasons, scored.rewards, scored.components, advantages,
-            rollout.old_logprobs, ref)
+            rollout.old_logprobs, ref, rollout.policy_mask, rollout.turns)
         rollout_records.write_step(r.path, r.state.step + 1, rows)
 
     def metrics(self, batch, rollout, scored, timer: "Timer", extra: dict) -> dict:
@@ -261,6 +263,7 @@ class GRPOPhase(Phase):
             "rollout/len_mean": sum(lens) / len(lens), "rollout/len_max": max(lens),
             "rollout/hit_max_tokens_frac": sum(f == "length" for f in rollout.finish_reasons) / len(lens),
             **{k: v for k, v in extra.items() if not k.startswith("reward/")},
+            **turn_metrics(rollout),  # multi-turn: turns, calls, tool errors, observation tokens
             **self.run.system.last_sync,  # the probe check after this step's sync
             **timer.seconds, "timing/step": seconds, "perf/samples_per_s": len(lens) / seconds,
             "cluster/actor_restarts": self.run.system.restarts, "rollout/staleness": self.staleness,

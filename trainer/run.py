@@ -130,7 +130,7 @@ class Run:
         r, n = self.cfg.rollout, self.task.eval_samples
         sampling = Sampling(n, r.temperature, r.top_p, r.max_new_tokens) if n else None
         ans = answer(self.system.engines, self.task, examples, prompts, r.max_new_tokens, sampling,
-                     seeds.eval_samples(r.seed))
+                     seeds.eval_samples(r.seed), turns=self.system.generate if self.system.tools is not None else None)
         out = {f"eval/{k}": v for k, v in ans.means().items()}
         out["eval/seconds_per_answer"] = ans.seconds / len(ans.texts)
         if ans.sampled is not None:
@@ -200,8 +200,27 @@ def load_task(cfg: JobConfig) -> tuple[str, Task]:
     policy_path = resolve_model(cfg.model.policy, cfg.model.cache_dir)
     task = build_task(cfg, load_tokenizer(policy_path))
     check_rewards(task, cfg)  # the user's reward functions import and fit the task's fields
+    check_tools(task, cfg)
     task.prompts("train"), task.prompts("eval")
     return policy_path, task
+
+
+def check_tools(task: Task, cfg: JobConfig) -> None:
+    """The multi-turn tools before any actor starts: search needs a QA task's contexts; a user tool imports and has
+    call(arg). ConfigError naming the fix."""
+    from common.config import ConfigError
+    from common.usercode import UserCodeError
+    from tools.toolbox import check_user_tool
+
+    for i, tool in enumerate(cfg.tools.use):
+        if tool.name == "search" and not tool.fn and not task.retrievable:
+            raise ConfigError(f"tools.use.{i}: search reads a dense index over the task's contexts, and task "
+                              f"{task.name!r} has none; use a QA task (mlqa, domain_qa) or another tool")
+        if tool.fn:
+            try:
+                check_user_tool(tool.model_dump())
+            except UserCodeError as err:
+                raise ConfigError(f"tools.use.{i} ({tool.name}): {err}") from None
 
 
 def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
@@ -228,7 +247,15 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
     if ckpt is not None:
         log.info(f"resuming from {ckpt} after step {state.step} (phase {state.phase}, step {state.phase_step})")
     (path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    system = GRPOSystem(cfg, policy_path, reward_components(cfg), learner_init_path=str(ckpt) if ckpt else None)
+    tool_index = None
+    if any(t.name == "search" and not t.fn for t in cfg.tools.use):  # the search tool's dense index, built once
+        from trainer.rag import open_index
+
+        _, status, index_dir, n_docs = open_index(task, cfg)
+        tool_index = str(index_dir)
+        log.info(f"search tool: the dense index over {n_docs} contexts at {index_dir} ({status})")
+    system = GRPOSystem(cfg, policy_path, reward_components(cfg), learner_init_path=str(ckpt) if ckpt else None,
+                        tool_index=tool_index)
     log.info(precision_line(cfg, system), precision=system.precisions)
     log.info("plan: " + " | ".join(system.plan.describe()), data={"plan": system.plan.describe()})
     if cfg.cluster.backend == "ray":  # the step metrics on the cluster's Prometheus endpoint as well

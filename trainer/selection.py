@@ -135,7 +135,7 @@ def collect(run, plan: PhasePlan, prompts: int, timer) -> tuple[PromptBatch, Sco
             batch, s.drawn = run.task.train_batch(s.drawn, n), s.drawn + n
         seed = seeds.grpo_step(rseed, s.grpo_steps) if rnd == 0 else seeds.dynamic_round(rseed, s.grpo_steps, rnd)
         with timer("generate"):
-            rollout = run.system.engines.generate(batch.prompt_ids, sampling, seed=seed)
+            rollout = run.system.generate(batch.prompt_ids, sampling, seed=seed)
         with timer("reward"):
             scored = shape_overlong(run.system.score(rollout, batch.reward_inputs), sel, sampling.max_new_tokens)
         signal, verdict = group_verdicts(scored.rewards, G, sel.solved_at, sel.failed_at)

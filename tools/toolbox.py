@@ -1,0 +1,134 @@
+"""The tools a multi-turn rollout can call (rollout.max_turns > 1, `tools.use`), held by stateless tool actors.
+
+The policy calls a tool by writing `<name>argument</name>`; the engine stops at the closing tag, the driver sends the
+call to a tool actor, and the tool's answer comes back as an observation, `tools.template` around its text
+("<information>...</information>"), already tokenized with the policy's tokenizer: the driver appends those ids to
+the sample's own, never re-tokenizing the history (rollout/turns.py). A tool's text is cut to its max_output_tokens.
+
+Tools: `search` (top-k passages of the task's dense index), `calculate` (exact arithmetic), and yours:
+`{name: weather, fn: "my_tools.py:Weather"}`, a class whose `call(arg: str) -> str` answers (instantiated once in
+its own child process, common/usercode.py) or a plain function `(arg: str) -> str`. A call that raises, outlives
+tools.timeout_s (a user tool's process is killed) or cannot be parsed (an empty argument, a malformed expression)
+returns an error observation the policy reads, counted per step (`tools/errors`); it never stops the step.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+BUILTIN = ("search", "calculate")
+STATUSES = ("ok", "malformed", "error", "timeout")
+
+
+@dataclass(frozen=True)
+class Observation:
+    ids: list[int]                 # what is appended to the sample (the template around the tool's text)
+    text: str                      # the same, as text
+    status: str                    # ok | malformed | error | timeout
+    seconds: float
+    meta: dict = field(default_factory=dict)  # what the tool says about the call (search: the hits' doc ids)
+
+
+class UserTool:
+    """A user's tool in a child process of its own (the deadline kills it; the next call starts a new one)."""
+
+    def __init__(self, name: str, fn: str, timeout_s: float, max_output_tokens: int = 256):
+        from common.usercode import IsolatedFunction, parse_spec
+
+        self.name, self.max_output_tokens, self.meta = name, max_output_tokens, {}
+        self.fn = IsolatedFunction(parse_spec(fn, method="call"), timeout_s, label="tool", timeout_key="tools.timeout_s")
+
+    def call(self, arg: str) -> str:
+        out = self.fn(None, arg)
+        if not isinstance(out, str):
+            raise TypeError(f"tool {self.name} returned a {type(out).__name__}; a tool returns the text the policy reads")
+        return out
+
+
+def build_tool(spec: dict, timeout_s: float, index_dir: str | None, encoder: str | None):
+    """One tool from its config dict {name, fn, params, max_output_tokens}."""
+    params = dict(spec.get("params") or {})
+    if spec.get("max_output_tokens"):
+        params["max_output_tokens"] = spec["max_output_tokens"]
+    if spec.get("fn"):
+        return UserTool(spec["name"], spec["fn"], timeout_s, params.get("max_output_tokens", 256))
+    from tools.builtin import CalculateTool, SearchTool
+
+    if spec["name"] == "search":
+        if index_dir is None:
+            raise ValueError("tool search needs the task's dense index (a QA task: mlqa, domain_qa)")
+        return SearchTool(index_dir, encoder, **params)
+    if spec["name"] == "calculate":
+        return CalculateTool(**params)
+    raise ValueError(f"unknown tool {spec['name']!r}; built in: {', '.join(BUILTIN)}, or give fn: 'file.py:Class'")
+
+
+def check_user_tool(spec: dict) -> None:
+    """Before any actor starts: a user tool's file and class (or function) import, and can be called with one
+    argument; UserCodeError naming the fix otherwise."""
+    import inspect
+
+    from common.usercode import UserCodeError, load_function, parse_spec
+
+    fs = parse_spec(spec["fn"], method="call")
+    obj = load_function(fs)
+    fn = getattr(obj, "call", None) if inspect.isclass(obj) else obj
+    if not callable(fn):
+        raise UserCodeError(f"{fs.where}: class {fs.attr} has no method call(self, arg) -> str")
+    params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
+    if not params:
+        raise UserCodeError(f"{fs.where}: {fs.attr}.call takes no argument; write call(self, arg: str) -> str")
+
+
+class ToolBox:
+    """The job's tools, held by each tool actor: `run` answers a batch of calls with tokenized observations."""
+
+    def __init__(self, specs: list[dict], tokenizer_path: str, timeout_s: float = 30.0,
+                 template: str = "\n<information>{text}</information>\n", index_dir: str | None = None,
+                 encoder: str | None = None):
+        from common.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(tokenizer_path)
+        self.template = template
+        self.tools = {s["name"]: build_tool(s, timeout_s, index_dir, encoder) for s in specs}
+
+    def _observation(self, text: str, limit: int, status: str, seconds: float, meta: dict) -> Observation:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) > limit:  # cut the tool's own text, then wrap it
+            text = self.tokenizer.decode(ids[:limit]).rstrip("\ufffd") + " ..."
+        full = self.template.format(text=text)
+        return Observation(list(self.tokenizer.encode(full, add_special_tokens=False)), full, status, seconds, meta)
+
+    def run(self, calls: list[tuple[str, str | None]]) -> list[Observation]:
+        """[(tool name, argument)] -> observations; an argument None is a call that could not be parsed."""
+        from common.usercode import UserCallError
+
+        out = []
+        for name, arg in calls:
+            tool, t = self.tools.get(name), time.perf_counter()
+            if tool is None or arg is None:
+                why = f"no tool {name!r}" if tool is None else f"no argument between <{name}> and </{name}>"
+                out.append(self._observation(f"could not parse the call: {why}", 64, "malformed", 0.0, {}))
+                continue
+            try:
+                text, status = tool.call(arg), "ok"
+            except ValueError as err:
+                text, status = f"could not parse {arg[:80]!r} for {name}: {err}", "malformed"
+            except UserCallError as err:
+                text, status = f"the tool {name} failed: {err}", "timeout" if err.kind == "timeout" else "error"
+            except Exception as err:  # noqa: BLE001 -- a tool's failure is the policy's observation, never the step's
+                text, status = f"the tool {name} failed: {type(err).__name__}: {err}", "error"
+            limit = tool.max_output_tokens if status == "ok" else 96
+            out.append(self._observation(text, limit, status, time.perf_counter() - t, dict(tool.meta)
+                                         if status == "ok" else {}))
+            tool.meta = {}
+        return out
+
+
+def summarize(observations: list[Any]) -> dict[str, float]:
+    """tools/calls, tools/errors (not ok), and a count per status, for a step's metrics."""
+    counts = {s: sum(o.status == s for o in observations) for s in STATUSES}
+    return {"tools/calls": len(observations), "tools/errors": len(observations) - counts["ok"],
+            **{f"tools/{s}": n for s, n in counts.items() if s != "ok"},
+            "tools/seconds": sum(o.seconds for o in observations)}
