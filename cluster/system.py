@@ -313,11 +313,23 @@ class GRPOSystem:
         return self.sharded_step(self.learner, Learner.dpo_step, (batch,), lambda rows: (batch.rows(rows),),
                                  [[i] for i in range(len(lengths))], lengths, (len(lengths), sum(lengths)), params)
 
-    def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]]) -> dict:
+    def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]],
+                 target_masks: list[list[int]] | None = None) -> dict:
+        """`target_masks`: 0 at a gold trace's observation tokens (not trained on, not counted)."""
         lengths = [len(t) for t in target_ids]
-        return self.sharded_step(self.learner, Learner.sft_step, (prompt_ids, target_ids),
-                                 lambda rows: ([prompt_ids[i] for i in rows], [target_ids[i] for i in rows]),
-                                 [[i] for i in range(len(lengths))], lengths, sum(lengths))
+        if target_masks is None:
+            return self.sharded_step(self.learner, Learner.sft_step, (prompt_ids, target_ids),
+                                     lambda rows: ([prompt_ids[i] for i in rows], [target_ids[i] for i in rows]),
+                                     [[i] for i in range(len(lengths))], lengths, sum(lengths))
+        W, counted = len(self.learner.members), sum(sum(m) for m in target_masks)
+        if W == 1:
+            return self.learner.run(Learner.sft_step, prompt_ids, target_ids, counted, target_masks)
+        from learner.distributed import balanced_shards
+
+        shards = balanced_shards(lengths, [[i] for i in range(len(lengths))], W)
+        futs = [self.learner.call(Learner.sft_step, [prompt_ids[i] for i in rows], [target_ids[i] for i in rows],
+                                  counted, [target_masks[i] for i in rows], index=k) for k, rows in enumerate(shards)]
+        return get(futs, timeout=self.learner.timeout, what=f"learner.sft_step on {W} workers")[0]
 
     def learner_logprobs(self, rollout: Rollout) -> list[list[float]]:
         return self.learner.run(Learner.logprobs, rollout.prompt_ids, rollout.completion_ids)

@@ -325,17 +325,23 @@ class Learner:
         return {f"dpo/{k}": v for k, v in out.items()}
 
     # ---- SFT ------------------------------------------------------------------------------------
-    def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]], total: int | None = None) -> dict:
+    def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]], total: int | None = None,
+                 target_masks: list[list[int]] | None = None) -> dict:
         """One optimizer step of token-mean cross-entropy on the targets (micro-batched, over the batch's target
-        count)."""
-        total = float(total or sum(len(t) for t in target_ids))  # total: the whole batch's targets (workers)
+        count). `target_masks` [B] like target_ids: 0 at tokens the policy does not write (a gold multi-turn trace's
+        tool observations), left out of the loss and the count."""
+        counted = [sum(m) for m in target_masks] if target_masks is not None else [len(t) for t in target_ids]
+        total = float(total or sum(counted))  # total: the whole batch's targets (workers)
         order = length_order(prompt_ids, target_ids)
         prompt_ids, target_ids = [prompt_ids[i] for i in order], [target_ids[i] for i in order]
+        masks = [target_masks[i] for i in order] if target_masks is not None else None
 
         def nll(chunk: tuple[slice, bool]) -> tuple[torch.Tensor, dict, float]:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 hidden, head, tgt, mask = chunk_hidden(self.model, prompt_ids, target_ids, self.pad_id, *chunk)
                 logp, _, _ = head_logprobs(head, hidden, tgt, mask)  # [b, T]
+            if masks is not None:
+                mask = mask * from_ragged(masks[chunk[0]], mask.shape[1]).to(mask.device)  # [b, T]
             loss = losses.agg_loss(-logp, mask, "token-mean", global_denominator=total)
             return loss, {"loss": loss.item()}, 1.0  # weight 1: the batch's loss is the sum of the terms
 

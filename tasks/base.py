@@ -175,6 +175,11 @@ class Task(ABC):
         """Per-example metrics of `eval_samples` sampled answers per example (e.g. their consistency)."""
         return {}
 
+    def gold_calls(self, example: Any) -> tuple[list[tuple[str, str]], str] | None:
+        """A gold multi-turn trace of `example` for SFT with tools: ([(tool, argument)] the policy calls in order, the
+        final answer text), or None (the task has none: SFT trains on `sft_target` alone)."""
+        return None
+
     def label_set(self, example: Any) -> tuple[str, ...] | None:
         """The labels an answer to `example` chooses among (a classification task), or None (a free answer)."""
         return None

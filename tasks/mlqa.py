@@ -33,6 +33,15 @@ class MLQATask(QATask):
         """The first gold answer (the only one in MLQA dev and XQuAD)."""
         return example.answers[0]
 
+    def gold_calls(self, example: QAExample) -> tuple[list[tuple[str, str]], str] | None:
+        """With context: none (the Search-R1 recipe): search the question, answer with the gold span in the answer
+        tag."""
+        if self.params.context != "none":
+            return None
+        tag = self.params.answer_tag
+        answer = f"<{tag}>{example.answers[0]}</{tag}>" if tag else example.answers[0]
+        return [("search", example.question)], answer
+
     def metrics(self, texts: list[str], examples: Sequence[QAExample]) -> dict[str, list[float]]:
         """Per question: the official F1 and EM of the extracted answer, as the `qa` reward computes them."""
         _, parts = self.reward_parts(QAReward(answer_tag=self.params.answer_tag), texts, examples)

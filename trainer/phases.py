@@ -89,10 +89,12 @@ class Phase:
         r.check_budget()
 
     # shared by sft and rs_sft
-    def sft_step(self, pairs: list[tuple[list[int], list[int]]], k: int, batch_size: int) -> dict:
+    def sft_step(self, pairs: list[tuple], k: int, batch_size: int) -> dict:
+        """`pairs`: (prompt ids, target ids) or, for gold multi-turn traces, (prompt ids, target ids, target mask)."""
         batch = [pairs[((k - 1) * batch_size + j) % len(pairs)] for j in range(batch_size)]
         t0 = time.perf_counter()
-        m = self.run.system.sft_step([p for p, _ in batch], [t for _, t in batch])
+        masks = [b[2] for b in batch] if len(batch[0]) == 3 else None
+        m = self.run.system.sft_step([b[0] for b in batch], [b[1] for b in batch], masks)
         self.run.engines_stale = True
         return {**m, "timing/step": time.perf_counter() - t0}
 
@@ -101,8 +103,12 @@ class SFTPhase(Phase):
     """Gold targets of the task's first `limit` training examples, `epochs` passes (or `steps` batches)."""
 
     def begin(self, fresh: bool) -> None:
-        c = self.cfg
-        self.pairs = self.run.task.sft_pairs(c.limit)
+        c, r = self.cfg, self.run
+        self.pairs = r.task.sft_pairs(c.limit)
+        if r.system.tools is not None and r.task.splits["train"] and r.task.gold_calls(r.task.splits["train"][0]):
+            self.pairs = gold_traces(r.task, r.system, len(self.pairs))
+            r.log.info(f"phase {self.name}: SFT on {len(self.pairs)} gold multi-turn traces (the tools' real "
+                       "observations, not trained on)")
         self.steps = c.steps or max(1, math.ceil(c.epochs * len(self.pairs) / c.batch_size))
         self.run.start_optimizer(c.lr, self.steps, fresh)
 
@@ -465,6 +471,26 @@ class DPOPhase(GRPOPhase):
             labels[c], labels[j] = 1.0, -1.0
         self.record(batch, rollout, scored, labels, [])
         return self.metrics(batch, rollout, scored, timer, {**learn_m, **self.selected})
+
+
+def gold_traces(task, system, limit: int) -> list[tuple[list[int], list[int], list[int]]]:
+    """SFT targets with tools: for each of the first `limit` training examples, its gold calls (`<tool>arg</tool>`,
+    the policy's), the tool actors' real observations of them (context, mask 0) and its final answer with EOS (the
+    policy's): (prompt ids, target ids, target mask)."""
+    tok, train = task.tokenizer, task.splits["train"][:limit]
+    golds = [task.gold_calls(ex) for ex in train]
+    calls = [c for calls, _ in golds for c in calls]
+    observed = iter(system.run_tools(calls))
+    out = []
+    for prompt, (calls, answer) in zip(task.prompts("train"), golds):
+        ids, mask = [], []
+        for name, arg in calls:
+            span = tok.encode(f"<{name}>{arg}</{name}>", add_special_tokens=False)
+            obs = next(observed).ids
+            ids, mask = ids + span + obs, mask + [1] * len(span) + [0] * len(obs)
+        span = task.target_ids(answer)
+        out.append((prompt, ids + span, mask + [1] * len(span)))
+    return out
 
 
 def keep_rows(batch: TrainBatch, keep: list[bool]) -> TrainBatch:

@@ -98,3 +98,13 @@ def test_an_all_ones_mask_is_the_single_turn_batch(folder):  # noqa: F811
                                                                                 plain.completion_ids])
     assert a.train_step(plain, algo) == b.train_step(ones, algo)
     assert_same_params(params(a), params(b), atol=0.0)
+
+
+def test_sft_on_a_gold_trace_trains_like_its_policy_spans_alone(folder):  # noqa: F811
+    """A gold multi-turn trace's observation tokens are context, not targets (tools: trainer/phases.py gold_traces)."""
+    a, b = make_learner(folder, micro_batch_size=1, lr=1e-3), make_learner(folder, micro_batch_size=1, lr=1e-3)
+    multi, single = two_turn(a)
+    ma = a.sft_step(multi.prompt_ids, multi.completion_ids, target_masks=multi.policy_mask)
+    mb = b.sft_step(single.prompt_ids, single.completion_ids)
+    assert ma["sft/loss"] == pytest.approx(mb["sft/loss"], rel=1e-5)
+    assert_same_params(params(a), params(b), atol=1e-6)
