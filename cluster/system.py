@@ -79,7 +79,7 @@ def logical_cpus(cfg: JobConfig, plan: RunPlan) -> float:
                  + plan.has("reference") * L.workers_of("reference") * TRAIN_CPUS["reference"]
                  + plan.has("critic") * L.workers_of("critic") * TRAIN_CPUS["critic"]
                  + cfg.retrieval.enabled * cfg.retrieval.num_actors * REWARD_CPUS
-                 + bool(cfg.tools.use) * cfg.tools.num_actors * REWARD_CPUS, 3)
+                 + plan.has("tools") * cfg.tools.num_actors * REWARD_CPUS, 3)
 
 
 def check_cpus(need: float, have: float, local: bool) -> None:
@@ -129,7 +129,7 @@ class GRPOSystem:
         self.reward = ActorGroup.create("reward", RewardScorer, c.num_reward_actors, backend,
                                         args=(reward_components,), num_cpus=REWARD_CPUS, max_restarts=c.max_restarts)
         self.tools = None  # multi-turn rollouts: the tool actors (tools/toolbox.py)
-        if cfg.tools.use:
+        if plan.has("tools"):
             from tools.toolbox import ToolBox
 
             t = cfg.tools
@@ -235,13 +235,13 @@ class GRPOSystem:
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> Rollout:
         """K samples per prompt: one completion each, or with tools (rollout.max_turns > 1) the multi-turn loop of
         cluster/turns.py."""
-        if self.tools is None:
+        turns = self.plan.turns
+        if turns is None:
             return self.engines.generate(prompt_ids, sampling, seed)
         from cluster.turns import generate_turns
 
-        r = self.cfg.rollout
-        return generate_turns(self.engines.generate, self.run_tools, prompt_ids, sampling, seed,
-                              tuple(t.name for t in self.cfg.tools.use), r.max_turns, r.total_tokens())
+        return generate_turns(self.engines.generate, self.run_tools, prompt_ids, sampling, seed, turns.tools,
+                              turns.max_turns, turns.max_total_tokens)
 
     def run_tools(self, calls: list[tuple[str, str | None]]) -> list:
         """The tool actors' observations of these calls, in order (a tool actor that died is restarted, the call

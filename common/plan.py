@@ -21,7 +21,8 @@ Per phase it fixes:
                 sampling (rounds), the overlong treatment, the prompt pool's skips (see Selection)
 
 For the run: the actor roles it needs (a reference actor only when a phase's KL is served by one, a critic only
-for PPO, retrieval only when enabled), the precision asked of each role and, after `with_precisions`, the one
+for PPO, retrieval only when enabled, tool actors for multi-turn rollouts), how a sampled phase's samples are
+generated (`turns`: one completion, or turns with tools up to a token budget), the precision asked of each role and, after `with_precisions`, the one
 measured, and the sync check's precision (fp32 only when learner and every engine run fp32).
 """
 from __future__ import annotations
@@ -91,6 +92,17 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class TurnsPlan:
+    """Multi-turn rollouts (rollout.max_turns > 1): every sampled phase's samples are turns with these tools."""
+    max_turns: int
+    max_total_tokens: int            # completion tokens a sample may hold, policy and observations together
+    tools: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"<= {self.max_turns} turns with {', '.join(self.tools)}, <= {self.max_total_tokens} tokens"
+
+
+@dataclass(frozen=True)
 class PhasePlan:
     index: int
     name: str
@@ -101,6 +113,7 @@ class PhasePlan:
     overlap: bool = False
     selection: Selection | None = None  # grpo, ppo (its defaults), online dpo (dynamic sampling, pool)
     dpo: DPOParams | None = None      # dpo: its loss
+    turns: TurnsPlan | None = None    # sampled phases of a multi-turn run
 
     @property
     def old_logprobs(self) -> str | None:
@@ -110,7 +123,8 @@ class PhasePlan:
         parts = [f"{self.name} ({self.kind})"]
         if self.sampling is not None:
             s = self.sampling
-            parts.append(f"K={s.group_size} T={s.temperature:g} top-p {s.top_p:g} max {s.max_new_tokens} tokens")
+            parts.append(f"K={s.group_size} T={s.temperature:g} top-p {s.top_p:g} max {s.max_new_tokens} tokens"
+                         + (f" a turn, {self.turns.describe()}" if self.turns is not None else ""))
         if self.selection is not None and self.selection.describe():
             parts.append(self.selection.describe())
         if self.dpo is not None:
@@ -133,6 +147,7 @@ class RunPlan:
     precision: dict[str, str]               # role -> asked (auto | fp32 | bf16), or measured after with_precisions
     measured: bool = False                  # with_precisions has run
     sync_precision: str | None = None       # fp32 | bf16, once measured
+    turns: TurnsPlan | None = None          # multi-turn rollouts with tools, or None (one completion a sample)
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -166,7 +181,10 @@ def make_plan(cfg: JobConfig) -> RunPlan:
     """The plan of `cfg` before any actor exists (old logprobs may still be 'auto': see RunPlan.with_precisions)."""
     lora = cfg.learner.lora is not None
     names = cfg.train.phase_names()
+    r = cfg.rollout
+    turns = TurnsPlan(r.max_turns, r.total_tokens(), tuple(t.name for t in cfg.tools.use)) if r.max_turns > 1 else None
     phases = tuple(_phase(cfg, i, names[i], p, lora) for i, p in enumerate(cfg.train.phases))
+    phases = tuple(replace(p, turns=turns) if p.sampling is not None and turns else p for p in phases)
     roles = ["rollout", "reward", "learner"]
     if any(p.kl.served_by == "reference_actor" for p in phases):
         roles.append("reference")
@@ -174,10 +192,12 @@ def make_plan(cfg: JobConfig) -> RunPlan:
         roles.append("critic")
     if cfg.retrieval.enabled:
         roles.append("retrieval")
+    if turns is not None:
+        roles.append("tools")
     learner = cfg.learner.precision
     precision = {"learner": learner, "engines": cfg.rollout.dtype,
-                 **{r: learner for r in ("reference", "critic") if r in roles}}
-    return RunPlan(phases, tuple(roles), precision)
+                 **{role: learner for role in ("reference", "critic") if role in roles}}
+    return RunPlan(phases, tuple(roles), precision, turns=turns)
 
 
 def _phase(cfg: JobConfig, index: int, name: str, p, lora: bool) -> PhasePlan:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -37,9 +38,23 @@ def show(df, n: int, width: int) -> list[str]:
             adv = "-" if row["advantage"] is None else f"{row['advantage']:+.3f}"
             lines += [f"[prompt {row['prompt']} sample {row['sample']}] reward {row['reward']:.3f} ({comps}) "
                       f"advantage {adv} tokens {row['completion_tokens']} {row['finish_reason']}",
-                      f"   prompt  ...{short(row['prompt_text'][-width:], width)}",
-                      f"   answer  {short(row['completion'], width)}"]
+                      f"   prompt  ...{short(row['prompt_text'][-width:], width)}"]
+            turns = row.get("turns") if "turns" in row else None
+            lines += turn_lines(json.loads(turns), width) if isinstance(turns, str) else \
+                [f"   answer  {short(row['completion'], width)}"]
     return lines
+
+
+def turn_lines(turns: list[dict], width: int) -> list[str]:
+    """A multi-turn sample, its turns marked: what the policy wrote, and each tool call with its observation."""
+    out = []
+    for t in turns:
+        if t["role"] == "policy":
+            out.append(f"   turn {t['turn']} policy ({t['tokens']} tokens)  {short(t['text'], width)}")
+        else:
+            out.append(f"   turn {t['turn']} {t['tool']}({short(str(t['arg']), 60)}) -> {t['status']} "
+                       f"({t['tokens']} tokens)  {short(t['text'], width)}")
+    return out
 
 
 def main(argv=None, prog: str | None = None) -> int:

@@ -129,3 +129,19 @@ def test_on_vllm_the_transcript_scores_like_it_was_sampled(tiny_policy_dir, tool
             if m:
                 assert a == pytest.approx(b, abs=1e-4)
     assert all(t["status"] == "ok" for ts in out.turns for t in ts if t["role"] == "tool")
+
+
+def test_the_records_keep_the_turns_and_samples_prints_them(tmp_path):
+    from common import rollout_records
+    from jobs.samples import show
+
+    engine = FakeEngine([([11, 12, 13], "think <search>q</search>", "stop"), ([21, 22], "<answer>x</answer>", "stop")])
+    out = generate_turns(engine, fixed_tools([91, 92, 93, 94]), [[1, 2]], Sampling(2, 1.0, 1.0, 8), 0,
+                         ("search",), 3, 100)
+    rows = rollout_records.step_rows(1, "grpo", 2, [0], ["p"], [{}], out.texts, out.completion_ids, out.finish_reasons,
+                                     [1.0, 0.0], {}, [0.5, -0.5], out.old_logprobs, [], out.policy_mask, out.turns)
+    assert rows[0]["policy_tokens"] == 5 and rows[0]["logprob_mean"] == -0.5  # the engine's, policy tokens only
+    rollout_records.write_step(tmp_path, 1, rows)
+    text = "\n".join(show(rollout_records.read(tmp_path, 1), 1, 80))
+    assert "turn 1 policy (3 tokens)  think <search>q</search>" in text
+    assert "turn 1 search(q) -> ok (4 tokens)" in text and "turn 2 policy (2 tokens)  <answer>x</answer>" in text
