@@ -37,6 +37,13 @@ DS_ARITH = ["train.phases.0.steps=160", "train.prompts_per_step=4", "train.phase
 MLQA_4X = "report_xquad_en_4x.yaml"
 MLQA_GRPO = ["train.phases=[{kind: grpo, steps: 60, prompts_per_step: 16}]",
              "model.policy={runs}/mlqa-sft/checkpoints/sft"]
+# Issue 28: three ways to answer XQuAD-en questions at the same training budget and seeds, from the embedded model:
+# no context, the top-3 passages of the dense index in the prompt (today's RAG), and the policy searching the index
+# itself (Search-R1: SFT on gold search traces first, since the 135M model never calls the tool on its own)
+SEARCH_BUDGET = ["data.test_size=500", "data.eval_size=200", "train.eval_every=10", "train.save_every=10",
+                 "train.phases=[{kind: sft, epochs: 1, limit: 256, lr: 1.0e-4, batch_size: 8}, "
+                 "{kind: grpo, steps: 30, prompts_per_step: 8}]"]
+CLOSED_BOOK = 'task.params.template="Answer the question with a short span.\\nQuestion: {question}"'
 # recipe -> runs (name -> preset, or (preset, overrides with {runs} for the runs folder)) and evals (file stem,
 # run, checkpoint or None for the base model, eval.py args)
 RECIPES = {
@@ -143,6 +150,15 @@ RECIPES = {
                     for k, run, ck in (("grpo-ds-best", "arithmetic-grpo-ds", "best"),
                                        ("sft-grpo-ds-best", "arithmetic-sft-grpo-ds", "best"))]],
     },
+    "search": {
+        "runs": {"search-tool": ("xquad_en_search_grpo.yaml", SEARCH_BUDGET),
+                 "search-rag": ("xquad_en_sft_grpo.yaml", [*SEARCH_BUDGET, "retrieval.enabled=true",
+                                                          "retrieval.use_in=train_and_eval"]),
+                 "search-none": ("xquad_en_sft_grpo.yaml", [*SEARCH_BUDGET, "task.params.context=none", CLOSED_BOOK])},
+        "evals": [*[(f"test-{k}", f"search-{arm}", {"base": None}.get(k, k), []) for arm in ("tool", "rag", "none")
+                    for k in ("sft", "best", "last")],
+                  ("test-base", "search-none", None, []), ("test-base", "search-rag", None, [])],
+    },
 }
 
 
@@ -223,7 +239,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="runs/recipes", help="where the recipe runs live")
     p.add_argument("--only", default="arithmetic,countdown,domain_qa",
                    help="comma-separated recipes (also: nlu, arithmetic_rl, countdown_easy, mlqa_rl, mlqa_estimator, "
-                        "qnli_rl)")
+                        "qnli_rl, search)")
     p.add_argument("--short", action="store_true", help="shrink Countdown and domain QA to fit ~2 h (see above)")
     p.add_argument("--report-only", action="store_true", help="write the report from what exists")
     p.add_argument("--out", default=str(ROOT / "docs" / "recipes.md"))

@@ -273,9 +273,14 @@ class GRPOSystem:
             return []
         return self._reference_logprobs(rollout.prompt_ids, rollout.completion_ids, phase)
 
-    def ref_sequence_logps(self, prompt_ids, completion_ids, phase: PhasePlan) -> list[float]:
-        """DPO: each completion's reference log-probability, summed over its tokens."""
-        return [sum(row) for row in self._reference_logprobs(prompt_ids, completion_ids, phase)]
+    def ref_sequence_logps(self, prompt_ids, completion_ids, phase: PhasePlan,
+                           policy_masks: list[list[int]] | None = None) -> list[float]:
+        """DPO: each completion's reference log-probability, summed over its tokens (multi-turn: the policy's)."""
+        rows = self._reference_logprobs(prompt_ids, completion_ids, phase)
+        if policy_masks is None:
+            return [sum(row) for row in rows]
+        return [sum(x for x, m in zip(row, mask, strict=True) if m) for row, mask in zip(rows, policy_masks,
+                                                                                        strict=True)]
 
     def _reference_logprobs(self, prompt_ids, completion_ids, phase: PhasePlan) -> list[list[float]]:
         if phase.kl.served_by == "reference_actor":
@@ -311,7 +316,7 @@ class GRPOSystem:
     def dpo_step(self, batch: PreferenceBatch, params: DPOParams) -> dict:
         lengths = [len(a) + len(b) for a, b in zip(batch.chosen_ids, batch.rejected_ids)]
         return self.sharded_step(self.learner, Learner.dpo_step, (batch,), lambda rows: (batch.rows(rows),),
-                                 [[i] for i in range(len(lengths))], lengths, (len(lengths), sum(lengths)), params)
+                                 [[i] for i in range(len(lengths))], lengths, (len(lengths), batch.tokens()), params)
 
     def sft_step(self, prompt_ids: list[list[int]], target_ids: list[list[int]],
                  target_masks: list[list[int]] | None = None) -> dict:
@@ -354,14 +359,17 @@ class GRPOSystem:
     def values(self, rollout: Rollout) -> list[list[float]]:
         return self.sharded_rows(self.critic, Critic.values, rollout.prompt_ids, rollout.completion_ids)
 
-    def train_critic(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None) -> dict:
+    def train_critic(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None,
+                     value_masks: list[list[int]] | None = None) -> dict:
+        """One critic step; `value_masks` (multi-turn) keeps tool observations out of the value loss."""
         from learner.distributed import prompt_units
 
-        whole = (prompt_ids, completion_ids, old_values, returns)
+        whole = (prompt_ids, completion_ids, old_values, returns, value_masks)
         lengths = [len(c) for c in completion_ids]
+        counted = sum(map(sum, value_masks)) if value_masks else sum(lengths)
         return self.sharded_step(self.critic, Critic.train_values, whole,
-                                 lambda rows: tuple([xs[i] for i in rows] for xs in whole),
-                                 prompt_units(prompt_ids), lengths, sum(lengths), clip_eps)
+                                 lambda rows: tuple(None if xs is None else [xs[i] for i in rows] for xs in whole),
+                                 prompt_units(prompt_ids), lengths, counted, clip_eps)
 
     @staticmethod
     def sharded_rows(group: ActorGroup, method, prompt_ids, completion_ids) -> list[list[float]]:

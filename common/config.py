@@ -665,10 +665,6 @@ class JobConfig(_Section):
             raise ValueError("multi-turn rollouts stop at tool calls, which the hf engine does not do: rollout.engine=vllm")
         if self.train.overlap:
             raise ValueError("train.overlap with multi-turn rollouts is not supported yet: drop one of them")
-        kinds = sorted({p.kind for p in self.train.phases if p.kind in ("ppo", "dpo", "rs_sft")})
-        if kinds:
-            raise ValueError(f"multi-turn rollouts train grpo phases (and sft on gold targets) so far; {kinds} phases "
-                             "do not mask observation tokens yet: use grpo, or rollout.max_turns=1")
         if r.max_prompt_tokens + r.total_tokens() + r.max_new_tokens > r.max_model_len:
             raise ValueError(f"rollout.max_prompt_tokens ({r.max_prompt_tokens}) + max_total_tokens ({r.total_tokens()}) "
                              f"+ max_new_tokens ({r.max_new_tokens}) exceed max_model_len ({r.max_model_len}): a last "

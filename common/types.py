@@ -145,6 +145,9 @@ class PreferenceBatch:
     # [2P] online pairs: the sampling engine's token logprobs of chosen, rejected, chosen, ... (the engine-vs-learner
     # gap is logged from them); None for pairs from a file
     engine_logprobs: list[list[float]] | None = None
+    # [2P] multi-turn pairs, laid out like engine_logprobs: 1 at the policy's tokens, 0 at tool observations (the
+    # sequence log-probabilities sum over the policy's tokens only); None: every completion token is the policy's
+    policy_masks: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.prompt_ids)
@@ -154,9 +157,16 @@ class PreferenceBatch:
     def rows(self, idx: list[int]) -> "PreferenceBatch":
         """These pairs, in this order (a learner worker's share)."""
         pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
-        engine = None if self.engine_logprobs is None else [self.engine_logprobs[2 * i + s] for i in idx for s in (0, 1)]
+        both = lambda xs: None if xs is None else [xs[2 * i + s] for i in idx for s in (0, 1)]  # noqa: E731
         return PreferenceBatch(pick(self.prompt_ids), pick(self.chosen_ids), pick(self.rejected_ids),
-                               pick(self.ref_chosen), pick(self.ref_rejected), engine)
+                               pick(self.ref_chosen), pick(self.ref_rejected), both(self.engine_logprobs),
+                               both(self.policy_masks))
+
+    def tokens(self) -> int:
+        """The completion tokens the sequence log-probabilities sum over (the policy's, where masks say so)."""
+        if self.policy_masks is not None:
+            return sum(map(sum, self.policy_masks))
+        return sum(len(c) for c in self.chosen_ids + self.rejected_ids)
 
 
 @dataclass(frozen=True)

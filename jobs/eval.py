@@ -142,6 +142,7 @@ def evaluate(args) -> dict:
     task = cls({"eval": items, **({"train": train} if train else {})}, params, load_tokenizer(model_path),
                r.max_prompt_tokens, rewards=tuple(reward_components(cfg)))  # the prompts task scores with them
     check_rewards(task, cfg)
+    task, index_dir, gold_docs, in_prompt = run_retrieval(cfg, cls, params, task, source)
     prompts, pstats = task.prompts("eval"), task.prompt_stats("eval")
     print(f"[eval] {args.model} on {task.name} {source} ({args.split}, {len(items)} items)", flush=True)
     logs = console.attach(Path(args.out).parent / "logs" if args.out else Path(args.run) / "logs" if args.run
@@ -154,9 +155,17 @@ def evaluate(args) -> dict:
     try:
         get(group.call_all(Engine.greedy, prompts[:1], 1))  # vLLM compiles on first use: keep it out of the timing
         sampling = Sampling(args.samples, args.temperature, args.top_p, r.max_new_tokens) if args.samples else None
-        ans = answer(Engines(group), task, items, prompts, r.max_new_tokens, sampling, args.seed, args.batch,
-                     progress=True)
-        texts, per, seconds = ans.texts, ans.per_item, ans.seconds
+        engines = Engines(group)
+        turns = with_tools(cfg, engines, model_path, index_dir, backend)
+        ans = answer(engines, task, items, prompts, r.max_new_tokens, sampling, args.seed, args.batch,
+                     progress=True, turns=turns)
+        texts, per, seconds = ans.texts, dict(ans.per_item), ans.seconds
+        if in_prompt is not None:  # retrieval: the gold paragraph among the prompt's passages
+            per["gold_retrieved"] = in_prompt
+        if ans.rollout is not None:  # tools: turns, calls, tokens, and the gold paragraph among the search hits
+            from rollout.turns import sample_turns
+
+            per.update(sample_turns(ans.rollout, gold_docs))
         out = {"model": args.model, "task": task.name, "primary_metric": task.primary_metric, "data": source,
                "split": args.split, **({"lang": items[0].lang} if hasattr(items[0], "lang") else {}),
                **summarize(per, args.seed), "seconds": seconds, "questions_per_s": len(texts) / seconds,
@@ -170,6 +179,53 @@ def evaluate(args) -> dict:
     out["per_question"] = [{"id": getattr(ex, "id", str(i)), **{k: v[i] for k, v in per.items()},
                             "prediction": texts[i][:300]} for i, ex in enumerate(items)]
     return out
+
+
+def run_retrieval(cfg, cls, params, task, source: str):
+    """The run's retrieval, as it trained: (the task, with the eval examples' contexts replaced by their top-k
+    passages where retrieval.enabled; the dense index's folder where retrieval or the search tool reads one, else
+    None; each example's gold document id in it, or None; where retrieval.enabled, 1.0 per example whose gold
+    paragraph is among its passages). The index covers `source`'s contexts as the training job's did, so a run's
+    own index is loaded, not rebuilt."""
+    search = any(t.name == "search" and not t.fn for t in cfg.tools.use)
+    if not (cfg.retrieval.enabled or search):
+        return task, None, None, None
+    from retrieval.retriever import Retriever
+    from trainer.rag import corpus, open_index, with_passages
+
+    whole = cls(cls.load(source, cfg.data, params)[0], params, task.tokenizer, task.max_prompt_tokens)
+    _, status, index_dir, n_docs = open_index(whole, cfg)
+    print(f"[eval] dense index over {n_docs} contexts at {index_dir} ({status})", flush=True)
+    doc_of = {doc: i for i, doc in enumerate(corpus(whole))}
+    examples = task.splits["eval"]
+    gold = [doc_of.get(task.retrieval_document(ex)) for ex in examples]
+    if not cfg.retrieval.enabled:
+        return task, index_dir, gold, None
+    hits = Retriever(str(index_dir), cfg.retrieval.encoder).retrieve([task.retrieval_query(ex) for ex in examples],
+                                                                    cfg.retrieval.k)
+    found = [None if g is None else float(any(h["doc_id"] == g for h in hs)) for g, hs in zip(gold, hits)]
+    return with_passages(task, "eval", hits), index_dir, gold, found
+
+
+def with_tools(cfg, engines, model_path: str, index_dir, backend: str):
+    """The run's multi-turn generation with its tools (one tool actor), or None for single-turn runs."""
+    from common.plan import make_plan
+
+    turns = make_plan(cfg).turns
+    if turns is None:
+        return None
+    from cluster.groups import ActorGroup
+    from cluster.turns import generate_turns
+    from tools.toolbox import ToolBox
+
+    t = cfg.tools
+    box = ActorGroup.create("tools", ToolBox, 1, backend, args=([u.model_dump() for u in t.use], model_path,
+                                                                t.timeout_s, t.template,
+                                                                str(index_dir) if index_dir else None,
+                                                                cfg.retrieval.encoder))
+    return lambda prompts, sampling, seed: generate_turns(
+        engines.generate, lambda calls: box.run(ToolBox.run, calls), prompts, sampling, seed, turns.tools,
+        turns.max_turns, turns.max_total_tokens)
 
 
 def _label(metric: str) -> str:

@@ -98,15 +98,19 @@ class Critic:
             out.extend(to_ragged(self._values(ids, attn, pos), mask))
         return out
 
-    def train_values(self, prompt_ids, completion_ids, old_values, returns, clip_eps: float | None,
-                     total: int | None = None) -> dict:
-        """One optimizer step of the clipped value loss, token-mean over the whole batch (micro-batched). With
-        critic workers the rows are this worker's share and `total` the whole batch's completion tokens."""
-        total = float(total or sum(len(c) for c in completion_ids))
+    def train_values(self, prompt_ids, completion_ids, old_values, returns, value_masks: list[list[int]] | None,
+                     clip_eps: float | None, total: int | None = None) -> dict:
+        """One optimizer step of the clipped value loss, token-mean over the whole batch (micro-batched).
+        `value_masks` [B] like completion_ids (multi-turn: 0 at tool observations, whose values are not the
+        policy's states to judge) or None (every completion token). With critic workers the rows are this worker's
+        share and `total` the whole batch's counted tokens."""
+        total = float(total or (sum(map(sum, value_masks)) if value_masks else sum(len(c) for c in completion_ids)))
 
         def loss_of(chunk) -> tuple[torch.Tensor, dict, float]:
             sl, ids, attn, pos, mask = chunk
             T = mask.shape[1]
+            if value_masks is not None:
+                mask = mask * from_ragged(value_masks[sl], T).to(mask)  # [b, T] the policy's tokens only
             v = self._values(ids, attn, pos)  # [b, T]
             old = from_ragged(old_values[sl], T).to(self.device)  # [b, T]
             ret = from_ragged(returns[sl], T).to(self.device)  # [b, T]

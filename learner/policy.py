@@ -293,7 +293,7 @@ class Learner:
         """One optimizer step of the DPO loss, mean over the batch's P pairs (micro-batched by pairs). Metrics:
         loss, the implicit rewards beta * (pi - ref) of chosen and rejected, their margin, accuracy (the chosen
         reward above the rejected), the policy's logps of each."""
-        P, tokens = totals or (len(batch.prompt_ids), sum(len(c) for c in batch.chosen_ids + batch.rejected_ids))
+        P, tokens = totals or (len(batch.prompt_ids), batch.tokens())
         tokens = max(1, tokens)  # totals: the whole batch's pairs and completion tokens (learner workers)
 
         def loss_of(pairs: list[int]) -> tuple[torch.Tensor, dict, float]:
@@ -302,7 +302,10 @@ class Learner:
                 hidden, head, tgt, mask = chunk_hidden(self.model, prompts, completions, self.pad_id,
                                                        slice(0, len(prompts)), True)
                 logp, _, _ = head_logprobs(head, hidden, tgt, mask)  # [2b, T]
-            seq = (logp * mask).sum(-1)  # [2b] summed over each completion's tokens
+            if batch.policy_masks is not None:  # multi-turn: the policy's tokens only
+                rows = [batch.policy_masks[2 * i + s] for i in pairs for s in (0, 1)]
+                mask = mask * from_ragged(rows, mask.shape[1]).to(mask)  # [2b, T]
+            seq = (logp * mask).sum(-1)  # [2b] summed over each completion's (policy) tokens
             lens = mask.sum(-1)  # [2b]
             ref = torch.tensor([x for i in pairs for x in (batch.ref_chosen[i], batch.ref_rejected[i])],
                                dtype=seq.dtype, device=seq.device)  # [2b]

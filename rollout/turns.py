@@ -137,3 +137,19 @@ def turn_metrics(rollout: Rollout) -> dict[str, float]:
             "tools/timeouts": sum(t["status"] == "timeout" for t in tool),
             "tools/seconds": sum(t["seconds"] for t in tool),
             "tools/unanswered": sum("unanswered_call" in t for ts in rollout.turns for t in ts)}
+
+
+def sample_turns(rollout: Rollout, gold_docs: list[int | None] | None = None) -> dict[str, list[float]]:
+    """Per sample of a multi-turn rollout: `turns` (policy turns), `tool_calls`, `completion_tokens` (policy and
+    observations), `policy_tokens`, and with `gold_docs` (the index's doc id of each sample's gold document, None
+    where it has none) `gold_retrieved`: 1.0 when some search call of the sample returned a passage of it."""
+    out: dict[str, list[float]] = {"turns": [], "tool_calls": [], "completion_tokens": [], "policy_tokens": []}
+    for turns, ids, n in zip(rollout.turns, rollout.completion_ids, rollout.policy_tokens(), strict=True):
+        out["turns"].append(float(sum(t["role"] == "policy" for t in turns)))
+        out["tool_calls"].append(float(sum(t["role"] == "tool" for t in turns)))
+        out["completion_tokens"].append(float(len(ids)))
+        out["policy_tokens"].append(float(n))
+    if gold_docs is not None:
+        out["gold_retrieved"] = [None if gold is None else float(any(gold in t.get("doc_ids", ()) for t in turns))
+                                 for turns, gold in zip(rollout.turns, gold_docs, strict=True)]
+    return out

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from common.stats import bootstrap_ci
-from common.types import Sampling
+from common.types import Rollout, Sampling
 
 
 @dataclass
@@ -20,6 +20,7 @@ class Answers:
     seconds: float                      # greedy generation
     sampled: list[str] | None = None    # [Q * n] sampled answers, example-contiguous
     sampled_seconds: float = 0.0
+    rollout: Rollout | None = None      # multi-turn: the greedy transcripts (their turns, calls, observations)
 
     def means(self) -> dict[str, float]:
         """Every metric's mean over the items that have it (None: an answer no reward scored)."""
@@ -36,12 +37,13 @@ def answer(engines, task, examples: list, prompts: list[list[int]], max_new_toke
     engines (None: all at once), with a progress bar when `progress`. `turns(prompt_ids, sampling, seed)`: the
     multi-turn generation with tools (GRPOSystem.generate), greedy at temperature 0; the answers are whole
     transcripts then, observations included."""
-    t = time.perf_counter()
+    t, greedy = time.perf_counter(), None
     if turns is not None:
-        texts = turns(prompts, Sampling(1, 0.0, 1.0, max_new_tokens), seed).texts
+        greedy = turns(prompts, Sampling(1, 0.0, 1.0, max_new_tokens), seed)
+        texts = greedy.texts
     else:
         texts = engines.greedy(prompts, max_new_tokens, batch=batch, progress="greedy" if progress else None)
-    out = Answers(texts, task.score(texts, examples), time.perf_counter() - t)
+    out = Answers(texts, task.score(texts, examples), time.perf_counter() - t, rollout=greedy)
     if sampling is not None and sampling.group_size > 0:
         t = time.perf_counter()
         rollout = turns(prompts, sampling, seed) if turns is not None else \

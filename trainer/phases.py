@@ -315,11 +315,13 @@ class PPOPhase(GRPOPhase):
         with timer("values"):
             values = r.system.values(rollout)
         T = max(1, max(len(x) for x in rollout.completion_ids))
-        mask = from_ragged([[1.0] * len(x) for x in rollout.completion_ids], T)  # [B, T]
+        lengths = from_ragged([[1.0] * len(x) for x in rollout.completion_ids], T)  # [B, T]
+        # multi-turn: GAE runs over the policy's tokens, passing over the observations between them
+        mask = lengths if rollout.policy_mask is None else from_ragged(rollout.policy_mask, T)  # [B, T]
         adv, ret, ppo_m = ppo_advantages(torch.tensor(scored.rewards), mask, from_ragged(rollout.old_logprobs, T),
                                          from_ragged(ref, T) if ref else None, from_ragged(values, T),
                                          self.plan.kl.coef, c.gamma, c.lam, c.whiten)
-        adv_rows, ret_rows = to_ragged(adv, mask), to_ragged(ret, mask)
+        adv_rows, ret_rows = to_ragged(adv, lengths), to_ragged(ret, lengths)  # 0 at observations
         rng, B = random.Random(seeds.ppo_minibatches(self.job.train.seed, k)), len(rollout.completion_ids)
         learn, critic = [], []
         own_old = None
@@ -331,13 +333,14 @@ class PPOPhase(GRPOPhase):
                 order = list(range(B))
                 rng.shuffle(order)
                 for mb in (sorted(order[j::c.minibatches]) for j in range(c.minibatches)):
-                    pick = lambda rows: [rows[i] for i in mb]  # noqa: E731
+                    pick = lambda rows: rows if rows is None else [rows[i] for i in mb]  # noqa: E731
                     critic.append(r.system.train_critic(pick(rollout.prompt_ids), pick(rollout.completion_ids),
-                                                        pick(values), pick(ret_rows), c.vf_clip))
+                                                        pick(values), pick(ret_rows), c.vf_clip,
+                                                        pick(rollout.policy_mask)))
                     if k > c.critic_warmup:
                         learn.append(r.system.train(TrainBatch(
                             pick(rollout.prompt_ids), pick(rollout.completion_ids), pick(rollout.old_logprobs), [],
-                            pick(adv_rows), pick(own_old) if own_old else None), self.algo, 1))
+                            pick(adv_rows), pick(own_old), policy_mask=pick(rollout.policy_mask)), self.algo, 1))
         if learn:
             r.engines_stale = True
         with timer("sync"):
@@ -367,7 +370,9 @@ class RSSFTPhase(Phase):
         if fresh or not traces.is_file():
             self.collect(traces)
         rows = [json.loads(line) for line in traces.read_text().splitlines() if line.strip()]
-        self.pairs = [(row["prompt_ids"], row["completion_ids"]) for row in rows]
+        # multi-turn traces carry their policy mask: the tools' observations are context, not targets
+        self.pairs = [(row["prompt_ids"], row["completion_ids"], *([row["policy_mask"]] if "policy_mask" in row
+                                                                   else [])) for row in rows]
         self.steps = 0 if not self.pairs else (c.steps or max(1, math.ceil(c.epochs * len(self.pairs) / c.batch_size)))
         if not self.pairs:
             r.log.info(f"phase {self.name}: no completion passed reward >= {c.threshold}; nothing to train on")
@@ -383,8 +388,7 @@ class RSSFTPhase(Phase):
             n = min(32, c.prompts - start)
             batch = r.task.train_batch(s.drawn, n)
             s.drawn += n
-            rollout = r.system.engines.generate(batch.prompt_ids, sampling,
-                                                seed=seeds.rs_sft(self.job.rollout.seed, s.drawn))
+            rollout = r.system.generate(batch.prompt_ids, sampling, seed=seeds.rs_sft(self.job.rollout.seed, s.drawn))
             scored = r.system.score(rollout, batch.reward_inputs)
             rewards += [x for x in scored.rewards if x is not None]
             kept += keep_passing(rollout, scored.rewards, batch.indices, c.threshold, c.max_per_prompt, seen,
@@ -432,16 +436,19 @@ class DPOPhase(GRPOPhase):
         r.sync_if_stale()
 
     def learn(self, prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]],
-              timer: Timer, engine_logprobs: list[list[float]] | None = None) -> dict:
+              timer: Timer, engine_logprobs: list[list[float]] | None = None,
+              policy_masks: list[list[int]] | None = None) -> dict:
+        """`engine_logprobs`, `policy_masks` (multi-turn): [2P] chosen, rejected, chosen, ..."""
         from common.types import PreferenceBatch
 
         r = self.run
         with timer("reference"):  # chosen, rejected, chosen, ...: each pair's two rows share their prompt
             ref = r.system.ref_sequence_logps([p for p in prompts for _ in range(2)],
-                                              [x for pair in zip(chosen, rejected) for x in pair], self.plan)
+                                              [x for pair in zip(chosen, rejected) for x in pair], self.plan,
+                                              policy_masks)
         with timer("learn"):
-            m = r.system.dpo_step(PreferenceBatch(prompts, chosen, rejected, ref[0::2], ref[1::2], engine_logprobs),
-                                  self.plan.dpo)
+            m = r.system.dpo_step(PreferenceBatch(prompts, chosen, rejected, ref[0::2], ref[1::2], engine_logprobs,
+                                                  policy_masks), self.plan.dpo)
         r.engines_stale = True
         return {**m, "dpo/pairs": len(prompts)}
 
@@ -461,9 +468,10 @@ class DPOPhase(GRPOPhase):
         learn_m = {"dpo/pairs": 0}
         if pairs:
             pick = lambda rows, side: [rows[p[side]] for p in pairs]  # noqa: E731
+            both = lambda rows: None if rows is None else [rows[i] for pair in pairs for i in pair]  # noqa: E731
             learn_m = self.learn(pick(rollout.prompt_ids, 0), pick(rollout.completion_ids, 0),
-                                 pick(rollout.completion_ids, 1), timer,
-                                 [rollout.old_logprobs[i] for pair in pairs for i in pair])
+                                 pick(rollout.completion_ids, 1), timer, both(rollout.old_logprobs),
+                                 both(rollout.policy_mask))
             with timer("sync"):
                 r.sync_if_stale()
         labels = [0.0] * len(rollout.completion_ids)  # the rollout records' "advantage": +1 chosen, -1 rejected
@@ -514,7 +522,8 @@ def keep_passing(rollout, rewards: list[float], prompt_indices: list[int], thres
         seen.add(key)
         per_prompt[p] = per_prompt.get(p, 0) + 1
         out.append({"prompt_index": p, "prompt_ids": rollout.prompt_ids[i],
-                    "completion_ids": rollout.completion_ids[i], "text": text, "reward": reward})
+                    "completion_ids": rollout.completion_ids[i], "text": text, "reward": reward,
+                    **({"policy_mask": rollout.policy_mask[i]} if rollout.policy_mask is not None else {})})
     return out
 
 

@@ -133,6 +133,10 @@ class Run:
                      seeds.eval_samples(r.seed), turns=self.system.generate if self.system.tools is not None else None)
         out = {f"eval/{k}": v for k, v in ans.means().items()}
         out["eval/seconds_per_answer"] = ans.seconds / len(ans.texts)
+        if ans.rollout is not None:  # multi-turn: turns, tool calls and their errors of the greedy answers
+            from rollout.turns import turn_metrics
+
+            out.update({f"eval/{k}": v for k, v in turn_metrics(ans.rollout).items()})
         if ans.sampled is not None:
             out.update({f"eval/{k}": v for k, v in sample_statistics(self.task, ans.sampled, examples, n).items()})
         return {**out, "eval/n": len(ans.texts), "eval/context": self.task.contexts.get("eval", "gold"),

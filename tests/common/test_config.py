@@ -104,11 +104,27 @@ def test_out_of_range_names_the_bound():
     (["learner.workers=2", "learner.lora={rank: 8}"], "with learner.lora is not supported yet"),
     (["learner.workers=2", "learner.reference_workers=3"], "set learner.reference_workers <= 2"),
     (["learner.critic_workers=2"], "set learner.critic_workers <= 1"),
+    # multi-turn rollouts: a turn ends in a tool call
+    (["tools.use=[{name: search}]"], "set rollout.max_turns (e.g. 4) or drop tools.use"),
+    (["rollout.max_turns=3"], "add one (e.g. tools.use=[{name: search}]) or set rollout.max_turns=1"),
+    (["rollout.max_turns=3", "tools.use=[{name: calculate}]", "rollout.engine=hf"], "rollout.engine=vllm"),
+    (["rollout.max_turns=3", "tools.use=[{name: calculate}]", "train.overlap=true"], "drop one of them"),
+    (["rollout.max_turns=3", "tools.use=[{name: calculate}]", "rollout.max_total_tokens=1500"], "a last turn could "
+                                                                                               "not fit"),
+    (["rollout.max_turns=3", "tools.use=[{name: weather}]"], "give your tool's fn"),
 ])
 def test_cross_field_checks_name_the_fix(overrides, fix):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=overrides)
     assert fix in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["grpo", "ppo", "dpo", "rs_sft"])
+def test_every_sampled_phase_takes_multi_turn_samples(kind):
+    """Their losses count the policy's tokens only (learner/, tests/learner/test_policy_mask.py)."""
+    c = load_config(overrides=["rollout.max_turns=3", "tools.use=[{name: calculate}]",
+                               f"train.phases=[{{kind: sft, steps: 1}}, {{kind: {kind}, steps: 1}}]"])
+    assert c.rollout.max_turns == 3
 
 
 def test_cross_field_boundary_is_allowed():

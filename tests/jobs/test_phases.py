@@ -32,3 +32,13 @@ def test_keep_passing_caps_per_prompt_across_batches():
     assert [k["text"] for k in first] == ["a"]         # at most one per prompt
     assert [k["text"] for k in second] == ["a"]        # another prompt: its "a" is not a repeat of prompt 5's
     assert again == [] and per_prompt == {5: 1, 6: 1}  # prompt 5 is full from the earlier batch
+
+
+def test_a_kept_multi_turn_completion_keeps_its_policy_mask():
+    """RS-SFT then trains on the policy's own tokens of it, the tools' observations as context."""
+    r = Rollout([[10], [10]], [[1, 2, 3], [4]], [[-0.1, 0.0, -0.2], [-0.3]], ["a <search>q</search>obs b", "c"],
+                ["stop", "stop"], 2, policy_mask=[[1, 0, 1], [1]])
+    kept = keep_passing(r, [1.0, 1.0], [3], 0.5, None, set(), {})
+    assert [k["policy_mask"] for k in kept] == [[1, 0, 1], [1]]
+    assert "policy_mask" not in keep_passing(_rollout(["a", "b"], ["stop", "stop"]), [1.0, 1.0], [5], 0.5, None,
+                                             set(), {})[0]

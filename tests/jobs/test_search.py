@@ -1,8 +1,9 @@
 """The search recipe on the real path (jobs/configs/xquad_en_search_grpo.yaml): local Ray, vLLM, the dense index over
 XQuAD-en's paragraphs, the embedded SmolLM2-135M (it never writes a tool call on its own: 0 of 32 samples seen, so the
-run starts with SFT on gold search traces, the tools' real observations masked out), then GRPO with multi-turn
-rollouts; and a run stopped after the first GRPO step and resumed samples what the uninterrupted one did (fp32; the
-default bf16 path is the recipe's own, docs/recipes.md)."""
+run starts with SFT on gold search traces, the tools' real observations masked out), then GRPO, RS-SFT, PPO (with its
+critic) and online DPO on multi-turn rollouts, each counting the policy's tokens only; and a run stopped after the
+first GRPO step and resumed samples what the uninterrupted one did in every later phase (fp32; the default bf16 path
+is the recipe's own, docs/recipes.md)."""
 import json
 import subprocess
 import sys
@@ -17,7 +18,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 def args(out: Path) -> list[str]:
     return [sys.executable, str(ROOT / "jobs" / "train.py"), "--config",
             str(ROOT / "jobs" / "configs" / "xquad_en_search_grpo.yaml"), "--local", f"train.output_dir={out}",
-            "train.phases=[{kind: sft, steps: 6, lr: 0.0002, batch_size: 4}, {kind: grpo, steps: 2}]",
+            "train.phases=[{kind: sft, steps: 6, lr: 0.0002, batch_size: 4}, {kind: grpo, steps: 2}, {kind: rs_sft, "
+            "prompts: 4, threshold: 0.3, steps: 1, batch_size: 4}, {kind: ppo, steps: 1, epochs: 1}, {kind: dpo, "
+            "steps: 1}]",
             "train.eval_at_start=false", "train.eval_every=100", "train.save_every=1", "train.prompts_per_step=2",
             "data.limit=40", "data.eval_size=2", "data.test_size=null", "rollout.temperature=1.0",
             "tools.use=[{name: search, params: {k: 1}, max_output_tokens: 48}]", "rollout.max_new_tokens=40",
@@ -43,16 +46,24 @@ def test_sft_on_gold_traces_then_grpo_with_search_and_resume(shared_data, tmp_pa
     grpo = [r for r in recs if r["kind"] == "step" and r["phase"] == "grpo"]
     df = rollout_records.read(run)
     assert len(grpo) == 2
-    for r in grpo:
+    sampled = [r for r in recs if r["kind"] == "step" and r["phase"] in ("grpo", "ppo", "dpo")]
+    assert [r["phase"] for r in sampled] == ["grpo", "grpo", "ppo", "dpo"]
+    for r in sampled:
         assert r["tools/calls"] > 0 and r["rollout/turns_mean"] > 1 and r["rollout/observation_tokens"] > 0
         rows = df[df["step"] == r["step"]]
         # the learner counted the policy's tokens only, and the records say which tokens those were
-        assert r["learner/head_positions"] == rows["policy_tokens"].sum() < rows["completion_tokens"].sum()
+        if r["phase"] == "grpo":
+            assert r["learner/head_positions"] == rows["policy_tokens"].sum() < rows["completion_tokens"].sum()
+        if r["phase"] == "ppo":  # epochs x minibatches of learner updates over the policy's tokens, and the critic's
+            assert r["learner/head_positions"] == rows["policy_tokens"].sum() / 2 and r["critic/vf_loss"] >= 0
         turns = [json.loads(t) for t in rows["turns"]]
         calls = [t for ts in turns for t in ts if t["role"] == "tool"]
         assert len(calls) == r["tools/calls"] and all(t["tool"] == "search" and t["doc_ids"] for t in calls
                                                        if t["status"] == "ok")
         assert r["tools/errors"] == sum(t["status"] != "ok" for t in calls)
+    traces = [json.loads(x) for x in (run / "rs_sft-rs_sft.jsonl").read_text().splitlines()]
+    kept = next(x for x in recs if "rs_sft/kept" in x)
+    assert len(traces) == kept["rs_sft/kept"] and all(len(t["policy_mask"]) == len(t["completion_ids"]) for t in traces)
     # stopped after the first GRPO step (a checkpoint every step), then resumed: the same samples as the whole run
     part = subprocess.run([*args(tmp_path / "split"), "--max-steps", "7"], cwd=ROOT, capture_output=True, text=True,
                           timeout=1200)
@@ -61,7 +72,7 @@ def test_sft_on_gold_traces_then_grpo_with_search_and_resume(shared_data, tmp_pa
                           timeout=1200)
     assert rest.returncode == 0, rest.stderr[-3000:]
     split = rollout_records.read(tmp_path / "split" / "xquad-en-search")
-    for step in (7, 8):
+    for step in sorted(set(df["step"]) - set(range(1, 7))):  # grpo, grpo, ppo, dpo
         a = df[df["step"] == step].sort_values(["prompt", "sample"])
         b = split[split["step"] == step].sort_values(["prompt", "sample"])
         untimed = lambda col: [[{k: v for k, v in t.items() if k != "seconds"} for t in json.loads(x)]  # noqa: E731

@@ -72,7 +72,7 @@ def _critic_steps(critic, shard):
     rows = shard if shard is not None else list(range(len(prompts)))
     pick = lambda xs: [xs[i] for i in rows]  # noqa: E731
     total = sum(len(c) for c in comps)
-    return [critic.train_values(pick(prompts), pick(comps), pick(old), pick(ret), 0.2, total)], prompts, comps
+    return [critic.train_values(pick(prompts), pick(comps), pick(old), pick(ret), None, 0.2, total)], prompts, comps
 
 
 def _make(folder, kind):

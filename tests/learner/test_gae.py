@@ -125,3 +125,22 @@ def test_gae_refuses_bad_arguments(bad):
 def test_token_rewards_refuse_an_empty_completion():
     with pytest.raises(ValueError, match="at least one valid token"):
         token_rewards(torch.tensor([1.0, 1.0]), torch.tensor([[1, 0], [0, 0]]))
+
+
+def test_ppo_advantages_over_interior_holes_equal_those_of_the_policy_tokens_alone():
+    """A multi-turn sample [A obs B]: GAE, the k1 rewards and whitening over A and B are those of the row [A B]
+    (the observation's values, logprobs and position in between change nothing); 0 at the observation."""
+    from learner.advantages import ppo_advantages
+
+    gen = torch.Generator().manual_seed(0)
+    holes = torch.tensor([[1, 1, 0, 0, 0, 1, 1], [1, 0, 1, 1, 1, 1, 0]])  # [B, T]; row 1 ends one token early
+    v, lp, ref = (torch.randn(2, 7, generator=gen) for _ in range(3))
+    rewards = torch.tensor([1.0, -0.5])
+    adv, ret, m = ppo_advantages(rewards, holes, lp, ref, v, 0.1, 0.99, 0.95, whiten=True)
+    keep = holes.bool()
+    pack = lambda x: torch.stack([torch.cat([x[0][keep[0]], x[0].new_zeros(1)]), x[1][keep[1]]])  # noqa: E731
+    dense = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])  # the same tokens, side by side
+    adv2, ret2, m2 = ppo_advantages(rewards, dense, pack(lp), pack(ref), pack(v), 0.1, 0.99, 0.95, whiten=True)
+    assert adv[keep].tolist() == pytest.approx(adv2[dense.bool()].tolist(), abs=1e-6)
+    assert ret[keep].tolist() == pytest.approx(ret2[dense.bool()].tolist(), abs=1e-6)
+    assert (adv[~keep] == 0).all() and m == pytest.approx(m2)

@@ -74,7 +74,7 @@ def test_critic_step_is_the_same_for_any_cut_of_the_batch(tmp_path):
     for mbs in (5, 2):
         critic = Critic(folder, lr=1e-5, micro_batch_size=mbs, threads=1)
         old = critic.values(prompts, completions)
-        m = critic.train_values(prompts, completions, old, returns, clip_eps=0.2)
+        m = critic.train_values(prompts, completions, old, returns, None, clip_eps=0.2)
         out[mbs] = m, {n: p.grad for n, p in critic.model.named_parameters()}  # lm_head: None, never runs
     (m5, g5), (m2, g2) = out[5], out[2]
     assert m2["vf_loss"] == pytest.approx(m5["vf_loss"], rel=1e-5) and "explained_var" not in m2

@@ -1,14 +1,15 @@
 """Multi-turn samples through the learner (issue 28): a completion of policy spans with tool observations between them
 (`policy_mask` 0 there). Equivalence: a sample [prompt | A obs B] trains exactly like the two single-turn rows
 [prompt | A] and [prompt A obs | B] (causal attention: B's logprobs see the same context either way), under token-mean
-aggregation, in loss, KL, entropy, token counts and the update. Invariance: what old/ref logprobs or advantages say at
+aggregation, in loss, KL, entropy, token counts and the update; so does the PPO critic's value loss. DPO sums a
+completion's log-probability over the policy's tokens only. Invariance: what old/ref logprobs or advantages say at
 observation positions changes nothing."""
 import copy
 
 import pytest
 import torch
 
-from common.types import TrainBatch
+from common.types import DPOParams, PreferenceBatch, TrainBatch
 from learner.policy import AlgoParams
 from tests.learner.test_policy import assert_same_params, folder, make_learner, params  # noqa: F401
 from tests.tiny_models import random_ids
@@ -108,3 +109,51 @@ def test_sft_on_a_gold_trace_trains_like_its_policy_spans_alone(folder):  # noqa
     mb = b.sft_step(single.prompt_ids, single.completion_ids)
     assert ma["sft/loss"] == pytest.approx(mb["sft/loss"], rel=1e-5)
     assert_same_params(params(a), params(b), atol=1e-6)
+
+
+def spans_of(masks: list[list[int]]) -> list[tuple[int, int, int]]:
+    """(row, start, length) of every run of policy tokens, row by row: the order two_turn's single rows take."""
+    out = []
+    for i, mask in enumerate(masks):
+        t = 0
+        while t < len(mask):
+            start = t
+            while t < len(mask) and mask[t] == mask[start]:
+                t += 1
+            if mask[start]:
+                out.append((i, start, t - start))
+    return out
+
+
+def test_the_critic_on_a_two_turn_sample_trains_like_its_policy_spans_alone(folder):  # noqa: F811
+    """The value loss counts the policy's states only; the values there see the same context either way."""
+    from learner.critic import Critic
+
+    multi, single = two_turn(make_learner(folder))
+    a, b = (Critic(folder, lr=1e-4, micro_batch_size=1, threads=1) for _ in range(2))
+    gen = torch.Generator().manual_seed(5)
+    returns = [torch.randn(len(c), generator=gen).tolist() for c in multi.completion_ids]
+    old = a.values(multi.prompt_ids, multi.completion_ids)
+    spans = spans_of(multi.policy_mask)
+    cut = lambda rows: [rows[i][s:s + n] for i, s, n in spans]  # noqa: E731
+    flat = lambda rows: [x for row in rows for x in row]  # noqa: E731
+    assert flat(cut(old)) == pytest.approx(flat(b.values(single.prompt_ids, single.completion_ids)), abs=1e-5)
+    ma = a.train_values(multi.prompt_ids, multi.completion_ids, old, returns, multi.policy_mask, 0.2)
+    mb = b.train_values(single.prompt_ids, single.completion_ids, cut(old), cut(returns), None, 0.2)
+    assert ma["vf_loss"] == pytest.approx(mb["vf_loss"], rel=1e-5) and ma["vf_clip_frac"] == mb["vf_clip_frac"]
+    assert_same_params(params(a), params(b), atol=1e-6)
+
+
+def test_dpo_sums_a_completions_logprobs_over_the_policys_tokens(folder):  # noqa: F811
+    a = make_learner(folder, lr=1e-4)
+    multi, _ = two_turn(a)
+    logp = a.logprobs(multi.prompt_ids, multi.completion_ids)
+    want = [sum(x for x, m in zip(row, mask) if m) for row, mask in zip(logp, multi.policy_mask)]
+    assert want[0] != pytest.approx(sum(logp[0]))  # the observations would count otherwise
+    pair = PreferenceBatch([multi.prompt_ids[0]], [multi.completion_ids[0]], [multi.completion_ids[1]], [0.0], [0.0],
+                           policy_masks=multi.policy_mask[:2])
+    assert pair.tokens() == sum(multi.policy_tokens()[:2])
+    m = a.dpo_step(pair, DPOParams(beta=0.1))
+    assert m["dpo/logps_chosen"] == pytest.approx(want[0], rel=1e-5)
+    assert m["dpo/logps_rejected"] == pytest.approx(want[1], rel=1e-5)
+    assert pair.rows([0]).policy_masks == multi.policy_mask[:2]  # a learner worker's share keeps its masks
