@@ -528,6 +528,69 @@ def nlu_reading(ev: dict[str, dict], best_steps: dict[str, int | None]) -> str:
     return text
 
 
+# ---- search (issue 28) ------------------------------------------------------------------------------------------
+
+SEARCH_ARMS = (("search-none", "no context (the question alone)"),
+               ("search-rag", "top-3 passages of the dense index in the prompt (RAG)"),
+               ("search-tool", "the policy searches the index itself (multi-turn, Search-R1)"))
+
+
+def search(runs: Path, figs: dict) -> list[str]:
+    """Issue 28: XQuAD-en answered with no context, with the top-3 retrieved passages in the prompt, and by a policy
+    that calls the search tool itself, each SFT -> GRPO at one budget and seed from the embedded model, tested on the
+    same 500 questions (paired): F1, tool calls per answer, the share of answers whose gold paragraph was retrieved,
+    turns, tokens, and seconds per GRPO step."""
+    names = [n for n, _ in SEARCH_ARMS if (load(runs / n / "summary.json") or {}).get("finished")]
+    if not names:
+        return ["(the search runs are not there yet)"]
+    label = dict(SEARCH_ARMS)
+    lines = ["Training budget, every arm: " + budget(runs / names[0]) + ". From the embedded model, the same seed and "
+             "splits; the SFT targets are the gold answers (the search arm: gold search traces, `<search>question"
+             "</search>`, the tool's real observation, `<answer>span</answer>`, observations masked out of the loss, "
+             "since the 135M model never calls the tool on its own); best checkpoint by F1 on 200 validation "
+             "questions; every checkpoint tested once on the same 500 test questions.", "",
+             *head("arm", "checkpoint", "F1 [95% CI]", "EM", "tool calls per answer", "gold paragraph retrieved",
+                   "policy turns", "completion tokens (policy)", "n")]
+    ev = {n: evals_of(runs, [n]) for n in names}
+    for n in names:
+        for key, what in (("test-base", "base model"), ("test-sft", "SFT"), ("test-best", "SFT -> GRPO, best"),
+                          ("test-last", "SFT -> GRPO, final")):
+            r = ev[n].get(key)
+            if r is None:
+                continue
+            get = lambda k, fmt="{:.2f}": fmt.format(r[k]) if k in r else "-"  # noqa: E731
+            tokens = f"{r['completion_tokens']:.0f} ({r['policy_tokens']:.0f})" if "completion_tokens" in r \
+                else f"{r['len']:.0f}"
+            lines.append(row(label[n], what, ci(r, "f1"), f"{r['em']:.3f}", get("tool_calls"),
+                             get("gold_retrieved", "{:.3f}"), get("turns"), tokens, r["n"]))
+    lines.append("")
+    best = {n: ev[n]["test-best"] for n in names if "test-best" in ev[n]}
+    for a, b in (("search-none", "search-tool"), ("search-rag", "search-tool"), ("search-none", "search-rag")):
+        if a in best and b in best:
+            lines.append(f"- {comparison(best[a], best[b], 'f1', (a, b))}")
+    for n in names:
+        if "test-sft" in ev[n] and "test-best" in ev[n]:
+            lines.append(f"- {comparison(ev[n]['test-sft'], ev[n]['test-best'], 'f1', (n + ' SFT', n + ' best'))}")
+    lines += ["", *head("arm", "s per GRPO step (generate / learn)", "tool calls per sample", "observation tokens "
+                        "per sample", "learner tokens per sample", "validation F1: SFT end -> best (step)")]
+    for n in names:
+        recs = read_records(runs / n / "metrics.jsonl")
+        steps = [r for r in recs if r.get("kind") == "step" and r.get("phase") == "grpo"]
+        evs = [r for r in recs if r.get("kind") == "eval"]
+        if not steps:
+            continue
+        mean = lambda k: statistics.fmean(r.get(k, 0.0) for r in steps)  # noqa: E731
+        samples = mean("sampling/samples_per_update")
+        sft_end = next((r for r in evs if r.get("phase") == "sft"), None)
+        top = max(evs, key=lambda r: r.get("eval/f1", -1.0)) if evs else None
+        lines.append(row(label[n], f"{mean('timing/step'):.1f} ({mean('timing/generate'):.1f} / "
+                         f"{mean('timing/learn'):.1f})", f"{mean('tools/calls_per_sample'):.2f}",
+                         f"{mean('rollout/observation_tokens'):.0f}",
+                         f"{mean('learner/tokens_forward') / samples:.0f}",
+                         f"{sft_end['eval/f1']:.3f} -> {top['eval/f1']:.3f} ({top['step']})" if sft_end and top else "-"))
+    return lines + ["", "Where the samples went:", "", *gradient_table(runs, names)]
+
+
 # ---- the document -------------------------------------------------------------------------------------------
 
 HOW = """| recipe | command | reproduces |
@@ -537,6 +600,7 @@ HOW = """| recipe | command | reproduces |
 | arithmetic GRPO | `python jobs/train.py --config jobs/configs/arithmetic_grpo.yaml --local` | the same paper, GRPO side: lr 5e-6, 2 prompts x group 4, KL 0.05 (squared log-ratio), T 0.7, top-p 0.9, 100 steps, eval every 10, mean-only advantages |
 | Countdown GRPO -> RS-SFT -> GRPO | `python jobs/train.py --config jobs/configs/countdown_grpo_rs_grpo.yaml --local` | the multi-stage paper: GRPO, SFT on the policy's own correct traces, GRPO again; clip 0.25 |
 | domain QA SFT -> GRPO | `python jobs/train.py --config jobs/configs/domain_qa_sft_grpo.yaml --local` | the domain-QA system: MiniLM similarity reward - repetition penalty; similarity accuracy, repetition, length, consistency |
+| XQuAD-en with a search tool | `python jobs/train.py --config jobs/configs/xquad_en_search_grpo.yaml --local` (with an `sft` phase first, as `bench/recipes.py --only search` runs it) | Search-R1: the policy writes `<search>query</search>`, the dense index's top-3 passages come back in `<information>`, reward = the MLQA paper's QA reward on the final `<answer>` |
 | QNLI SFT / GRPO / PPO, LoRA | `python jobs/train.py --config jobs/configs/qnli_ppo_lora.yaml --local` (or `qnli_sft`, `qnli_grpo_lora`) | the NLU paper: PPO with a critic and LoRA rank 16 on label tasks, against SFT, GRPO and zero/few-shot; a Bradley-Terry reward model (`jobs/reward_model.py`) for PPO-RM |
 
 Every preset also runs under `ray job submit` and with `--inprocess`; `jobs/eval.py --run <run dir> --split test`
@@ -616,7 +680,9 @@ def write_report(runs: Path, out: Path, command: str | None = None) -> None:
                ("MLQA: SFT -> GRPO, another estimator and more exploration, from one SFT model", "mlqa-grpo-rppb",
                 mlqa_estimator),
                ("Countdown, easy level: format cold start, then GRPO -> RS-SFT -> GRPO", "countdown-easy",
-                countdown_easy)]
+                countdown_easy),
+               ("XQuAD-en with search: no context, top-3 RAG, and the policy calling the search tool", "search-tool",
+                search)]
     body, kept = [], False
     earlier_machine = earlier_machine_of(out)
     for heading, probe, build in recipes:

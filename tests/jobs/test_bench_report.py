@@ -416,3 +416,40 @@ def test_a_recipe_that_shares_a_run_does_not_rebuild_an_older_section_from_part_
     text = out.read_text()
     assert f"## {arith}\n\nMeasured on: Old CPU.\n\n| SFT | 0.465 |" in text
     assert f"## {nlu}\n\nMeasured on: Old CPU.\n\n| SFT | 0.520 |" in text
+
+
+def test_search_compares_the_three_arms_paired_and_reads_the_tool_figures(tmp_path):
+    import json
+
+    f1 = {"search-none": [0, 0, 0, 0.5], "search-rag": [1, 0, 0, 0.5], "search-tool": [1, 1, 0, 0.5]}
+    for name, scores in f1.items():
+        run = tmp_path / name
+        (run / "eval").mkdir(parents=True)
+        (run / "config.yaml").write_text("train: {phases: [{kind: sft, steps: 2, batch_size: 8}, {kind: grpo, steps: "
+                                         "2, prompts_per_step: 4}]}\n")
+        tool = name == "search-tool"
+        recs = [*[{"kind": "step", "step": i, "phase": "sft", "timing/step": 1.0} for i in (1, 2)],
+                {"kind": "eval", "step": 2, "phase": "sft", "eval/f1": 0.4},
+                *[{"kind": "step", "step": 2 + i, "phase": "grpo", "timing/step": 10.0 * i, "timing/generate": 2.0,
+                   "timing/learn": 6.0, "sampling/prompts_drawn": 4, "sampling/signal_frac": 0.5,
+                   "sampling/groups_kept": 4, "sampling/samples_per_update": 16, "learner/tokens_forward": 1600.0,
+                   **({"tools/calls_per_sample": 1.0, "rollout/observation_tokens": 90.0} if tool else {})}
+                  for i in (1, 2)],
+                {"kind": "eval", "step": 4, "phase": "grpo", "eval/f1": 0.5}]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (run / "summary.json").write_text(json.dumps({"finished": True}))
+        extra = {"tool_calls": 1.0, "gold_retrieved": 0.75, "turns": 2.0, "completion_tokens": 120.0,
+                 "policy_tokens": 30.0} if tool else {"gold_retrieved": 0.9} if name == "search-rag" else {}
+        (run / "eval" / "test-best.json").write_text(json.dumps({**_qa(scores), **extra}))
+        (run / "eval" / "test-sft.json").write_text(json.dumps(_qa([0, 0, 0, 0.5])))
+    text = "\n".join(recipes_report.search(tmp_path, {}))
+    assert "sft: 2 steps x 8 = 16 examples; grpo: 2 steps x 4 prompts x 4 samples = 32 samples" in text
+    assert ("| the policy searches the index itself (multi-turn, Search-R1) | SFT -> GRPO, best | 0.625 [0.000, 1.000] | "
+            "0.500 | 1.00 | 0.750 | 2.00 | 120 (30) | 4 |") in text
+    assert "| top-3 passages of the dense index in the prompt (RAG) | SFT -> GRPO, best | 0.375 [0.000, 1.000] | 0.250 " \
+           "| - | 0.900 | - | 5 | 4 |" in text
+    assert "- search-tool - search-rag: +0.250 f1" in text and "- search-rag - search-none: +0.250 f1" in text
+    assert "- search-tool - search-none: +0.500 f1" in text and "- search-tool best - search-tool SFT: +0.500" in text
+    assert "| the policy searches the index itself (multi-turn, Search-R1) | 15.0 (2.0 / 6.0) | 1.00 | 90 | 100 | " \
+           "0.400 -> 0.500 (4) |" in text
+    assert recipes_report.search(tmp_path / "nothing", {}) == ["(the search runs are not there yet)"]
