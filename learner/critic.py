@@ -43,34 +43,58 @@ class ValueModel(torch.nn.Module):
         return self.head(torch.gather(hidden, 1, idx)).squeeze(-1)  # [B, T]
 
 
+def _value_pass(model, ids, attn, pos, autocast: bool) -> torch.Tensor:
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
+        return model(ids, attn, pos).float()  # [b, T]
+
+
 class Critic:
     def __init__(self, model_path: str, lr: float = 1e-5, total_steps: int = 1, warmup_ratio: float = 0.0,
                  schedule: str = "constant", grad_clip: float = 1.0, micro_batch_size: int = 4,
                  threads: int | None = None, seed: int = 0, precision: str = "fp32",
-                 max_tokens_per_micro_batch: int | str | None = None):
+                 max_tokens_per_micro_batch: int | str | None = None, sharding: str = "replicate",
+                 offload: bool = False):
         set_threads(threads)
         self.device, self.seed = pick_device(), seed
-        self.model = ValueModel(load_lm(model_path), seed).to(self.device)
+        self.sharding, self.offload = sharding, offload  # fsdp: on the CPU until init_data_parallel shards it
+        self.model = ValueModel(load_lm(model_path), seed).to(self.device if sharding == "replicate" else "cpu")
         self.choice = decide(precision, self.device.type, model_dims(self.model.lm.config))  # as the learner's
         self.bf16 = self.choice.precision == "bf16"
         self.pad_id = load_tokenizer(model_path).pad_token_id
         self.micro_batch_size, self.grad_clip = micro_batch_size, grad_clip
         self.max_tokens = token_budget(max_tokens_per_micro_batch, self.device.type)
+        self.autocast = self.bf16  # sharded: FSDP's mixed precision instead (learner/fsdp.py)
         self.reset_optimizer(lr, total_steps, warmup_ratio, schedule)
         self.dp = None  # learner/distributed.py DataParallel, with learner.workers > 1 (one critic per worker)
+        self.root = None  # learner/fsdp.py Call, with learner.sharding=fsdp
 
     def init_data_parallel(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
-        """Join the critic workers' group (every worker at once); they stay identical, as the learner's."""
+        """Join the critic workers' group (every worker at once); replicated, they stay identical, as the
+        learner's; sharded (`sharding`), each holds its part of the value model and its optimizer state."""
         from learner.distributed import DataParallel
 
         self.dp = DataParallel(host, port, world_size, rank, backend)
+        if self.sharding == "fsdp":
+            from learner import fsdp
+
+            mesh = fsdp.init_default_group(self.dp.group.store, rank, world_size, backend, self.dp.timeout_s)
+            self.root = fsdp.shard(self.model, mesh, self.bf16, self.offload)
+            self.dp.sharded, self.autocast = True, False
+            self.reset_optimizer(*self.opt_args)
 
     def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str) -> None:
+        self.opt_args = (lr, total_steps, warmup_ratio, schedule)
         self.opt, self.sched = optim.make_optimizer(self.model.parameters(), "adamw", lr, total_steps, warmup_ratio,
                                                     schedule)
 
     def start_from(self, named_arrays=None, model_path: str | None = None) -> None:
         """A phase's critic: the policy's weights now (named_arrays) or a model folder, with a fresh head."""
+        if self.root is not None:  # sharded: each worker keeps its part of the whole weights
+            from learner.fsdp import load_full
+
+            load_full(self.model.lm, named_arrays if model_path is None else load_lm(model_path).state_dict().items())
+            self.model.reset_head(self.seed)
+            return
         if model_path is not None:
             self.model = ValueModel(load_lm(model_path), self.seed).to(self.device)
         else:
@@ -81,8 +105,14 @@ class Critic:
         return self.choice.as_dict()
 
     def _values(self, ids, attn, pos) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(ids, attn, pos).float()  # [b, T]
+        if self.root is not None:  # one root forward of the sharded model (learner/fsdp.py)
+            return self.root(_value_pass, ids, attn, pos, self.autocast)
+        return _value_pass(self.model, ids, attn, pos, self.autocast)  # [b, T]
+
+    def _dummy_loss(self) -> torch.Tensor:
+        """A sharded worker with fewer micro-batches than the others: a one-row pass worth 0."""
+        ids = torch.full((1, 2), self.pad_id, dtype=torch.long, device=self.device)
+        return self._values(ids, torch.ones_like(ids), torch.zeros((1, 1), dtype=torch.long, device=self.device)).sum() * 0.0
 
     def _batches(self, prompt_ids, completion_ids):
         for sl, _ in chunks(prompt_ids, self.micro_batch_size, completion_ids, self.max_tokens, share=False):
@@ -120,7 +150,7 @@ class Critic:
             return loss * share, m, share
 
         return optim.accumulate(self.model, self.opt, self.sched, self._batches(prompt_ids, completion_ids), loss_of,
-                                self.grad_clip, dp=self.dp)
+                                self.grad_clip, dp=self.dp, dummy=self._dummy_loss)
 
     def save(self, path: str) -> None:
         from pathlib import Path

@@ -34,8 +34,13 @@ class DataParallel:
         from common.collective import SyncGroup
 
         self.group = SyncGroup(host, port, world_size, rank, backend, timeout_s)
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.timeout_s = rank, world_size, timeout_s
         self.calls = 0
+        self.sharded = False  # FSDP workers (learner/fsdp.py): set when the model is sharded
+
+    def max_count(self, n: int) -> int:
+        """The largest `n` over the workers (the micro-batches every sharded worker runs)."""
+        return int(self._all_reduce(torch.tensor([n], dtype=torch.int64), "max").item())
 
     def _all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         self.group.all_reduce(tensor, op)

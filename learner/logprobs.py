@@ -69,7 +69,7 @@ def group_runs(prompt_ids: list[list[int]]) -> list[tuple[int, int]]:
 
 
 def grouped_prompt_hidden(model, prompts: list[list[int]], sizes: list[int], completions: list[list[int]],
-                          pad_id: int, device: torch.device | str = "cpu"):
+                          pad_id: int, device: torch.device | str = "cpu", two_passes: bool = False):
     """Hidden states [B, T, H] at the completion-predicting positions for n groups (group g: prompt `prompts[g]` and the next `sizes[g]` of the B completions),
     running each prompt once.
 
@@ -79,6 +79,8 @@ def grouped_prompt_hidden(model, prompts: list[list[int]], sizes: list[int], com
     cache, so values and gradients equal B separate padded passes (tested), at a fraction of the cost: a prompt
     (~300 tokens here) dominates each sequence (~50 tokens of completion), so a group of 4 costs ~1.5 sequences
     instead of 4, and packing several groups gives each matmul n times the rows. Returns (hidden, targets, mask).
+    `two_passes`: run pass 2 even for one-token completions (on a masked pad token, its output weighted 0), so that
+    the body runs twice whatever the data (FSDP workers in lockstep: learner/fsdp.py).
     """
     body, _ = body_and_head(model)
     n, B = len(prompts), len(completions)
@@ -102,10 +104,15 @@ def grouped_prompt_hidden(model, prompts: list[list[int]], sizes: list[int], com
     out = body(input_ids=ids, attention_mask=p_mask if n > 1 else None, use_cache=True)
     hidden = out.last_hidden_state  # [n, P, H]
     h_last = hidden[row, lens[row] - 1].unsqueeze(1)  # [B, 1, H] each prompt's last output predicts token 0
-    if T == 1:
+    if T == 1 and not two_passes:
         return h_last, targets, mask
     cache = out.past_key_values
     cache.reorder_cache(row)  # index_select of each completion's group: differentiable
+    if T == 1:  # lockstep: the second pass over one masked token, whose output adds 0 (its backward still runs)
+        attn = torch.cat([p_mask[row], torch.zeros_like(mask, dtype=torch.long)], dim=1)  # [B, P+1]
+        rest = body(input_ids=torch.full_like(targets, pad_id), attention_mask=attn,
+                    position_ids=lens[row].unsqueeze(1), past_key_values=cache, use_cache=True).last_hidden_state
+        return h_last + 0.0 * rest, targets, mask  # [B, 1, H]
     attn = torch.cat([p_mask[row], mask[:, : T - 1].long()], dim=1)  # [B, P+T-1]
     pos = lens[row].unsqueeze(1) + torch.arange(T - 1, device=device).unsqueeze(0)  # [B, T-1]
     rest = body(input_ids=targets[:, : T - 1], attention_mask=attn, position_ids=pos,
@@ -200,19 +207,22 @@ def chunks(prompt_ids: list[list[int]], micro_batch_size: int | None, completion
     return out
 
 
-def chunk_hidden(model, prompt_ids, completion_ids, pad_id: int, sl: slice, shared: bool):
+def chunk_hidden(model, prompt_ids, completion_ids, pad_id: int, sl: slice, shared: bool, uniform: bool = False):
     """(hidden [b, T, H], head, targets [b, T], mask [b, T]) for one chunk from `chunks`, on the model's device: the
     body's output at the completion-predicting positions and the LM head to apply to it (`head_logprobs`).
-    Encoder-decoder models give their logits [b, T, V] and head None (their prompt is the encoder's input)."""
+    Encoder-decoder models give their logits [b, T, V] and head None (their prompt is the encoder's input).
+    `uniform`: every chunk through the shared-prompt path with two body passes (a row of its own is a group of
+    one), so the body runs the same number of times in every chunk (FSDP workers in lockstep: learner/fsdp.py)."""
     device = next(model.parameters()).device
     if getattr(model.config, "is_encoder_decoder", False):
         logits, tgt, mask = seq2seq_logits(model, prompt_ids[sl], completion_ids[sl], pad_id, device)
         return logits, None, tgt, mask
     _, head = body_and_head(model)
-    if shared:
+    if shared or uniform:
         runs = group_runs(prompt_ids[sl])
         hidden, tgt, mask = grouped_prompt_hidden(model, [prompt_ids[sl.start + a] for a, _ in runs],
-                                                  [b - a for a, b in runs], completion_ids[sl], pad_id, device)
+                                                  [b - a for a, b in runs], completion_ids[sl], pad_id, device,
+                                                  two_passes=uniform)
         return hidden, head, tgt, mask
     ids, attn, pos, tgt, mask = (t.to(device) for t in pad_batch(prompt_ids[sl], completion_ids[sl], pad_id))
     return completion_hidden(model, ids, attn, pos), head, tgt, mask
@@ -304,19 +314,27 @@ def from_ragged(rows: list[list[float]], T: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sequence_logprobs(model, prompt_ids, completion_ids, pad_id: int, micro_batch_size: int | None,
-                      autocast_bf16: bool = False, max_tokens: int | None = None) -> list[list[float]]:
+                      autocast_bf16: bool = False, max_tokens: int | None = None, run=None) -> list[list[float]]:
     """Logprobs of every completion token under `model` (no grad), in micro-batches of `chunks` over the rows in
-    `length_order`; returned in the callers' order."""
+    `length_order`; returned in the callers' order. `run(fn, *args)`: how a pass reaches the model (a sharded
+    model's root, learner/fsdp.py; default `fn(model, *args)`); every worker of a sharded model calls this with the
+    same rows."""
     order = length_order(prompt_ids, completion_ids)
     p, c = [prompt_ids[i] for i in order], [completion_ids[i] for i in order]
     out: list[list[float]] = [[] for _ in order]
     device = next(model.parameters()).device
+    run = run or (lambda fn, *args: fn(model, *args))
     done = 0
     for sl, shared in chunks(p, micro_batch_size, c, max_tokens):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-            hidden, head, tgt, mask = chunk_hidden(model, p, c, pad_id, sl, shared)
-            logp, _, _ = head_logprobs(head, hidden, tgt, mask)
+        logp, mask = run(_logprobs_pass, p, c, pad_id, sl, shared, device.type, autocast_bf16)
         for row in to_ragged(logp, mask):
             out[order[done]] = row
             done += 1
     return out
+
+
+def _logprobs_pass(model, p, c, pad_id, sl, shared, device_type, autocast_bf16):
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast_bf16):
+        hidden, head, tgt, mask = chunk_hidden(model, p, c, pad_id, sl, shared)
+        logp, _, _ = head_logprobs(head, hidden, tgt, mask)
+    return logp, mask

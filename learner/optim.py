@@ -68,25 +68,37 @@ def make_optimizer(params, kind: str, lr: float, total_steps: int, warmup_ratio:
 
 def accumulate(model: torch.nn.Module, opt: torch.optim.Optimizer, sched, micro_batches: Iterable[MicroBatch],
                loss_fn: Callable[[MicroBatch], tuple[torch.Tensor, dict[str, float], float]],
-               grad_clip: float | None = None, total_weight: float = 1.0, dp=None) -> dict[str, float]:
+               grad_clip: float | None = None, total_weight: float = 1.0, dp=None,
+               dummy: Callable[[], torch.Tensor] | None = None) -> dict[str, float]:
     """One optimizer step over `micro_batches` (see the module docstring): `loss_fn(micro_batch)` gives (loss, its
     term of the batch's loss; metrics; weight, its weight in the metrics' means). Returns the metrics and
     "grad_norm" (before clipping), "lr" (after the schedule's step). With `dp` (learner workers,
     learner/distributed.py) the micro-batches are this worker's share of the batch: gradients and metric sums are
-    summed over the workers before the clip and the step, and `total_weight` is the whole batch's."""
+    summed over the workers before the clip and the step, and `total_weight` is the whole batch's. Sharded workers
+    (FSDP, learner/fsdp.py) reduce gradients in the backward passes themselves, and must run as many passes as each
+    other: a worker with fewer micro-batches runs `dummy()` passes (a loss of 0 whose backward runs) to match."""
     model.train()
     opt.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
-    for micro_batch in micro_batches:
+    sharded = dp is not None and dp.sharded
+    items = list(micro_batches) if sharded else micro_batches
+    # agreed before any pass: a worker waiting in this all-reduce while another is in a pass would hang both
+    lockstep = dp.max_count(len(items)) - len(items) if sharded else 0
+    for micro_batch in items:
         loss, metrics, weight = loss_fn(micro_batch)
         loss.backward()
         for k, v in metrics.items():
             sums[k] = max(sums.get(k, v), v) if k.endswith("_max") else sums.get(k, 0.0) + v * weight
+    for _ in range(lockstep):
+        dummy().backward()
     params = [p for group in opt.param_groups for p in group["params"]]
     if dp is not None:  # learner workers (learner/distributed.py): the batch's gradient and metric sums
-        dp.reduce_grads(params)
+        if not sharded:
+            dp.reduce_grads(params)
         sums = dp.reduce_metrics(sums)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, math.inf if grad_clip is None else grad_clip)
+    if hasattr(grad_norm, "full_tensor"):  # sharded gradients: the norm over the whole model
+        grad_norm = grad_norm.full_tensor()
     opt.step()
     sched.step()
     model.eval()

@@ -131,11 +131,14 @@ class Learner:
                  schedule: str = "cosine", weight_decay: float = 0.0, grad_clip: float = 1.0,
                  micro_batch_size: int | None = 4, precision: str = "fp32", threads: int | None = None,
                  gradient_checkpointing: bool = False, seed: int = 0, optimizer: str = "adamw",
-                 lora: lora_lib.LoraSpec | None = None, max_tokens_per_micro_batch: int | str | None = None):
+                 lora: lora_lib.LoraSpec | None = None, max_tokens_per_micro_batch: int | str | None = None,
+                 sharding: str = "replicate", offload: bool = False):
         set_threads(threads)
         torch.manual_seed(seed)
         self.device = pick_device()
-        self.model = load_lm(model_path).to(self.device)
+        # fsdp: the whole model stays on the CPU until init_data_parallel shards it onto the device layer by layer
+        self.sharding, self.offload = sharding, offload
+        self.model = load_lm(model_path).to(self.device if sharding == "replicate" else "cpu")
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.lora = lora
@@ -148,23 +151,44 @@ class Learner:
         self.max_tokens = token_budget(max_tokens_per_micro_batch, self.device.type)
         self.choice = decide(precision, self.device.type, model_dims(self.model.config))  # 'auto': measured here
         self.precision, self.bf16 = self.choice.precision, self.choice.precision == "bf16"
+        self.autocast = self.bf16  # sharded: FSDP's mixed precision instead (learner/fsdp.py)
         self.grad_clip = grad_clip
-        self.reset_optimizer(lr, total_steps, warmup_ratio, schedule, weight_decay)
+        self.opt_args = (lr, total_steps, warmup_ratio, schedule, weight_decay)
+        self.reset_optimizer(*self.opt_args)
         # Exact full-vocabulary KL needs the reference's logits at every completion position; shipping
         # B*T*V floats between actors costs more than holding a frozen copy here, so it lives here.
         self.full_ref = None
         self.updates = 0
         self.dp = None  # learner/distributed.py DataParallel, with learner.workers > 1
+        self.root = None  # learner/fsdp.py Call: the sharded model's root, with learner.sharding=fsdp
 
     def init_data_parallel(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
-        """Join the learner workers' group (every worker at once: a rendezvous). The workers start from the same
-        weights and optimizer state and take the same steps."""
+        """Join the learner workers' group (every worker at once: a rendezvous). Replicated workers start from the
+        same weights and optimizer state and take the same steps; sharded ones (the constructor's `sharding`) shard
+        the model and the optimizer state over the group here (learner/fsdp.py)."""
         from learner.distributed import DataParallel
 
         if self.lora is not None:
             raise ValueError("learner.workers > 1 with learner.lora is not supported yet; use one learner worker "
                              "with LoRA")
         self.dp = DataParallel(host, port, world_size, rank, backend)
+        if self.sharding == "fsdp":
+            from learner import fsdp
+
+            mesh = fsdp.init_default_group(self.dp.group.store, rank, world_size, backend, self.dp.timeout_s)
+            self.root = fsdp.shard(self.model, mesh, self.bf16, self.offload)
+            self.dp.sharded, self.autocast = True, False
+            self.reset_optimizer(*self.opt_args)  # over this worker's shards
+
+    def _run(self, fn, *args):
+        """`fn(model, *args)`: through the sharded model's root (one FSDP forward: learner/fsdp.py), or directly."""
+        return self.root(fn, *args) if self.root is not None else fn(self.model, *args)
+
+    def _dummy_loss(self) -> torch.Tensor:
+        """A sharded worker with fewer micro-batches than the others: a one-row pass worth 0 (learner/fsdp.py)."""
+        p = self.pad_id
+        logp, _, _, _ = self._run(_policy_pass, [[p, p]], [[p]], p, slice(0, 1), True, True, self.autocast)
+        return logp.sum() * 0.0
 
     def precision_choice(self) -> dict:
         return self.choice.as_dict()
@@ -215,7 +239,7 @@ class Learner:
         out = optim.accumulate(self.model, self.opt, self.sched,
                                enumerate(self.micro_batches(batch.prompt_ids, batch.completion_ids)),
                                lambda chunk: self._chunk_loss(batch, algo, denom, norm_len, *chunk, work),
-                               self.grad_clip, total_weight=max(tokens, 1.0), dp=self.dp)
+                               self.grad_clip, total_weight=max(tokens, 1.0), dp=self.dp, dummy=self._dummy_loss)
         self.updates += 1
         if self.dp is not None:  # the batch's work, summed over the learner workers like the other metrics
             work = self.dp.reduce_metrics(work)
@@ -225,12 +249,10 @@ class Learner:
                     chunk: tuple[slice, bool], work: dict) -> tuple[torch.Tensor, dict, float]:
         """(loss, metrics, valid tokens) of one micro-batch: the policy loss over the batch's denominator."""
         sl, shared = chunk
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            hidden, head, tgt, mask = chunk_hidden(self.model, batch.prompt_ids, batch.completion_ids,
-                                                   self.pad_id, sl, shared)  # [b, T, H]
-            ref_pair = self._full_ref_hidden(batch, sl, shared) if self.full_ref is not None else None
-            logp, entropy, kl_mat = head_logprobs(head, hidden, tgt, mask, entropy=True, ref=ref_pair)  # [b, T]
-        T, dev = mask.shape[1], self.device
+        logp, entropy, kl_mat, mask = self._run(_policy_pass, batch.prompt_ids, batch.completion_ids, self.pad_id, sl,
+                                                shared, self.root is not None, self.autocast, True,
+                                                self.full_ref)  # [b, T] each
+        T, dev = mask.shape[1], mask.device
         if batch.policy_mask is not None:  # multi-turn: observation tokens are context, never the policy's choice
             mask = mask * from_ragged(batch.policy_mask[sl], T).to(dev)  # [b, T]
         engine_old = from_ragged(batch.old_logprobs[sl], T).to(dev)  # [b, T] what the engine sampled with
@@ -266,13 +288,6 @@ class Learner:
         work["micro_batches"] += 1
         return loss, m, valid
 
-    def _full_ref_hidden(self, batch: TrainBatch, sl: slice, shared: bool) -> tuple:
-        """(head, hidden [b, T, H]) of the frozen copy for one micro-batch: the full KL's other side."""
-        with torch.no_grad():
-            hidden, head, _, _ = chunk_hidden(self.full_ref, batch.prompt_ids, batch.completion_ids, self.pad_id, sl,
-                                              shared)
-        return head, hidden
-
     # ---- DPO ------------------------------------------------------------------------------------
     def pair_micro_batches(self, batch: PreferenceBatch) -> list[list[int]]:
         """Pairs in micro-batches (lists of pair indices): a pair's two sequences always share a micro-batch (its
@@ -298,10 +313,8 @@ class Learner:
 
         def loss_of(pairs: list[int]) -> tuple[torch.Tensor, dict, float]:
             prompts, completions = _pair_rows(batch, pairs)  # chosen, rejected, chosen, ... (shared prompt runs)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                hidden, head, tgt, mask = chunk_hidden(self.model, prompts, completions, self.pad_id,
-                                                       slice(0, len(prompts)), True)
-                logp, _, _ = head_logprobs(head, hidden, tgt, mask)  # [2b, T]
+            logp, _, _, mask = self._run(_policy_pass, prompts, completions, self.pad_id, slice(0, len(prompts)), True,
+                                         self.root is not None, self.autocast)  # [2b, T]
             if batch.policy_masks is not None:  # multi-turn: the policy's tokens only
                 rows = [batch.policy_masks[2 * i + s] for i in pairs for s in (0, 1)]
                 mask = mask * from_ragged(rows, mask.shape[1]).to(mask)  # [2b, T]
@@ -323,7 +336,7 @@ class Learner:
             return losses.sum() / P, m, 1.0  # metrics are sums here: over P below
 
         out = optim.accumulate(self.model, self.opt, self.sched, self.pair_micro_batches(batch), loss_of,
-                               self.grad_clip, total_weight=float(P), dp=self.dp)
+                               self.grad_clip, total_weight=float(P), dp=self.dp, dummy=self._dummy_loss)
         self.updates += 1
         return {f"dpo/{k}": v for k, v in out.items()}
 
@@ -340,20 +353,20 @@ class Learner:
         masks = [target_masks[i] for i in order] if target_masks is not None else None
 
         def nll(chunk: tuple[slice, bool]) -> tuple[torch.Tensor, dict, float]:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                hidden, head, tgt, mask = chunk_hidden(self.model, prompt_ids, target_ids, self.pad_id, *chunk)
-                logp, _, _ = head_logprobs(head, hidden, tgt, mask)  # [b, T]
+            logp, _, _, mask = self._run(_policy_pass, prompt_ids, target_ids, self.pad_id, *chunk,
+                                         self.root is not None, self.autocast)  # [b, T]
             if masks is not None:
                 mask = mask * from_ragged(masks[chunk[0]], mask.shape[1]).to(mask.device)  # [b, T]
             loss = losses.agg_loss(-logp, mask, "token-mean", global_denominator=total)
             return loss, {"loss": loss.item()}, 1.0  # weight 1: the batch's loss is the sum of the terms
 
         m = optim.accumulate(self.model, self.opt, self.sched, self.micro_batches(prompt_ids, target_ids), nll,
-                             self.grad_clip, dp=self.dp)
+                             self.grad_clip, dp=self.dp, dummy=self._dummy_loss)
         return {f"sft/{k}": v for k, v in m.items()}
 
     def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str,
                         weight_decay: float = 0.0) -> None:
+        self.opt_args = (lr, total_steps, warmup_ratio, schedule, weight_decay)
         self.opt, self.sched = optim.make_optimizer(lora_lib.trainable(self.model), self.optimizer, lr, total_steps,
                                                     warmup_ratio, schedule, weight_decay)
 
@@ -365,6 +378,9 @@ class Learner:
         if source is None:
             self.full_ref = None
             return
+        if self.root is not None:  # common/config.py refuses it before any actor starts
+            raise ValueError("kl_kind=full keeps a frozen copy in the learner, which is not sharded: use "
+                             "learner.sharding=replicate or a sampled KL (k1/k2/k3)")
         ref = copy.deepcopy(self.model) if source == "current" else load_lm(source).to(self.device)
         ref.zero_grad(set_to_none=True)
         self.full_ref = ref.eval().requires_grad_(False)
@@ -394,16 +410,16 @@ class Learner:
         else:
             prompt = tok.encode(PROBE_REQUEST)
         ids = torch.tensor([prompt], device=self.device)
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                                      min_new_tokens=n, do_sample=False, pad_token_id=self.pad_id)
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = self._run(_greedy, ids, n, self.pad_id)  # sharded: every worker at once (learner/fsdp.py)
         seq2seq = getattr(self.model.config, "is_encoder_decoder", False)
         completion = out[0, 1:] if seq2seq else out[0, len(prompt):]  # seq2seq: after the decoder start token
         return list(prompt), completion.tolist()[:n]
 
     def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
+        """Every completion token's logprob (no grad); sharded, every worker calls it with the same rows."""
         return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
-                                 self.micro_batch_size, self.bf16, self.max_tokens)
+                                 self.micro_batch_size, self.autocast, self.max_tokens, run=self._run)
 
     def state(self) -> dict[str, torch.Tensor]:
         """The plain model's weights (with LoRA: the adapters merged in), under the plain model's names."""
@@ -472,6 +488,27 @@ class Learner:
         torch.set_rng_state(st["torch_rng"])
         random.setstate(st["py_rng"])
         np.random.set_state(np_state_from_torch(st["np_rng"]))
+
+
+def _policy_pass(model, prompt_ids, completion_ids, pad_id: int, sl: slice, shared: bool, uniform: bool,
+                 autocast: bool, entropy: bool = False, full_ref=None):
+    """One micro-batch through `model` (one root forward of a sharded model): (logp, entropy or None, the exact KL
+    against `full_ref` or None, mask), each [b, T]; learner/logprobs.py does the work."""
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        hidden, head, tgt, mask = chunk_hidden(model, prompt_ids, completion_ids, pad_id, sl, shared, uniform)
+        ref_pair = None
+        if full_ref is not None:  # the frozen copy's head and hidden states: the full KL's other side
+            with torch.no_grad():
+                ref_hidden, ref_head, _, _ = chunk_hidden(full_ref, prompt_ids, completion_ids, pad_id, sl, shared)
+            ref_pair = (ref_head, ref_hidden)
+        logp, ent, kl = head_logprobs(head, hidden, tgt, mask, entropy=entropy, ref=ref_pair)  # [b, T]
+    return logp, ent, kl, mask
+
+
+def _greedy(model, ids, n: int, pad_id: int):
+    return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                          do_sample=False, pad_token_id=pad_id)
 
 
 def np_state_to_torch(state: tuple) -> tuple:

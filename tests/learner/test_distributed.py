@@ -8,6 +8,7 @@ import torch
 from common.collective import free_port
 from common.types import DPOParams
 from learner.distributed import balanced_shards, prompt_units
+from learner.fsdp import state_bytes
 from learner.policy import AlgoParams
 from tests.learner.test_policy import assert_same_params, make_batch, make_learner, make_pairs
 from tests.tiny_models import save_model, tiny_llama
@@ -15,7 +16,8 @@ from tests.tiny_models import save_model, tiny_llama
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return save_model(tiny_llama(seed=0), tmp_path_factory.mktemp("tiny_llama"))
+    """Head tied to the embedding, as SmolLM2's: a sharded model must keep them one parameter."""
+    return save_model(tiny_llama(seed=0, tie_word_embeddings=True), tmp_path_factory.mktemp("tiny_llama"))
 
 
 ALGO = AlgoParams(loss_agg="token-mean")
@@ -75,12 +77,12 @@ def _critic_steps(critic, shard):
     return [critic.train_values(pick(prompts), pick(comps), pick(old), pick(ret), None, 0.2, total)], prompts, comps
 
 
-def _make(folder, kind):
+def _make(folder, kind, sharding="replicate"):
     if kind == "critic":
         from learner.critic import Critic
 
-        return Critic(folder, lr=1e-5, micro_batch_size=2, threads=1)
-    return make_learner(folder, micro_batch_size=2, lr=1e-5)
+        return Critic(folder, lr=1e-5, micro_batch_size=2, threads=1, sharding=sharding)
+    return make_learner(folder, micro_batch_size=2, lr=1e-5, sharding=sharding)
 
 
 def _run(model, kind, shard):
@@ -88,17 +90,21 @@ def _run(model, kind, shard):
 
 
 def _weights(model):
-    return {n: p.detach().clone() for n, p in model.model.named_parameters()}
+    """Every parameter's whole value (sharded: gathered from the workers, every worker calling)."""
+    from learner.fsdp import full_tensor
+
+    return {n: full_tensor(p).detach().clone() for n, p in model.model.named_parameters()}
 
 
-def _worker(folder, ports, world, rank, shards, queue):
+def _worker(folder, ports, world, rank, shards, queue, sharding="replicate"):
     """Every kind in turn, in one process pair (spawning costs seconds of imports)."""
     torch.set_num_threads(1)
     for kind in KINDS:
-        model = _make(folder, kind)
+        model = _make(folder, kind, sharding)
         model.init_data_parallel("127.0.0.1", ports[kind], world, rank, "gloo")
         metrics = _run(model, kind, shards[kind][rank])
-        queue.put((kind, rank, metrics, {k: v.numpy() for k, v in _weights(model).items()}))  # not shared memory
+        held = sum(state_bytes(model.model, model.opt).values())  # this worker's parameters, gradients, AdamW state
+        queue.put((kind, rank, metrics, {k: v.numpy() for k, v in _weights(model).items()}, held))  # not shared
 
 
 def _shards(folder, kind, world):
@@ -114,27 +120,33 @@ def _shards(folder, kind, world):
     return balanced_shards([len(c) for c in batch.completion_ids], units, world)
 
 
-def test_two_workers_take_the_single_learners_update(folder):
+@pytest.mark.parametrize("sharding", ["replicate", "fsdp"])
+def test_two_workers_take_the_single_learners_update(folder, sharding):
     """GRPO (2 inner steps, token-mean then seq-mean with the learner's own old logprobs), SFT, DPO and the PPO
     critic's value step: each worker has its balanced share, and both end where one learner with the whole batch
-    does."""
-    want, shards = {}, {}
+    does, whether each holds the whole model (replicate) or half of it (fsdp: shared prompts, the chunked head and
+    the tied embedding included; the workers' micro-batch counts differ, so one runs lockstep passes)."""
+    want, shards, held = {}, {}, {}
     for kind in KINDS:
         single = _make(folder, kind)
         before = _weights(single)
         want[kind] = (_run(single, kind, None), _weights(single))
+        held[kind] = sum(state_bytes(single.model, single.opt).values())
         assert max((want[kind][1][n] - before[n]).abs().max().item() for n in before) > 5e-6, kind  # it moved
         shards[kind] = _shards(folder, kind, 2)
         assert all(shards[kind]) and sorted(sum(shards[kind], [])) == sorted(set(sum(shards[kind], [])))
     ctx = mp.get_context("spawn")
     queue, ports = ctx.Queue(), {kind: free_port() for kind in KINDS}
-    procs = [ctx.Process(target=_worker, args=(folder, ports, 2, r, shards, queue)) for r in range(2)]
+    procs = [ctx.Process(target=_worker, args=(folder, ports, 2, r, shards, queue, sharding)) for r in range(2)]
     for p in procs:
         p.start()
     got = {}
     for _ in range(2 * len(KINDS)):
-        kind, rank, metrics, ps = queue.get(timeout=600)
+        kind, rank, metrics, ps, worker_held = queue.get(timeout=600)
         got[(kind, rank)] = (metrics, {k: torch.from_numpy(v) for k, v in ps.items()})
+        # replicated workers hold what one learner does; sharded ones about half (a shard is rounded up a row)
+        assert worker_held / held[kind] == (pytest.approx(1.0) if sharding == "replicate" else pytest.approx(
+            0.5, abs=0.05)), (kind, rank)
     for p in procs:
         p.join(timeout=60)
     for kind in KINDS:
