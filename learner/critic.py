@@ -159,6 +159,13 @@ class Critic:
 
         # in trainer/: a checkpoint's top level is a model folder, and vLLM loads every *.safetensors there
         (Path(path) / TRAINER_DIR).mkdir(parents=True, exist_ok=True)
+        if self.root is not None:  # sharded: each worker's part of weights and optimizer state (learner/fsdp.py)
+            from learner import fsdp
+
+            fsdp.save_state(self.model, self.opt, Path(path) / TRAINER_DIR / "critic_dcp")
+            if self.dp.rank == 0:
+                torch.save({"scheduler": self.sched.state_dict()}, Path(path) / TRAINER_DIR / "critic_optimizer.pt")
+            return
         state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
         save_file({k: v for k, v in state.items() if not k.endswith("lm_head.weight")},
                   str(Path(path) / TRAINER_DIR / "critic.safetensors"))
@@ -170,7 +177,16 @@ class Critic:
 
         from safetensors.torch import load_file
 
-        self.model.load_state_dict(load_file(str(Path(path) / TRAINER_DIR / "critic.safetensors")), strict=False)
+        sharded = (Path(path) / TRAINER_DIR / "critic_dcp").is_dir()
+        if sharded != (self.root is not None):
+            raise ValueError(f"{path}: its critic was saved {'sharded' if sharded else 'whole'}; resume with the "
+                             "learner.sharding it was saved with")
         st = torch.load(Path(path) / TRAINER_DIR / "critic_optimizer.pt", weights_only=True)
-        self.opt.load_state_dict(st["optimizer"])
+        if self.root is not None:
+            from learner import fsdp
+
+            fsdp.load_state(self.model, self.opt, Path(path) / TRAINER_DIR / "critic_dcp")
+        else:
+            self.model.load_state_dict(load_file(str(Path(path) / TRAINER_DIR / "critic.safetensors")), strict=False)
+            self.opt.load_state_dict(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])

@@ -145,3 +145,97 @@ def state_bytes(model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str,
     params = list(model.parameters())
     states = [v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     return {"params": local_bytes(params), "grads": local_bytes(p.grad for p in params), "optimizer": local_bytes(states)}
+
+
+# ---- whole weights out of the shards: one bucket (an FSDP unit's parameters) at a time -----------------------------
+
+def buckets(model: torch.nn.Module) -> list[list[str]]:
+    """The model's state-dict names by FSDP unit: the root's (embedding, norm, head) first, then each decoder
+    layer's; a weight sync or a checkpoint gathers one bucket at a time, so no worker holds the whole model twice.
+    A bucket is a whole layer, as vLLM reloads it (its fused q/k/v and gate/up projections are never split)."""
+    prefixes = {id(m): name for name, m in model.named_modules()}
+    layers = [prefixes[id(layer)] + "." for layer in decoder_layers(model)]
+    out: list[list[str]] = [[] for _ in range(1 + len(layers))]
+    for name in model.state_dict():
+        i = next((k + 1 for k, p in enumerate(layers) if name.startswith(p)), 0)
+        out[i].append(name)
+    return out
+
+
+def gather(model: torch.nn.Module, names: list[str]) -> list[tuple[str, torch.Tensor]]:
+    """The whole tensors of `names` (every worker calls it: an all-gather per sharded tensor; a tied head is
+    gathered once and named twice)."""
+    state = model.state_dict()
+    done: dict[int, torch.Tensor] = {}
+    out = []
+    for name in names:
+        t = state[name]
+        if id(t) not in done:
+            done[id(t)] = full_tensor(t).detach()
+        out.append((name, done[id(t)]))
+    return out
+
+
+def save_hf(model: torch.nn.Module, path, rank: int, max_shard_bytes: int = 2**30) -> None:
+    """An ordinary HF folder (config, safetensors weights; transformers and vLLM load it) written by rank 0 from
+    gathered buckets, in files of at most ~`max_shard_bytes` with an index beside them when there are several;
+    a tied head is left out, as save_pretrained does. Every worker calls it."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    drop_head = tied(model)
+    files: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for names in buckets(model):
+        part = gather(model, names)
+        if rank != 0:
+            continue
+        for name, t in part:
+            if drop_head and name.endswith("lm_head.weight"):
+                continue
+            nbytes = t.numel() * t.element_size()
+            if files[-1] and size + nbytes > max_shard_bytes:
+                files.append({})
+                size = 0
+            files[-1][name] = t.cpu().contiguous()
+            size += nbytes
+    if rank != 0:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(path)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(path)
+    if len(files) == 1:
+        save_file(files[0], str(path / "model.safetensors"), metadata={"format": "pt"})
+        return
+    index = {}
+    for k, tensors in enumerate(files, start=1):
+        fname = f"model-{k:05d}-of-{len(files):05d}.safetensors"
+        save_file(tensors, str(path / fname), metadata={"format": "pt"})
+        index.update({name: fname for name in tensors})
+    total = sum(t.numel() * t.element_size() for f in files for t in f.values())
+    (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                   "weight_map": index}, indent=1))
+
+
+def save_state(model: torch.nn.Module, opt: torch.optim.Optimizer, folder) -> None:
+    """The sharded parameters and optimizer state, each worker its own part (torch.distributed.checkpoint);
+    `load_state` reads them back on any number of workers."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    msd, osd = get_state_dict(model, opt)
+    dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(folder))
+
+
+def load_state(model: torch.nn.Module, opt: torch.optim.Optimizer, folder) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    msd, osd = get_state_dict(model, opt)
+    state = {"model": msd, "optim": osd}
+    dcp.load(state, checkpoint_id=str(folder))
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])

@@ -314,27 +314,34 @@ def from_ragged(rows: list[list[float]], T: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sequence_logprobs(model, prompt_ids, completion_ids, pad_id: int, micro_batch_size: int | None,
-                      autocast_bf16: bool = False, max_tokens: int | None = None, run=None) -> list[list[float]]:
+                      autocast_bf16: bool = False, max_tokens: int | None = None, run=None,
+                      lockstep=None) -> list[list[float]]:
     """Logprobs of every completion token under `model` (no grad), in micro-batches of `chunks` over the rows in
     `length_order`; returned in the callers' order. `run(fn, *args)`: how a pass reaches the model (a sharded
-    model's root, learner/fsdp.py; default `fn(model, *args)`); every worker of a sharded model calls this with the
-    same rows."""
+    model's root, learner/fsdp.py; default `fn(model, *args)`). Sharded workers either all call this with the same
+    rows, or each with its own and `lockstep(n) -> the most micro-batches of any worker`: then every pass is
+    uniform and a worker with fewer runs empty ones (learner/fsdp.py)."""
     order = length_order(prompt_ids, completion_ids)
     p, c = [prompt_ids[i] for i in order], [completion_ids[i] for i in order]
     out: list[list[float]] = [[] for _ in order]
     device = next(model.parameters()).device
     run = run or (lambda fn, *args: fn(model, *args))
+    cut = chunks(p, micro_batch_size, c, max_tokens) if p else []
+    uniform = lockstep is not None
+    empty = lockstep(len(cut)) - len(cut) if uniform else 0  # agreed before any pass (learner/fsdp.py)
     done = 0
-    for sl, shared in chunks(p, micro_batch_size, c, max_tokens):
-        logp, mask = run(_logprobs_pass, p, c, pad_id, sl, shared, device.type, autocast_bf16)
+    for sl, shared in cut:
+        logp, mask = run(_logprobs_pass, p, c, pad_id, sl, shared, device.type, autocast_bf16, uniform)
         for row in to_ragged(logp, mask):
             out[order[done]] = row
             done += 1
+    for _ in range(empty):
+        run(_logprobs_pass, [[pad_id, pad_id]], [[pad_id]], pad_id, slice(0, 1), True, device.type, autocast_bf16, True)
     return out
 
 
-def _logprobs_pass(model, p, c, pad_id, sl, shared, device_type, autocast_bf16):
+def _logprobs_pass(model, p, c, pad_id, sl, shared, device_type, autocast_bf16, uniform=False):
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast_bf16):
-        hidden, head, tgt, mask = chunk_hidden(model, p, c, pad_id, sl, shared)
+        hidden, head, tgt, mask = chunk_hidden(model, p, c, pad_id, sl, shared, uniform)
         logp, _, _ = head_logprobs(head, hidden, tgt, mask)
     return logp, mask

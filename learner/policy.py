@@ -98,31 +98,58 @@ class Reference:
     """Frozen reference policy: logprobs of completions, nothing else."""
 
     def __init__(self, model_path: str, micro_batch_size: int | None = 4, precision: str = "fp32",
-                 threads: int | None = None, max_tokens_per_micro_batch: int | str | None = None):
+                 threads: int | None = None, max_tokens_per_micro_batch: int | str | None = None,
+                 sharding: str = "replicate", offload: bool = False):
         set_threads(threads)
         self.device = pick_device()
-        self.model = load_lm(model_path).to(self.device)
+        self.sharding, self.offload = sharding, offload  # fsdp: on the CPU until init_data_parallel shards it
+        self.model = load_lm(model_path).to(self.device if sharding == "replicate" else "cpu")
         self.model.requires_grad_(False)
         self.pad_id = load_tokenizer(model_path).pad_token_id
         self.micro_batch_size = micro_batch_size
         self.max_tokens = token_budget(max_tokens_per_micro_batch, self.device.type)
         self.choice = decide(precision, self.device.type, model_dims(self.model.config))  # 'auto': measured here
         self.precision, self.bf16 = self.choice.precision, self.choice.precision == "bf16"
+        self.autocast, self.root, self.dp = self.bf16, None, None
+
+    def init_data_parallel(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
+        """Sharded references (learner.sharding=fsdp): each worker holds its part of the frozen model, and answers
+        its share of the rows in step with the others (learner/fsdp.py)."""
+        from learner import fsdp
+        from learner.distributed import DataParallel
+
+        self.dp = DataParallel(host, port, world_size, rank, backend)
+        mesh = fsdp.init_default_group(self.dp.group.store, rank, world_size, backend, self.dp.timeout_s)
+        self.root = fsdp.shard(self.model, mesh, self.bf16, self.offload)
+        self.dp.sharded, self.autocast = True, False
 
     def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
-        return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
-                                 self.micro_batch_size, self.bf16, self.max_tokens)
+        if self.root is None:
+            return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
+                                     self.micro_batch_size, self.bf16, self.max_tokens)
+        return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id, self.micro_batch_size,
+                                 self.autocast, self.max_tokens, run=self.root, lockstep=self.dp.max_count)
 
     def precision_choice(self) -> dict:
         return self.choice.as_dict()
 
     def reload(self, model_path: str) -> None:
         """Point the reference at another checkpoint (a phase's `reference: <folder>`, or on resume)."""
+        if self.root is not None:
+            from learner.fsdp import load_full
+
+            load_full(self.model, load_lm(model_path).state_dict().items())
+            return
         self.model = load_lm(model_path).to(self.device)
         self.model.requires_grad_(False)
 
     def load_weights(self, named_arrays) -> None:
         """Become the model these weights describe (the learner's, when a phase starts: reference=phase_start)."""
+        if self.root is not None:
+            from learner.fsdp import load_full
+
+            load_full(self.model, named_arrays)
+            return
         load_named_arrays(self.model, named_arrays)
 
 
@@ -435,21 +462,66 @@ class Learner:
     # keeps a repacked copy of the head that a reload of the embedding alone leaves stale (tried: the probe check
     # caught a 0.02 gap after the first update).
     def weights_meta(self) -> list[tuple[str, tuple[int, ...], str]]:
-        """(name, shape, dtype) of what broadcast_weights sends, in order."""
-        return [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in self.state().items()]
+        """(name, shape, dtype) of what broadcast_weights sends, in order (a shard's whole shape)."""
+        state = self.model.state_dict() if self.root is not None else self.state()
+        names = [n for b in self.weight_buckets() for n in b] if self.root is not None else list(state)
+        return [(k, tuple(state[k].shape), str(state[k].dtype).removeprefix("torch.")) for k in names]
 
     def broadcast_weights(self) -> None:
-        g = self.sync_group
-        for _, v in self.state().items():
-            g.broadcast(v.detach().to(g.device).contiguous(), src=0)
+        """Rank 0 of the weight-sync group sends every tensor. Sharded, every learner worker calls it: a bucket is
+        gathered by all, then sent by worker 0 while the others wait, so no all-gather overlaps a send (trl#7103)."""
+        if self.root is None:
+            g = self.sync_group
+            for _, v in self.state().items():
+                g.broadcast(v.detach().to(g.device).contiguous(), src=0)
+            return
+        import torch.distributed as dist
 
-    def named_arrays(self) -> list[tuple[str, np.ndarray]]:
-        """Weights as numpy arrays: one ray.put, zero-copy reads on every engine of the node."""
-        return [(k, v.detach().cpu().numpy()) for k, v in self.state().items()]
+        from learner import fsdp
+
+        for names in self.weight_buckets():
+            part = fsdp.gather(self.model, names)
+            dist.barrier()  # every worker's all-gathers done
+            if self.dp.rank == 0:
+                for _, v in part:
+                    self.sync_group.broadcast(v.to(self.sync_group.device).contiguous(), src=0)
+            del part
+            dist.barrier()  # the send done before the next all-gather
+
+    def named_arrays(self) -> list[tuple[str, np.ndarray]] | None:
+        """Weights as numpy arrays: one ray.put, zero-copy reads on every engine of the node. Sharded, every worker
+        calls it and worker 0 returns the whole weights (the others None): a phase start's handoff to the reference
+        or the critic; a weight sync goes bucket by bucket (`bucket_arrays`)."""
+        if self.root is None:
+            return [(k, v.detach().cpu().numpy()) for k, v in self.state().items()]
+        out = [x for i in range(len(self.weight_buckets())) for x in (self.bucket_arrays(i) or [])]
+        return out if self.dp.rank == 0 else None
+
+    def weight_buckets(self) -> list[list[str]]:
+        """The weights' names in the buckets a sharded sync sends one at a time (learner/fsdp.py); one bucket of
+        every name when the model is whole."""
+        if self.root is None:
+            return [list(self.state())]
+        from learner import fsdp
+
+        return fsdp.buckets(self.model)
+
+    def bucket_arrays(self, i: int) -> list[tuple[str, np.ndarray]] | None:
+        """Bucket `i`'s whole weights as numpy arrays, on worker 0 (sharded: every worker calls it; the others get
+        None)."""
+        if self.root is None:
+            state = self.state()
+            return [(k, state[k].detach().cpu().numpy()) for k in self.weight_buckets()[i]]
+        from learner import fsdp
+
+        part = fsdp.gather(self.model, self.weight_buckets()[i])
+        return [(k, v.cpu().numpy()) for k, v in part] if self.dp.rank == 0 else None
 
     def save(self, path: str, with_optimizer: bool = True) -> None:
         from pathlib import Path
 
+        if self.root is not None:
+            return self._save_sharded(Path(path), with_optimizer)
         Path(path).mkdir(parents=True, exist_ok=True)
         if self.lora is None:
             self.model.save_pretrained(path)
@@ -468,11 +540,38 @@ class Learner:
                         "py_rng": random.getstate(), "np_rng": np_state_to_torch(np.random.get_state())},
                        Path(path) / "trainer_state.pt")
 
+    def _save_sharded(self, path, with_optimizer: bool) -> None:
+        """Every worker: the HF folder from gathered buckets (worker 0 writes it), and each worker's part of the
+        weights and optimizer state in trainer/dcp (torch.distributed.checkpoint: resumable on any worker count)."""
+        from learner import fsdp
+
+        rank = self.dp.rank
+        fsdp.save_hf(self.model, path, rank)
+        if rank == 0:
+            self.tokenizer.save_pretrained(path)
+        if with_optimizer:
+            fsdp.save_state(self.model, self.opt, path / TRAINER_DIR / "dcp")
+            if rank == 0:
+                torch.save({"scheduler": self.sched.state_dict(), "updates": self.updates, "sharded": True,
+                            "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
+                            "np_rng": np_state_to_torch(np.random.get_state())}, path / "trainer_state.pt")
+
     def load_trainer_state(self, path: str) -> None:
         from pathlib import Path
 
         from safetensors.torch import load_file
 
+        st = torch.load(Path(path) / "trainer_state.pt", weights_only=True)  # plain tensors and numbers only
+        if st.get("sharded", False) != (self.root is not None):
+            was, now = ("sharded (fsdp)", "replicated") if st.get("sharded") else ("replicated", "sharded (fsdp)")
+            raise ValueError(f"{path} was saved by {was} learner workers and this run's are {now}: resume with the "
+                             "learner.sharding it was saved with (the worker count may change under fsdp)")
+        if self.root is not None:
+            from learner import fsdp
+
+            fsdp.load_state(self.model, self.opt, Path(path) / TRAINER_DIR / "dcp")
+            self._restore(st)
+            return
         if self.lora is None:
             self.model.load_state_dict(load_file(str(Path(path) / "model.safetensors")), strict=False)
         else:  # base weights (the phase's reference) and adapters, as they were
@@ -481,8 +580,11 @@ class Learner:
             if unexpected or any(not k.endswith("lm_head.weight") for k in missing):  # tied: saved once
                 raise ValueError(f"{path}/{TRAINER_DIR}/lora_state.safetensors does not fit this LoRA model: missing "
                                  f"{missing[:3]}, unexpected {unexpected[:3]}")
-        st = torch.load(Path(path) / "trainer_state.pt", weights_only=True)  # plain tensors and numbers only
         self.opt.load_state_dict(st["optimizer"])
+        self._restore(st)
+
+    def _restore(self, st: dict) -> None:
+        """The schedule, update count and random states of a trainer_state.pt."""
         self.sched.load_state_dict(st["scheduler"])
         self.updates = st["updates"]
         torch.set_rng_state(st["torch_rng"])
