@@ -57,6 +57,9 @@ class ActorGroup:
         self.name, self.members, self.backend = name, members, backend
         self.timeout = timeout  # seconds a `run` may take (None: no deadline)
         self.cls = cls  # the members' class: every called method must be one of its methods
+        # sharded training workers (learner/fsdp.py) gather weights together: a call without an explicit member
+        # index reaches every member (worker 0 answers); with one, the caller addresses each member itself
+        self.lockstep = False
 
     @classmethod
     def create(cls, name: str, factory: Callable, n: int, backend: str, args: tuple = (), kwargs=None,
@@ -97,14 +100,21 @@ class ActorGroup:
             return _Done(getattr(member, name)(*args, **kwargs))
         return getattr(member, name).remote(*args, **kwargs)
 
-    def call(self, method: Callable, *args, index: int = 0, **kwargs):
-        return self._call(self.members[index], method, *args, **kwargs)
+    def call(self, method: Callable, *args, index: int | None = None, **kwargs):
+        """Member `index`'s call (default 0); a lockstep group without an index: every member's, member 0's future
+        returned (the others run alongside; a failure among them stops member 0's collectives too)."""
+        if self.lockstep and index is None:
+            return self.call_all(method, *args, **kwargs)[0]
+        return self._call(self.members[index or 0], method, *args, **kwargs)
 
-    def run(self, method: Callable[..., R], *args, index: int = 0, **kwargs) -> R:
+    def run(self, method: Callable[..., R], *args, index: int | None = None, **kwargs) -> R:
         """`call` resolved, within the group's deadline (`self.timeout`, cluster.call_timeout_s): a hang becomes a
-        TimeoutError naming <group>-<index>.<method>."""
-        return get(self.call(method, *args, index=index, **kwargs), timeout=self.timeout,
-                   what=f"{self.name}-{index}.{method.__name__}")
+        TimeoutError naming <group>-<index>.<method>. A lockstep group without an index waits for every member."""
+        if self.lockstep and index is None:
+            return get(self.call_all(method, *args, **kwargs), timeout=self.timeout,
+                       what=f"{self.name}.{method.__name__} on {len(self.members)} workers")[0]
+        return get(self.call(method, *args, index=index or 0, **kwargs), timeout=self.timeout,
+                   what=f"{self.name}-{index or 0}.{method.__name__}")
 
     def call_all(self, method: Callable, *args, **kwargs) -> list:
         return [self._call(m, method, *args, **kwargs) for m in self.members]

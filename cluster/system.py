@@ -7,7 +7,9 @@
   learner   W x Learner                     AdamW/Adafactor, schedule, micro-batched backward, SFT/DPO steps, LoRA,
                                             checkpoints (with LoRA it also serves the reference logprobs); with
                                             W > 1 data parallel (learner/distributed.py): each step's sequences
-                                            split over the workers by tokens, worker 0 saves and serves weights
+                                            split over the workers by tokens, worker 0 saves and serves weights;
+                                            learner.sharding=fsdp (default for W > 1): each worker 1/W of the
+                                            model and optimizer (learner/fsdp.py), the group in lockstep
   critic    C x Critic                      PPO value model and its optimizer (when a phase is ppo); C =
                                             learner.critic_workers (default W), data parallel like the learner
   retrieval R x Retriever                   top-k passages (when retrieval is enabled)
@@ -139,7 +141,7 @@ class GRPOSystem:
                                            num_cpus=REWARD_CPUS, max_restarts=c.max_restarts)
         L = cfg.learner
         train_kw = dict(micro_batch_size=L.micro_batch_size, max_tokens_per_micro_batch=L.max_tokens_per_micro_batch,
-                        precision=L.precision, threads=c.threads)
+                        precision=L.precision, threads=c.threads, sharding=plan.sharding, offload=L.offload)
         # the learner's GPU share is split among the training actors that exist; with learner.workers W, worker i
         # shares its bundle (bundle 0 for worker 0) with reference shard i and critic worker i
         W = L.workers
@@ -156,15 +158,17 @@ class GRPOSystem:
                         gradient_checkpointing=L.gradient_checkpointing, optimizer=L.optimizer,
                         lora=LoraSpec(**L.lora.model_dump()) if L.lora else None, **train_kw),
             num_cpus=TRAIN_CPUS["learner"], **per_worker)
-        if W > 1:
-            self.start_data_parallel(self.learner, Learner.init_data_parallel, c.call_timeout_s,
-                                     "nccl" if c.gpus_per_learner > 0 else "gloo")
         self.critic = ActorGroup.create("critic", Critic, L.workers_of("critic"), backend, args=(init_path,),
                                         kwargs=dict(grad_clip=L.grad_clip, seed=cfg.train.seed, **train_kw),
                                         num_cpus=TRAIN_CPUS["critic"], **per_worker) if plan.has("critic") else None
-        if self.critic is not None and len(self.critic.members) > 1:
-            self.start_data_parallel(self.critic, Critic.init_data_parallel, c.call_timeout_s,
-                                     "nccl" if c.gpus_per_learner > 0 else "gloo")
+        # each training group's own process group: replicated workers when several, sharded ones always (FSDP's
+        # units live on it, learner/fsdp.py); sharded groups take every call together (ActorGroup.lockstep)
+        sharded = plan.sharding == "fsdp"
+        for group, init in ((self.learner, Learner.init_data_parallel), (self.reference, Reference.init_data_parallel),
+                            (self.critic, Critic.init_data_parallel)):
+            if group is not None and (sharded or (len(group.members) > 1 and group is not self.reference)):
+                self.start_data_parallel(group, init, c.call_timeout_s, "nccl" if c.gpus_per_learner > 0 else "gloo")
+                group.lockstep = sharded
         for group in self.training_groups():  # every training call has a deadline too
             group.timeout = c.call_timeout_s
         self.retrieval = None  # started by start_retrieval once the index exists
@@ -379,6 +383,8 @@ class GRPOSystem:
             return group.run(method, prompt_ids, completion_ids)
         from learner.distributed import balanced_shards, prompt_units
 
+        # every member is called, one with no rows too: sharded members answer in step (learner/fsdp.py)
+
         shards = balanced_shards([len(c) for c in completion_ids], prompt_units(prompt_ids), len(group.members))
         parts = get([group.call(method, [prompt_ids[i] for i in rows], [completion_ids[i] for i in rows], index=k)
                      for k, rows in enumerate(shards)], timeout=group.timeout, what=f"{group.name}.{method.__name__}")
@@ -390,6 +396,8 @@ class GRPOSystem:
 
     # ---- checkpoints -------------------------------------------------------------------------------------
     def save(self, path: str, with_optimizer: bool) -> None:
+        """Worker 0 writes the model folder (sharded: from buckets every worker gathers), and the optimizer state
+        when asked (sharded: each worker its part)."""
         self.learner.run(Learner.save, path, with_optimizer)
         if with_optimizer and self.critic is not None:
             self.critic.run(Critic.save, path)
@@ -398,7 +406,8 @@ class GRPOSystem:
         self.on_learners(Learner.load_trainer_state, path)
         from pathlib import Path
 
-        if self.critic is not None and (Path(path) / TRAINER_DIR / "critic.safetensors").is_file():
+        saved = Path(path) / TRAINER_DIR
+        if self.critic is not None and (saved / "critic.safetensors").is_file():
             get(self.critic.call_all(Critic.load, path), timeout=self.critic.timeout, what="critic.load")
 
     # ---- retrieval ---------------------------------------------------------------------------------------

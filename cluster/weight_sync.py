@@ -2,7 +2,9 @@
 
 Transports (cluster.weight_sync):
   object_store  the learner's weights become one object in the Ray object store (the return value of
-                `named_arrays`) that every engine reads (zero-copy numpy on a node) and reloads in place
+                `named_arrays`) that every engine reads (zero-copy numpy on a node) and reloads in place; from
+                sharded learner workers, one bucket (a decoder layer, or the embedding and head) at a time, so no
+                process holds a second whole copy of the model
   collective    a process group of the learner (rank 0) and every engine's worker (common/collective.py: gloo on
                 CPU, NCCL on GPU); rank 0 broadcasts tensor by tensor straight into the engines' reload. Built
                 again after an engine restart (a restarted engine is in no group).
@@ -38,6 +40,7 @@ class WeightSync:
         self.tensor_parallel_size = tensor_parallel_size
         self.version = 0  # syncs so far; engines refuse to sample from another version (StaleWeights)
         self.meta = None  # the collective transport's tensor list
+        self.buckets = None  # sharded learner workers: how many buckets a sync sends (learner/fsdp.py)
         self.check = SyncCheck(precision, cluster.sync_tolerance)
         self.last: dict[str, float] = {}  # the last check's metrics (sync/gap, ...), logged with each step
         if cluster.weight_sync == "collective":
@@ -65,10 +68,17 @@ class WeightSync:
             futs = [self.learner.call(Learner.broadcast_weights),
                     *self.rollout.call_all(Engine.receive_weights, self.meta, self.version)]
             get(futs, timeout=c.call_timeout_s, what="the collective weight sync")
-        else:  # one object in the store, read by every engine of a node without a copy
+        elif not self.learner.lockstep:  # one object in the store, read by every engine of a node without a copy
             weights = handoff(self.learner.call(Learner.named_arrays))
             get(self.rollout.call_all(Engine.update_weights, weights, self.version), timeout=c.call_timeout_s,
                 what="rollout.update_weights")
+        else:  # sharded learner workers: one bucket (an FSDP unit's weights) gathered, sent, reloaded, freed at a time
+            if self.buckets is None:
+                self.buckets = len(self.learner.run(Learner.weight_buckets))
+            for i in range(self.buckets):
+                part = handoff(self.learner.call(Learner.bucket_arrays, i))
+                get(self.rollout.call_all(Engine.update_weights, part, self.version), timeout=c.call_timeout_s,
+                    what=f"rollout.update_weights (bucket {i + 1} of {self.buckets})")
 
     def sync(self) -> None:
         """A new version to every engine, then checked on each. An engine that dies on the way is restarted by

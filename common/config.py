@@ -156,9 +156,15 @@ class LearnerConfig(_Section):
     lora: LoraConfig | None = Field(None, description="LoRA adapters instead of full fine-tuning ({rank: 16}); "
                                     "the reference is then the model with adapters disabled")
     workers: int = Field(1, ge=1, description=(
-        "learner processes (data parallel, learner/distributed.py): each holds the whole model and takes its share "
-        "of a step's sequences, gradients summed over them; the reference gets as many (inference shards). "
-        "Ray only; one GPU each with cluster.gpus_per_learner"))
+        "learner processes (data parallel, learner/distributed.py): each takes its share of a step's sequences, "
+        "gradients summed over them; the reference and the critic get as many. Ray only; one GPU each with "
+        "cluster.gpus_per_learner"))
+    sharding: Literal["replicate", "fsdp"] | None = Field(None, description=(
+        "how the workers hold the model: replicate = each the whole model and optimizer state (DDP); fsdp = each "
+        "1/N of parameters, gradients and optimizer state (FSDP2, learner/fsdp.py), so memory shrinks with the "
+        "workers; also the reference and critic workers. None: fsdp with learner.workers > 1, else replicate"))
+    offload: bool = Field(False, description="fsdp: keep parameters, gradients and optimizer state on the CPU "
+                                             "between uses (FSDP2's CPUOffloadPolicy): a GPU holds less, steps are slower")
     reference_workers: int | None = Field(None, ge=1, description=(
         "frozen-reference processes (rows split over them for its logprobs), at most learner.workers: reference j "
         "shares learner worker j's placement bundle. None: as many as learner.workers; 1 saves W-1 model copies"))
@@ -171,6 +177,10 @@ class LearnerConfig(_Section):
         n = None if role == "learner" else getattr(self, f"{role}_workers")
         return self.workers if n is None else n
 
+    def sharded(self) -> str:
+        """replicate | fsdp: `sharding` with its default resolved (common/plan.py records it in the run plan)."""
+        return self.sharding or ("fsdp" if self.workers > 1 else "replicate")
+
     @model_validator(mode="after")
     def _some_bound(self) -> "LearnerConfig":
         if self.workers > 1 and self.lora is not None:
@@ -182,6 +192,13 @@ class LearnerConfig(_Section):
                 raise ValueError(f"learner.{role}_workers={n} is more than learner.workers={self.workers}: each {role} "
                                  f"process shares a learner worker's placement bundle; set learner.{role}_workers "
                                  f"<= {self.workers} (or null for as many)")
+        if self.offload and self.sharded() != "fsdp":
+            raise ValueError("learner.offload moves FSDP's shards to the CPU between uses: set learner.sharding=fsdp "
+                             "(or drop learner.offload)")
+        if self.sharding == "fsdp" and self.lora is not None:
+            raise ValueError("learner.sharding=fsdp with learner.lora is not supported: LoRA's adapters are small and "
+                             "its reference is the same model with them off, which a sharded model cannot serve "
+                             "without gathering it; use learner.sharding=replicate (the default for one worker)")
         if self.micro_batch_size is None and self.max_tokens_per_micro_batch is None:
             raise ValueError("learner.micro_batch_size and learner.max_tokens_per_micro_batch are both None: a "
                              "micro-batch would be the whole batch; set one (e.g. max_tokens_per_micro_batch=auto)")
@@ -618,6 +635,11 @@ class JobConfig(_Section):
         for i, phase in enumerate(self.train.phases):
             a = self.algo_for(phase)
             where = f"train.phases.{i} ({phase.kind})"
+            if a.kl_kind == "full" and a.beta > 0 and phase.kind == "grpo" and self.learner.sharded() == "fsdp":
+                raise ValueError(f"{where}: algo.kl_kind=full keeps a whole frozen copy of the model inside each "
+                                 "learner worker, which learner.sharding=fsdp does not shard: use a sampled KL "
+                                 "(kl_kind k1/k2/k3, served by the sharded reference workers) or "
+                                 "learner.sharding=replicate")
             if phase.kind == "ppo" and (a.dynamic_sampling or a.skip_solved or a.skip_failed or a.advantage != "grpo"):
                 raise ValueError(f"{where}: algo.dynamic_sampling, skip_solved/skip_failed and advantage are GRPO's; "
                                  "PPO's advantages are GAE with its critic: drop them from this phase")

@@ -22,7 +22,8 @@ Per phase it fixes:
 
 For the run: the actor roles it needs (a reference actor only when a phase's KL is served by one, a critic only
 for PPO, retrieval only when enabled, tool actors for multi-turn rollouts), how a sampled phase's samples are
-generated (`turns`: one completion, or turns with tools up to a token budget), the precision asked of each role and, after `with_precisions`, the one
+generated (`turns`: one completion, or turns with tools up to a token budget), how the training workers hold the model (`sharding`: replicate, or
+fsdp with its default for several workers), the precision asked of each role and, after `with_precisions`, the one
 measured, and the sync check's precision (fp32 only when learner and every engine run fp32).
 """
 from __future__ import annotations
@@ -148,6 +149,8 @@ class RunPlan:
     measured: bool = False                  # with_precisions has run
     sync_precision: str | None = None       # fp32 | bf16, once measured
     turns: TurnsPlan | None = None          # multi-turn rollouts with tools, or None (one completion a sample)
+    sharding: str = "replicate"             # replicate | fsdp: how learner, reference and critic workers hold models
+    workers: int = 1                        # learner workers
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -174,7 +177,9 @@ class RunPlan:
     def describe(self) -> list[str]:
         """One line per phase, then the roles and precisions (the run log's plan; the table test's rows)."""
         prec = ", ".join(f"{k} {v}" for k, v in self.precision.items())
-        return [p.describe() for p in self.phases] + [f"actors: {' '.join(self.roles)}; precision: {prec}"]
+        workers = f"; {self.workers} learner workers, {self.sharding}" if self.workers > 1 or self.sharding != \
+            "replicate" else ""
+        return [p.describe() for p in self.phases] + [f"actors: {' '.join(self.roles)}; precision: {prec}{workers}"]
 
 
 def make_plan(cfg: JobConfig) -> RunPlan:
@@ -197,7 +202,8 @@ def make_plan(cfg: JobConfig) -> RunPlan:
     learner = cfg.learner.precision
     precision = {"learner": learner, "engines": cfg.rollout.dtype,
                  **{role: learner for role in ("reference", "critic") if role in roles}}
-    return RunPlan(phases, tuple(roles), precision, turns=turns)
+    return RunPlan(phases, tuple(roles), precision, turns=turns, sharding=cfg.learner.sharded(),
+                   workers=cfg.learner.workers)
 
 
 def _phase(cfg: JobConfig, index: int, name: str, p, lora: bool) -> PhasePlan:

@@ -163,8 +163,12 @@ class Critic:
             from learner import fsdp
 
             fsdp.save_state(self.model, self.opt, Path(path) / TRAINER_DIR / "critic_dcp")
+            # and the whole value model for reading (gathered by every worker, written by worker 0)
+            whole = {k: v for names in fsdp.buckets(self.model) for k, v in fsdp.gather(self.model, names)}
             if self.dp.rank == 0:
                 torch.save({"scheduler": self.sched.state_dict()}, Path(path) / TRAINER_DIR / "critic_optimizer.pt")
+                save_file({k: v.contiguous() for k, v in whole.items() if not k.endswith("lm_head.weight")},
+                          str(Path(path) / TRAINER_DIR / "critic.safetensors"))
             return
         state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
         save_file({k: v for k, v in state.items() if not k.endswith("lm_head.weight")},
@@ -177,7 +181,7 @@ class Critic:
 
         from safetensors.torch import load_file
 
-        sharded = (Path(path) / TRAINER_DIR / "critic_dcp").is_dir()
+        sharded = (Path(path) / TRAINER_DIR / "critic_dcp").is_dir()  # beside a critic.safetensors to read
         if sharded != (self.root is not None):
             raise ValueError(f"{path}: its critic was saved {'sharded' if sharded else 'whole'}; resume with the "
                              "learner.sharding it was saved with")

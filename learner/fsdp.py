@@ -87,7 +87,9 @@ def shard(model: torch.nn.Module, mesh, bf16: bool, offload: bool) -> Call:
     for layer in layers:
         fully_shard(layer, **kw)
     root = Call(model)
-    fully_shard(root, **kw)
+    # resharded after every forward, the root too (FSDP2 keeps a root whole by default): a pass without backward
+    # (logprobs, the probe) would leave its whole parameters registered, and the optimizer's shards out of the model
+    fully_shard(root, reshard_after_forward=True, **kw)
     for unit in (root, *layers):
         unit.set_gradient_divide_factor(1.0)  # a sum over the workers: the losses hold the batch's denominators
         unit.set_force_sum_reduction_for_comms(True)
@@ -154,7 +156,7 @@ def buckets(model: torch.nn.Module) -> list[list[str]]:
     layer's; a weight sync or a checkpoint gathers one bucket at a time, so no worker holds the whole model twice.
     A bucket is a whole layer, as vLLM reloads it (its fused q/k/v and gate/up projections are never split)."""
     prefixes = {id(m): name for name, m in model.named_modules()}
-    layers = [prefixes[id(layer)] + "." for layer in decoder_layers(model)]
+    layers = [prefixes[id(layer)] + "." for layer in decoder_layers(model)]  # e.g. "model.layers.3." ("lm." critic)
     out: list[list[str]] = [[] for _ in range(1 + len(layers))]
     for name in model.state_dict():
         i = next((k + 1 for k, p in enumerate(layers) if name.startswith(p)), 0)

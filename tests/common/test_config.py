@@ -104,6 +104,9 @@ def test_out_of_range_names_the_bound():
     (["learner.workers=2", "learner.lora={rank: 8}"], "with learner.lora is not supported yet"),
     (["learner.workers=2", "learner.reference_workers=3"], "set learner.reference_workers <= 2"),
     (["learner.critic_workers=2"], "set learner.critic_workers <= 1"),
+    (["learner.offload=true"], "set learner.sharding=fsdp"),
+    (["learner.sharding=fsdp", "learner.lora={rank: 8}"], "use learner.sharding=replicate"),
+    (["learner.workers=2", "algo.kl_kind=full"], "which learner.sharding=fsdp does not shard"),
     # multi-turn rollouts: a turn ends in a tool call
     (["tools.use=[{name: search}]"], "set rollout.max_turns (e.g. 4) or drop tools.use"),
     (["rollout.max_turns=3"], "add one (e.g. tools.use=[{name: search}]) or set rollout.max_turns=1"),
@@ -125,6 +128,13 @@ def test_every_sampled_phase_takes_multi_turn_samples(kind):
     c = load_config(overrides=["rollout.max_turns=3", "tools.use=[{name: calculate}]",
                                f"train.phases=[{{kind: sft, steps: 1}}, {{kind: {kind}, steps: 1}}]"])
     assert c.rollout.max_turns == 3
+
+
+def test_sharding_defaults_to_fsdp_with_several_workers():
+    assert load_config(overrides=["learner.workers=2"]).learner.sharded() == "fsdp"
+    assert load_config(overrides=[]).learner.sharded() == "replicate"
+    assert load_config(overrides=["learner.workers=2", "learner.sharding=replicate",
+                                  "algo.kl_kind=full"]).learner.sharded() == "replicate"
 
 
 def test_cross_field_boundary_is_allowed():

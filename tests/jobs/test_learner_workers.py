@@ -1,6 +1,7 @@
-"""learner.workers=2 on the real path (local Ray, vLLM, XQuAD, the tiny policy in fp32): the first update equals the
-one-worker run's to 1e-6, the run resumes with two workers, and every step's samples came from the learner's weights
-(the sync check and the engine-vs-learner gap hold)."""
+"""learner.workers=2 on the real path (local Ray, vLLM, XQuAD, the tiny policy in fp32), sharded (fsdp, the default
+for several workers) and replicated: the first update equals the one-worker run's to 1e-6, the run resumes with two
+workers, the checkpoint written from the shards loads in plain transformers, and every step's samples came from the
+learner's weights (the bucket-by-bucket sync, its check and the engine-vs-learner gap hold)."""
 import json
 import subprocess
 import sys
@@ -39,6 +40,17 @@ def test_two_learner_workers_take_the_one_worker_update_and_resume(shared_data, 
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "checkpoints" / "last")  # written from shards
+    assert all(plain.state_dict()[k].equal(v) for k, v in b.items())
+    log = (tmp_path / "two" / "metrics.jsonl").read_text()
+    assert "2 learner workers, fsdp" in log  # the plan says how the workers held the model
+    rep = _smoke(tmp_path, tiny_policy_dir, "replicated", "learner.workers=2", "learner.sharding=replicate",
+                 "--max-steps", "1")
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    r = _weights(tmp_path / "replicated")
+    assert max((a[k] - r[k]).abs().max().item() for k in a) <= 1e-6
     first = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     ref = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     s1, r1 = next(r for r in first if r["kind"] == "step"), next(r for r in ref if r["kind"] == "step")

@@ -94,6 +94,7 @@ def _train_save_resume(rank, world, port, folder, out, steps_before, steps_after
     for _ in range(steps_before):
         learner.train_step(mine, ALGO, totals=_totals(batch))
     if out:
+        learner.logprobs(batch.prompt_ids[:2], batch.completion_ids[:2])  # a pass without backward, as the sync check's
         learner.save(out)
     m = None
     for _ in range(steps_after):
