@@ -30,10 +30,11 @@ class ValueModel(torch.nn.Module):
         self.reset_head(seed)
 
     def reset_head(self, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():  # OpenRLHF's value head init: N(0, 1 / (H + 1)), bias 0
-            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=g) / (self.head.in_features + 1))
-            self.head.bias.zero_()
+        from learner.fsdp import assign
+
+        g = torch.Generator().manual_seed(seed)  # OpenRLHF's value head init: N(0, 1 / (H + 1)), bias 0
+        assign(self.head.weight, torch.randn(self.head.weight.shape, generator=g) / (self.head.in_features + 1))
+        assign(self.head.bias, torch.zeros(self.head.bias.shape))  # a shard's part of the same values
 
     def forward(self, input_ids, attn, positions) -> torch.Tensor:
         """[B, L] ids and mask, [B, T] positions -> [B, T] values."""

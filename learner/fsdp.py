@@ -99,11 +99,22 @@ def shard(model: torch.nn.Module, mesh, bf16: bool, offload: bool) -> Call:
     return root
 
 
+@torch.no_grad()
+def assign(param: torch.Tensor, full: torch.Tensor) -> None:
+    """`param` (a shard or a whole tensor) takes its part of the whole value `full` (no communication)."""
+    if hasattr(param, "to_local"):
+        from torch.distributed.tensor import distribute_tensor
+
+        part = distribute_tensor(full.to(param.dtype), param.device_mesh, param.placements, src_data_rank=None)
+        param.to_local().copy_(part.to_local())
+    else:
+        param.copy_(full)
+
+
 def load_full(model: torch.nn.Module, named_arrays) -> None:
     """Whole weights (name, array or tensor) into a sharded model: each worker copies its own part (no
     communication). Names the model does not have, or weights it lacks (a tied head apart), raise."""
     import numpy as np
-    from torch.distributed.tensor import distribute_tensor
 
     params = dict(model.named_parameters())
     seen = set()
@@ -112,14 +123,7 @@ def load_full(model: torch.nn.Module, named_arrays) -> None:
             if name.endswith("lm_head.weight") and tied(model):
                 continue
             raise ValueError(f"weights do not fit the model: unexpected {name}")
-        p = params[name]
-        full = torch.from_numpy(np.array(value)) if isinstance(value, np.ndarray) else value
-        with torch.no_grad():
-            if hasattr(p, "to_local"):
-                part = distribute_tensor(full.to(p.dtype), p.device_mesh, p.placements, src_data_rank=None)
-                p.to_local().copy_(part.to_local())
-            else:
-                p.copy_(full)
+        assign(params[name], torch.from_numpy(np.array(value)) if isinstance(value, np.ndarray) else value)
         seen.add(name)
     missing = [n for n in params if n not in seen]
     if missing:
