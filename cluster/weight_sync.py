@@ -55,7 +55,7 @@ class WeightSync:
         host, port = get(self.learner.members[0].__ray_call__.remote(_rendezvous))
         tp = self.tensor_parallel_size  # every shard of every engine is a rank: engine i's are 1 + i*tp ...
         world, backend = 1 + tp * len(self.rollout.members), "nccl" if c.gpus_per_learner > 0 else "gloo"
-        futs = [self.learner.call(Learner.init_sync_group, host, port, world, backend),
+        futs = [self.learner.call(Learner.init_sync_group, host, port, world, backend, index=0),  # worker 0 sends
                 *[self.rollout.call(Engine.init_sync_group, host, port, world, 1 + i * tp, backend, index=i)
                   for i in range(len(self.rollout.members))]]
         get(futs, timeout=c.call_timeout_s, what=f"the {backend} weight-sync group at {host}:{port}")
