@@ -15,6 +15,11 @@ micro-batches the update ran. On this project's 2-core CPUs an update of the lar
 
 --random-init MODEL_DIR: that folder's config and tokenizer with random weights (a GPU box without the weights can
 run it; SmolLM2-135M-Instruct's config is enough). Needs only torch, transformers, pydantic, pyyaml and this repo.
+
+--workers N [--sharding replicate|fsdp]: N learner processes on this machine (torch.distributed: gloo on the CPU,
+NCCL with one GPU each on a GPU box), each with its share of the batch's groups, as learner.workers runs them. Per
+shape one JSON line: seconds per update (the slowest worker's, per repeat), and per worker the bytes it keeps of
+parameters, gradients and optimizer state (its shards under fsdp) and its peak memory. No reference pass there.
 """
 from __future__ import annotations
 
@@ -144,6 +149,85 @@ def measure(learner, reference, shape: str, repeats: int, device: str, weights: 
     }
 
 
+def measure_workers(rank: int, learner, shape: str, repeats: int, device: str, warmup: bool) -> dict:
+    """One worker's share of `shape`'s updates (its balanced whole groups; the batch's totals), timed."""
+    import dataclasses
+
+    from learner.distributed import balanced_shards, prompt_units
+    from learner.fsdp import state_bytes
+    from learner.policy import AlgoParams
+
+    batch = make_batch(shape, learner.model.config.vocab_size)
+    zeros = [[0.0] * len(c) for c in batch.completion_ids]  # values do not change the work a step does
+    batch = dataclasses.replace(batch, old_logprobs=zeros, ref_logprobs=zeros)
+    lengths = [len(c) for c in batch.completion_ids]
+    mine = batch.rows(balanced_shards(lengths, prompt_units(batch.prompt_ids), learner.dp.world_size)[rank])
+    totals, algo = (len(lengths), sum(lengths)), AlgoParams()
+    reset_peak(device)
+    if warmup:
+        learner.train_step(mine, algo, totals=totals)
+    upd = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        learner.train_step(mine, algo, totals=totals)
+        sync(device)
+        upd.append(time.perf_counter() - t)
+    held = state_bytes(learner.model, learner.opt)
+    return {"update_s": upd, "state_gib": {k: round(v / 2**30, 4) for k, v in held.items()},
+            "peak_memory_gib": round(peak_gib(device) or 0.0, 3), "rows": len(mine.completion_ids)}
+
+
+def _worker(rank: int, world: int, port: int, path: str, opts: dict, shapes: list[str], queue) -> None:
+    import os
+
+    if opts["device"] == "cuda":
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(rank)  # one GPU a worker, before torch sees any
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from learner.policy import Learner
+
+    learner = Learner(path, lr=1e-5, total_steps=1000, warmup_ratio=0.0, micro_batch_size=opts["micro_batch_size"],
+                      precision=opts["precision"], threads=opts["threads"], max_tokens_per_micro_batch=opts["max_tokens"],
+                      sharding=opts["sharding"], offload=opts["offload"])
+    learner.init_data_parallel("127.0.0.1", port, world, rank, "nccl" if opts["device"] == "cuda" else "gloo")
+    for shape in shapes:
+        queue.put((shape, rank, measure_workers(rank, learner, shape, opts["repeats"], opts["device"],
+                                                not opts["no_warmup"]), learner.precision))
+
+
+def run_workers(args, path: str, shapes: list[str]) -> list[dict]:
+    """`args.workers` learner processes; one row per shape."""
+    import multiprocessing as mp
+
+    from common.collective import free_port
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_worker, args=(r, args.workers, port, path, vars(args), shapes, queue))
+             for r in range(args.workers)]
+    for proc in procs:
+        proc.start()
+    got: dict = {}
+    for _ in range(len(shapes) * args.workers):
+        shape, rank, m, precision = queue.get(timeout=7200)
+        got.setdefault(shape, {})[rank] = (m, precision)
+    for proc in procs:
+        proc.join(timeout=60)
+    rows = []
+    for shape in shapes:
+        per = [got[shape][r][0] for r in range(args.workers)]
+        upd = [max(ws) for ws in zip(*(m["update_s"] for m in per))]  # a step ends with its slowest worker
+        rows.append({"shape": shape, "workers": args.workers, "sharding": args.sharding, "offload": args.offload,
+                     "device": args.device, "precision": got[shape][0][1], "update_s": [round(x, 4) for x in upd],
+                     "rows_per_worker": [m["rows"] for m in per],
+                     "state_gib_per_worker": [m["state_gib"] for m in per],
+                     "state_total_gib_per_worker": [round(sum(m["state_gib"].values()), 4) for m in per],
+                     "peak_memory_gib_per_worker": [m["peak_memory_gib"] for m in per]})
+    return rows
+
+
 def budget(arg: str):
     return None if arg == "none" else ("auto" if arg == "auto" else int(arg))
 
@@ -162,6 +246,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-warmup", action="store_true", help="time the first update too (the large shape on a CPU: an "
                                                             "update takes minutes and warm-up is a small part of it)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--workers", type=int, default=1, help="learner processes (torch.distributed on this machine)")
+    p.add_argument("--sharding", choices=["replicate", "fsdp"], default="replicate",
+                   help="with --workers: replicated workers (DDP) or FSDP2 shards (learner/fsdp.py)")
+    p.add_argument("--offload", action="store_true", help="fsdp: shards on the CPU between uses")
     args = p.parse_args(argv)
     import torch
 
@@ -176,6 +264,11 @@ def main(argv=None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     with tempfile.TemporaryDirectory(prefix="raygrpo-learner-bench-") as tmp:
         path = model_folder(args.model, args.random_init, Path(tmp))
+        shapes = ["large"] if args.only_large else (["preset", "large"] if args.large else ["preset"])
+        if args.workers > 1 or args.sharding == "fsdp":
+            for row in run_workers(args, path, shapes):
+                print(json.dumps(row), flush=True)
+            return 0
         kw = dict(micro_batch_size=args.micro_batch_size, precision=args.precision, threads=args.threads,
                   max_tokens_per_micro_batch=args.max_tokens)
         learner = Learner(path, lr=1e-5, total_steps=1000, warmup_ratio=0.0, **kw)
@@ -183,7 +276,6 @@ def main(argv=None) -> int:
         fp32, bf16 = time_gemms(args.device, gemm_shapes(*model_dims(learner.model.config)), budget_s=2.0)
         peak = bf16 if learner.precision == "bf16" else fp32
         weights = weight_counts(learner.model.config)
-        shapes = ["large"] if args.only_large else (["preset", "large"] if args.large else ["preset"])
         for shape in shapes:
             print(json.dumps(measure(learner, reference, shape, args.repeats, args.device, weights, peak,
                                      warmup=not args.no_warmup)), flush=True)
