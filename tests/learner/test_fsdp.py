@@ -141,3 +141,27 @@ def _load_only(rank, world, port, folder, path):
     except ValueError as err:
         return str(err)
     return "loaded"
+
+
+def _gpu_step(rank, world, port, folder, precision):
+    learner = make_learner(folder, micro_batch_size=2, lr=1e-4, sharding="fsdp", precision=precision)
+    learner.init_data_parallel("127.0.0.1", port, world, rank, "nccl")
+    batch = make_batch(learner)
+    m = learner.train_step(batch, ALGO)
+    arrays = [x for i in range(len(learner.weight_buckets())) for x in (learner.bucket_arrays(i) or [])]
+    return {k: np.array(v) for k, v in arrays}, m
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+def test_on_a_gpu_a_sharded_learner_takes_the_whole_learners_update(folder):
+    """NCCL, the model's shards on the GPU; fp32 equals the replicated learner, bf16 (FSDP's mixed precision)
+    trains too (a finite loss; its update is not fp32's)."""
+    single = make_learner(folder, micro_batch_size=2, lr=1e-4, precision="fp32")
+    single.train_step(make_batch(single), ALGO)
+    want = {k: v.detach().cpu().numpy() for k, v in single.model.state_dict().items()}
+    got, _ = _spawn(_gpu_step, 1, folder, "fp32")[0]
+    for name, value in got.items():
+        np.testing.assert_allclose(value, want[name], atol=1e-5, err_msg=name)
+    _, m = _spawn(_gpu_step, 1, folder, "bf16")[0]
+    assert np.isfinite(m["pg_loss"]) and m["grad_norm"] > 0
