@@ -149,8 +149,10 @@ def measure(learner, reference, shape: str, repeats: int, device: str, weights: 
     }
 
 
-def measure_workers(rank: int, learner, shape: str, repeats: int, device: str, warmup: bool) -> dict:
-    """One worker's share of `shape`'s updates (its balanced whole groups; the batch's totals), timed."""
+def measure_workers(rank: int, learner, shape: str, repeats: int, device: str, warmup: bool,
+                    keep_first: bool = False) -> dict:
+    """One worker's share of `shape`'s updates (its balanced whole groups; the batch's totals), timed. With
+    `keep_first`, worker 0 also returns the whole weights after the first (warm-up) update (an equivalence figure)."""
     import dataclasses
 
     from learner.distributed import balanced_shards, prompt_units
@@ -164,8 +166,12 @@ def measure_workers(rank: int, learner, shape: str, repeats: int, device: str, w
     mine = batch.rows(balanced_shards(lengths, prompt_units(batch.prompt_ids), learner.dp.world_size)[rank])
     totals, algo = (len(lengths), sum(lengths)), AlgoParams()
     reset_peak(device)
-    if warmup:
+    first = None
+    if warmup or keep_first:
         learner.train_step(mine, algo, totals=totals)
+        if keep_first:  # sharded: every worker gathers, worker 0 keeps
+            arrays = learner.named_arrays()
+            first = {k: v.copy() for k, v in arrays} if rank == 0 and arrays else None
     upd = []
     for _ in range(repeats):
         sync(device)
@@ -175,7 +181,8 @@ def measure_workers(rank: int, learner, shape: str, repeats: int, device: str, w
         upd.append(time.perf_counter() - t)
     held = state_bytes(learner.model, learner.opt)
     return {"update_s": upd, "state_gib": {k: round(v / 2**30, 4) for k, v in held.items()},
-            "peak_memory_gib": round(peak_gib(device) or 0.0, 3), "rows": len(mine.completion_ids)}
+            "peak_memory_gib": round(peak_gib(device) or 0.0, 3), "rows": len(mine.completion_ids),
+            "tokens": sum(len(c) for c in mine.completion_ids), "first": first}
 
 
 def _worker(rank: int, world: int, port: int, path: str, opts: dict, shapes: list[str], queue) -> None:
@@ -193,11 +200,12 @@ def _worker(rank: int, world: int, port: int, path: str, opts: dict, shapes: lis
     learner.init_data_parallel("127.0.0.1", port, world, rank, "nccl" if opts["device"] == "cuda" else "gloo")
     for shape in shapes:
         queue.put((shape, rank, measure_workers(rank, learner, shape, opts["repeats"], opts["device"],
-                                                not opts["no_warmup"]), learner.precision))
+                                                not opts["no_warmup"], opts.get("keep_first", False)),
+                   learner.precision))
 
 
 def run_workers(args, path: str, shapes: list[str]) -> list[dict]:
-    """`args.workers` learner processes; one row per shape."""
+    """`args.workers` learner processes (`args`: this script's options); one row per shape."""
     import multiprocessing as mp
 
     from common.collective import free_port
@@ -221,7 +229,8 @@ def run_workers(args, path: str, shapes: list[str]) -> list[dict]:
         upd = [max(ws) for ws in zip(*(m["update_s"] for m in per))]  # a step ends with its slowest worker
         rows.append({"shape": shape, "workers": args.workers, "sharding": args.sharding, "offload": args.offload,
                      "device": args.device, "precision": got[shape][0][1], "update_s": [round(x, 4) for x in upd],
-                     "rows_per_worker": [m["rows"] for m in per],
+                     "rows_per_worker": [m["rows"] for m in per], "tokens_per_worker": [m["tokens"] for m in per],
+                     "threads": args.threads, "first_update": per[0]["first"],
                      "state_gib_per_worker": [m["state_gib"] for m in per],
                      "state_total_gib_per_worker": [round(sum(m["state_gib"].values()), 4) for m in per],
                      "peak_memory_gib_per_worker": [m["peak_memory_gib"] for m in per]})
@@ -267,6 +276,7 @@ def main(argv=None) -> int:
         shapes = ["large"] if args.only_large else (["preset", "large"] if args.large else ["preset"])
         if args.workers > 1 or args.sharding == "fsdp":
             for row in run_workers(args, path, shapes):
+                row.pop("first_update")
                 print(json.dumps(row), flush=True)
             return 0
         kw = dict(micro_batch_size=args.micro_batch_size, precision=args.precision, threads=args.threads,

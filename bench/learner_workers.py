@@ -1,77 +1,42 @@
-"""learner.workers 1 vs N: seconds per update, memory per worker, and how far N workers' update is from one
-worker's (learner/distributed.py), on the default GRPO step's shape with the embedded model. No Ray, no vLLM: the
-workers are processes joined by the same gloo group the job uses.
+"""learner.workers 1 vs N, replicated and sharded: seconds per update, what each worker keeps of parameters,
+gradients and optimizer state, its peak memory, and how far N workers' update is from one worker's (learner/
+distributed.py, learner/fsdp.py), on the default GRPO step's shape with the embedded model. No Ray, no vLLM: the
+workers are bench/learner.py's `--workers` processes, joined by the same gloo group the job uses.
 
     python bench/learner_workers.py [--workers 2] [--repeats 3] [--precision fp32] [--out docs/learner_workers.md]
 
 Each configuration: the same batch (bench/learner.py's preset shape, 4 prompts x K=4), the same initial weights;
-one warm-up update, then `--repeats` timed updates (wall clock of a worker's `train_step`, the slowest worker's per
-update). Threads: the machine's cores split evenly over the workers. The equivalence figure is the largest
-|weight difference| after the first update between N workers and one, in fp32 at lr 1e-5 (the tests ask <= 1e-6).
+one warm-up update (the first: the equivalence figure, the largest |weight difference| to one worker's in fp32 at lr
+1e-5; the tests ask <= 1e-6 on the tiny test models), then `--repeats` timed updates (the slowest worker's wall
+clock). Threads: the machine's cores split evenly over the workers.
 """
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def worker(path: str, world: int, rank: int, port: int, threads: int, precision: str, repeats: int, queue) -> None:
-    import dataclasses
+def measure(path: str, workers: int, sharding: str, precision: str, repeats: int) -> dict:
+    from bench.learner import run_workers
 
-    import torch
-
-    from bench.learner import make_batch, reset_peak
-    from cluster.groups import process_peak_rss_gib
-    from learner.distributed import balanced_shards, prompt_units
-    from learner.policy import AlgoParams, Learner, Reference
-
-    torch.set_num_threads(threads)
-    learner = Learner(path, lr=1e-5, total_steps=1000, warmup_ratio=0.0, micro_batch_size=None,
-                      max_tokens_per_micro_batch="auto", precision=precision, threads=threads)
-    if world > 1:
-        learner.init_data_parallel("127.0.0.1", port, world, rank, "gloo")
-    batch = make_batch("preset", learner.model.config.vocab_size)
-    old = Reference(path, precision=precision, threads=threads).logprobs(batch.prompt_ids, batch.completion_ids)
-    batch = dataclasses.replace(batch, old_logprobs=old, ref_logprobs=old)
-    lengths = [len(c) for c in batch.completion_ids]
-    rows = balanced_shards(lengths, prompt_units(batch.prompt_ids), world)[rank]
-    totals = (len(lengths), sum(lengths))
-    mine = batch.rows(rows)
-    reset_peak("cpu")
-    learner.train_step(mine, AlgoParams(), totals=totals)  # the first update: the equivalence figure
-    first = {n: p.detach().clone().numpy() for n, p in learner.model.named_parameters()} if rank == 0 else None
-    seconds = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        learner.train_step(mine, AlgoParams(), totals=totals)
-        seconds.append(time.perf_counter() - t)
-    queue.put((rank, seconds, process_peak_rss_gib("self"), len(rows), sum(lengths[i] for i in rows), first))
+    opts = SimpleNamespace(workers=workers, sharding=sharding, offload=False, device="cpu", precision=precision,
+                           threads=max(1, (os.cpu_count() or 1) // workers), repeats=repeats, no_warmup=False,
+                           micro_batch_size=None, max_tokens="auto", keep_first=True)
+    return run_workers(opts, path, ["preset"])[0]
 
 
-def measure(path: str, world: int, precision: str, repeats: int) -> dict:
-    from common.collective import free_port
-
-    threads = max(1, (os.cpu_count() or 1) // world)
-    ctx, port = mp.get_context("spawn"), free_port()
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(path, world, r, port, threads, precision, repeats, queue))
-             for r in range(world)]
-    for p in procs:
-        p.start()
-    got = sorted((queue.get(timeout=3600) for _ in procs), key=lambda x: x[0])
-    for p in procs:
-        p.join(timeout=120)
-    per_update = [max(g[1][i] for g in got) for i in range(repeats)]  # an update ends when its slowest worker does
-    return {"workers": world, "threads": threads, "update_s": per_update, "rss_gib": [g[2] for g in got],
-            "rows": [g[3] for g in got], "tokens": [g[4] for g in got], "first": got[0][5]}
+def difference(a: dict, b: dict) -> tuple[float, int, int]:
+    """(largest |a - b|, how many weights differ by more than 1e-6, how many weights)."""
+    diff = max(float(abs(a[n] - b[n]).max()) for n in a)
+    over = sum(int((abs(a[n] - b[n]) > 1e-6).sum()) for n in a)
+    return diff, over, sum(v.size for v in a.values())
 
 
 def main(argv=None) -> int:
@@ -86,38 +51,43 @@ def main(argv=None) -> int:
     from common.models import resolve_model
 
     path = resolve_model(args.model)
-    rows = [measure(path, w, args.precision, args.repeats) for w in (1, args.workers)]
-    one, many = rows
-    diff = max(abs(one["first"][n] - many["first"][n]).max() for n in one["first"])
-    over = sum(int((abs(one["first"][n] - many["first"][n]) > 1e-6).sum()) for n in one["first"])
-    total = sum(v.size for v in one["first"].values())
+    n = args.workers
+    rows = [measure(path, w, s, args.precision, args.repeats) for w, s in ((1, "replicate"), (n, "replicate"),
+                                                                           (n, "fsdp"))]
+    one = rows[0]
     med = statistics.median
-    lines = ["# Learner workers: 1 vs N (learner/distributed.py)", "",
-             f"Generated by `python bench/learner_workers.py --workers {args.workers} --repeats {args.repeats} "
+    lines = ["# Learner workers: 1 vs N, replicated and sharded (learner/distributed.py, learner/fsdp.py)", "",
+             f"Generated by `python bench/learner_workers.py --workers {n} --repeats {args.repeats} "
              f"--precision {args.precision}`. Machine: {machine()}. Model: {args.model}; batch: the default GRPO "
              "step (4 prompts x K=4, 250-token prompts, 32-64-token completions); learner.max_tokens_per_micro_batch "
              "auto. Times are one update's wall clock (the slowest worker's), median [min, max] over the repeats after "
-             "one warm-up.", "",
-             "| workers | threads each | s / update | sequences / tokens per worker | peak RSS per worker (GiB) |",
-             "|---|---|---|---|---|"]
+             "one warm-up. Kept: the bytes a worker holds between steps of parameters + gradients + AdamW state (its "
+             "shards under fsdp: learner/fsdp.py state_bytes); peak RSS: the whole process (torch, the batch's "
+             "activations, a layer gathered at a time under fsdp).", "",
+             "| workers | sharding | threads each | s / update | sequences / tokens per worker | kept per worker "
+             "(GiB: params + grads + optimizer) | kept vs one worker | peak RSS per worker (GiB) | first update vs one "
+             "worker (largest weight difference; weights > 1e-6) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         u = r["update_s"]
-        lines.append(f"| {r['workers']} | {r['threads']} | {med(u):.2f} [{min(u):.2f}, {max(u):.2f}] | "
-                     + ", ".join(f"{a} / {b}" for a, b in zip(r["rows"], r["tokens"])) + " | "
-                     + ", ".join(f"{x:.2f}" for x in r["rss_gib"]) + " |")
-    ratio = med(many["update_s"]) / med(one["update_s"])
-    lines += ["", f"Equivalence: after the first update (lr 1e-5, {args.precision}), the largest |weight difference| "
-              f"between {args.workers} workers and one is {diff:.2e}; {over} of {total} weights differ by more "
-              "than 1e-6 (the tests ask <= 1e-6 of every weight in fp32, on the tiny test models). Adam's first step "
-              "is lr x g / (|g| + 1e-8): where a gradient component is near 1e-8, the last-bit difference between "
-              "one sum over all micro-batches and two partial sums added by the all-reduce moves that step by up to "
-              "lr, so a few weights of a large model can differ by more than 1e-6 while the gradients agree to "
-              "float rounding.", "",
-              f"**Reading.** {args.workers} workers take {ratio:.2f}x one worker's time per update here"
-              + (" (slower)" if ratio > 1.05 else " (faster)" if ratio < 0.95 else " (the same)")
-              + ": they split this machine's cores, each holds the whole model and optimizer state (the RSS column), "
-              "and every update adds an all-reduce of every gradient through gloo. Workers pay off where each has its "
-              "own device (one GPU each); on a 2-core CPU they only show that the split is exact."]
+        kept = r["state_total_gib_per_worker"]
+        eq = "-" if r is one else "{:.2e}; {} of {}".format(*difference(one["first_update"], r["first_update"]))
+        lines.append(f"| {r['workers']} | {r['sharding']} | {r['threads']} | {med(u):.2f} [{min(u):.2f}, {max(u):.2f}] | "
+                     + ", ".join(f"{a} / {b}" for a, b in zip(r["rows_per_worker"], r["tokens_per_worker"])) + " | "
+                     + ", ".join(f"{x:.3f}" for x in kept) + " | "
+                     + f"{max(kept) / one['state_total_gib_per_worker'][0]:.2f} | "
+                     + ", ".join(f"{x:.2f}" for x in r["peak_memory_gib_per_worker"]) + f" | {eq} |")
+    rep, shd = rows[1], rows[2]
+    lines += ["", f"**Reading.** {n} sharded workers keep {max(shd['state_total_gib_per_worker']) / one['state_total_gib_per_worker'][0]:.2f}x "
+              f"of one worker's parameters, gradients and optimizer state each (replicated: "
+              f"{max(rep['state_total_gib_per_worker']) / one['state_total_gib_per_worker'][0]:.2f}x): that is what lets "
+              "a model N times larger train on N devices. Per update they take "
+              f"{med(shd['update_s']) / med(one['update_s']):.2f}x one worker's time (replicated "
+              f"{med(rep['update_s']) / med(one['update_s']):.2f}x): on one CPU they split the same cores, and sharding adds a "
+              "gather of every layer in each pass (forward and backward) and a reduce-scatter of its gradient. "
+              "Equivalence: the largest differences come from Adam's first step, lr x g / (|g| + 1e-8), which moves a "
+              "weight by up to lr where a gradient component near 1e-8 differs in its last bits between one sum and "
+              "partial sums added by the collective; the gradients agree to float rounding (the tests ask <= 1e-6 of "
+              "every weight on the tiny test models)."]
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).write_text(text)

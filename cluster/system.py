@@ -35,6 +35,7 @@ from cluster.engines import Engines
 from cluster.groups import ActorGroup, get, handoff, shard
 from cluster.placement import ENGINE_CPUS, REWARD_CPUS, TRAIN_CPUS
 from cluster.recovery import Recovery
+from cluster.sleep import EngineSleep
 from cluster.weight_sync import WeightSync
 from learner.critic import Critic
 from learner.lora import LoraSpec
@@ -44,7 +45,7 @@ from rollout.engine import Engine
 
 
 def start_rollout(rollout: RolloutConfig, cluster: ClusterConfig, model_path: str, backend: str,
-                  placement=None) -> ActorGroup:
+                  placement=None, sleep_mode: bool = False) -> ActorGroup:
     """The rollout engines (the one place engines are built: training jobs and jobs/eval.py)."""
     from rollout.engine import HFEngine, VLLMEngine
 
@@ -53,7 +54,8 @@ def start_rollout(rollout: RolloutConfig, cluster: ClusterConfig, model_path: st
     else:
         cls, kw = VLLMEngine, dict(max_model_len=rollout.max_model_len, kv_cache_gib=rollout.kv_cache_gib,
                                    seed=rollout.seed, gpu_memory_utilization=rollout.gpu_memory_utilization,
-                                   dtype=rollout.dtype, tensor_parallel_size=rollout.tensor_parallel_size)
+                                   dtype=rollout.dtype, tensor_parallel_size=rollout.tensor_parallel_size,
+                                   sleep_mode=sleep_mode)
         if rollout.tensor_parallel_size > 1 and backend == "ray":
             from cluster.placement import check_gpus_per_node
 
@@ -61,6 +63,17 @@ def start_rollout(rollout: RolloutConfig, cluster: ClusterConfig, model_path: st
     return ActorGroup.create("rollout", cls, cluster.num_rollout_actors, backend, args=(model_path,), kwargs=kw,
                              num_cpus=ENGINE_CPUS, num_gpus=cluster.gpus_per_rollout_actor,
                              max_restarts=cluster.max_restarts, placement=placement)
+
+
+def param_count(path: str) -> float:
+    """About how many parameters the model folder or hub id `path` has (embedding + layers), from its config."""
+    from transformers import AutoConfig
+
+    from common.models import trust_remote_code
+
+    c = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code())
+    h = c.hidden_size
+    return c.vocab_size * h + c.num_hidden_layers * (4 * h * h + 3 * h * getattr(c, "intermediate_size", 4 * h))
 
 
 def policy_dims(path: str) -> tuple[int, int]:
@@ -127,7 +140,8 @@ class GRPOSystem:
                                        learner_workers=cfg.learner.workers)
         on = (lambda role: getattr(self.placement, role)()) if self.placement else (lambda role: None)  # noqa: E731
         self.recovery = Recovery(c.max_restarts, c.call_timeout_s, backend)
-        self.rollout = start_rollout(cfg.rollout, c, init_path, backend, placement=on("engines"))
+        self.rollout = start_rollout(cfg.rollout, c, init_path, backend, placement=on("engines"),
+                                     sleep_mode=plan.sleep != "off")
         self.reward = ActorGroup.create("reward", RewardScorer, c.num_reward_actors, backend,
                                         args=(reward_components,), num_cpus=REWARD_CPUS, max_restarts=c.max_restarts)
         self.tools = None  # multi-turn rollouts: the tool actors (tools/toolbox.py)
@@ -182,6 +196,16 @@ class GRPOSystem:
         self.precisions = {role: ([c["precision"] for c in v] if role == "engines" else v["precision"])
                            for role, v in self.choices.items()}
         self.plan = plan.with_precisions(self.precisions)
+        if self.plan.sleep == "auto":  # the level by the model's size (cluster/sleep.py), decided once here
+            from dataclasses import replace
+
+            from cluster.sleep import sleep_level
+
+            self.plan = replace(self.plan, sleep=f"level{sleep_level(param_count(init_path))}")
+        level = int(self.plan.sleep[-1]) if self.plan.sleep != "off" else None
+        self.sleep = EngineSleep(level, lambda method, *a: get(self.rollout.call_all(method, *a), timeout=c.call_timeout_s,
+                                                                what=f"rollout.{method.__name__}"),
+                                 lambda: self.learner.run(Learner.free_cache))
         self.weights = WeightSync(self.learner, self.rollout, c, self.recovery, self.plan.sync_precision,
                                   cfg.rollout.tensor_parallel_size)
         self.engines = Engines(self.rollout, self.recovery, self.weights, c.call_timeout_s)  # generate, greedy
@@ -232,13 +256,20 @@ class GRPOSystem:
         return self.weights.last
 
     def sync_weights(self) -> None:
-        """The learner's weights to every engine, checked on each (cluster/weight_sync.py)."""
-        self.weights.sync()
+        """The learner's weights to every engine, checked on each (cluster/weight_sync.py); sleeping engines wake
+        around it (cluster/sleep.py)."""
+        self.weights.sync(around=self.sleep.around_sync)
+
+    def rest_engines(self) -> None:
+        """After a step's generation: with rollout.sleep on, the engines' GPU memory goes to the learner until the
+        next weight sync (cluster/sleep.py); otherwise nothing."""
+        self.sleep.rest()
 
     # ---- generation ----------------------------------------------------------------------------------------
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> Rollout:
         """K samples per prompt: one completion each, or with tools (rollout.max_turns > 1) the multi-turn loop of
         cluster/turns.py."""
+        self.sleep.ensure_awake(self.sync_weights)
         turns = self.plan.turns
         if turns is None:
             return self.engines.generate(prompt_ids, sampling, seed)

@@ -80,13 +80,13 @@ class WeightSync:
                 get(self.rollout.call_all(Engine.update_weights, part, self.version), timeout=c.call_timeout_s,
                     what=f"rollout.update_weights (bucket {i + 1} of {self.buckets})")
 
-    def sync(self) -> None:
+    def sync(self, around=None) -> None:
         """A new version to every engine, then checked on each. An engine that dies on the way is restarted by
-        Ray and gets it again."""
+        Ray and gets it again. `around(push)`: runs the push (sleeping engines wake around it: cluster/sleep.py)."""
         self.version += 1
         for attempt in range(self.c.max_restarts + 1):
             try:
-                self.push()
+                around(self.push) if around is not None else self.push()
                 if self.c.verify_sync:
                     self.verify()
                 return

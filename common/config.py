@@ -109,6 +109,10 @@ class RolloutConfig(_Section):
         "policy turns a sample may take: 1 = one completion (today's rollouts); more = multi-turn with tools "
         "(tools.use): a turn that ends with a tool call (<search>...</search>) gets the tool's observation appended "
         "and the sample goes on, token in, token out (rollout/turns.py)"))
+    sleep: Literal["auto", "off", "level1", "level2"] = Field("auto", description=(
+        "vLLM's sleep mode, engines and learner sharing a GPU (cluster/sleep.py): between a step's generation and "
+        "its weight sync the engines give their GPU memory to the learner. auto = on with cluster.placement="
+        "colocated and GPU engines (level 1 below 2B parameters, else level 2), off otherwise; CPU vLLM has none"))
     max_total_tokens: int | None = Field(None, ge=1, description=(
         "multi-turn: completion tokens a sample may hold, policy and observations together (None = max_model_len - "
         "max_prompt_tokens - max_new_tokens)"))
@@ -655,6 +659,7 @@ class JobConfig(_Section):
             raise ValueError("train.overlap samples with weights one update older than the learner's: the ratio must "
                              "use the engine's logprobs (algo.old_logprobs=engine or auto), not the learner's")
         self._check_turns()
+        self._check_sleep()
         tp, gpus = self.rollout.tensor_parallel_size, self.cluster.gpus_per_rollout_actor
         if tp > 1 and (self.rollout.engine != "vllm" or gpus == 0):
             raise ValueError(f"rollout.tensor_parallel_size={tp} splits a vLLM engine over {tp} GPUs; "
@@ -672,6 +677,24 @@ class JobConfig(_Section):
                              "cluster.backend=inprocess use weight_sync=object_store")
         return self
 
+
+    def _check_sleep(self) -> None:
+        r, c = self.rollout, self.cluster
+        if r.sleep in ("level1", "level2"):
+            if r.engine != "vllm" or c.gpus_per_rollout_actor == 0:
+                raise ValueError(f"rollout.sleep={r.sleep} is vLLM's sleep mode on a GPU; "
+                                 + ("the hf engine has none" if r.engine != "vllm" else "CPU vLLM has none "
+                                    "(cluster.gpus_per_rollout_actor=0)") + ": set rollout.sleep=auto or off")
+        if r.sleep != "off" and self.train.overlap and self.sleeps():
+            raise ValueError("train.overlap generates while the learner trains, so the engines cannot sleep then: "
+                             "drop train.overlap or set rollout.sleep=off")
+
+    def sleeps(self) -> bool:
+        """Whether the engines sleep between generations (the level is decided with the model's size)."""
+        r, c = self.rollout, self.cluster
+        if r.sleep == "off" or r.engine != "vllm" or c.gpus_per_rollout_actor == 0:
+            return False
+        return r.sleep != "auto" or c.placement == "colocated"
 
     def _check_turns(self) -> None:
         r, use = self.rollout, self.tools.use

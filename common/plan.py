@@ -151,6 +151,9 @@ class RunPlan:
     turns: TurnsPlan | None = None          # multi-turn rollouts with tools, or None (one completion a sample)
     sharding: str = "replicate"             # replicate | fsdp: how learner, reference and critic workers hold models
     workers: int = 1                        # learner workers
+    sleep: str = "off"                      # engines between generations (cluster/sleep.py): off | auto (the level
+                                            # by model size, at start) | level1 | level2
+    colocated: bool = False                 # cluster.placement=colocated (the run log says why sleep is off)
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -179,6 +182,10 @@ class RunPlan:
         prec = ", ".join(f"{k} {v}" for k, v in self.precision.items())
         workers = f"; {self.workers} learner workers, {self.sharding}" if self.workers > 1 or self.sharding != \
             "replicate" else ""
+        if self.sleep != "off":
+            workers += f"; engines sleep between generations ({self.sleep})"
+        elif self.colocated:
+            workers += "; engine sleep mode off (it needs vLLM on a GPU)"
         return [p.describe() for p in self.phases] + [f"actors: {' '.join(self.roles)}; precision: {prec}{workers}"]
 
 
@@ -203,7 +210,8 @@ def make_plan(cfg: JobConfig) -> RunPlan:
     precision = {"learner": learner, "engines": cfg.rollout.dtype,
                  **{role: learner for role in ("reference", "critic") if role in roles}}
     return RunPlan(phases, tuple(roles), precision, turns=turns, sharding=cfg.learner.sharded(),
-                   workers=cfg.learner.workers)
+                   workers=cfg.learner.workers, sleep=cfg.rollout.sleep if cfg.sleeps() else "off",
+                   colocated=cfg.cluster.placement == "colocated")
 
 
 def _phase(cfg: JobConfig, index: int, name: str, p, lora: bool) -> PhasePlan:

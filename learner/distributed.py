@@ -1,6 +1,7 @@
-"""Data parallelism for the learner (`learner.workers: N`): N learner processes, each holding the whole model and
-optimizer state, each given its share of a step's sequences; after the local backward passes, one all-reduce sums
-the gradients, and every worker takes the same optimizer step, so the workers stay identical (DDP's semantics).
+"""Data parallelism for the learner (`learner.workers: N`): N learner processes, each given its share of a step's
+sequences. Replicated (learner.sharding=replicate), each holds the whole model and optimizer state; after the local
+backward passes one all-reduce sums the gradients, and every worker takes the same optimizer step, so the workers
+stay identical (DDP's semantics). Sharded (fsdp), each holds 1/N of them (learner/fsdp.py).
 
 The losses are written with the whole batch's denominators (learner/losses.py `global_denominator`; SFT's target
 count; DPO's pair count), passed in as the step's `totals`, so the gradients summed over the workers are the
@@ -10,14 +11,8 @@ fp32). Metrics are summed (keys ending `_max`: maximised) over the workers with 
 The group is a torch.distributed process group of the workers' own (common/collective.py: gloo on CPU, NCCL on GPU,
 built from a TCPStore), never the global default group, as the collective weight sync's.
 
-Why replicated, not FSDP2's sharded parameters: FSDP2 (torch 2.13) runs on CPU with gloo (tried: fully_shard on a
-2-process gloo mesh steps and equals the single process to 1e-6 when each loss is scaled by N, since gloo has no
-PREMUL_SUM for FSDP's own gradient division), but its all-gathers and reduce-scatters fire in module forward hooks,
-and this learner does not call the model's forward: it runs the body, then the LM head on the completion positions
-only (learner/logprobs.py chunk_hidden, the fix that kept 98 GiB of logits off an H200) and shares a group's
-prompt across its samples; with the head tied to the embeddings (SmolLM2, Qwen2.5-0.5B) the head's weight would
-live in two FSDP units. Sharding needs those passes restated as FSDP units; until then a model must fit on one
-device with its optimizer state, and N workers buy throughput, not memory.
+Sharded workers (learner.sharding=fsdp, the default for several workers) use this group too, for the metric sums and
+the micro-batch counts they agree on; FSDP2 itself runs on the workers' default process group (learner/fsdp.py).
 """
 from __future__ import annotations
 

@@ -452,6 +452,11 @@ class Learner:
         """The plain model's weights (with LoRA: the adapters merged in), under the plain model's names."""
         return lora_lib.merged_state(self.model) if self.lora is not None else self.model.state_dict()
 
+    def free_cache(self) -> None:
+        """Give the allocator's cached GPU memory back (engines waking on the same GPU: cluster/sleep.py)."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     # ---- collective weight sync (common/collective.py): rank 0 of a group with every engine ----------------
     def init_sync_group(self, host: str, port: int, world_size: int, backend: str) -> None:
         from common.collective import SyncGroup

@@ -70,6 +70,13 @@ class Engine:
     def probe_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
         raise NotImplementedError
 
+    def sleep(self, level: int) -> None:
+        """Give the GPU memory back between generations (cluster/sleep.py); vLLM on a GPU only."""
+        raise NotImplementedError(f"{type(self).__name__} has no sleep mode (vLLM on a GPU has: rollout.sleep)")
+
+    def wake(self, tags: list[str]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no sleep mode")
+
     @property
     def precision(self) -> str:
         return self.choice.precision
@@ -77,7 +84,12 @@ class Engine:
     def precision_choice(self) -> dict:
         return self.choice.as_dict()
 
+    sleeping = False  # cluster/sleep.py: asleep between a generation and the next weight sync
+
     def _check(self, expected: int | None) -> None:
+        if self.sleeping:
+            raise RuntimeError("the engine is asleep (rollout.sleep) and was asked to sample: the system wakes it "
+                               "with the next weight sync (cluster/sleep.py EngineSleep.ensure_awake)")
         if expected is not None and expected != self.weights_version:
             raise StaleWeights(f"engine holds weights version {self.weights_version}, the caller expects {expected} "
                                "(restarted since the last sync?)")
@@ -112,7 +124,7 @@ def _reload(worker, named_arrays):
 class VLLMEngine(Engine):
     def __init__(self, model_path: str, max_model_len: int = 2048, kv_cache_gib: float = 2.0,
                  dtype: str = "fp32", seed: int = 0, gpu_memory_utilization: float = 0.5,
-                 enforce_eager: bool = True, tensor_parallel_size: int = 1):
+                 enforce_eager: bool = True, tensor_parallel_size: int = 1, sleep_mode: bool = False):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(max(1, round(kv_cache_gib)))))
         from transformers import AutoConfig
@@ -132,7 +144,8 @@ class VLLMEngine(Engine):
                        enable_chunked_prefill=False, max_num_batched_tokens=max(max_model_len, 8192),
                        # tensor parallel: vLLM's workers as processes of this actor, on the GPUs of its bundle
                        tensor_parallel_size=tensor_parallel_size,
-                       distributed_executor_backend="mp" if tensor_parallel_size > 1 else None)
+                       distributed_executor_backend="mp" if tensor_parallel_size > 1 else None,
+                       **({"enable_sleep_mode": True} if sleep_mode else {}))  # one GPU with the learner
         self.tensor_parallel_size = tensor_parallel_size
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = max_model_len
@@ -171,6 +184,20 @@ class VLLMEngine(Engine):
         params = SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens)
         outs = self.llm.generate(self._prompts(prompt_ids), params, use_tqdm=False)
         return [o.outputs[0].text for o in outs]
+
+    def sleep(self, level: int) -> None:
+        self.llm.sleep(level=level)
+        self.sleeping = True
+
+    def wake(self, tags: list[str]) -> None:
+        """Wake `tags` ("weights", "kv_cache"); awake once the KV cache is back, whose prefix entries were computed
+        with the old weights and are dropped. An engine that is awake (restarted by Ray) ignores it."""
+        if not self.sleeping:
+            return
+        self.llm.wake_up(tags=tags)
+        if "kv_cache" in tags:
+            self.sleeping = False
+            self.llm.reset_prefix_cache()
 
     def update_weights(self, named_tensors, version=None) -> None:
         self.llm.collective_rpc(_reload, args=(list(named_tensors),))

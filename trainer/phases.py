@@ -394,6 +394,7 @@ class RSSFTPhase(Phase):
             kept += keep_passing(rollout, scored.rewards, batch.indices, c.threshold, c.max_per_prompt, seen,
                                  per_prompt)
             print(f"[{self.name}] sampled {start + n}/{c.prompts} prompts, kept {len(kept)} completions", flush=True)
+        r.system.rest_engines()  # the SFT steps that follow train on the GPU the engines held (rollout.sleep)
         tmp = traces.with_name(traces.name + ".tmp")
         tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
         tmp.rename(traces)

@@ -154,6 +154,7 @@ def collect(run, plan: PhasePlan, prompts: int, timer) -> tuple[PromptBatch, Sco
             break
         rate = kept / drawn
         n = min(math.ceil((prompts - kept) / max(rate, 0.25)), 4 * prompts)
+    run.system.rest_engines()  # the step's generation is done: with rollout.sleep, the GPU goes to the learner
     if not parts:  # no group had a signal in any round: the last round's, as plain GRPO trains on
         parts = [last]
     batch = PromptBatch([i for b, _ in parts for i in b.indices], [p for b, _ in parts for p in b.prompt_ids],
