@@ -44,6 +44,9 @@ SEARCH_BUDGET = ["data.test_size=500", "data.eval_size=200", "train.eval_every=1
                  "train.phases=[{kind: sft, epochs: 1, limit: 256, lr: 1.0e-4, batch_size: 8}, "
                  "{kind: grpo, steps: 30, prompts_per_step: 8}]"]
 CLOSED_BOOK = 'task.params.template="Answer the question with a short span.\\nQuestion: {question}"'
+SEARCH_RAG = ["retrieval.enabled=true", "retrieval.use_in=train_and_eval"]
+SEARCH_TIMING = ("data.test_size=500;data.eval_size=200;train.phases=[{{kind: grpo, steps: 3, prompts_per_step: 8}}];"
+                 "train.eval_at_start=false;train.eval_every=100;model.policy={runs}/search-{arm}/checkpoints/sft")
 # recipe -> runs (name -> preset, or (preset, overrides with {runs} for the runs folder)) and evals (file stem,
 # run, checkpoint or None for the base model, eval.py args)
 RECIPES = {
@@ -152,9 +155,14 @@ RECIPES = {
     },
     "search": {
         "runs": {"search-tool": ("xquad_en_search_grpo.yaml", SEARCH_BUDGET),
-                 "search-rag": ("xquad_en_sft_grpo.yaml", [*SEARCH_BUDGET, "retrieval.enabled=true",
-                                                          "retrieval.use_in=train_and_eval"]),
-                 "search-none": ("xquad_en_sft_grpo.yaml", [*SEARCH_BUDGET, "task.params.context=none", CLOSED_BOOK])},
+                 "search-rag": ("xquad_en_sft_grpo.yaml", [*SEARCH_BUDGET, *SEARCH_RAG]),
+                 "search-none": ("xquad_en_sft_grpo.yaml", [*SEARCH_BUDGET, "task.params.context=none", CLOSED_BOOK]),
+                 # seconds per GRPO step, measured apart on a quiet machine: 3 steps of each arm from its SFT model
+                 **{f"search-{arm}-time": (preset, [*own, *SEARCH_TIMING.format(runs="{runs}", arm=arm).split(";")])
+                    for arm, preset, own in (("tool", "xquad_en_search_grpo.yaml", []),
+                                             ("rag", "xquad_en_sft_grpo.yaml", SEARCH_RAG),
+                                             ("none", "xquad_en_sft_grpo.yaml", ["task.params.context=none",
+                                                                                CLOSED_BOOK]))}},
         "evals": [*[(f"test-{k}", f"search-{arm}", {"base": None}.get(k, k), []) for arm in ("tool", "rag", "none")
                     for k in ("sft", "best", "last")],
                   ("test-base", "search-none", None, []), ("test-base", "search-rag", None, [])],

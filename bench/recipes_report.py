@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import (ci, claim, comparison, head, load, machine, notes, paired, row, save,  # noqa: E402
-                          subplots, verdict)
+                          spread, subplots, verdict)
 from common.metrics_log import phase_spans, read_records  # noqa: E402
 
 # What each paper claims, the one place a report states it; the sections test it against the paired differences.
@@ -571,8 +571,11 @@ def search(runs: Path, figs: dict) -> list[str]:
     for n in names:
         if "test-sft" in ev[n] and "test-best" in ev[n]:
             lines.append(f"- {comparison(ev[n]['test-sft'], ev[n]['test-best'], 'f1', (n + ' SFT', n + ' best'))}")
-    lines += ["", *head("arm", "s per GRPO step (generate / learn)", "tool calls per sample", "observation tokens "
-                        "per sample", "learner tokens per sample", "validation F1: SFT end -> best (step)")]
+    lines += ["", "Seconds per GRPO step: 3 steps of each arm from its SFT model, run apart on a quiet machine "
+              "(`search-<arm>-time`), median [min, max]; the other columns are means over the training run's GRPO steps.",
+              "", *head("arm", "s per GRPO step", "of it generate / learn (median)", "tool calls per sample",
+                        "observation tokens per sample", "learner tokens per sample",
+                        "validation F1: SFT end -> best (step)")]
     for n in names:
         recs = read_records(runs / n / "metrics.jsonl")
         steps = [r for r in recs if r.get("kind") == "step" and r.get("phase") == "grpo"]
@@ -580,13 +583,16 @@ def search(runs: Path, figs: dict) -> list[str]:
         if not steps:
             continue
         mean = lambda k: statistics.fmean(r.get(k, 0.0) for r in steps)  # noqa: E731
-        samples = mean("sampling/samples_per_update")
+        timed = [r for r in read_records(runs / f"{n}-time" / "metrics.jsonl") if r.get("kind") == "step"] \
+            if (runs / f"{n}-time" / "metrics.jsonl").is_file() else []
+        med = lambda k: statistics.median(r.get(k, 0.0) for r in timed)  # noqa: E731
+        seconds = (spread([r["timing/step"] for r in timed], "{:.1f}"), f"{med('timing/generate'):.1f} / "
+                   f"{med('timing/learn'):.1f}") if timed else ("not measured apart", "-")
         sft_end = next((r for r in evs if r.get("phase") == "sft"), None)
         top = max(evs, key=lambda r: r.get("eval/f1", -1.0)) if evs else None
-        lines.append(row(label[n], f"{mean('timing/step'):.1f} ({mean('timing/generate'):.1f} / "
-                         f"{mean('timing/learn'):.1f})", f"{mean('tools/calls_per_sample'):.2f}",
+        lines.append(row(label[n], *seconds, f"{mean('tools/calls_per_sample'):.2f}",
                          f"{mean('rollout/observation_tokens'):.0f}",
-                         f"{mean('learner/tokens_forward') / samples:.0f}",
+                         f"{mean('learner/tokens_forward') / mean('sampling/samples_per_update'):.0f}",
                          f"{sft_end['eval/f1']:.3f} -> {top['eval/f1']:.3f} ({top['step']})" if sft_end and top else "-"))
     return lines + ["", "Where the samples went:", "", *gradient_table(runs, names)]
 

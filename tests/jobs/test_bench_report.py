@@ -450,6 +450,13 @@ def test_search_compares_the_three_arms_paired_and_reads_the_tool_figures(tmp_pa
            "| - | 0.900 | - | 5 | 4 |" in text
     assert "- search-tool - search-rag: +0.250 f1" in text and "- search-rag - search-none: +0.250 f1" in text
     assert "- search-tool - search-none: +0.500 f1" in text and "- search-tool best - search-tool SFT: +0.500" in text
-    assert "| the policy searches the index itself (multi-turn, Search-R1) | 15.0 (2.0 / 6.0) | 1.00 | 90 | 100 | " \
+    assert "| the policy searches the index itself (multi-turn, Search-R1) | not measured apart | - | 1.00 | 90 | 100 | " \
            "0.400 -> 0.500 (4) |" in text
+    timed = tmp_path / "search-tool-time"
+    timed.mkdir()
+    (timed / "metrics.jsonl").write_text("".join(json.dumps({"kind": "step", "step": i, "timing/step": s,
+                                                             "timing/generate": 1.0, "timing/learn": s - 2.0}) + "\n"
+                                                 for i, s in ((1, 8.0), (2, 9.0), (3, 12.0))))
+    text = "\n".join(recipes_report.search(tmp_path, {}))
+    assert "| the policy searches the index itself (multi-turn, Search-R1) | 9.0 [8.0, 12.0] | 1.0 / 7.0 | 1.00 |" in text
     assert recipes_report.search(tmp_path / "nothing", {}) == ["(the search runs are not there yet)"]
