@@ -325,7 +325,7 @@ class GRPOSystem:
     def set_reference(self, phase: PhasePlan, source: str) -> None:
         """The KL reference of the phase that starts: 'current' (the learner's weights now) or a model folder,
         where the plan says it is served."""
-        if self.cfg.learner.lora is not None:
+        if self.plan.lora:
             # The config allows only the phase-start model here. A folder means a resumed phase (the saved base
             # weights already are its start) or the first phase's initial model (the adapters are fresh).
             if source == "current":

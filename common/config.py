@@ -615,49 +615,16 @@ class JobConfig(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "JobConfig":
+        """Every rule that ties fields together, on each phase's resolved values (its algo and sampling patches
+        applied): a phase's own override cannot slip past a rule written for the top-level section."""
         for i, phase in enumerate(self.train.phases):
             where = f"train.phases.{i} ({phase.kind})"
             try:
-                self.algo_for(phase)
-                r = self.rollout_for(phase)
+                a, r = self.algo_for(phase), self.rollout_for(phase)
             except ValidationError as err:
                 msg = err.errors()[0]["msg"].removeprefix("Value error, ")
                 raise ValueError(f"{where}: {msg}") from None
-            if r.max_prompt_tokens + r.max_new_tokens > r.max_model_len:
-                raise ValueError(
-                    f"rollout.max_prompt_tokens ({r.max_prompt_tokens}) + rollout.max_new_tokens "
-                    f"({r.max_new_tokens}, {where}) exceeds rollout.max_model_len ({r.max_model_len}); "
-                    "raise max_model_len or lower one of the two")
-            if phase.kind in ("grpo", "ppo", "dpo") and not phase.reference.strip():
-                raise ValueError(f"{where}: reference is empty; use 'phase_start', 'initial' or a model folder")
-            if (self.learner.lora is not None and phase.kind in ("grpo", "ppo", "dpo") and phase.reference != "phase_start"
-                    and not (i == 0 and phase.reference == "initial")):
-                raise ValueError(f"{where}: with learner.lora the reference is the model with its adapters "
-                                 f"disabled, which is the model the phase started from; reference "
-                                 f"'{phase.reference}' needs full fine-tuning (drop learner.lora) or "
-                                 "reference: phase_start")
-        for i, phase in enumerate(self.train.phases):
-            a = self.algo_for(phase)
-            where = f"train.phases.{i} ({phase.kind})"
-            if a.kl_kind == "full" and a.beta > 0 and phase.kind == "grpo" and self.learner.sharded() == "fsdp":
-                raise ValueError(f"{where}: algo.kl_kind=full keeps a whole frozen copy of the model inside each "
-                                 "learner worker, which learner.sharding=fsdp does not shard: use a sampled KL "
-                                 "(kl_kind k1/k2/k3, served by the sharded reference workers) or "
-                                 "learner.sharding=replicate")
-            if phase.kind == "ppo" and (a.dynamic_sampling or a.skip_solved or a.skip_failed or a.advantage != "grpo"):
-                raise ValueError(f"{where}: algo.dynamic_sampling, skip_solved/skip_failed and advantage are GRPO's; "
-                                 "PPO's advantages are GAE with its critic: drop them from this phase")
-            if phase.kind == "grpo" and self.train.overlap and (a.dynamic_sampling or a.skip_solved or a.skip_failed):
-                raise ValueError(f"{where}: train.overlap draws the next batch before this one is scored, so it cannot "
-                                 "choose prompts by their rewards; drop train.overlap or algo.dynamic_sampling / "
-                                 "skip_solved / skip_failed")
-            r = self.rollout_for(phase)
-            if a.overlong == "soft" and a.overlong_buffer is not None and a.overlong_buffer > r.max_new_tokens:
-                raise ValueError(f"{where}: algo.overlong_buffer ({a.overlong_buffer}) exceeds max_new_tokens "
-                                 f"({r.max_new_tokens}); use at most max_new_tokens (None = a quarter of it)")
-        if self.train.overlap and self.algo.old_logprobs == "learner":
-            raise ValueError("train.overlap samples with weights one update older than the learner's: the ratio must "
-                             "use the engine's logprobs (algo.old_logprobs=engine or auto), not the learner's")
+            self._check_phase(i, phase, where, a, r)
         self._check_turns()
         self._check_sleep()
         tp, gpus = self.rollout.tensor_parallel_size, self.cluster.gpus_per_rollout_actor
@@ -677,6 +644,43 @@ class JobConfig(_Section):
                              "cluster.backend=inprocess use weight_sync=object_store")
         return self
 
+
+    def _check_phase(self, i: int, phase, where: str, a: "AlgoConfig", r: RolloutConfig) -> None:
+        """The rules of one phase, on its resolved algo `a` and rollout `r`."""
+        if r.max_prompt_tokens + r.max_new_tokens > r.max_model_len:
+            raise ValueError(
+                f"rollout.max_prompt_tokens ({r.max_prompt_tokens}) + rollout.max_new_tokens "
+                f"({r.max_new_tokens}, {where}) exceeds rollout.max_model_len ({r.max_model_len}); "
+                "raise max_model_len or lower one of the two")
+        if phase.kind in ("grpo", "ppo", "dpo") and not phase.reference.strip():
+            raise ValueError(f"{where}: reference is empty; use 'phase_start', 'initial' or a model folder")
+        if (self.learner.lora is not None and phase.kind in ("grpo", "ppo", "dpo") and phase.reference != "phase_start"
+                and not (i == 0 and phase.reference == "initial")):
+            raise ValueError(f"{where}: with learner.lora the reference is the model with its adapters "
+                             f"disabled, which is the model the phase started from; reference "
+                             f"'{phase.reference}' needs full fine-tuning (drop learner.lora) or "
+                             "reference: phase_start")
+        if a.kl_kind == "full" and a.beta > 0 and phase.kind == "grpo" and self.learner.sharded() == "fsdp":
+            raise ValueError(f"{where}: algo.kl_kind=full keeps a whole frozen copy of the model inside each "
+                             "learner worker, which learner.sharding=fsdp does not shard: use a sampled KL "
+                             "(kl_kind k1/k2/k3, served by the sharded reference workers) or "
+                             "learner.sharding=replicate")
+        if phase.kind == "ppo" and (a.dynamic_sampling or a.skip_solved or a.skip_failed or a.advantage != "grpo"):
+            raise ValueError(f"{where}: algo.dynamic_sampling, skip_solved/skip_failed and advantage are GRPO's; "
+                             "PPO's advantages are GAE with its critic: drop them from this phase")
+        overlapped = phase.kind == "grpo" and self.train.overlap  # the only kind train.overlap changes
+        if overlapped and (a.dynamic_sampling or a.skip_solved or a.skip_failed):
+            raise ValueError(f"{where}: train.overlap draws the next batch before this one is scored, so it cannot "
+                             "choose prompts by their rewards; drop train.overlap or algo.dynamic_sampling / "
+                             "skip_solved / skip_failed")
+        if overlapped and a.old_logprobs == "learner":
+            raise ValueError(f"{where}: train.overlap samples with weights one update older than the learner's: the "
+                             "ratio must use the engine's logprobs; set algo.old_logprobs=engine or auto"
+                             + (" in this phase" if phase.kind != "sft" and getattr(phase, "algo", None) is not None
+                                and phase.algo.old_logprobs else ""))
+        if a.overlong == "soft" and a.overlong_buffer is not None and a.overlong_buffer > r.max_new_tokens:
+            raise ValueError(f"{where}: algo.overlong_buffer ({a.overlong_buffer}) exceeds max_new_tokens "
+                             f"({r.max_new_tokens}); use at most max_new_tokens (None = a quarter of it)")
 
     def _check_sleep(self) -> None:
         r, c = self.rollout, self.cluster

@@ -115,6 +115,13 @@ class PhasePlan:
     selection: Selection | None = None  # grpo, ppo (its defaults), online dpo (dynamic sampling, pool)
     dpo: DPOParams | None = None      # dpo: its loss
     turns: TurnsPlan | None = None    # sampled phases of a multi-turn run
+    # the schedule, each phase's own value or the section's default, resolved here (trainer/phases.py reads these)
+    lr: float = 1e-5                  # the phase's own lr, else learner.lr (grpo, ppo, dpo)
+    steps: int | None = None          # explicit optimizer/rollout steps; None: from the data (sft/rs_sft epochs, dpo file)
+    prompts_per_step: int | None = None  # grpo, ppo, online dpo: the phase's, else train.prompts_per_step
+    inner_steps: int = 1              # grpo: learner.inner_steps updates per rollout batch
+    eval_every: int | None = None     # the phase's, else train.eval_every for sampled phases; None: at its end only
+    patience: int | None = None       # the phase's, else train.patience
 
     @property
     def old_logprobs(self) -> str | None:
@@ -149,6 +156,8 @@ class RunPlan:
     measured: bool = False                  # with_precisions has run
     sync_precision: str | None = None       # fp32 | bf16, once measured
     turns: TurnsPlan | None = None          # multi-turn rollouts with tools, or None (one completion a sample)
+    lora: bool = False                      # LoRA adapters: a phase's reference is its start with them off, so the
+                                            # adapters are merged into the base weights when a phase starts
     sharding: str = "replicate"             # replicate | fsdp: how learner, reference and critic workers hold models
     workers: int = 1                        # learner workers
     sleep: str = "off"                      # engines between generations (cluster/sleep.py): off | auto (the level
@@ -195,7 +204,8 @@ def make_plan(cfg: JobConfig) -> RunPlan:
     names = cfg.train.phase_names()
     r = cfg.rollout
     turns = TurnsPlan(r.max_turns, r.total_tokens(), tuple(t.name for t in cfg.tools.use)) if r.max_turns > 1 else None
-    phases = tuple(_phase(cfg, i, names[i], p, lora) for i, p in enumerate(cfg.train.phases))
+    phases = tuple(replace(_phase(cfg, i, names[i], p, lora), **_schedule(cfg, p))
+                   for i, p in enumerate(cfg.train.phases))
     phases = tuple(replace(p, turns=turns) if p.sampling is not None and turns else p for p in phases)
     roles = ["rollout", "reward", "learner"]
     if any(p.kl.served_by == "reference_actor" for p in phases):
@@ -209,7 +219,7 @@ def make_plan(cfg: JobConfig) -> RunPlan:
     learner = cfg.learner.precision
     precision = {"learner": learner, "engines": cfg.rollout.dtype,
                  **{role: learner for role in ("reference", "critic") if role in roles}}
-    return RunPlan(phases, tuple(roles), precision, turns=turns, sharding=cfg.learner.sharded(),
+    return RunPlan(phases, tuple(roles), precision, turns=turns, lora=lora, sharding=cfg.learner.sharded(),
                    workers=cfg.learner.workers, sleep=cfg.rollout.sleep if cfg.sleeps() else "off",
                    colocated=cfg.cluster.placement == "colocated")
 
@@ -228,7 +238,7 @@ def _phase(cfg: JobConfig, index: int, name: str, p, lora: bool) -> PhasePlan:
                               skip_failed=a.skip_failed, solved_at=a.solved_at, failed_at=a.failed_at)
         return PhasePlan(index, name, p.kind, sampling if p.online else None, kl=kl,
                          selection=selection if p.online else None,
-                         dpo=DPOParams(p.beta, p.loss, p.label_smoothing))
+                         dpo=DPOParams(kl.coef, p.loss, p.label_smoothing))  # beta: the KL's coefficient
     if p.kind == "ppo":  # k1 against the reference folded into the token rewards; no KL term in the loss
         kl = KLPlan("k1", p.kl_coef, "reward", p.reference, _served("k1", lora)) if p.kl_coef > 0 else KLPlan()
         overlap = False
@@ -248,6 +258,20 @@ def _phase(cfg: JobConfig, index: int, name: str, p, lora: bool) -> PhasePlan:
                               a.overlong_buffer or max(1, r.max_new_tokens // 4), a.overlong_penalty, a.skip_solved,
                               a.skip_failed, a.solved_at, a.failed_at)
     return PhasePlan(index, name, p.kind, sampling, algo, kl, overlap, selection)
+
+
+def _schedule(cfg: JobConfig, p) -> dict:
+    """A phase's lr, steps, prompts a step, inner steps and eval cadence: its own value, else the section's."""
+    t, sampled = cfg.train, p.kind in ("grpo", "ppo", "dpo")
+    out = dict(lr=(p.lr or cfg.learner.lr) if sampled else p.lr, steps=getattr(p, "steps", None),
+               eval_every=p.eval_every or (t.eval_every if sampled else None), patience=p.patience or t.patience)
+    if p.kind == "grpo":
+        out["inner_steps"] = cfg.learner.inner_steps
+    if sampled:
+        out["prompts_per_step"] = p.prompts_per_step or t.prompts_per_step
+    if p.kind == "dpo" and p.online:
+        out["steps"] = p.steps or 100
+    return out
 
 
 def _served(kind: str, lora: bool) -> Served:

@@ -193,7 +193,8 @@ def run_retrieval(cfg, cls, params, task, source: str):
     from retrieval.retriever import Retriever
     from trainer.rag import corpus, open_index, with_passages
 
-    whole = cls(cls.load(source, cfg.data, params)[0], params, task.tokenizer, task.max_prompt_tokens)
+    splits, stats = cls.load(source, cfg.data, params)  # the run's own index is found by its source's name
+    whole = cls(splits, params, task.tokenizer, task.max_prompt_tokens, stats={"source": source, **stats})
     _, status, index_dir, n_docs = open_index(whole, cfg)
     print(f"[eval] dense index over {n_docs} contexts at {index_dir} ({status})", flush=True)
     doc_of = {doc: i for i, doc in enumerate(corpus(whole))}

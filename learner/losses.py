@@ -4,7 +4,8 @@ Glossary: B sequences, G group size, T completion tokens, V vocab, N token posit
 Masks are [B, T] with nonzero = valid completion token. Gradients flow only through `logprobs` (and `logits`
 in full_kl); old_logprobs, ref_logprobs and advantages are treated as constants.
 
-Conventions (reference/grpo-test-vectors.md):
+Conventions (the team's GRPO test vectors: shared/reference/grpo-test-vectors.md beside the checkout, pinned in
+tests/learner/test_losses.py):
 - Vanilla PPO clip, per token: -min(ratio*A, clip(ratio, 1-eps, 1+eps_high)*A). No dual clip: for A<0 and a
   large ratio the loss is ratio*|A| (A=-1, ratio=5 gives 5.0, as TRL; verl's default dual clip gives 3.0).
 - beta*KL is added per token BEFORE aggregation (TRL). verl adds beta*agg(KL) after aggregation; the two are

@@ -195,10 +195,7 @@ class Learner:
         the model and the optimizer state over the group here (learner/fsdp.py)."""
         from learner.distributed import DataParallel
 
-        if self.lora is not None:
-            raise ValueError("learner.workers > 1 with learner.lora is not supported yet; use one learner worker "
-                             "with LoRA")
-        self.dp = DataParallel(host, port, world_size, rank, backend)
+        self.dp = DataParallel(host, port, world_size, rank, backend)  # LoRA with workers: refused by the config
         if self.sharding == "fsdp":
             from learner import fsdp
 
@@ -276,9 +273,12 @@ class Learner:
                     chunk: tuple[slice, bool], work: dict) -> tuple[torch.Tensor, dict, float]:
         """(loss, metrics, valid tokens) of one micro-batch: the policy loss over the batch's denominator."""
         sl, shared = chunk
+        full = algo.kl_kind == "full"  # the plan's decision; the copy is there when the phase asked for it
+        if full and self.full_ref is None:
+            raise RuntimeError("kl_kind=full needs the learner's frozen copy: set_full_reference when the phase starts")
         logp, entropy, kl_mat, mask = self._run(_policy_pass, batch.prompt_ids, batch.completion_ids, self.pad_id, sl,
                                                 shared, self.root is not None, self.autocast, True,
-                                                self.full_ref)  # [b, T] each
+                                                self.full_ref if full else None)  # [b, T] each
         T, dev = mask.shape[1], mask.device
         if batch.policy_mask is not None:  # multi-turn: observation tokens are context, never the policy's choice
             mask = mask * from_ragged(batch.policy_mask[sl], T).to(dev)  # [b, T]

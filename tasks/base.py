@@ -54,6 +54,16 @@ class PromptBatch:
     prompt_ids: list[list[int]]      # [P]
     reward_inputs: list[dict]        # [P] what reward functions read, one per prompt
 
+    def groups(self, picked: list[int]) -> "PromptBatch":
+        """These prompts (indices into the P), in that order."""
+        return PromptBatch([self.indices[g] for g in picked], [self.prompt_ids[g] for g in picked],
+                           [self.reward_inputs[g] for g in picked])
+
+    @staticmethod
+    def concat(parts: list["PromptBatch"]) -> "PromptBatch":
+        return PromptBatch([i for b in parts for i in b.indices], [p for b in parts for p in b.prompt_ids],
+                           [x for b in parts for x in b.reward_inputs])
+
 
 @dataclass(frozen=True)
 class NoParams:

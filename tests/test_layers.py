@@ -74,3 +74,17 @@ def test_jobs_holds_entry_scripts_only():
     wrong = [f"{a} imports {b}" for a, deps in graph().items() for b in deps
              if b.startswith("jobs.") and not a.startswith(("bench.", "jobs."))]
     assert not wrong, wrong
+
+
+def test_below_the_job_the_run_plan_is_the_only_reader_of_rl_decisions():
+    """trainer/ and cluster/ read the algorithm, LoRA and each phase's resolved values from the run plan
+    (common/plan.py), never from the config: a decision taken twice is where a phase's override slipped past a rule
+    (issue 30: overlap with a phase's learner old logprobs, the precision line's TIS cap)."""
+    import re
+
+    forbidden = re.compile(r"\b(cfg|job|self\.cfg|self\.job|run\.cfg)\.algo\b|\.learner\.lora\b|\.algo_for\(|"
+                           r"\.rollout_for\(|learner\.inner_steps|train\.(prompts_per_step|eval_every|patience)\b")
+    found = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for pkg in ("trainer", "cluster")
+             for p in sorted((ROOT / pkg).glob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1) if forbidden.search(line)]
+    assert not found, found

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from common import seeds
 from common.types import ScoredRollout, TrainBatch
 from rollout.turns import turn_metrics
-from trainer.selection import collect, shape_overlong
+from trainer.acquire import Acquisition
 
 
 class Timer:
@@ -43,8 +43,9 @@ class Timer:
 
 
 class Phase:
-    """The loop every phase shares; subclasses set `steps` in `begin` and implement `step`."""
-    eval_every_default: int | None = None  # None: evaluate at the phase's end only
+    """The loop every phase shares; subclasses set `steps` in `begin` and implement `step`. The schedule (lr, steps,
+    prompts a step, eval cadence, patience) is the run plan's (common/plan.py), resolved from the phase's own fields
+    and the sections' defaults there, never here."""
 
     def __init__(self, run, index: int, name: str, cfg):
         self.run, self.index, self.name, self.cfg = run, index, name, cfg
@@ -66,8 +67,7 @@ class Phase:
         r.log.info(f"phase {self.name} ({self.cfg.kind}): {self.steps} steps"
                    + ("" if fresh else f", resuming after step {s.phase_step}"),
                    data={"phase": self.name, "kind": self.cfg.kind, "steps": self.steps, "start_step": s.step})
-        eval_every = self.cfg.eval_every or self.eval_every_default
-        patience = self.cfg.patience or self.job.train.patience
+        eval_every, patience = self.plan.eval_every, self.plan.patience
         for k in range(s.phase_step + 1, self.steps + 1):
             metrics = self.step(k)
             s.step, s.phase_step = s.step + 1, k
@@ -116,27 +116,18 @@ class SFTPhase(Phase):
         return self.sft_step(self.pairs, k, self.cfg.batch_size)
 
 
-class GRPOPhase(Phase):
+class SampledPhase(Phase):
+    """What the phases that sample from the policy share (grpo, ppo, online dpo): their samples (an Acquisition,
+    trainer/acquire.py), the KL reference, the rollout records and the step metrics."""
+
     def __init__(self, run, index, name, cfg):
         super().__init__(run, index, name, cfg)
-        self.eval_every_default = self.job.train.eval_every
         self.sampling, self.algo = self.plan.sampling, self.plan.algo
         self.selection = self.plan.selection  # the advantage, dynamic sampling, overlong, pool
+        self.acquire = Acquisition(run, self.plan, self.plan.prompts_per_step) if self.sampling is not None else None
+        self.selected: dict = {}  # this step's sampling/ and pool/ metrics
         self.shorts = 0  # dynamic sampling: steps that ran out of rounds
-        # train.overlap (GRPO only): the next step's samples are generated while this step trains, by weights one
-        # update older than the learner's; the ratio against the engine's logprobs is then the off-policy correction
-        self.overlap = self.plan.overlap
-        self.prompts_per_step = cfg.prompts_per_step or self.job.train.prompts_per_step
-        self.pending = None  # overlap: (batch, generation in flight or its result) for the next step
-        self.staleness = 0  # learner updates between the weights that sampled this step's batch and the learner's
         self.said_unscored = False  # the first step with samples no reward scored is said in the log
-
-    def begin(self, fresh: bool) -> None:
-        r, c = self.run, self.cfg
-        self.steps = c.steps
-        r.start_optimizer(c.lr or self.job.learner.lr, c.steps * self.job.learner.inner_steps, fresh)
-        self.start_reference(fresh)
-        r.sync_if_stale()
 
     def start_reference(self, fresh: bool) -> None:
         """The phase's KL reference where the plan serves it: the model the phase starts from ('current' when it
@@ -150,76 +141,12 @@ class GRPOPhase(Phase):
             source = r.policy_path if kl.reference == "initial" else _resolve(kl.reference, self.job)
         r.system.set_reference(self.plan, source)
 
-    def rollout(self, timer: "Timer", k: int | None = None):
-        """generate -> score -> reference logprobs for the next `prompts_per_step` training prompts. With overlap,
-        the generation was started during the previous step (or now, on a phase's first step or after a resume),
-        and the next step's is started here, before this step's reward, reference and learning."""
-        r, s = self.run, self.run.state
-        self.staleness, self.selected = 0, {}
-        if not self.overlap:  # draw -> generate -> score, with the plan's selection (trainer/selection.py)
-            batch, scored, self.selected = collect(r, self.plan, self.prompts_per_step, timer)
-            rollout = scored.rollout
-        else:
-            with timer("generate"):  # overlapped steps: only what the learning step did not hide
-                batch, done = self.pending or self.launch()
-                rollout, version = done if isinstance(done, tuple) else r.system.engines.collect(done)
-            self.pending = None
-            self.staleness = r.system.weights_version - version  # learner updates since these samples' weights
-            s.drawn, s.grpo_steps = s.drawn + self.prompts_per_step, s.grpo_steps + 1
-            if k is not None and k < self.steps:
-                self.pending = self.launch()
-            with timer("reward"):
-                scored = shape_overlong(r.system.score(rollout, batch.reward_inputs), self.selection,
-                                        self.sampling.max_new_tokens)
+    def rollout(self, timer: "Timer", more: bool = False):
+        """This step's prompts, samples, scores and (where the phase's KL needs them) reference logprobs."""
+        batch, scored, self.selected = self.acquire.step(timer, more)
         with timer("reference"):
-            ref = r.system.ref_logprobs(rollout, self.plan)
-        return batch, rollout, scored, ref
-
-    def launch(self):
-        """Overlap: start generating the batch at the data position after the one being consumed (the run state
-        counts consumed batches only, so a checkpoint never skips prompts: a resumed run regenerates it)."""
-        r, s = self.run, self.run.state
-        batch = r.task.train_batch(s.drawn, self.prompts_per_step)
-        return batch, r.system.engines.generate_async(batch.prompt_ids, self.sampling,
-                                              seed=seeds.grpo_step(self.job.rollout.seed, s.grpo_steps + 1))
-
-    def finish_pending(self, timer: "Timer") -> None:
-        """Overlap: wait for the next step's generation before the weight sync (which would queue behind it)."""
-        if self.pending is not None and not isinstance(self.pending[1], tuple):
-            with timer("generate_wait"):
-                self.pending = (self.pending[0], self.run.system.engines.collect(self.pending[1]))
-
-    def step(self, k: int) -> dict:
-        import torch
-
-        from learner.advantages import estimate_advantages
-
-        r, sel, timer = self.run, self.selection, Timer()
-        batch, rollout, scored, ref = self.rollout(timer, k)
-        self.say_if_short(k)
-        has = scored.scored  # a sample without a reward leaves its group's statistics and the loss
-        adv, adv_m = estimate_advantages(sel.advantage, torch.tensor([0.0 if r is None else r for r in scored.rewards]),
-                                         self.sampling.group_size,
-                                         torch.tensor([max(1, len(c)) for c in rollout.completion_ids]), sel.adv_eps,
-                                         scored=torch.tensor(has))
-        train = TrainBatch(rollout.prompt_ids, rollout.completion_ids, rollout.old_logprobs, ref, adv.tolist(),
-                           policy_mask=rollout.policy_mask)  # multi-turn: observation tokens out of the loss
-        keep = [h and (sel.overlong != "mask" or f != "length") for h, f in zip(has, rollout.finish_reasons)]
-        if not all(keep):  # unscored samples and, with overlong=mask, cut ones (their groups' advantages stand)
-            train = keep_rows(train, keep)
-        learn_m = {}
-        if train.completion_ids:
-            with timer("learn"):
-                learn_m = r.system.train(train, self.algo, self.job.learner.inner_steps)
-        self.finish_pending(timer)
-        with timer("sync"):
-            r.system.sync_weights()
-        self.record(batch, rollout, scored, adv.tolist(), ref)
-        return self.metrics(batch, rollout, scored, timer, {
-            **{f"reward/{k}": v for k, v in adv_m.items()}, **{f"learner/{k}": v for k, v in learn_m.items()},
-            **self.selected, **({"rollout/masked_overlong": sum(h and f == "length" for h, f in
-                                                                zip(has, rollout.finish_reasons))}
-                                if sel.overlong == "mask" else {})})
+            ref = self.run.system.ref_logprobs(scored.rollout, self.plan)
+        return batch, scored.rollout, scored, ref
 
     def say_if_short(self, k: int) -> None:
         """Dynamic sampling ran out of rounds: said the first time and every 10th time after."""
@@ -228,7 +155,7 @@ class GRPOPhase(Phase):
         self.shorts += 1
         if self.shorts == 1 or self.shorts % 10 == 0:
             self.run.log.info(f"dynamic sampling: step {k} of {self.name} found {self.selected['sampling/groups_kept']}"
-                              f" of {self.prompts_per_step} groups with a signal in {self.selected['sampling/rounds']} "
+                              f" of {self.plan.prompts_per_step} groups with a signal in {self.selected['sampling/rounds']} "
                               f"rounds ({self.shorts} such steps so far); it trains on those (raise algo.max_rounds "
                               "to draw more)")
 
@@ -272,13 +199,54 @@ class GRPOPhase(Phase):
             **turn_metrics(rollout),  # multi-turn: turns, calls, tool errors, observation tokens
             **self.run.system.last_sync,  # the probe check after this step's sync
             **timer.seconds, "timing/step": seconds, "perf/samples_per_s": len(lens) / seconds,
-            "cluster/actor_restarts": self.run.system.restarts, "rollout/staleness": self.staleness,
+            "cluster/actor_restarts": self.run.system.restarts, "rollout/staleness": self.acquire.staleness,
             "perf/tokens_per_s_generate": sum(lens) / timer.seconds["timing/generate"],
             "sample/completion": rollout.texts[0][:200], "sample/reward_inputs": json.dumps(batch.reward_inputs[0])[:200],
         }
 
 
-class PPOPhase(GRPOPhase):
+class GRPOPhase(SampledPhase):
+    def begin(self, fresh: bool) -> None:
+        r, p = self.run, self.plan
+        self.steps = p.steps
+        r.start_optimizer(p.lr, p.steps * p.inner_steps, fresh)
+        self.start_reference(fresh)
+        r.sync_if_stale()
+
+    def step(self, k: int) -> dict:
+        import torch
+
+        from learner.advantages import estimate_advantages
+
+        r, sel, timer = self.run, self.selection, Timer()
+        batch, rollout, scored, ref = self.rollout(timer, more=k < self.steps)
+        self.say_if_short(k)
+        has = scored.scored  # a sample without a reward leaves its group's statistics and the loss
+        adv, adv_m = estimate_advantages(sel.advantage, torch.tensor([0.0 if r is None else r for r in scored.rewards]),
+                                         self.sampling.group_size,
+                                         torch.tensor([max(1, len(c)) for c in rollout.completion_ids]), sel.adv_eps,
+                                         scored=torch.tensor(has))
+        train = TrainBatch(rollout.prompt_ids, rollout.completion_ids, rollout.old_logprobs, ref, adv.tolist(),
+                           policy_mask=rollout.policy_mask)  # multi-turn: observation tokens out of the loss
+        keep = [h and (sel.overlong != "mask" or f != "length") for h, f in zip(has, rollout.finish_reasons)]
+        if not all(keep):  # unscored samples and, with overlong=mask, cut ones (their groups' advantages stand)
+            train = keep_rows(train, keep)
+        learn_m = {}
+        if train.completion_ids:
+            with timer("learn"):
+                learn_m = r.system.train(train, self.algo, self.plan.inner_steps)
+        self.acquire.finish_pending(timer)
+        with timer("sync"):
+            r.system.sync_weights()
+        self.record(batch, rollout, scored, adv.tolist(), ref)
+        return self.metrics(batch, rollout, scored, timer, {
+            **{f"reward/{k}": v for k, v in adv_m.items()}, **{f"learner/{k}": v for k, v in learn_m.items()},
+            **self.selected, **({"rollout/masked_overlong": sum(h and f == "length" for h, f in
+                                                                zip(has, rollout.finish_reasons))}
+                                if sel.overlong == "mask" else {})})
+
+
+class PPOPhase(SampledPhase):
     """PPO with a critic: the GRPO phase's rollouts and clipped surrogate, with per-token GAE advantages from a
     value model and -kl_coef * k1 folded into the token rewards; `epochs` passes over `minibatches` shuffled
     minibatches per rollout batch, the policy and the critic one optimizer step each per minibatch; the first
@@ -286,10 +254,10 @@ class PPOPhase(GRPOPhase):
 
     def begin(self, fresh: bool) -> None:
         r, c = self.run, self.cfg
-        self.steps = c.steps
-        updates = c.steps * c.epochs * c.minibatches
+        self.steps = self.plan.steps
+        updates = self.steps * c.epochs * c.minibatches
         r.system.start_critic(c.critic_lr, updates, _resolve(c.critic, self.job) if c.critic else None, fresh)
-        r.start_optimizer(c.lr or self.job.learner.lr, updates, fresh)  # resuming: loads learner and critic
+        r.start_optimizer(self.plan.lr, updates, fresh)  # resuming: loads learner and critic
         self.start_reference(fresh)
         r.sync_if_stale()
 
@@ -380,21 +348,15 @@ class RSSFTPhase(Phase):
             r.start_optimizer(c.lr, self.steps, fresh)
 
     def collect(self, traces) -> None:
-        c, r, s = self.cfg, self.run, self.run.state
-        sampling = self.plan.sampling
+        c, r = self.cfg, self.run
         r.sync_if_stale()
-        t, kept, seen, per_prompt, rewards = time.perf_counter(), [], set(), {}, []
-        for start in range(0, c.prompts, 32):
-            n = min(32, c.prompts - start)
-            batch = r.task.train_batch(s.drawn, n)
-            s.drawn += n
-            rollout = r.system.generate(batch.prompt_ids, sampling, seed=seeds.rs_sft(self.job.rollout.seed, s.drawn))
-            scored = r.system.score(rollout, batch.reward_inputs)
+        t, kept, seen, per_prompt, rewards, done = time.perf_counter(), [], set(), {}, [], 0
+        for batch, scored in Acquisition(r, self.plan, c.prompts).batches(c.prompts, Timer()):
             rewards += [x for x in scored.rewards if x is not None]
-            kept += keep_passing(rollout, scored.rewards, batch.indices, c.threshold, c.max_per_prompt, seen,
+            kept += keep_passing(scored.rollout, scored.rewards, batch.indices, c.threshold, c.max_per_prompt, seen,
                                  per_prompt)
-            print(f"[{self.name}] sampled {start + n}/{c.prompts} prompts, kept {len(kept)} completions", flush=True)
-        r.system.rest_engines()  # the SFT steps that follow train on the GPU the engines held (rollout.sleep)
+            done += len(batch.indices)
+            print(f"[{self.name}] sampled {done}/{c.prompts} prompts, kept {len(kept)} completions", flush=True)
         tmp = traces.with_name(traces.name + ".tmp")
         tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
         tmp.rename(traces)
@@ -409,7 +371,7 @@ class RSSFTPhase(Phase):
         return self.sft_step(self.pairs, k, self.cfg.batch_size)
 
 
-class DPOPhase(GRPOPhase):
+class DPOPhase(SampledPhase):
     """Direct preference optimisation against the phase's reference (learner/losses.py dpo_loss), one optimizer
     step per step. Online pairs: sample K per prompt (with dynamic sampling, until prompts_per_step groups have
     rewards that differ), pair each such group's best sample with its worst, learn, sync the engines. File pairs:
@@ -422,7 +384,7 @@ class DPOPhase(GRPOPhase):
 
         r, c = self.run, self.cfg
         if c.online:
-            self.steps = c.steps or 100
+            self.steps = self.plan.steps
         else:
             self.pairs, skipped = preference_pairs(c.pairs, r.task.tokenizer, self.job.rollout.max_prompt_tokens,
                                                    c.limit)
@@ -432,7 +394,7 @@ class DPOPhase(GRPOPhase):
                            data={"phase": self.name, "dpo/pairs_file": len(self.pairs),
                                  **{f"dpo/skipped_{k}": v for k, v in skipped.items()}})
             self.steps = c.steps or max(1, math.ceil(c.epochs * len(self.pairs) / c.batch_size))
-        r.start_optimizer(c.lr or self.job.learner.lr, self.steps, fresh)
+        r.start_optimizer(self.plan.lr, self.steps, fresh)
         self.start_reference(fresh)
         r.sync_if_stale()
 
@@ -462,7 +424,7 @@ class DPOPhase(GRPOPhase):
             rows = [self.pairs[((k - 1) * n + j) % len(self.pairs)] for j in range(n)]
             m = self.learn(*map(list, zip(*rows)), timer)
             return {**m, **timer.seconds, "timing/step": sum(timer.seconds.values())}
-        batch, scored, self.selected = collect(r, self.plan, self.prompts_per_step, timer)
+        batch, scored, self.selected = self.acquire.step(timer)
         rollout = scored.rollout
         self.say_if_short(k)
         pairs = best_worst_pairs(scored.rewards, self.sampling.group_size)

@@ -1,9 +1,10 @@
 """The recipe engine: run a config's phases for any task on the Ray/vLLM system.
 
     task   = the config's task (data, prompts, rewards' inputs, SFT targets, metrics)   tasks/
-    system = rollout engines, reward actors, reference, learner                        cluster/system.py
-    plan   = which KL, reference, old logprobs, actors each phase uses (decided once)      common/plan.py
-    for each phase (sft | grpo | rs_sft | ppo, trainer/phases.py):
+    system = rollout engines, reward and tool actors, reference, learner, critic        cluster/system.py
+    plan   = each phase's KL, reference, old logprobs, schedule; the actors (decided once)  common/plan.py
+    for each phase (sft | grpo | rs_sft | ppo | dpo, trainer/phases.py; the sampled ones draw, generate and
+    score through trainer/acquire.py):
         begin   fresh optimizer, the phase's KL reference, engines synced
         steps   one step -> metrics -> log; every `eval_every` steps and at the phase's end a greedy eval on
                 the held-out split keeps the best checkpoint by the task's primary metric; `patience` evals
@@ -343,16 +344,29 @@ def precision_line(cfg: JobConfig, system) -> str:
     engines = sorted({Choice(**e).describe() for e in c["engines"]})
     parts = [f"learner {Choice(**c['learner']).describe()}", f"engines {' / '.join(engines)}"]
     parts += [f"{role} {c[role]['precision']}" for role in ("reference", "critic") if role in c]
-    olds = sorted({p.algo.old_logprobs for p in plan.phases if p.algo is not None})
-    own = "learner" in olds
-    old = ("the learner's own (TIS against the engine's, cap "
-           f"{cfg.algo.tis_cap:g})" if own and cfg.algo.tis_cap is not None else
-           "the learner's own" if own else "the engine's") if olds else "none (no RL phase)"
+    old = ratio_denominator(plan)
     check = system.weights.check
     stat = "largest" if check.precision == "fp32" else "mean"
     return (f"precision: {'; '.join(parts)} [learner.precision={cfg.learner.precision}, rollout.dtype="
             f"{cfg.rollout.dtype}; this node: {isa_summary()}]; ratio's old logprobs: {old}; sync check: {stat} "
             f"probe gap <= {check.tolerance:g}")
+
+
+def ratio_denominator(plan) -> str:
+    """Where the importance ratio's old logprobs come from, per RL phase when they differ (the plan's, after every
+    phase's own algo changes: a phase's TIS cap is its own)."""
+    said = []
+    for p in plan.phases:
+        if p.algo is None:
+            continue
+        a = p.algo
+        said.append(("the learner's own" + (f" (TIS against the engine's, cap {a.tis_cap:g})" if a.tis_cap is not None
+                                             else "")) if a.old_logprobs == "learner" else "the engine's")
+    if not said:
+        return "none (no RL phase)"
+    if len(set(said)) == 1:
+        return said[0]
+    return "; ".join(f"{p.name}: {x}" for p, x in zip([p for p in plan.phases if p.algo is not None], said))
 
 
 def finish(r: Run, finished: bool = True) -> dict:

@@ -1,4 +1,5 @@
-"""What a GRPO step learns from: which prompts it draws, which groups it keeps, which samples enter its loss.
+"""What a GRPO step learns from: which prompts it draws, which groups it keeps, which samples enter its loss (the
+pieces; trainer/acquire.py draws, generates and scores with them).
 
   prompt pool        (algo.skip_solved / skip_failed) a prompt whose K answers were all right (reward >= solved_at)
                      on a visit is skipped on its next `skip_solved` visits; all wrong (<= failed_at), `skip_failed`.
@@ -11,15 +12,10 @@
   overlong           (algo.overlong) soft: DAPO's length penalty added to the reward (rewards/overlong.py) before
                      anything above looks at it; mask: samples cut at max_new_tokens leave the loss (GRPOPhase.step).
 
-Every drawn prompt advances the data position (RunState.drawn), skipped ones too, and each generation call has its
-own seed (common/seeds.py), so a resumed run draws and samples exactly what the uninterrupted one would have.
 """
 from __future__ import annotations
 
-import math
-
-from common import seeds
-from common.plan import PhasePlan, Selection
+from common.plan import Selection
 from common.types import ScoredRollout
 from tasks.base import PromptBatch
 
@@ -114,56 +110,3 @@ def shape_overlong(scored: ScoredRollout, sel: Selection, max_new_tokens: int) -
                                 min(sel.overlong_buffer, max_new_tokens), sel.overlong_penalty)
     return ScoredRollout(scored.rollout, [None if r is None else r + p for r, p in zip(scored.rewards, pen, strict=True)],
                          {**scored.components, "overlong": pen})
-
-
-def collect(run, plan: PhasePlan, prompts: int, timer) -> tuple[PromptBatch, ScoredRollout, dict]:
-    """One GRPO step's scored groups: draw -> generate -> score (-> drop groups without a signal, draw again).
-    Returns (the kept prompts, their scored samples, sampling/ and pool/ metrics). Advances run.state."""
-    s, sel, sampling = run.state, plan.selection, plan.sampling
-    G, rseed = sampling.group_size, run.cfg.rollout.seed
-    pool = PromptPool(s.skips, sel.skip_solved, sel.skip_failed) if sel.pool else None
-    s.grpo_steps += 1
-    parts: list[tuple[PromptBatch, ScoredRollout]] = []
-    kept = drawn = right = wrong = with_signal = rounds = 0
-    skipped = {"right": 0, "wrong": 0}
-    n, last = prompts, None
-    for rnd in range(sel.dynamic_rounds):
-        if pool is not None:
-            batch, s.drawn, sk = pool.draw(run.task, s.drawn, n)
-            skipped = {k: skipped[k] + sk[k] for k in skipped}
-        else:
-            batch, s.drawn = run.task.train_batch(s.drawn, n), s.drawn + n
-        seed = seeds.grpo_step(rseed, s.grpo_steps) if rnd == 0 else seeds.dynamic_round(rseed, s.grpo_steps, rnd)
-        with timer("generate"):
-            rollout = run.system.generate(batch.prompt_ids, sampling, seed=seed)
-        with timer("reward"):
-            scored = shape_overlong(run.system.score(rollout, batch.reward_inputs), sel, sampling.max_new_tokens)
-        signal, verdict = group_verdicts(scored.rewards, G, sel.solved_at, sel.failed_at)
-        if pool is not None:
-            pool.record(batch.indices, verdict)
-        rounds, drawn = rounds + 1, drawn + n
-        right, wrong, with_signal = right + verdict.count("right"), wrong + verdict.count("wrong"), with_signal + sum(signal)
-        picked = [g for g in range(n) if signal[g]] if sel.dynamic else list(range(n))
-        picked = picked[:prompts - kept]
-        if picked:
-            parts.append((PromptBatch([batch.indices[g] for g in picked], [batch.prompt_ids[g] for g in picked],
-                                      [batch.reward_inputs[g] for g in picked]), scored.groups(picked)))
-            kept += len(picked)
-        last = (batch, scored)
-        if kept >= prompts:
-            break
-        rate = kept / drawn
-        n = min(math.ceil((prompts - kept) / max(rate, 0.25)), 4 * prompts)
-    run.system.rest_engines()  # the step's generation is done: with rollout.sleep, the GPU goes to the learner
-    if not parts:  # no group had a signal in any round: the last round's, as plain GRPO trains on
-        parts = [last]
-    batch = PromptBatch([i for b, _ in parts for i in b.indices], [p for b, _ in parts for p in b.prompt_ids],
-                        [x for b, _ in parts for x in b.reward_inputs])
-    metrics = {"sampling/prompts_drawn": drawn, "sampling/groups_kept": kept if sel.dynamic else drawn,
-               "sampling/signal_frac": with_signal / drawn, "sampling/all_right": right, "sampling/all_wrong": wrong,
-               "sampling/rounds": rounds, "sampling/samples_per_update": drawn * G,
-               "sampling/short": float(sel.dynamic and kept < prompts)}
-    if pool is not None:
-        metrics.update({"pool/skipped_solved": skipped["right"], "pool/skipped_failed": skipped["wrong"],
-                        "pool/skipping": len(s.skips)})
-    return batch, ScoredRollout.concat([sc for _, sc in parts]), metrics

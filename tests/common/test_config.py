@@ -104,6 +104,10 @@ def test_out_of_range_names_the_bound():
     (["learner.workers=2", "learner.lora={rank: 8}"], "with learner.lora is not supported yet"),
     (["learner.workers=2", "learner.reference_workers=3"], "set learner.reference_workers <= 2"),
     (["learner.critic_workers=2"], "set learner.critic_workers <= 1"),
+    # a phase's own override meets the same rule as the top-level section (issue 30: it slipped past before)
+    (["train.overlap=true", "train.phases.0.algo.old_logprobs=learner"],
+     "train.phases.0 (grpo): train.overlap samples with weights one update older"),
+    (["train.overlap=true", "algo.old_logprobs=learner"], "set algo.old_logprobs=engine or auto"),
     (["learner.offload=true"], "set learner.sharding=fsdp"),
     (["learner.sharding=fsdp", "learner.lora={rank: 8}"], "use learner.sharding=replicate"),
     (["learner.workers=2", "algo.kl_kind=full"], "which learner.sharding=fsdp does not shard"),

@@ -314,8 +314,10 @@ def test_full_vocabulary_kl_is_zero_at_the_reference_and_grows_after_updates(fol
     assert "kl" not in second                                 # no sampled-token estimator in this mode
     learner.set_full_reference("current")                     # a new phase: the reference is the policy now
     assert learner.train_step(batch, algo)["kl_full"] == pytest.approx(0.0, abs=1e-6)
-    learner.set_full_reference(None)
-    assert "kl_full" not in learner.train_step(batch, algo)
+    learner.set_full_reference(None)                          # a phase without it: the plan says kl_kind none
+    assert "kl_full" not in learner.train_step(batch, AlgoParams(beta=0.0, kl_kind="none"))
+    with pytest.raises(RuntimeError, match="needs the learner's frozen copy"):  # never a silent KL of 0
+        learner.train_step(batch, algo)
 
 
 # --- encoder-decoder policies (flan-t5's shape) ------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""trainer/selection.py: group verdicts (hand-computed), the prompt pool, and a GRPO step's collection of groups
-with dynamic sampling on a fake engine whose rewards are fixed per prompt (so every number is known in advance)."""
+"""trainer/selection.py and trainer/acquire.py: group verdicts (hand-computed), the prompt pool, and a GRPO step's
+collection of groups with dynamic sampling on a fake engine whose rewards are fixed per prompt (so every number is
+known in advance)."""
 import random
 from types import SimpleNamespace
 
@@ -10,7 +11,8 @@ from common.types import Rollout, Sampling, ScoredRollout
 from rewards.overlong import soft_overlong_penalty
 from tasks.base import PromptBatch
 from trainer.run import RunState
-from trainer.selection import PromptPool, collect, group_verdicts, shape_overlong
+from trainer.acquire import Acquisition
+from trainer.selection import PromptPool, group_verdicts, shape_overlong
 
 
 @pytest.mark.parametrize("rewards, G, signal, verdict", [
@@ -69,6 +71,9 @@ class FakeSystem:
         return Rollout([[i] for i, _ in rows], comps, [[0.0] * len(c) for c in comps], [str(r) for r in rows],
                        ["length" if len(c) >= sampling.max_new_tokens else "stop" for c in comps], G)
 
+    def rest_engines(self):
+        self.rested = getattr(self, "rested", 0) + 1
+
     def score(self, rollout, reward_inputs):
         rows = [(p[0], j % rollout.group_size) for j, p in enumerate(rollout.prompt_ids)]
         rewards = [float(self.reward(i, j)) for i, j in rows]
@@ -93,7 +98,7 @@ def _timer():
 def test_without_dynamic_sampling_a_step_is_todays_draw():
     sys_ = FakeSystem(lambda i, j: i % 2)  # every group all-equal: no signal anywhere
     run = _run(sys_)
-    batch, scored, m = collect(run, _plan(), 3, _timer())
+    batch, scored, m = Acquisition(run, _plan(), 3).step(_timer())
     assert batch.indices == [run.task.position(g) for g in range(3)] and run.state.drawn == 3
     assert sys_.seeds == [5 + 1000 * 1] and run.state.grpo_steps == 1  # seeds.grpo_step(5, 1)
     assert len(scored.rewards) == 6 and m["sampling/rounds"] == 1 and m["sampling/signal_frac"] == 0.0
@@ -104,7 +109,7 @@ def test_dynamic_sampling_keeps_groups_with_a_signal_and_draws_until_it_has_enou
     # Prompts divisible by 3 have a signal (rewards 0, 1); the rest are all right (1, 1).
     sys_ = FakeSystem(lambda i, j: j if i % 3 == 0 else 1)
     run = _run(sys_)
-    batch, scored, m = collect(run, _plan(dynamic_rounds=5), 2, _timer())
+    batch, scored, m = Acquisition(run, _plan(dynamic_rounds=5), 2).step(_timer())
     assert all(i % 3 == 0 for i in batch.indices) and len(batch.indices) == 2
     assert scored.rewards == [0.0, 1.0, 0.0, 1.0] and scored.rollout.prompt_ids == [[i] for i in batch.indices
                                                                                      for _ in range(2)]
@@ -122,13 +127,13 @@ def test_dynamic_sampling_that_runs_out_of_rounds_trains_on_what_it_has():
     only = task.position(5)  # the 6th prompt drawn is the only one with a signal
     sys_ = FakeSystem(lambda i, j: j if i == only else 0)
     run = _run(sys_, task)
-    batch, scored, m = collect(run, _plan(dynamic_rounds=2), 4, _timer())
+    batch, scored, m = Acquisition(run, _plan(dynamic_rounds=2), 4).step(_timer())
     # round 1: 4 prompts, none kept; round 2: ceil(4 / 0.25) = 16 (at most 4 x 4) more, one kept
     assert m["sampling/short"] == 1.0 and m["sampling/rounds"] == 2 and run.state.drawn == 4 + 16
     assert batch.indices == [only] and m["sampling/groups_kept"] == 1 and scored.rewards == [0.0, 1.0]
     # no group with a signal in any round: the last round's groups, as plain GRPO would train on
     run = _run(FakeSystem(lambda i, j: 0), FakeTask(100))
-    batch, scored, m = collect(run, _plan(dynamic_rounds=2), 4, _timer())
+    batch, scored, m = Acquisition(run, _plan(dynamic_rounds=2), 4).step(_timer())
     assert m["sampling/groups_kept"] == 0 and batch.indices == [run.task.position(g) for g in range(4, 20)]
 
 
@@ -160,7 +165,7 @@ def test_a_step_resumed_from_the_saved_state_draws_what_the_uninterrupted_run_dr
     plan = _plan(dynamic_rounds=3, skip_solved=1, skip_failed=2)
 
     def steps(run, n):
-        return [collect(run, plan, 2, _timer())[0].indices for _ in range(n)]
+        return [Acquisition(run, plan, 2).step(_timer())[0].indices for _ in range(n)]
 
     whole = _run(FakeSystem(reward), FakeTask(12))
     a = steps(whole, 3)
@@ -176,7 +181,7 @@ def test_soft_overlong_shapes_the_reward_before_the_signal_is_judged():
     # Every answer is right (1) but sample 1 of each prompt runs to the 4-token limit: -1 -> a signal.
     sys_ = FakeSystem(lambda i, j: 1, length=lambda i, j: 4 if j == 1 else 2)
     run = _run(sys_)
-    _, scored, m = collect(run, _plan(dynamic_rounds=2, overlong="soft", overlong_buffer=2), 2, _timer())
+    _, scored, m = Acquisition(run, _plan(dynamic_rounds=2, overlong="soft", overlong_buffer=2), 2).step(_timer())
     assert scored.rewards == [1.0, 0.0, 1.0, 0.0] and scored.components["overlong"] == [0.0, -1.0] * 2
     assert m["sampling/rounds"] == 1 and m["sampling/signal_frac"] == 1.0
     plain = shape_overlong(scored, Selection(), 4)
