@@ -64,7 +64,8 @@ def test_sft_on_gold_traces_then_grpo_with_search_and_resume(shared_data, tmp_pa
     traces = [json.loads(x) for x in (run / "rs_sft-rs_sft.jsonl").read_text().splitlines()]
     kept = next(x["data"] for x in recs if "rs_sft/kept" in x.get("data", {}))
     assert len(traces) == kept["rs_sft/kept"] > 0  # a trace of tool calls, kept with which tokens were the policy's
-    assert all(len(t["policy_mask"]) == len(t["completion_ids"]) and 0 in t["policy_mask"] for t in traces)
+    assert all(len(t["policy_mask"]) == len(t["completion_ids"]) for t in traces)
+    assert any(0 in t["policy_mask"] for t in traces)  # the SFT model searches: its kept traces hold observations
     # stopped after the first GRPO step (a checkpoint every step), then resumed: the same samples as the whole run
     part = subprocess.run([*args(tmp_path / "split"), "--max-steps", "7"], cwd=ROOT, capture_output=True, text=True,
                           timeout=1200)

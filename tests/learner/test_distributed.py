@@ -21,6 +21,7 @@ def folder(tmp_path_factory):
 
 
 ALGO = AlgoParams(loss_agg="token-mean")
+HEAD_CHUNK = 97 * 5  # logits of 5 positions at a time: the LM head runs in chunks here, as on a large batch
 
 
 def _shard_batch(batch, rows):
@@ -98,6 +99,9 @@ def _weights(model):
 
 def _worker(folder, ports, world, rank, shards, queue, sharding="replicate"):
     """Every kind in turn, in one process pair (spawning costs seconds of imports)."""
+    from learner import logprobs
+
+    logprobs.HEAD_CHUNK_ELEMENTS = HEAD_CHUNK
     torch.set_num_threads(1)
     for kind in KINDS:
         model = _make(folder, kind, sharding)
@@ -121,11 +125,15 @@ def _shards(folder, kind, world):
 
 
 @pytest.mark.parametrize("sharding", ["replicate", "fsdp"])
-def test_two_workers_take_the_single_learners_update(folder, sharding):
+def test_two_workers_take_the_single_learners_update(folder, sharding, monkeypatch):
     """GRPO (2 inner steps, token-mean then seq-mean with the learner's own old logprobs), SFT, DPO and the PPO
     critic's value step: each worker has its balanced share, and both end where one learner with the whole batch
-    does, whether each holds the whole model (replicate) or half of it (fsdp: shared prompts, the chunked head and
-    the tied embedding included; the workers' micro-batch counts differ, so one runs lockstep passes)."""
+    does, whether each holds the whole model (replicate) or half of it (fsdp: shared prompts, the LM head in chunks
+    of 5 positions and the tied embedding included; the workers' micro-batch counts differ, so one runs lockstep
+    passes)."""
+    from learner import logprobs
+
+    monkeypatch.setattr(logprobs, "HEAD_CHUNK_ELEMENTS", HEAD_CHUNK)
     want, shards, held = {}, {}, {}
     for kind in KINDS:
         single = _make(folder, kind)
