@@ -76,11 +76,9 @@ class Critic:
 
         self.dp = DataParallel(host, port, world_size, rank, backend)
         if self.sharding == "fsdp":
-            from learner import fsdp
+            from learner.fsdp import shard_over
 
-            mesh = fsdp.init_default_group(self.dp.group.store, rank, world_size, backend, self.dp.timeout_s)
-            self.root = fsdp.shard(self.model, mesh, self.bf16, self.offload)
-            self.dp.sharded, self.autocast = True, False
+            self.root, self.autocast = shard_over(self.dp, self.model, self.bf16, self.offload), False
             self.reset_optimizer(*self.opt_args)
 
     def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str) -> None:

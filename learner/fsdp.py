@@ -99,6 +99,15 @@ def shard(model: torch.nn.Module, mesh, bf16: bool, offload: bool) -> Call:
     return root
 
 
+def shard_over(dp, model: torch.nn.Module, bf16: bool, offload: bool) -> Call:
+    """`model` sharded over the workers of `dp` (learner/distributed.py DataParallel): their default process group
+    on its store, the mesh, the units; `dp` then runs its steps in lockstep. The root to call the model through."""
+    mesh = init_default_group(dp.group.store, dp.rank, dp.world_size, dp.group.backend, dp.timeout_s)
+    root = shard(model, mesh, bf16, offload)
+    dp.sharded = True
+    return root
+
+
 @torch.no_grad()
 def assign(param: torch.Tensor, full: torch.Tensor) -> None:
     """`param` (a shard or a whole tensor) takes its part of the whole value `full` (no communication)."""

@@ -115,13 +115,11 @@ class Reference:
     def init_data_parallel(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
         """Sharded references (learner.sharding=fsdp): each worker holds its part of the frozen model, and answers
         its share of the rows in step with the others (learner/fsdp.py)."""
-        from learner import fsdp
         from learner.distributed import DataParallel
+        from learner.fsdp import shard_over
 
         self.dp = DataParallel(host, port, world_size, rank, backend)
-        mesh = fsdp.init_default_group(self.dp.group.store, rank, world_size, backend, self.dp.timeout_s)
-        self.root = fsdp.shard(self.model, mesh, self.bf16, self.offload)
-        self.dp.sharded, self.autocast = True, False
+        self.root, self.autocast = shard_over(self.dp, self.model, self.bf16, self.offload), False
 
     def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
         if self.root is None:
@@ -197,11 +195,9 @@ class Learner:
 
         self.dp = DataParallel(host, port, world_size, rank, backend)  # LoRA with workers: refused by the config
         if self.sharding == "fsdp":
-            from learner import fsdp
+            from learner.fsdp import shard_over
 
-            mesh = fsdp.init_default_group(self.dp.group.store, rank, world_size, backend, self.dp.timeout_s)
-            self.root = fsdp.shard(self.model, mesh, self.bf16, self.offload)
-            self.dp.sharded, self.autocast = True, False
+            self.root, self.autocast = shard_over(self.dp, self.model, self.bf16, self.offload), False
             self.reset_optimizer(*self.opt_args)  # over this worker's shards
 
     def _run(self, fn, *args):
