@@ -636,6 +636,9 @@ class JobConfig(_Section):
         if tp > 1 and gpus != tp:
             raise ValueError(f"rollout.tensor_parallel_size={tp} needs cluster.gpus_per_rollout_actor={tp} (one GPU per "
                              f"shard in the engine's bundle), not {gpus:g}")
+        if self.learner.sharded() == "fsdp" and self.cluster.backend != "ray":
+            raise ValueError("learner.sharding=fsdp shards over the learner processes' own group, which needs Ray: "
+                             "drop --inprocess (cluster.backend=ray) or set learner.sharding=replicate")
         if self.learner.workers > 1 and self.cluster.backend != "ray":
             raise ValueError(f"learner.workers={self.learner.workers} starts that many learner processes, which "
                              "needs Ray: drop --inprocess (cluster.backend=ray) or set learner.workers=1")

@@ -109,6 +109,7 @@ def test_out_of_range_names_the_bound():
      "train.phases.0 (grpo): train.overlap samples with weights one update older"),
     (["train.overlap=true", "algo.old_logprobs=learner"], "set algo.old_logprobs=engine or auto"),
     (["learner.offload=true"], "set learner.sharding=fsdp"),
+    (["learner.sharding=fsdp", "cluster.backend=inprocess"], "needs Ray: drop --inprocess"),
     (["learner.sharding=fsdp", "learner.lora={rank: 8}"], "use learner.sharding=replicate"),
     (["learner.workers=2", "algo.kl_kind=full"], "which learner.sharding=fsdp does not shard"),
     # multi-turn rollouts: a turn ends in a tool call
