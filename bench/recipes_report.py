@@ -569,8 +569,9 @@ def search(runs: Path, figs: dict) -> list[str]:
         if a in best and b in best:
             lines.append(f"- {comparison(best[a], best[b], 'f1', (a, b))}")
     for n in names:
-        if "test-sft" in ev[n] and "test-best" in ev[n]:
-            lines.append(f"- {comparison(ev[n]['test-sft'], ev[n]['test-best'], 'f1', (n + ' SFT', n + ' best'))}")
+        for key, what in (("test-best", "best"), ("test-last", "final")):
+            if "test-sft" in ev[n] and key in ev[n]:
+                lines.append(f"- {comparison(ev[n]['test-sft'], ev[n][key], 'f1', (n + ' SFT', n + ' ' + what))}")
     lines += ["", "Seconds per GRPO step: 3 steps of each arm from its SFT model, run apart on a quiet machine "
               "(`search-<arm>-time`), median [min, max]; the other columns are means over the training run's GRPO steps.",
               "", *head("arm", "s per GRPO step", "of it generate / learn (median)", "tool calls per sample",
