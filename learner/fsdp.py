@@ -38,7 +38,17 @@ class Call(torch.nn.Module):
         self.model = model
 
     def forward(self, fn, *args):
-        return fn(self.model, *args)
+        return _own(fn(self.model, *args))
+
+
+def _own(out):
+    """A view returned from the root loses FSDP's pre-backward hook to any later in-place op on it (torch warns so):
+    the root hands back views as their own tensors (a copy of what is usually a few logprobs a position)."""
+    if isinstance(out, torch.Tensor):
+        return out.clone() if out._base is not None else out
+    if isinstance(out, (tuple, list)):
+        return type(out)(_own(o) for o in out)
+    return out
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
