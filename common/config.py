@@ -386,7 +386,8 @@ class ToolSpec(_Section):
     fn: str | None = Field(None, description="your tool: 'my_tools.py:Weather', a class whose call(arg: str) -> str "
                                              "answers (or a function (arg) -> str), run in a child process")
     params: dict[str, Any] = Field(default_factory=dict, description="the tool's own fields (search: k, the "
-                                                                     "passages per call, default 3)")
+                                                                     "passages per call, default 3; yours: its "
+                                                                     "class's constructor arguments)")
     max_output_tokens: int | None = Field(None, ge=1, description="the tool's text is cut to this many tokens "
                                                                   "(None: search 384, calculate 32, yours 256)")
 

@@ -42,6 +42,7 @@ class FunctionSpec:
     relative: str | None = None
     module: str | None = None
     method: str | None = None  # call this method of the object (a class is instantiated first), else the object
+    init: tuple = ()           # (name, value) pairs: the keyword arguments a class is instantiated with
 
     @property
     def where(self) -> str:
@@ -115,7 +116,7 @@ def target(spec: FunctionSpec, obj: Callable) -> Callable:
     """What a call of `spec` runs: the object, or its `spec.method` (of an instance, for a class)."""
     if spec.method is None or not (inspect.isclass(obj) or hasattr(obj, spec.method)):
         return obj  # a function is called itself
-    owner = obj() if inspect.isclass(obj) else obj
+    owner = obj(**dict(spec.init)) if inspect.isclass(obj) else obj
     fn = getattr(owner, spec.method, None)
     if not callable(fn):
         raise UserCodeError(f"{spec.where}: {spec.attr} has no method {spec.method}()")

@@ -6,8 +6,10 @@ call to a tool actor, and the tool's answer comes back as an observation, `tools
 the sample's own, never re-tokenizing the history (rollout/turns.py). A tool's text is cut to its max_output_tokens.
 
 Tools: `search` (top-k passages of the task's dense index), `calculate` (exact arithmetic), and yours:
-`{name: weather, fn: "my_tools.py:Weather"}`, a class whose `call(arg: str) -> str` answers (instantiated once in
-its own child process, common/usercode.py) or a plain function `(arg: str) -> str`. A call that raises, outlives
+`{name: weather, fn: "my_tools.py:Weather", params: {...}}`, a class whose `call(arg: str) -> str` answers
+(instantiated once with `params` as keyword arguments, in its own child process, common/usercode.py; a constructor
+argument `index_dir` receives the run's dense index, built for it as for `search`) or a plain function
+`(arg: str) -> str`. A call that raises, outlives
 tools.timeout_s (a user tool's process is killed) or cannot be parsed (an empty argument, a malformed expression)
 returns an error observation the policy reads, counted per step (`tools/errors`); it never stops the step.
 """
@@ -33,11 +35,14 @@ class Observation:
 class UserTool:
     """A user's tool in a child process of its own (the deadline kills it; the next call starts a new one)."""
 
-    def __init__(self, name: str, fn: str, timeout_s: float, max_output_tokens: int = 256):
+    def __init__(self, name: str, fn: str, timeout_s: float, max_output_tokens: int = 256, params: dict | None = None):
+        from dataclasses import replace
+
         from common.usercode import IsolatedFunction, parse_spec
 
         self.name, self.max_output_tokens, self.meta = name, max_output_tokens, {}
-        self.fn = IsolatedFunction(parse_spec(fn, method="call"), timeout_s, label="tool", timeout_key="tools.timeout_s")
+        spec = replace(parse_spec(fn, method="call"), init=tuple(sorted((params or {}).items())))
+        self.fn = IsolatedFunction(spec, timeout_s, label="tool", timeout_key="tools.timeout_s")
 
     def call(self, arg: str) -> str:
         out = self.fn(None, arg)
@@ -52,7 +57,10 @@ def build_tool(spec: dict, timeout_s: float, index_dir: str | None, encoder: str
     if spec.get("max_output_tokens"):
         params["max_output_tokens"] = spec["max_output_tokens"]
     if spec.get("fn"):
-        return UserTool(spec["name"], spec["fn"], timeout_s, params.get("max_output_tokens", 256))
+        limit = params.pop("max_output_tokens", 256)
+        if index_dir is not None and wants_index(spec) and "index_dir" not in params:
+            params["index_dir"] = index_dir
+        return UserTool(spec["name"], spec["fn"], timeout_s, limit, params)
     from tools.builtin import CalculateTool, SearchTool
 
     if spec["name"] == "search":
@@ -64,9 +72,29 @@ def build_tool(spec: dict, timeout_s: float, index_dir: str | None, encoder: str
     raise ValueError(f"unknown tool {spec['name']!r}; built in: {', '.join(BUILTIN)}, or give fn: 'file.py:Class'")
 
 
+def _init_params(obj) -> dict | None:
+    """A class's constructor parameters by name (None: it takes **kwargs, or obj is not a class)."""
+    import inspect
+
+    if not inspect.isclass(obj):
+        return None
+    params = inspect.signature(obj).parameters
+    return None if any(p.kind is p.VAR_KEYWORD for p in params.values()) else dict(params)
+
+
+def wants_index(spec: dict) -> bool:
+    """Whether a user tool's class takes the run's dense index (a constructor argument `index_dir`)."""
+    from common.usercode import load_function, parse_spec
+
+    if not spec.get("fn"):
+        return False
+    params = _init_params(load_function(parse_spec(spec["fn"], method="call")))
+    return params is not None and "index_dir" in params
+
+
 def check_user_tool(spec: dict) -> None:
-    """Before any actor starts: a user tool's file and class (or function) import, and can be called with one
-    argument; UserCodeError naming the fix otherwise."""
+    """Before any actor starts: a user tool's file and class (or function) import, its `params` are its class's
+    constructor arguments, and it can be called with one argument; UserCodeError naming the fix otherwise."""
     import inspect
 
     from common.usercode import UserCodeError, load_function, parse_spec
@@ -79,6 +107,22 @@ def check_user_tool(spec: dict) -> None:
     params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
     if not params:
         raise UserCodeError(f"{fs.where}: {fs.attr}.call takes no argument; write call(self, arg: str) -> str")
+    given = set(spec.get("params") or {}) - {"max_output_tokens"}
+    if given and not inspect.isclass(obj):
+        raise UserCodeError(f"{fs.where}: params {sorted(given)} are a class's constructor arguments, and "
+                            f"{fs.attr} is a function; make it a class with __init__({', '.join(sorted(given))}) "
+                            "and call(self, arg)")
+    init = _init_params(obj)
+    if init is not None:
+        unknown = sorted(given - set(init))
+        if unknown:
+            raise UserCodeError(f"{fs.where}: {fs.attr}.__init__ takes no {', '.join(unknown)} (it takes: "
+                                f"{', '.join(n for n in init if n != 'self') or 'nothing'}); fix tools.use params")
+        missing = [n for n, p in init.items() if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL,)
+                   and n not in given and n != "index_dir"]
+        if missing:
+            raise UserCodeError(f"{fs.where}: {fs.attr}.__init__ needs {', '.join(missing)}; give them in the "
+                                "tool's params")
 
 
 class ToolBox:
