@@ -1,7 +1,7 @@
 """learner.workers=2 on the real path (local Ray, vLLM, XQuAD, the tiny policy in fp32), sharded (fsdp, the default
 for several workers) and replicated: the first update equals the one-worker run's to 1e-6, the run resumes with two
-workers, the checkpoint written from the shards loads in plain transformers, and every step's samples came from the
-learner's weights (the bucket-by-bucket sync, its check and the engine-vs-learner gap hold)."""
+workers (taken back to its checkpoint after step 1) equals it uninterrupted, the checkpoint written from the shards
+loads in plain transformers, and every step's samples came from the learner's weights (the bucket-by-bucket sync, its check and the engine-vs-learner gap hold)."""
 import json
 import subprocess
 import sys
@@ -27,65 +27,67 @@ def _smoke(tmp_path: Path, policy: str, name: str, *extra: str) -> subprocess.Co
 
 
 def _weights(run: Path) -> dict:
+    return _weights_at(run / "checkpoints" / "last")
+
+
+def _weights_at(ckpt: Path) -> dict:
     from safetensors.torch import load_file
 
-    return load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
+    return load_file(str(ckpt / "model.safetensors"))
 
 
 def test_two_learner_workers_take_the_one_worker_update_and_resume(shared_data, tmp_path, tiny_policy_dir):
     one = _smoke(tmp_path, tiny_policy_dir, "one", "--max-steps", "1")
     assert one.returncode == 0, one.stderr[-3000:]
-    two = _smoke(tmp_path, tiny_policy_dir, "two", "learner.workers=2", "--max-steps", "1")
-    assert two.returncode == 0, two.stderr[-3000:]
-    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    # two sharded workers, 2 steps uninterrupted (the checkpoint after step 1 kept as step-000001)
+    whole = _smoke(tmp_path, tiny_policy_dir, "two", "learner.workers=2", "train.keep_checkpoints=2")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run = tmp_path / "two"
+    a, b = _weights(tmp_path / "one"), _weights_at(run / "checkpoints" / "step-000001")
     assert a.keys() == b.keys()
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
     from transformers import AutoModelForCausalLM
 
-    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "checkpoints" / "last")  # written from shards
+    plain = AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "step-000001")  # written from shards
     assert all(plain.state_dict()[k].equal(v) for k, v in b.items())
-    log = (tmp_path / "two" / "metrics.jsonl").read_text()
-    assert "2 learner workers, fsdp" in log  # the plan says how the workers held the model
-    rep = _smoke(tmp_path, tiny_policy_dir, "replicated", "learner.workers=2", "learner.sharding=replicate",
-                 "--max-steps", "1")
-    assert rep.returncode == 0, rep.stderr[-3000:]
-    r = _weights(tmp_path / "replicated")
-    assert max((a[k] - r[k]).abs().max().item() for k in a) <= 1e-6
-    first = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    want = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "2 learner workers, fsdp" in (run / "metrics.jsonl").read_text()  # the plan says how workers held it
     ref = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
-    s1, r1 = next(r for r in first if r["kind"] == "step"), next(r for r in ref if r["kind"] == "step")
+    s1, r1 = next(r for r in want if r["kind"] == "step"), next(r for r in ref if r["kind"] == "step")
     assert r1["learner/grad_norm"] > 1e-3 and r1["reward/std"] > 0  # a step that moves the weights
     for key in ("reward/mean", "learner/pg_loss", "learner/kl", "learner/grad_norm", "learner/entropy"):  # the same samples, the same step
         assert s1[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-7), key
-    # one reference process serving two learner workers: the same update, one reference copy
-    ref1 = _smoke(tmp_path, tiny_policy_dir, "ref1", "learner.workers=2", "learner.reference_workers=1",
-                  "--max-steps", "1")
-    assert ref1.returncode == 0, ref1.stderr[-3000:]
-    c = _weights(tmp_path / "ref1")
-    assert max((a[k] - c[k]).abs().max().item() for k in a) <= 1e-6
-    peak = json.loads((tmp_path / "ref1" / "summary.json").read_text())["peak_rss_gib"]
+    # replicated workers beside one reference process serving both: the same update, one reference copy
+    rep = _smoke(tmp_path, tiny_policy_dir, "replicated", "learner.workers=2", "learner.sharding=replicate",
+                 "learner.reference_workers=1", "--max-steps", "1")
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    r = _weights(tmp_path / "replicated")
+    assert max((a[k] - r[k]).abs().max().item() for k in a) <= 1e-6
+    peak = json.loads((tmp_path / "replicated" / "summary.json").read_text())["peak_rss_gib"]
     assert len(peak["learner"]) == 2 and len(peak["reference"]) == 1
-    resumed = _smoke(tmp_path, tiny_policy_dir, "two", "learner.workers=2", "--resume")
+    # the sharded run as if stopped after step 1 (its last checkpoint gone), resumed: step 2 again, the same
+    last = _weights(run)
+    import shutil
+
+    for name in ("last", "last.old"):
+        shutil.rmtree(run / "checkpoints" / name, ignore_errors=True)
+    resumed = _smoke(tmp_path, tiny_policy_dir, "two", "learner.workers=2", "train.keep_checkpoints=2", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    recs = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in recs if r["kind"] == "step"]
     assert [r["step"] for r in steps] == [1, 2]
     for r in steps:
         assert_engine_held_learner_weights(r, "fp32")
-    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["finished"] and len(summary["peak_rss_gib"]["learner"]) == 2
     assert len(summary["peak_rss_gib"]["reference"]) == 2
-    # the resumed run equals an uninterrupted one with two workers
-    whole = _smoke(tmp_path, tiny_policy_dir, "whole", "learner.workers=2")
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    want = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     want_steps = [r for r in want if r["kind"] == "step"]
     for got, exp in zip(steps, want_steps, strict=True):
         for key, value in exp.items():
             if isinstance(value, float) and not key.startswith(("timing/", "perf/", "sync/")) and key != "time":
                 assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), (exp["step"], key)
-    a, b = _weights(tmp_path / "two"), _weights(tmp_path / "whole")
-    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    again = _weights(run)
+    assert max((last[k] - again[k]).abs().max().item() for k in last) <= 1e-6
 
 
 def test_ppo_with_two_workers_and_one_or_two_critics_takes_the_one_worker_update(shared_data, tmp_path,

@@ -1,10 +1,11 @@
 """The search recipe on the real path (jobs/configs/xquad_en_search_grpo.yaml): local Ray, vLLM, the dense index over
 XQuAD-en's paragraphs, the embedded SmolLM2-135M (it never writes a tool call on its own: 0 of 32 samples seen, so the
 run starts with SFT on gold search traces, the tools' real observations masked out), then GRPO, RS-SFT, PPO (with its
-critic) and online DPO on multi-turn rollouts, each counting the policy's tokens only; and a run stopped after the
-first GRPO step and resumed samples what the uninterrupted one did in every later phase (fp32; the default bf16 path
-is the recipe's own, docs/recipes.md)."""
+critic) and online DPO on multi-turn rollouts, each counting the policy's tokens only; and the run, taken back to its
+checkpoint after RS-SFT and resumed, samples what it sampled uninterrupted in PPO and DPO (fp32; the default bf16
+path is the recipe's own, docs/recipes.md)."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,8 @@ def args(out: Path) -> list[str]:
             "train.phases=[{kind: sft, steps: 6, lr: 0.0002, batch_size: 4}, {kind: grpo, steps: 2}, {kind: rs_sft, "
             "prompts: 4, threshold: 0.3, steps: 1, batch_size: 4}, {kind: ppo, steps: 1, epochs: 1}, {kind: dpo, "
             "steps: 1}]",
-            "train.eval_at_start=false", "train.eval_every=100", "train.save_every=1", "train.prompts_per_step=2",
+            "train.eval_at_start=false", "train.eval_every=100", "train.save_every=1", "train.keep_checkpoints=3",
+            "train.prompts_per_step=2",
             "data.limit=40", "data.eval_size=2", "data.test_size=null", "rollout.temperature=1.0",
             "tools.use=[{name: search, params: {k: 1}, max_output_tokens: 48}]", "rollout.max_new_tokens=40",
             "rollout.max_total_tokens=256",
@@ -66,15 +68,19 @@ def test_sft_on_gold_traces_then_grpo_with_search_and_resume(shared_data, tmp_pa
     assert len(traces) == kept["rs_sft/kept"] > 0  # a trace of tool calls, kept with which tokens were the policy's
     assert all(len(t["policy_mask"]) == len(t["completion_ids"]) for t in traces)
     assert any(0 in t["policy_mask"] for t in traces)  # the SFT model searches: its kept traces hold observations
-    # stopped after the first GRPO step (a checkpoint every step), then resumed: the same samples as the whole run
-    part = subprocess.run([*args(tmp_path / "split"), "--max-steps", "7"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=1200)
-    assert part.returncode == 0, part.stderr[-3000:]
-    rest = subprocess.run([*args(tmp_path / "split"), "--resume"], cwd=ROOT, capture_output=True, text=True,
+    # the run as if stopped after step 9 (RS-SFT): its newer checkpoints gone, resumed from the kept step-9 one; PPO
+    # and DPO sample again exactly what the uninterrupted run sampled (their turns, calls and observations)
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-000009", "step-000010"]
+    for name in ("last", "last.old", "step-000010"):
+        shutil.rmtree(ckpts / name, ignore_errors=True)
+    rest = subprocess.run([*args(tmp_path / "whole"), "--resume"], cwd=ROOT, capture_output=True, text=True,
                           timeout=1200)
     assert rest.returncode == 0, rest.stderr[-3000:]
-    split = rollout_records.read(tmp_path / "split" / "xquad-en-search")
-    for step in sorted(set(df["step"]) - set(range(1, 7))):  # grpo, grpo, ppo, dpo
+    assert "after step 9" in rest.stdout + rest.stderr
+    split = rollout_records.read(run)
+    assert sorted(set(split["step"])) == sorted(set(df["step"]))
+    for step in (10, 11):  # ppo, dpo
         a = df[df["step"] == step].sort_values(["prompt", "sample"])
         b = split[split["step"] == step].sort_values(["prompt", "sample"])
         untimed = lambda col: [[{k: v for k, v in t.items() if k != "seconds"} for t in json.loads(x)]  # noqa: E731
