@@ -139,6 +139,16 @@ def build_index(
     return DenseIndex(embeddings, chunks, meta)
 
 
+def tokenizer_id(tokenizer: Any) -> str:
+    """What chunking depends on: the tokenizer's own definition (a fast tokenizer's whole tokenizer.json, hashed),
+    not the folder it was read from, so a checkpoint of the same policy (the same tokenizer at another path) reuses
+    the index; a tokenizer without that definition is known by its name or path."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return "sha256:" + hashlib.sha256(backend.to_str().encode()).hexdigest()[:16]
+    return str(getattr(tokenizer, "name_or_path", ""))
+
+
 def expected_meta(
     docs: Sequence[str], encoder: Encoder, chunk_tokens: int, overlap: int, tokenizer_name: str
 ) -> dict[str, Any]:

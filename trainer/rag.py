@@ -25,7 +25,7 @@ def open_index(task: Task, cfg: JobConfig):
     """(the dense index over every context of the task's data, 'loaded' | 'built' | 'rebuilt', its folder, the
     number of documents): a valid saved index is loaded, else it is built and saved."""
     from retrieval.encoder import load_encoder
-    from retrieval.index import load_or_build
+    from retrieval.index import load_or_build, tokenizer_id
 
     if not task.retrievable:
         raise ValueError(f"retrieval.enabled: task {task.name!r} has no contexts to retrieve (tasks/base.py "
@@ -35,7 +35,7 @@ def open_index(task: Task, cfg: JobConfig):
     source = task.stats.get("source", cfg.data.source or "data")
     index_dir = Path(r.index_dir) if r.index_dir else Path(cfg.train.output_dir) / "index" / safe_name(source)
     index, status = load_or_build(index_dir, docs, task.tokenizer, load_encoder(r.encoder), r.chunk_tokens,
-                                  r.overlap, tokenizer_name=task.tokenizer.name_or_path, rebuild=r.rebuild)
+                                  r.overlap, tokenizer_name=tokenizer_id(task.tokenizer), rebuild=r.rebuild)
     return index, status, index_dir, len(docs)
 
 

@@ -203,3 +203,17 @@ def test_load_or_build_never_refuses(policy_tokenizer, tmp_path):
     assert load_index(path).meta["overlap"] == 4  # refused, not rebuilt
     with pytest.raises(ValueError, match="rebuild must be"):
         load_or_build(path, DOCS, policy_tokenizer, enc, 16, 4, TOKENIZER_NAME, rebuild="sometimes")
+
+
+def test_the_tokenizer_is_known_by_its_definition_not_its_folder(policy_tokenizer, tmp_path):
+    """A checkpoint of the policy carries the same tokenizer in another folder: the index's staleness check must not
+    rebuild for it (it did, comparing paths); a tokenizer that chunks differently is another one."""
+    from common.models import load_tokenizer
+    from retrieval.index import tokenizer_id
+
+    policy_tokenizer.save_pretrained(tmp_path / "ckpt")
+    copy = load_tokenizer(str(tmp_path / "ckpt"))
+    assert copy.name_or_path != policy_tokenizer.name_or_path
+    assert tokenizer_id(copy) == tokenizer_id(policy_tokenizer) and tokenizer_id(copy).startswith("sha256:")
+    copy.add_tokens(["<zzz_new_token>"])
+    assert tokenizer_id(copy) != tokenizer_id(policy_tokenizer)
