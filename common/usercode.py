@@ -43,6 +43,7 @@ class FunctionSpec:
     module: str | None = None
     method: str | None = None  # call this method of the object (a class is instantiated first), else the object
     init: tuple = ()           # (name, value) pairs: the keyword arguments a class is instantiated with
+    offer: tuple = ()          # (name, value) pairs given too where the class's constructor names them
 
     @property
     def where(self) -> str:
@@ -116,7 +117,11 @@ def target(spec: FunctionSpec, obj: Callable) -> Callable:
     """What a call of `spec` runs: the object, or its `spec.method` (of an instance, for a class)."""
     if spec.method is None or not (inspect.isclass(obj) or hasattr(obj, spec.method)):
         return obj  # a function is called itself
-    owner = obj(**dict(spec.init)) if inspect.isclass(obj) else obj
+    if inspect.isclass(obj):
+        named = takes(obj) or ()
+        owner = obj(**{k: v for k, v in spec.offer if k in named}, **dict(spec.init))
+    else:
+        owner = obj
     fn = getattr(owner, spec.method, None)
     if not callable(fn):
         raise UserCodeError(f"{spec.where}: {spec.attr} has no method {spec.method}()")

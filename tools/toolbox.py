@@ -35,13 +35,15 @@ class Observation:
 class UserTool:
     """A user's tool in a child process of its own (the deadline kills it; the next call starts a new one)."""
 
-    def __init__(self, name: str, fn: str, timeout_s: float, max_output_tokens: int = 256, params: dict | None = None):
+    def __init__(self, name: str, fn: str, timeout_s: float, max_output_tokens: int = 256, params: dict | None = None,
+                 index_dir: str | None = None):
         from dataclasses import replace
 
         from common.usercode import IsolatedFunction, parse_spec
 
         self.name, self.max_output_tokens, self.meta = name, max_output_tokens, {}
-        spec = replace(parse_spec(fn, method="call"), init=tuple(sorted((params or {}).items())))
+        spec = replace(parse_spec(fn, method="call"), init=tuple(sorted((params or {}).items())),
+                       offer=(("index_dir", index_dir),) if index_dir is not None else ())  # if the class takes it
         self.fn = IsolatedFunction(spec, timeout_s, label="tool", timeout_key="tools.timeout_s")
 
     def call(self, arg: str) -> str:
@@ -58,9 +60,7 @@ def build_tool(spec: dict, timeout_s: float, index_dir: str | None, encoder: str
         params["max_output_tokens"] = spec["max_output_tokens"]
     if spec.get("fn"):
         limit = params.pop("max_output_tokens", 256)
-        if index_dir is not None and wants_index(spec) and "index_dir" not in params:
-            params["index_dir"] = index_dir
-        return UserTool(spec["name"], spec["fn"], timeout_s, limit, params)
+        return UserTool(spec["name"], spec["fn"], timeout_s, limit, params, index_dir)
     from tools.builtin import CalculateTool, SearchTool
 
     if spec["name"] == "search":
@@ -72,24 +72,17 @@ def build_tool(spec: dict, timeout_s: float, index_dir: str | None, encoder: str
     raise ValueError(f"unknown tool {spec['name']!r}; built in: {', '.join(BUILTIN)}, or give fn: 'file.py:Class'")
 
 
-def _init_params(obj) -> dict | None:
-    """A class's constructor parameters by name (None: it takes **kwargs, or obj is not a class)."""
+def needs_index(spec: dict) -> bool:
+    """Whether a tool reads the run's dense index: the built-in search, or a user tool whose class's constructor
+    names `index_dir` (imports the user's file: the driver's check, before any actor starts)."""
     import inspect
 
-    if not inspect.isclass(obj):
-        return None
-    params = inspect.signature(obj).parameters
-    return None if any(p.kind is p.VAR_KEYWORD for p in params.values()) else dict(params)
-
-
-def wants_index(spec: dict) -> bool:
-    """Whether a user tool's class takes the run's dense index (a constructor argument `index_dir`)."""
-    from common.usercode import load_function, parse_spec
+    from common.usercode import load_function, parse_spec, takes
 
     if not spec.get("fn"):
-        return False
-    params = _init_params(load_function(parse_spec(spec["fn"], method="call")))
-    return params is not None and "index_dir" in params
+        return spec["name"] == "search"
+    obj = load_function(parse_spec(spec["fn"], method="call"))
+    return inspect.isclass(obj) and "index_dir" in (takes(obj) or ())
 
 
 def check_user_tool(spec: dict) -> None:
@@ -97,7 +90,7 @@ def check_user_tool(spec: dict) -> None:
     constructor arguments, and it can be called with one argument; UserCodeError naming the fix otherwise."""
     import inspect
 
-    from common.usercode import UserCodeError, load_function, parse_spec
+    from common.usercode import UserCodeError, load_function, parse_spec, takes
 
     fs = parse_spec(spec["fn"], method="call")
     obj = load_function(fs)
@@ -112,17 +105,18 @@ def check_user_tool(spec: dict) -> None:
         raise UserCodeError(f"{fs.where}: params {sorted(given)} are a class's constructor arguments, and "
                             f"{fs.attr} is a function; make it a class with __init__({', '.join(sorted(given))}) "
                             "and call(self, arg)")
-    init = _init_params(obj)
-    if init is not None:
-        unknown = sorted(given - set(init))
-        if unknown:
-            raise UserCodeError(f"{fs.where}: {fs.attr}.__init__ takes no {', '.join(unknown)} (it takes: "
-                                f"{', '.join(n for n in init if n != 'self') or 'nothing'}); fix tools.use params")
-        missing = [n for n, p in init.items() if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL,)
-                   and n not in given and n != "index_dir"]
-        if missing:
-            raise UserCodeError(f"{fs.where}: {fs.attr}.__init__ needs {', '.join(missing)}; give them in the "
-                                "tool's params")
+    if not inspect.isclass(obj):
+        return
+    named = takes(obj)  # None: it takes **kwargs
+    unknown = sorted(given - set(named)) if named is not None else []
+    if unknown:
+        raise UserCodeError(f"{fs.where}: {fs.attr}.__init__ takes no {', '.join(unknown)} (it takes: "
+                            f"{', '.join(named) or 'nothing'}); fix tools.use params")
+    missing = [p.name for p in inspect.signature(obj).parameters.values() if p.default is p.empty
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in given | {"index_dir"}]
+    if missing:
+        raise UserCodeError(f"{fs.where}: {fs.attr}.__init__ needs {', '.join(missing)}; give them in the tool's "
+                            "params")
 
 
 class ToolBox:

@@ -215,7 +215,7 @@ def check_tools(task: Task, cfg: JobConfig) -> None:
     call(arg). ConfigError naming the fix."""
     from common.config import ConfigError
     from common.usercode import UserCodeError
-    from tools.toolbox import check_user_tool, wants_index
+    from tools.toolbox import check_user_tool, needs_index
 
     for i, tool in enumerate(cfg.tools.use):
         if tool.fn:
@@ -223,7 +223,7 @@ def check_tools(task: Task, cfg: JobConfig) -> None:
                 check_user_tool(tool.model_dump())
             except UserCodeError as err:
                 raise ConfigError(f"tools.use.{i} ({tool.name}): {err}") from None
-        if (not tool.fn and tool.name == "search" or wants_index(tool.model_dump())) and not task.retrievable:
+        if needs_index(tool.model_dump()) and not task.retrievable:
             what = "search" if not tool.fn else f"{tool.name} (its class takes index_dir)"
             raise ConfigError(f"tools.use.{i}: {what} reads a dense index over the task's contexts, and task "
                               f"{task.name!r} has none; use a QA task (mlqa, domain_qa) or another tool")
@@ -254,10 +254,9 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
         log.info(f"resuming from {ckpt} after step {state.step} (phase {state.phase}, step {state.phase_step})")
     (path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     tool_index = None
-    from tools.toolbox import wants_index
+    from tools.toolbox import needs_index
 
-    # the dense index of the search tool (or of a user tool whose class takes index_dir), built once
-    if any(t.name == "search" and not t.fn or wants_index(t.model_dump()) for t in cfg.tools.use):
+    if any(needs_index(t.model_dump()) for t in cfg.tools.use):  # the dense index a tool reads, built once
         from trainer.rag import open_index
 
         _, status, index_dir, n_docs = open_index(task, cfg)

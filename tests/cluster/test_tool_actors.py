@@ -64,17 +64,24 @@ def test_tool_failures_are_counted_observations_and_a_dead_tool_actor_is_restart
 
 def test_a_user_tools_params_are_its_constructor_arguments(tmp_path):
     from common.usercode import UserCodeError
-    from tools.toolbox import check_user_tool, wants_index
+    from tools.toolbox import check_user_tool, needs_index
 
     (tmp_path / "weather.py").write_text(TOOL + "\n\ndef plain(arg):\n    return arg\n")
     fn = f"{tmp_path / 'weather.py'}:Weather"
     check_user_tool({"name": "weather", "fn": fn, "params": {"unit": "K"}})
-    assert wants_index({"name": "weather", "fn": fn}) and not wants_index({"name": "search"})
-    assert not wants_index({"name": "p", "fn": f"{tmp_path / 'weather.py'}:plain"})
+    assert needs_index({"name": "weather", "fn": fn}) and needs_index({"name": "search"})
+    assert not needs_index({"name": "p", "fn": f"{tmp_path / 'weather.py'}:plain"})
+    assert not needs_index({"name": "calculate"})
+    from common.usercode import load_function, target
     from tools.toolbox import build_tool
 
     tool = build_tool({"name": "weather", "fn": fn, "params": {"unit": "K"}, "max_output_tokens": 9}, 2.0, "/idx", None)
-    assert dict(tool.fn.spec.init) == {"unit": "K", "index_dir": "/idx"} and tool.max_output_tokens == 9
+    assert dict(tool.fn.spec.init) == {"unit": "K"} and tool.max_output_tokens == 9
+    made = target(tool.fn.spec, load_function(tool.fn.spec)).__self__  # what the tool's child process builds
+    assert (made.unit, made.index_dir) == ("K", "/idx")  # the index offered, taken since the class names it
+    (tmp_path / "other.py").write_text("class Echo:\n    def call(self, arg):\n        return arg\n")
+    echo = build_tool({"name": "echo", "fn": f"{tmp_path / 'other.py'}:Echo"}, 2.0, "/idx", None)
+    assert target(echo.fn.spec, load_function(echo.fn.spec))("hi") == "hi"  # not offered to a class without it
     with pytest.raises(UserCodeError, match=r"Weather.__init__ takes no colour \(it takes: unit, index_dir\)"):
         check_user_tool({"name": "weather", "fn": fn, "params": {"colour": "red"}})
     with pytest.raises(UserCodeError, match="plain is a function; make it a class"):
