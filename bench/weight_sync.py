@@ -27,9 +27,9 @@ def _reload_alone(engine, weights) -> float:
 
 
 def measure(path: str, repeats: int) -> dict:
-    """In this process: a GRPOSystem with `path`, timed."""
+    """In this process: a training system with `path`, timed."""
     from cluster.groups import get
-    from cluster.system import GRPOSystem
+    from cluster.system import open_system
     from learner.policy import Learner
     from common import console
     from common.config import load_config
@@ -38,7 +38,7 @@ def measure(path: str, repeats: int) -> dict:
     console.quiet()
     cfg = load_config(None, [f"cluster.weight_sync={path}", "rollout.kv_cache_gib=1", "cluster.backend=ray"])
     policy = resolve_model(cfg.model.policy)
-    system = GRPOSystem(cfg, policy, [{"name": "qa", "weight": 1.0, "params": {}}])
+    system = open_system(cfg, policy, [{"name": "qa", "weight": 1.0, "params": {}}])
     try:
         system.sync_weights()  # warm: first reload, first probe
         push, probe, alone = [], [], []

@@ -1,5 +1,5 @@
 """Generation on a group of rollout engines: prompts sharded across engines, each shard with its own seed
-(common/seeds.py), optionally cut into batches with a progress bar. Training (through GRPOSystem, with restart
+(common/seeds.py), optionally cut into batches with a progress bar. Training (through TrainingSystem, with restart
 recovery and the weights version each engine must hold) and jobs/eval.py (a bare group) generate through this one
 class, so the same prompts and seed give the same samples in both.
 """
@@ -32,7 +32,13 @@ class Engines:
 
     @property
     def version(self) -> int | None:
+        """Syncs of the run so far (a sample's staleness counts them)."""
         return self.weights.version if self.weights is not None else None
+
+    @property
+    def tag(self) -> tuple[int, int] | None:
+        """What every engine must hold to sample (cluster/weight_sync.py WeightSync.tag)."""
+        return self.weights.tag if self.weights is not None else None
 
     def _run(self, method: Callable, shard_args: list[tuple]) -> list:
         if self.recovery is None:
@@ -40,7 +46,7 @@ class Engines:
                        what=f"{self.group.name}.{method.__name__}")
         # engines are told which weights they must hold (a restarted one refuses, StaleWeights); after a restart
         # the learner's weights are sent and checked first
-        return self.recovery.retried(self.group, method, shard_args, lambda: {"weights_version": self.version},
+        return self.recovery.retried(self.group, method, shard_args, lambda: {"weights_version": self.tag},
                                      after_restart=self.weights.resync)
 
     def _generate_args(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int, start: int = 0,
@@ -87,7 +93,7 @@ class Engines:
         """Start `generate` and return at once (train.overlap): the engines sample with the weights they hold now
         (a weight sync sent meanwhile waits in each engine's queue until the generation is done)."""
         args = self._generate_args(prompt_ids, sampling, seed)
-        return Pending(self.group.map_shards(Engine.generate, args, weights_version=self.version),
+        return Pending(self.group.map_shards(Engine.generate, args, weights_version=self.tag),
                        (prompt_ids, sampling, seed), self.version)
 
     def collect(self, pending: Pending) -> tuple[Rollout, int | None]:

@@ -64,10 +64,13 @@ class ActorGroup:
     @classmethod
     def create(cls, name: str, factory: Callable, n: int, backend: str, args: tuple = (), kwargs=None,
                num_cpus: float = 0.5, num_gpus: float | list[float] = 0.0, placement=None,
-               max_restarts: int = 0) -> "ActorGroup":
-        """n members named <name>-<i>; on Ray, a member whose process dies is restarted (its __init__ runs again)
-        up to `max_restarts` times, and the call it was running fails for the caller to retry. `num_gpus`: one
-        figure for every member, or one each."""
+               max_restarts: int = 0, env: dict[str, str] | None = None,
+               namespace: str | None = None) -> "ActorGroup":
+        """n members named <name>-<i>; on Ray, a member whose process dies is restarted (its __init__ runs again,
+        with these arguments) up to `max_restarts` times, and the call it was running fails for the caller to retry.
+        `num_gpus`: one figure for every member, or one each. `env`: the members' environment (cluster/runtime.py
+        actor_env), set before their process imports anything; Ray merges it over the job's. `namespace`: where the
+        names live (a fleet's own, so two fleets on one cluster each have a rollout-0)."""
         kwargs = kwargs or {}
         if backend == "inprocess":
             return cls(name, [factory(*args, **kwargs) for _ in range(n)], backend, cls=factory)
@@ -79,10 +82,59 @@ class ActorGroup:
             gpus = num_gpus[i] if isinstance(num_gpus, list) else num_gpus
             opts = dict(num_cpus=num_cpus, num_gpus=gpus, name=f"{name}-{i}", max_concurrency=1,
                         max_restarts=max_restarts, max_task_retries=0)
+            if env:
+                opts["runtime_env"] = {"env_vars": dict(env)}
+            if namespace:
+                opts["namespace"] = namespace
             if placement is not None:
                 opts["scheduling_strategy"] = placement(i)
             members.append(remote.options(**opts).remote(*args, **kwargs))
         return cls(name, members, backend, cls=factory)
+
+    def on_each(self, fn: Callable, *args, timeout: float | None = 120.0) -> list:
+        """`fn(member instance, *args)` in every member's own process (Ray's __ray_call__), resolved."""
+        if self.backend == "inprocess":
+            return [fn(m, *args) for m in self.members]
+        return get([m.__ray_call__.remote(fn, *args) for m in self.members], timeout=timeout,
+                   what=f"{self.name}.{getattr(fn, '__name__', 'call')}")
+
+    def reinit(self, args: tuple = (), kwargs: dict | None = None, timeout: float | None = None) -> None:
+        """Every member becomes what its class builds from these arguments, in the process it has (a fleet's next
+        run: the process, its imports and caches stay; the object's state is built anew). A member's `close()`
+        runs first (a user function's child process, a tool's)."""
+        self.on_each(reinit, tuple(args), dict(kwargs or {}), timeout=timeout)
+
+    def redirect(self, log_dir: str | None) -> None:
+        """Each member's output from now on to <log_dir>/<member name>.log (a fleet's next run's folder)."""
+        if self.backend != "inprocess" and log_dir:
+            self.on_each(_redirect, log_dir)
+
+    def alive(self, timeout: float = 30.0) -> bool:
+        """Whether every member answers (none died, none is restarting)."""
+        if self.backend == "inprocess":
+            return True
+        import ray
+
+        try:
+            ray.get([m.__ray_call__.remote(_answer) for m in self.members], timeout=timeout)
+            return True
+        except Exception:  # noqa: BLE001 -- dead, restarting, or hung: not a member to build a run on
+            return False
+
+    def kill(self) -> None:
+        """End every member's process (Ray); in-process members are closed."""
+        if self.backend == "inprocess":
+            for m in self.members:
+                if callable(getattr(m, "close", None)):
+                    m.close()
+            return
+        import ray
+
+        for m in self.members:
+            try:
+                ray.kill(m, no_restart=True)
+            except Exception:  # noqa: BLE001 -- already gone
+                pass
 
     def method_name(self, method: Callable) -> str:
         """The name to call `method` (a function defined on a class) by, after checking the members have it."""
@@ -144,16 +196,40 @@ def _logged(factory: type) -> type:
 
     class Actor(factory):
         def __init__(self, *args, **kwargs):
-            import ray
-
             from common.console import redirect_actor_output
 
-            redirect_actor_output(ray.get_runtime_context().get_actor_name() or f"{factory.__name__}-{os.getpid()}")
+            redirect_actor_output(_actor_name(factory))
             super().__init__(*args, **kwargs)
 
     Actor.__name__ = Actor.__qualname__ = factory.__name__
     Actor.__doc__ = factory.__doc__
+    Actor._raygrpo_class = factory
     return Actor
+
+
+def _actor_name(factory: type) -> str:
+    import ray
+
+    return ray.get_runtime_context().get_actor_name() or f"{factory.__name__}-{os.getpid()}"
+
+
+def reinit(instance, args: tuple, kwargs: dict):
+    """`instance` rebuilt in place by its own class's constructor (ActorGroup.reinit)."""
+    if callable(getattr(instance, "close", None)):
+        instance.close()
+    cls = getattr(type(instance), "_raygrpo_class", type(instance))
+    instance.__dict__.clear()
+    cls.__init__(instance, *args, **kwargs)
+
+
+def _redirect(instance, log_dir: str):
+    from common.console import redirect_actor_output
+
+    redirect_actor_output(_actor_name(type(instance)), log_dir)
+
+
+def _answer(_instance) -> bool:
+    return True
 
 
 def _own_peak_rss_gib(_instance) -> float | None:

@@ -18,8 +18,11 @@ def _alive(_instance) -> bool:
 
 
 class Recovery:
-    def __init__(self, max_restarts: int, call_timeout_s: float, backend: str):
+    def __init__(self, max_restarts: int, call_timeout_s: float, backend: str, restored=None):
+        """`restored(group)`: after Ray restarted a member of `group` (the fleet builds it for the current run:
+        cluster/fleet.py Fleet.restored)."""
         self.max_restarts, self.timeout, self.backend = max_restarts, call_timeout_s, backend
+        self.restored = restored
         self.restarts = 0  # stateless actors that died and came back (their calls were retried)
 
     def errors(self) -> tuple[type[BaseException], ...]:
@@ -54,6 +57,8 @@ class Recovery:
         print(f"[cluster] a {group.name} actor died during {what} ({type(err).__name__}); Ray restarts it and "
               f"{what} is repeated ({self.restarts} restarts so far)", flush=True)
         self.await_restart(group)
+        if self.restored is not None:
+            self.restored(group)
 
     def await_restart(self, group: ActorGroup) -> None:
         """Until every member answers again: a restarting actor refuses calls (ActorUnavailableError) while its

@@ -15,13 +15,15 @@ def actor_threads(threads: int | None) -> int:
     return threads or os.cpu_count() or 1
 
 
-def actor_env(threads: int | None, kv_cache_gib: float) -> dict[str, str]:
+def actor_env(threads: int | None, kv_cache_gib: float, log_dir=None) -> dict[str, str]:
+    """What every actor's process needs before it imports anything; `log_dir`: where its output goes (default: the
+    folder common/console.py attached)."""
     from common.console import actor_env as console_env
     from common.models import TRUST_ENV
 
     n = str(actor_threads(threads))
     return {
-        **console_env(),  # quiet console: the actor's output goes to the run folder's logs/
+        **console_env(log_dir),  # quiet console: the actor's output goes to the run folder's logs/
         **({TRUST_ENV: "1"} if os.environ.get(TRUST_ENV) == "1" else {}),  # model.trust_remote_code
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "VLLM_CPU_KVCACHE_SPACE": str(int(max(1, round(kv_cache_gib)))),
@@ -58,15 +60,16 @@ def joins_cluster(address: str | None) -> bool:
 
 
 def start(backend: str, address: str | None, num_cpus: int | None, env: dict[str, str],
-          metrics_export_port: int | None = None) -> None:
-    """Connect to or start Ray (no-op for the in-process backend)."""
+          metrics_export_port: int | None = None) -> bool:
+    """Connect to or start Ray (no-op for the in-process backend, and where this process is connected already);
+    True when this call connected (its caller then owns the connection and `shutdown`s it)."""
     if backend == "inprocess":
         os.environ.update(env)
-        return
+        return False
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     from common.console import is_quiet, quiet_library_loggers
 
     runtime_env = {"env_vars": env}
@@ -85,6 +88,7 @@ def start(backend: str, address: str | None, num_cpus: int | None, env: dict[str
                  **logs)
     if is_quiet():
         quiet_library_loggers()
+    return True
 
 
 def shutdown(backend: str) -> None:

@@ -1,4 +1,4 @@
-"""The actor groups of a training job, built from the run plan's roles, with one typed method per pipeline stage.
+"""The step logic of a run over the actor groups of a fleet it borrowed (cluster/fleet.py), one typed method per stage.
 
   rollout   N x VLLMEngine (or HFEngine)     prompts sharded across engines
   reward    M x RewardScorer                samples sharded across scorers
@@ -12,57 +12,32 @@
                                             model and optimizer (learner/fsdp.py), the group in lockstep
   critic    C x Critic                      PPO value model and its optimizer (when a phase is ppo); C =
                                             learner.critic_workers (default W), data parallel like the learner
+  tools     T x ToolBox                     multi-turn rollouts' tools (cluster/turns.py)
   retrieval R x Retriever                   top-k passages (when retrieval is enabled)
 
-Which roles exist, which KL each phase computes and where, and which old logprobs the ratio uses come from the run
-plan (common/plan.py); the system only carries them out. The weight sync and its check live in
-cluster/weight_sync.py, surviving dead actors in cluster/recovery.py; actors are placed by cluster/placement.py.
-Every actor call names its method object (`self.learner.run(Learner.train_step, ...)`): a renamed stage fails where
-the call is written, not after an hour of training.
+The fleet starts, places, resets and ends the actors; the system only uses the ones its run plan names (a fleet may
+hold a critic a GRPO run leaves idle). Which KL each phase computes and where, and which old logprobs the ratio uses
+come from the run plan (common/plan.py); the system carries them out. The weight sync and its check live in
+cluster/weight_sync.py, surviving dead actors in cluster/recovery.py. Every actor call names its method object
+(`self.learner.run(Learner.train_step, ...)`): a renamed stage fails where the call is written, not after an hour of
+training.
 """
 from __future__ import annotations
 
-import math
-import os
-
 from common.checkpoint import TRAINER_DIR
-from common.config import ClusterConfig, JobConfig, RolloutConfig
+from common.config import JobConfig
 from common.plan import PhasePlan, RunPlan, make_plan
-from common.precision import measure_before_actors
 from common.types import AlgoParams, DPOParams, PreferenceBatch, Rollout, Sampling, ScoredRollout, TrainBatch
-from cluster import runtime
 from cluster.engines import Engines
+from cluster.fleet import Fleet, FleetPool, fleet_spec, run_roles
 from cluster.groups import ActorGroup, get, handoff, shard
-from cluster.placement import ENGINE_CPUS, REWARD_CPUS, TRAIN_CPUS
 from cluster.recovery import Recovery
 from cluster.sleep import EngineSleep
 from cluster.weight_sync import WeightSync
 from learner.critic import Critic
-from learner.lora import LoraSpec
 from learner.policy import Learner, Reference
 from rewards.registry import RewardScorer
 from rollout.engine import Engine
-
-
-def start_rollout(rollout: RolloutConfig, cluster: ClusterConfig, model_path: str, backend: str,
-                  placement=None, sleep_mode: bool = False) -> ActorGroup:
-    """The rollout engines (the one place engines are built: training jobs and jobs/eval.py)."""
-    from rollout.engine import HFEngine, VLLMEngine
-
-    if rollout.engine == "hf":
-        cls, kw = HFEngine, dict(seed=rollout.seed, dtype=rollout.dtype)
-    else:
-        cls, kw = VLLMEngine, dict(max_model_len=rollout.max_model_len, kv_cache_gib=rollout.kv_cache_gib,
-                                   seed=rollout.seed, gpu_memory_utilization=rollout.gpu_memory_utilization,
-                                   dtype=rollout.dtype, tensor_parallel_size=rollout.tensor_parallel_size,
-                                   sleep_mode=sleep_mode)
-        if rollout.tensor_parallel_size > 1 and backend == "ray":
-            from cluster.placement import check_gpus_per_node
-
-            check_gpus_per_node(rollout.tensor_parallel_size, "rollout.tensor_parallel_size")
-    return ActorGroup.create("rollout", cls, cluster.num_rollout_actors, backend, args=(model_path,), kwargs=kw,
-                             num_cpus=ENGINE_CPUS, num_gpus=cluster.gpus_per_rollout_actor,
-                             max_restarts=cluster.max_restarts, placement=placement)
 
 
 def param_count(path: str) -> float:
@@ -76,116 +51,47 @@ def param_count(path: str) -> float:
     return c.vocab_size * h + c.num_hidden_layers * (4 * h * h + 3 * h * getattr(c, "intermediate_size", 4 * h))
 
 
-def policy_dims(path: str) -> tuple[int, int]:
-    """(hidden, intermediate) of the model folder or hub id `path`."""
-    from transformers import AutoConfig
-
-    from common.models import trust_remote_code
-    from common.precision import model_dims
-
-    return model_dims(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code()))
-
-
-def logical_cpus(cfg: JobConfig, plan: RunPlan) -> float:
-    """Ray CPUs the job's actors ask for (engines, reward scorers, learner/reference/critic workers, retrievers)."""
-    c, L = cfg.cluster, cfg.learner
-    return round(c.num_rollout_actors * ENGINE_CPUS + c.num_reward_actors * REWARD_CPUS
-                 + L.workers_of("learner") * TRAIN_CPUS["learner"]
-                 + plan.has("reference") * L.workers_of("reference") * TRAIN_CPUS["reference"]
-                 + plan.has("critic") * L.workers_of("critic") * TRAIN_CPUS["critic"]
-                 + cfg.retrieval.enabled * cfg.retrieval.num_actors * REWARD_CPUS
-                 + plan.has("tools") * cfg.tools.num_actors * REWARD_CPUS, 3)
-
-
-def check_cpus(need: float, have: float, local: bool) -> None:
-    """An actor Ray cannot place waits forever, and the run with it: say so up front, with the fix."""
-    if need <= have + 1e-9:
-        return
-    fix = ("raise cluster.num_cpus (Ray's CPUs are scheduling slots, not cores)" if local else
-           "add nodes or CPUs to the cluster")
-    raise RuntimeError(f"the job's actors ask for {need:g} Ray CPUs and the cluster has {have:g}, so some would wait "
-                       f"forever: {fix}, or start fewer (cluster.num_rollout_actors, cluster.num_reward_actors, "
-                       "learner.workers, learner.reference_workers, learner.critic_workers)")
+def open_system(cfg: JobConfig, policy_path: str, reward_components: list[dict], init_path: str | None = None,
+                plan: RunPlan | None = None, tool_index: str | None = None, fleet: Fleet | FleetPool | None = None,
+                log_dir=None) -> "TrainingSystem":
+    """A run's system: on `fleet` (borrowed: a Fleet, or one a FleetPool lends), else on a fleet of its own that
+    `shutdown` ends. `init_path`: the weights the run starts from (a checkpoint when resuming; default the policy);
+    `log_dir`: where the actors' output goes."""
+    plan = plan or make_plan(cfg)
+    spec = fleet_spec(cfg, plan, policy_path)
+    roles = run_roles(cfg, plan, policy_path, init_path or policy_path, reward_components, tool_index)
+    owned = fleet is None
+    if owned:
+        fleet = Fleet(spec, roles, log_dir)
+        try:
+            fleet.borrow(spec, roles, log_dir)
+        except BaseException:
+            fleet.close()
+            raise
+    elif isinstance(fleet, FleetPool):
+        fleet = fleet.lend(spec, roles, log_dir)
+    else:
+        fleet.borrow(spec, roles, log_dir)
+    try:
+        return TrainingSystem(cfg, fleet, plan, init_path or policy_path, owns_fleet=owned)
+    except BaseException:
+        if owned:
+            fleet.close()
+        raise
 
 
-class GRPOSystem:
-    def __init__(self, cfg: JobConfig, policy_path: str, reward_components: list[dict],
-                 learner_init_path: str | None = None, plan: RunPlan | None = None, tool_index: str | None = None):
-        """Start the plan's roles (`make_plan(cfg)` unless given); once every actor measured its node, the plan
-        is completed with their precisions (`self.plan`, which the phases read). `tool_index`: the dense index the
-        search tool reads (trainer/rag.py open_index)."""
-        c, backend = cfg.cluster, cfg.cluster.backend
-        plan = plan or make_plan(cfg)
-        self.cfg, self.backend = cfg, backend
-        need = logical_cpus(cfg, plan)
-        local = backend == "ray" and not runtime.joins_cluster(c.address)
-        # a local cluster gets at least the slots its actors ask for (a 2-core laptop runs 2 learner workers
-        # beside their PPO critics: 2.4 slots); cluster.num_cpus, when set, is taken as the user's limit
-        num_cpus = c.num_cpus or (max(os.cpu_count() or 1, math.ceil(need)) if local else None)
-        runtime.start(backend, c.address, num_cpus, runtime.actor_env(c.threads, cfg.rollout.kv_cache_gib),
-                      c.metrics_export_port)
-        if backend == "ray" and c.placement == "none":  # a placement group times out with its own message
-            import ray
-
-            check_cpus(need, ray.cluster_resources().get("CPU", 0.0), local)
-        init_path = learner_init_path or policy_path
-        if backend == "ray" and not (c.gpus_per_learner or c.gpus_per_rollout_actor) and "auto" in (
-                cfg.learner.precision, cfg.rollout.dtype):  # this node's precision probe, before its actors load
-            measure_before_actors(policy_dims(init_path), runtime.actor_threads(c.threads))
-        self.placement = None
-        if backend == "ray" and c.placement != "none":
-            from cluster.placement import Placement
-
-            self.placement = Placement(c.placement, c.num_rollout_actors, c.gpus_per_rollout_actor, c.gpus_per_learner,
-                                       learner_workers=cfg.learner.workers)
-        on = (lambda role: getattr(self.placement, role)()) if self.placement else (lambda role: None)  # noqa: E731
-        self.recovery = Recovery(c.max_restarts, c.call_timeout_s, backend)
-        self.rollout = start_rollout(cfg.rollout, c, init_path, backend, placement=on("engines"),
-                                     sleep_mode=plan.sleep != "off")
-        self.reward = ActorGroup.create("reward", RewardScorer, c.num_reward_actors, backend,
-                                        args=(reward_components,), num_cpus=REWARD_CPUS, max_restarts=c.max_restarts)
-        self.tools = None  # multi-turn rollouts: the tool actors (tools/toolbox.py)
-        if plan.has("tools"):
-            from tools.toolbox import ToolBox
-
-            t = cfg.tools
-            self.tools = ActorGroup.create("tools", ToolBox, t.num_actors, backend,
-                                           args=([u.model_dump() for u in t.use], policy_path, t.timeout_s, t.template,
-                                                 tool_index, cfg.retrieval.encoder),
-                                           num_cpus=REWARD_CPUS, max_restarts=c.max_restarts)
-        L = cfg.learner
-        train_kw = dict(micro_batch_size=L.micro_batch_size, max_tokens_per_micro_batch=L.max_tokens_per_micro_batch,
-                        precision=L.precision, threads=c.threads, sharding=plan.sharding, offload=L.offload)
-        # the learner's GPU share is split among the training actors that exist; with learner.workers W, worker i
-        # shares its bundle (bundle 0 for worker 0) with reference shard i and critic worker i
-        W = L.workers
-        gpu = c.gpus_per_learner / (1 + plan.has("reference") + plan.has("critic"))
-        per_worker = dict(num_gpus=gpu, placement=on("learners"))
-        self.reference = ActorGroup.create("reference", Reference, L.workers_of("reference"), backend, args=(policy_path,), kwargs=train_kw,
-                                           num_cpus=TRAIN_CPUS["reference"], **per_worker) \
-            if plan.has("reference") else None
-        # The optimizer is rebuilt by reset_optimizer when each phase starts; total_steps=1 is a placeholder.
-        self.learner = ActorGroup.create(
-            "learner", Learner, W, backend, args=(init_path,),
-            kwargs=dict(lr=L.lr, total_steps=1, warmup_ratio=L.warmup_ratio, schedule=L.schedule,
-                        weight_decay=L.weight_decay, grad_clip=L.grad_clip, seed=cfg.train.seed,
-                        gradient_checkpointing=L.gradient_checkpointing, optimizer=L.optimizer,
-                        lora=LoraSpec(**L.lora.model_dump()) if L.lora else None, **train_kw),
-            num_cpus=TRAIN_CPUS["learner"], **per_worker)
-        self.critic = ActorGroup.create("critic", Critic, L.workers_of("critic"), backend, args=(init_path,),
-                                        kwargs=dict(grad_clip=L.grad_clip, seed=cfg.train.seed, **train_kw),
-                                        num_cpus=TRAIN_CPUS["critic"], **per_worker) if plan.has("critic") else None
-        # each training group's own process group: replicated workers when several, sharded ones always (FSDP's
-        # units live on it, learner/fsdp.py); sharded groups take every call together (ActorGroup.lockstep)
-        sharded = plan.sharding == "fsdp"
-        for group, init in ((self.learner, Learner.init_data_parallel), (self.reference, Reference.init_data_parallel),
-                            (self.critic, Critic.init_data_parallel)):
-            if group is not None and (sharded or (len(group.members) > 1 and group is not self.reference)):
-                self.start_data_parallel(group, init, c.call_timeout_s, "nccl" if c.gpus_per_learner > 0 else "gloo")
-                group.lockstep = sharded
-        for group in self.training_groups():  # every training call has a deadline too
-            group.timeout = c.call_timeout_s
+class TrainingSystem:
+    def __init__(self, cfg: JobConfig, fleet: Fleet, plan: RunPlan, init_path: str, owns_fleet: bool = False):
+        """The run's stages over `fleet` (borrowed for this run, its actors reset to the run's start); once every actor
+        measured its node, the plan is completed with their precisions (`self.plan`, which the phases read)."""
+        c = cfg.cluster
+        self.cfg, self.fleet, self.backend, self.owns_fleet = cfg, fleet, fleet.backend, owns_fleet
+        self.rollout, self.reward, self.learner = fleet.rollout, fleet.reward, fleet.learner
+        self.reference = fleet.reference if plan.has("reference") else None
+        self.critic = fleet.critic if plan.has("critic") else None
+        self.tools = fleet.tools if plan.has("tools") else None
         self.retrieval = None  # started by start_retrieval once the index exists
+        self.recovery = Recovery(c.max_restarts, c.call_timeout_s, self.backend, restored=fleet.restored)
         # Each actor resolved precision 'auto' on its own node (common/precision.py): what it chose and the figures
         self.choices = {"learner": self.learner.run(Learner.precision_choice),
                         "engines": get(self.rollout.call_all(Engine.precision_choice))}
@@ -207,18 +113,8 @@ class GRPOSystem:
                                                                 what=f"rollout.{method.__name__}"),
                                  lambda: self.learner.run(Learner.free_cache))
         self.weights = WeightSync(self.learner, self.rollout, c, self.recovery, self.plan.sync_precision,
-                                  cfg.rollout.tensor_parallel_size)
+                                  cfg.rollout.tensor_parallel_size, run=fleet.runs)
         self.engines = Engines(self.rollout, self.recovery, self.weights, c.call_timeout_s)  # generate, greedy
-
-    @staticmethod
-    def start_data_parallel(group: ActorGroup, init, timeout: float, backend: str) -> None:
-        """A training group's own process group (learner/distributed.py), rendezvous at member 0's node."""
-        from cluster.weight_sync import _rendezvous
-
-        host, port = get(group.members[0].__ray_call__.remote(_rendezvous))
-        W = len(group.members)
-        get([group.call(init, host, port, W, i, backend, index=i) for i in range(W)],
-            timeout=timeout, what=f"the {group.name} workers' {backend} group at {host}:{port}")
 
     def on_learners(self, method, *args) -> object:
         """The same call on every learner worker (they stay identical); worker 0's answer."""
@@ -444,11 +340,8 @@ class GRPOSystem:
     # ---- retrieval ---------------------------------------------------------------------------------------
     def start_retrieval(self, index_dir: str) -> None:
         """Retrieval actors over a saved index (built beforehand by the driver, see trainer/rag.py)."""
-        from retrieval.retriever import Retriever
-
         c = self.cfg.retrieval
-        self.retrieval = ActorGroup.create("retrieval", Retriever, c.num_actors, self.backend,
-                                           args=(index_dir, c.encoder), num_cpus=REWARD_CPUS)
+        self.retrieval = self.fleet.start_retrieval(index_dir, c.encoder, c.num_actors)
 
     def retrieve(self, queries: list[str], k: int, batch_size: int = 256) -> list[list[dict]]:
         """Top-k passages per query; batches go round-robin to the retrieval actors."""
@@ -459,26 +352,15 @@ class GRPOSystem:
         return [hits for part in get(futs) for hits in part]
 
     # ---- what the run log reports ------------------------------------------------------------------------
-    def groups(self) -> list[ActorGroup]:
-        return [g for g in (self.rollout, self.reward, self.reference, self.learner, self.critic, self.retrieval,
-                            self.tools) if g is not None]
-
     def peak_rss_gib(self) -> dict[str, list[float | None]]:
-        """Peak resident memory of every actor, by group (the driver's own under 'driver')."""
-        from cluster.groups import process_peak_rss_gib
-
-        return {"driver": [process_peak_rss_gib("self")], **{g.name: g.peak_rss_gib() for g in self.groups()}}
+        """Peak resident memory of every actor of the fleet, by group (the driver's own under 'driver')."""
+        return self.fleet.peak_rss_gib()
 
     def nodes(self) -> dict[str, list[str]]:
         """The node id of every Ray actor, by group (placement tests and the run log)."""
-        from cluster.placement import node_of
-
-        if self.backend != "ray":
-            return {}
-        return {g.name: get([m.__ray_call__.remote(node_of) for m in g.members], timeout=60)
-                for g in self.groups() if g.name != "retrieval"}
+        return self.fleet.nodes()
 
     def shutdown(self) -> None:
-        if self.placement is not None:
-            self.placement.remove()
-        runtime.shutdown(self.backend)
+        """The run is over: its own fleet ends; a borrowed one lives on for the next run."""
+        if self.owns_fleet:
+            self.fleet.close()

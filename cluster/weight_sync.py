@@ -34,11 +34,13 @@ def _rendezvous(_learner) -> tuple[str, int]:
 
 class WeightSync:
     def __init__(self, learner: ActorGroup, rollout: ActorGroup, cluster: ClusterConfig, recovery: Recovery,
-                 precision: str, tensor_parallel_size: int = 1):
-        """`precision`: fp32 when the learner and every engine run fp32, else bf16 (the run plan's)."""
+                 precision: str, tensor_parallel_size: int = 1, run: int = 1):
+        """`precision`: fp32 when the learner and every engine run fp32, else bf16 (the run plan's). `run`: the
+        fleet's count of runs (cluster/fleet.py), the first half of the version the engines hold."""
         self.learner, self.rollout, self.c, self.recovery = learner, rollout, cluster, recovery
         self.tensor_parallel_size = tensor_parallel_size
-        self.version = 0  # syncs so far; engines refuse to sample from another version (StaleWeights)
+        self.run = run
+        self.version = 0  # syncs so far in this run; engines refuse to sample from another version (StaleWeights)
         self.meta = None  # the collective transport's tensor list
         self.buckets = None  # sharded learner workers: how many buckets a sync sends (learner/fsdp.py)
         self.check = SyncCheck(precision, cluster.sync_tolerance)
@@ -61,23 +63,28 @@ class WeightSync:
         get(futs, timeout=c.call_timeout_s, what=f"the {backend} weight-sync group at {host}:{port}")
         self.meta = self.learner.run(Learner.weights_meta)
 
+    @property
+    def tag(self) -> tuple[int, int]:
+        """What the engines must hold: (the fleet's run, this run's syncs); an engine Ray restarted holds (0, 0)."""
+        return (self.run, self.version)
+
     def push(self) -> None:
         """The learner's weights to every engine as version `self.version` (no check)."""
         c = self.c
         if c.weight_sync == "collective":  # rank 0 broadcasts while every engine receives into its reload
             futs = [self.learner.call(Learner.broadcast_weights),
-                    *self.rollout.call_all(Engine.receive_weights, self.meta, self.version)]
+                    *self.rollout.call_all(Engine.receive_weights, self.meta, self.tag)]
             get(futs, timeout=c.call_timeout_s, what="the collective weight sync")
         elif not self.learner.lockstep:  # one object in the store, read by every engine of a node without a copy
             weights = handoff(self.learner.call(Learner.named_arrays))
-            get(self.rollout.call_all(Engine.update_weights, weights, self.version), timeout=c.call_timeout_s,
+            get(self.rollout.call_all(Engine.update_weights, weights, self.tag), timeout=c.call_timeout_s,
                 what="rollout.update_weights")
         else:  # sharded learner workers: one bucket (an FSDP unit's weights) gathered, sent, reloaded, freed at a time
             if self.buckets is None:
                 self.buckets = len(self.learner.run(Learner.weight_buckets))
             for i in range(self.buckets):
                 part = handoff(self.learner.call(Learner.bucket_arrays, i))
-                get(self.rollout.call_all(Engine.update_weights, part, self.version), timeout=c.call_timeout_s,
+                get(self.rollout.call_all(Engine.update_weights, part, self.tag), timeout=c.call_timeout_s,
                     what=f"rollout.update_weights (bucket {i + 1} of {self.buckets})")
 
     def sync(self, around=None) -> None:

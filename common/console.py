@@ -98,19 +98,27 @@ def attach(log_dir: Path) -> Path | None:
     return log_dir / "driver.log"
 
 
-def actor_env() -> dict[str, str]:
-    """What an actor's environment needs to follow this process's console mode."""
-    if os.environ.get(LOG_DIR_ENV) and os.environ.get(VERBOSE_ENV) != "1":
-        return {**QUIET_ENV, LOG_DIR_ENV: os.environ[LOG_DIR_ENV]}
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+def actor_env(log_dir: str | Path | None = None) -> dict[str, str]:
+    """What an actor's environment needs to follow this process's console mode: unless verbose, library chatter
+    off and its output to <log_dir> (default: the folder `attach` set)."""
+    log_dir = log_dir or os.environ.get(LOG_DIR_ENV)
+    if log_dir and not verbose():
+        return {**QUIET_ENV, LOG_DIR_ENV: str(log_dir)}
     return {}
 
 
-def redirect_actor_output(name: str) -> Path | None:
+def redirect_actor_output(name: str, log_dir: str | None = None) -> Path | None:
     """In an actor's own process: its stdout and stderr (Python and C++ alike: vLLM, torch, NUMA warnings) go to
-    <RAYGRPO_ACTOR_LOG_DIR>/<name>.log, appended (a restarted actor continues its file)."""
-    log_dir = os.environ.get(LOG_DIR_ENV)
+    <log_dir>/<name>.log, appended (a restarted actor continues its file). `log_dir` None: the one its environment
+    names (RAYGRPO_ACTOR_LOG_DIR); a fleet's actor is pointed at each run's folder in turn."""
+    log_dir = log_dir or os.environ.get(LOG_DIR_ENV)
     if not log_dir or os.environ.get(VERBOSE_ENV) == "1":
         return None
+    os.environ[LOG_DIR_ENV] = str(log_dir)
     path = Path(log_dir) / f"{name}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
@@ -119,6 +127,10 @@ def redirect_actor_output(name: str) -> Path | None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    import time
+
+    # where this process's lines start (a fleet's actor serves run after run, each in its own folder)
+    print(f"[raygrpo] {name} (pid {os.getpid()}) writes here from {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     if not any(getattr(h, "_raygrpo", False) for h in root.handlers):

@@ -120,12 +120,12 @@ def load_items(args) -> tuple[object, list, str, list]:
     return (cfg, cls, params), (items[: args.limit] if args.limit else items), source, train
 
 
-def evaluate(args) -> dict:
-    from cluster import runtime
+def evaluate(args, fleet=None) -> dict:
+    """The evaluation `args` ask for; on `fleet` (an engines fleet of this model, cluster/fleet.py engines_spec)
+    where given, else on a fleet of its own."""
     from cluster.engines import Engines
+    from cluster.fleet import Fleet, Roles, engines_spec
     from cluster.groups import get
-    from cluster.system import start_rollout
-    from common.config import ClusterConfig
     from common.models import load_tokenizer, resolve_model
     from common.types import Sampling
     from rollout.engine import Engine
@@ -150,13 +150,19 @@ def evaluate(args) -> dict:
     if logs:
         print(f"[eval] engine and library logs: {logs.parent}", flush=True)
     backend = "inprocess" if args.inprocess else "ray"
-    runtime.start(backend, args.address, None, runtime.actor_env(None, r.kv_cache_gib))
-    group = start_rollout(r, ClusterConfig(num_rollout_actors=args.engines), model_path, backend)
+    tools = tool_call(cfg, model_path, index_dir)
+    spec = engines_spec(r, model_path, args.engines, backend, args.address, tools=1 if tools else 0)
+    roles = Roles(init_path=model_path, tools=tools)
+    owned = fleet is None
+    if owned:
+        fleet = Fleet(spec, roles, logs.parent if logs else None)
     try:
+        fleet.borrow(spec, roles, logs.parent if logs else None)
+        group = fleet.rollout
         get(group.call_all(Engine.greedy, prompts[:1], 1))  # vLLM compiles on first use: keep it out of the timing
         sampling = Sampling(args.samples, args.temperature, args.top_p, r.max_new_tokens) if args.samples else None
         engines = Engines(group)
-        turns = with_tools(cfg, engines, model_path, index_dir, backend)
+        turns = with_tools(cfg, engines, fleet.tools)
         ans = answer(engines, task, items, prompts, r.max_new_tokens, sampling, args.seed, args.batch,
                      progress=True, turns=turns)
         texts, per, seconds = ans.texts, dict(ans.per_item), ans.seconds
@@ -175,7 +181,8 @@ def evaluate(args) -> dict:
             out["sampling"] = {**sample_distribution(task, ans.sampled, items, args.samples),
                                "temperature": args.temperature, "top_p": args.top_p, "seconds": ans.sampled_seconds}
     finally:
-        runtime.shutdown(backend)
+        if owned:
+            fleet.close()
     out["per_question"] = [{"id": getattr(ex, "id", str(i)), **{k: v[i] for k, v in per.items()},
                             "prediction": texts[i][:300]} for i, ex in enumerate(items)]
     return out
@@ -208,22 +215,29 @@ def run_retrieval(cfg, cls, params, task, source: str):
     return with_passages(task, "eval", hits), index_dir, gold, found
 
 
-def with_tools(cfg, engines, model_path: str, index_dir, backend: str):
-    """The run's multi-turn generation with its tools (one tool actor), or None for single-turn runs."""
+def tool_call(cfg, model_path: str, index_dir):
+    """The tool actor's constructor arguments where the run's answers are multi-turn, else None."""
+    from common.plan import make_plan
+
+    if make_plan(cfg).turns is None:
+        return None
+    from cluster.fleet import Call
+
+    t = cfg.tools
+    return Call(([u.model_dump() for u in t.use], model_path, t.timeout_s, t.template,
+                 str(index_dir) if index_dir else None, cfg.retrieval.encoder))
+
+
+def with_tools(cfg, engines, box):
+    """The run's multi-turn generation with its tools (`box`: the fleet's tool actor), or None for single-turn runs."""
     from common.plan import make_plan
 
     turns = make_plan(cfg).turns
     if turns is None:
         return None
-    from cluster.groups import ActorGroup
     from cluster.turns import generate_turns
     from tools.toolbox import ToolBox
 
-    t = cfg.tools
-    box = ActorGroup.create("tools", ToolBox, 1, backend, args=([u.model_dump() for u in t.use], model_path,
-                                                                t.timeout_s, t.template,
-                                                                str(index_dir) if index_dir else None,
-                                                                cfg.retrieval.encoder))
     return lambda prompts, sampling, seed: generate_turns(
         engines.generate, lambda calls: box.run(ToolBox.run, calls), prompts, sampling, seed, turns.tools,
         turns.max_turns, turns.max_total_tokens)

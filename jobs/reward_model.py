@@ -135,8 +135,7 @@ def train(pairs, held_out, args) -> dict:
 
 
 def main(argv=None) -> int:
-    from cluster import runtime
-    from cluster.system import start_rollout
+    from cluster.fleet import Fleet, Roles, engines_spec
     from trainer.run import load_job, load_task
 
     from common import console
@@ -148,16 +147,13 @@ def main(argv=None) -> int:
     if logs := console.attach(Path(args.out) / "logs"):
         print(f"[rm] engine and library logs: {logs.parent}", flush=True)
     backend = "inprocess" if args.inprocess else "ray"
-    runtime.start(backend, cfg.cluster.address, cfg.cluster.num_cpus,
-                  runtime.actor_env(cfg.cluster.threads, cfg.rollout.kv_cache_gib))
+    c, policy = cfg.cluster, task_policy(cfg)
+    spec = engines_spec(cfg.rollout, policy, c.num_rollout_actors, backend, c.address, c.num_cpus, c.threads)
     t = time.perf_counter()
-    try:
+    with Fleet(spec, Roles(init_path=policy), logs.parent if logs else None) as fleet:
         k, rng = args.samples, random.Random(args.seed)
-        group = start_rollout(cfg.rollout, cfg.cluster, task_policy(cfg), backend)
-        p_train, x_train, r_train = sample(cfg, task, group, "train", args.prompts, k)
-        p_eval, x_eval, r_eval = sample(cfg, task, group, "eval", args.eval_prompts, k)
-    finally:
-        runtime.shutdown(backend)
+        p_train, x_train, r_train = sample(cfg, task, fleet.rollout, "train", args.prompts, k)
+        p_eval, x_eval, r_eval = sample(cfg, task, fleet.rollout, "eval", args.eval_prompts, k)
     pairs = make_pairs(p_train, x_train, r_train, k, args.pairs_per_prompt, rng)
     held_out = make_pairs(p_eval, x_eval, r_eval, k, args.pairs_per_prompt, rng)
     print(f"[rm] {len(pairs)} training pairs from {len(p_train)} prompts x {k}; {len(held_out)} held-out pairs",

@@ -41,11 +41,43 @@ def _receive_reload(worker, meta):
 
 class Engine:
     """What every rollout engine serves (VLLMEngine, HFEngine); the system calls these by method object
-    (`group.call_all(Engine.probe_logprobs, ...)`). `weights_version`: the caller's count of syncs. An engine that
-    does not hold that version (a restarted engine came back with its initial weights) raises StaleWeights instead
-    of sampling from another policy."""
-    weights_version = 0  # 0: the weights the engine was built from
+    (`group.call_all(Engine.probe_logprobs, ...)`). `weights_version`: the caller's (fleet run, count of syncs) pair.
+    An engine that does not hold that version (one Ray restarted came back with the weights it was built from) raises
+    StaleWeights instead of sampling from another policy."""
+    weights_version = 0  # syncs of the current run; 0: its initial weights
+    run = 0  # the fleet's run these weights belong to (cluster/fleet.py); 0: the weights the engine was built from
+    built_from = None  # the folder the engine was built from
     choice = None  # what `dtype` resolved to on this engine's node ('auto' -> common/precision.py)
+
+    @property
+    def tag(self) -> tuple[int, int]:
+        return (self.run, self.weights_version)
+
+    def _hold(self, version) -> None:
+        """The weights just loaded are `version`: a (run, sync) pair, or None for one sync more of this run."""
+        if version is None:
+            self.weights_version += 1
+        elif isinstance(version, tuple):
+            self.run, self.weights_version = version
+        else:
+            self.weights_version = version
+
+    def reset(self, model_path: str, run: int) -> None:
+        """A fleet's next run (cluster/fleet.py): its initial weights from `model_path` (not read again where the
+        engine still holds the weights it was built from that folder), the prefix cache dropped, version 0 of `run`."""
+        if self.sleeping:
+            self.wake(["weights", "kv_cache"])
+        if not (self.tag == (0, 0) and model_path == self.built_from):
+            self.load_folder(model_path)
+        self.run, self.weights_version = run, 0
+        self.after_load()
+
+    def load_folder(self, model_path: str) -> None:
+        """The weights of a model folder (or hub id) of the served architecture, in place."""
+        self.update_weights(folder_weights(model_path), (self.run, self.weights_version))
+
+    def after_load(self) -> None:
+        """Whatever the engine computed with its old weights is dropped."""
 
     def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
                  max_new_tokens: int, seed: int, stop: list[str] | None = None,
@@ -86,13 +118,35 @@ class Engine:
 
     sleeping = False  # cluster/sleep.py: asleep between a generation and the next weight sync
 
-    def _check(self, expected: int | None) -> None:
+    def _check(self, expected) -> None:
         if self.sleeping:
             raise RuntimeError("the engine is asleep (rollout.sleep) and was asked to sample: the system wakes it "
                                "with the next weight sync (cluster/sleep.py EngineSleep.ensure_awake)")
-        if expected is not None and expected != self.weights_version:
-            raise StaleWeights(f"engine holds weights version {self.weights_version}, the caller expects {expected} "
+        held = self.tag if isinstance(expected, tuple) else self.weights_version
+        if expected is not None and expected != held:
+            raise StaleWeights(f"engine holds weights version {held}, the caller expects {expected} "
                                "(restarted since the last sync?)")
+
+
+def folder_weights(model_path: str):
+    """(name, tensor) of every safetensors file of a model folder (a hub id: its downloaded snapshot), one at a time."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    folder = Path(model_path)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(model_path, allow_patterns=["*.safetensors", "*.json"]))
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no *.safetensors weights (an engine reloads weights only from "
+                                "safetensors; save the model with save_pretrained)")
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for name in st.keys():
+                yield name, st.get_tensor(name)
 
 
 def _decide_dtype(dtype: str, config):
@@ -149,6 +203,10 @@ class VLLMEngine(Engine):
         self.tensor_parallel_size = tensor_parallel_size
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = max_model_len
+        self.built_from = model_path
+
+    def after_load(self) -> None:
+        self.llm.reset_prefix_cache()  # cached prefix KV was computed with the old weights
 
     def _prompts(self, prompt_ids: list[list[int]]):
         from vllm.inputs import TokensPrompt
@@ -201,7 +259,7 @@ class VLLMEngine(Engine):
 
     def update_weights(self, named_tensors, version=None) -> None:
         self.llm.collective_rpc(_reload, args=(list(named_tensors),))
-        self.weights_version = self.weights_version + 1 if version is None else version
+        self._hold(version)
         # Cached prefix KV was computed with the old weights; reusing it would mix two policies.
         self.llm.reset_prefix_cache()
 
@@ -212,7 +270,7 @@ class VLLMEngine(Engine):
         """The other end of Learner.broadcast_weights (cluster.weight_sync=collective)."""
         self.llm.collective_rpc(_receive_reload, args=(meta,))
         self.llm.reset_prefix_cache()
-        self.weights_version = self.weights_version + 1 if version is None else version
+        self._hold(version)
 
     def probe_logprobs(self, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
         """Logprobs of `completion_ids` after `prompt_ids` under the served weights (prompt logprobs of one
@@ -246,6 +304,7 @@ class HFEngine(Engine):
         disable_dropout(self.model)
         self.tokenizer = load_tokenizer(model_path)
         self.seed = seed
+        self.built_from = model_path
 
     def _batch(self, prompt_ids):
         import torch
@@ -318,7 +377,7 @@ class HFEngine(Engine):
         missing, unexpected = self.model.load_state_dict(sd, strict=False)
         if unexpected:
             raise ValueError(f"weights do not match the rollout model: unexpected {unexpected[:5]}")
-        self.weights_version = self.weights_version + 1 if version is None else version
+        self._hold(version)
 
     def init_sync_group(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
         from common.collective import SyncGroup

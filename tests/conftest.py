@@ -55,3 +55,83 @@ def _drop_checkpoint_weights(request):
                 path.unlink()
         except OSError:
             pass
+
+
+# ---- the session's Ray cluster and its warm fleets (cluster/fleet.py) ------------------------------------------------
+class RaySession:
+    """The test session's local Ray cluster: its address (a job in a subprocess joins it with cluster.address=...) and
+    its Prometheus port."""
+
+    def __init__(self, address: str, metrics_port: int):
+        self.address, self.metrics_port = address, metrics_port
+
+
+_SESSION: dict = {}
+
+
+def start_ray_session() -> RaySession:
+    """Ray for the rest of the session (started once; a test that needs a cluster of its own ends it first with
+    `end_ray_session`, and the next test that needs it starts it again)."""
+    if "ray" in _SESSION:
+        return _SESSION["ray"]
+    import ray
+
+    from cluster import runtime
+    from common.collective import free_port
+
+    if ray.is_initialized():
+        ray.shutdown()
+    # metrics exported every 0.5 s, not 10: a tiny-policy job ends seconds after its first step (tests/jobs/test_recipes)
+    os.environ["RAY_metrics_report_interval_ms"] = "500"
+    port = free_port()
+    # slots, not cores: several warm fleets are placed at once, each asking ~2 (cluster/fleet.py FleetSpec.cpus)
+    ray.init(address="local", num_cpus=16, include_dashboard=False, log_to_driver=False,
+             _metrics_export_port=port, runtime_env={"env_vars": runtime.actor_env(None, 1.0)})
+    _SESSION["ray"] = RaySession(ray.get_runtime_context().gcs_address, port)
+    return _SESSION["ray"]
+
+
+def end_ray_session() -> None:
+    """The session's fleets closed and its Ray cluster ended (a test about to start a cluster of its own)."""
+    pool = _SESSION.pop("fleets", None)
+    if pool is not None:
+        pool.close()
+    if _SESSION.pop("ray", None) is not None:
+        import ray
+
+        ray.shutdown()
+
+
+@pytest.fixture
+def ray_session() -> RaySession:
+    """The session's local Ray cluster (joined, never ended, by the test)."""
+    return start_ray_session()
+
+
+@pytest.fixture
+def fleets(ray_session):
+    """The session's warm fleets (cluster/fleet.py FleetPool): a real-path job borrows the one of its spec, whose
+    actors (vLLM engines, learner, reference, critic, reward and tool actors) were started by an earlier job and reset
+    to this job's start. Two at most are kept (memory: an engine holds its KV cache); the reference and critic are held
+    for every fleet, so GRPO, PPO and DPO runs of one model and engine share one."""
+    from cluster.fleet import FleetPool
+
+    if "fleets" not in _SESSION:
+        def widen(spec):
+            from dataclasses import replace
+
+            return replace(spec, references=spec.references or spec.learners, critics=spec.critics or spec.learners)
+
+        _SESSION["fleets"] = FleetPool(keep=2, widen=widen)
+    return _SESSION["fleets"]
+
+
+@pytest.fixture
+def own_ray():
+    """For a test that starts (and ends) a Ray cluster of its own: the session's is ended first."""
+    end_ray_session()
+    yield
+
+
+def pytest_sessionfinish(session, exitstatus):
+    end_ray_session()

@@ -40,3 +40,19 @@ def other_precision() -> str:
 def other_precision_overrides() -> list[str]:
     p = other_precision()
     return [f"learner.precision={p}", f"rollout.dtype={p}"]
+
+
+def train(fleets, config: str | None, *overrides: str, resume: bool = False, max_steps: int | None = None) -> dict:
+    """A training job as `raygrpo train --config <config> --local <overrides>` runs it, in this process, on a fleet
+    `fleets` lends (the session's FleetPool, tests/conftest.py, or a Fleet); its summary. A job that stops raises what
+    the command would have reported (ActorLost, RewardFailed, ConfigError, ...)."""
+    from trainer.run import load_job, load_task, run
+
+    cfg = load_job(config, [*overrides, "cluster.backend=ray"])
+    return run(cfg, resume="auto" if resume else None, max_steps=max_steps, loaded=load_task(cfg), fleet=fleets)
+
+
+def records(run: Path, kind: str | None = None) -> list[dict]:
+    """The run's metrics.jsonl records (of one kind: step, eval, info)."""
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in recs if kind is None or r.get("kind") == kind]

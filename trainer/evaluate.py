@@ -35,7 +35,7 @@ def answer(engines, task, examples: list, prompts: list[list[int]], max_new_toke
     """Greedy answers to `prompts` (the task's prompts of `examples`), scored by the task; with `sampling`,
     also `sampling.group_size` sampled answers per example (seeded by `seed`). `batch` prompts per call to the
     engines (None: all at once), with a progress bar when `progress`. `turns(prompt_ids, sampling, seed)`: the
-    multi-turn generation with tools (GRPOSystem.generate), greedy at temperature 0; the answers are whole
+    multi-turn generation with tools (TrainingSystem.generate), greedy at temperature 0; the answers are whole
     transcripts then, observations included."""
     t, greedy = time.perf_counter(), None
     if turns is not None:

@@ -230,10 +230,11 @@ def check_tools(task: Task, cfg: JobConfig) -> None:
 
 
 def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
-        loaded: tuple[str, Task] | None = None) -> dict:
+        loaded: tuple[str, Task] | None = None, fleet=None) -> dict:
     """Run every phase of `cfg` (or the rest of them, resuming; at most `max_steps` steps in this call);
-    return the run's summary. `loaded` is `load_task(cfg)` when the caller has it already."""
-    from cluster.system import GRPOSystem
+    return the run's summary. `loaded` is `load_task(cfg)` when the caller has it already. `fleet`: the actors to
+    borrow (cluster/fleet.py: a Fleet, or a FleetPool that lends one); None starts the run's own and ends it after."""
+    from cluster.system import open_system
     from trainer.phases import PHASES
 
     policy_path, task = loaded or load_task(cfg)
@@ -262,8 +263,9 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
         _, status, index_dir, n_docs = open_index(task, cfg)
         tool_index = str(index_dir)
         log.info(f"search tool: the dense index over {n_docs} contexts at {index_dir} ({status})")
-    system = GRPOSystem(cfg, policy_path, reward_components(cfg), learner_init_path=str(ckpt) if ckpt else None,
-                        tool_index=tool_index)
+    system = open_system(cfg, policy_path, reward_components(cfg), init_path=str(ckpt) if ckpt else None,
+                         tool_index=tool_index, fleet=fleet,
+                         log_dir=None if console.verbose() else path / "logs")
     log.info(precision_line(cfg, system), precision=system.precisions)
     log.info("plan: " + " | ".join(system.plan.describe()), data={"plan": system.plan.describe()})
     if cfg.cluster.backend == "ray":  # the step metrics on the cluster's Prometheus endpoint as well

@@ -52,7 +52,7 @@ def test_collective_sync_reaches_every_hf_engine(tmp_path):
     import ray
 
     from cluster.groups import get
-    from cluster.system import GRPOSystem
+    from cluster.system import open_system
     from common.config import load_config
     from tests.tiny_models import char_tokenizer, tiny_llama
 
@@ -61,7 +61,7 @@ def test_collective_sync_reaches_every_hf_engine(tmp_path):
     cfg = load_config(None, [f"model.policy={tmp_path}", "rollout.engine=hf", "cluster.weight_sync=collective",
                              "cluster.num_rollout_actors=2", "cluster.threads=1", "cluster.num_cpus=2",
                              "task.name=arithmetic"])
-    system = GRPOSystem(cfg, str(tmp_path), [{"name": "arithmetic", "weight": 1.0, "params": {}}])
+    system = open_system(cfg, str(tmp_path), [{"name": "arithmetic", "weight": 1.0, "params": {}}])
     try:
         def noise(learner):
             import torch

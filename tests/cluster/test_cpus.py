@@ -2,14 +2,14 @@
 stops with the fix instead of waiting forever on an actor Ray cannot place."""
 import pytest
 
-from cluster.system import check_cpus, logical_cpus
+from cluster.fleet import check_cpus, fleet_spec
 from common.config import load_config
 from common.plan import make_plan
 
 
 def _need(*overrides: str) -> float:
     cfg = load_config(overrides=list(overrides))
-    return logical_cpus(cfg, make_plan(cfg))
+    return fleet_spec(cfg, make_plan(cfg), "any", model_id="any").cpus()
 
 
 def test_hand_counted():
@@ -22,6 +22,7 @@ def test_hand_counted():
     assert _need(ppo, "learner.workers=2") == pytest.approx(2.4)  # + 2 critics x 0.2 (what hung on 2 cores)
     assert _need(ppo, "learner.workers=2", "learner.critic_workers=1") == pytest.approx(2.2)
     assert _need("cluster.num_rollout_actors=3", "cluster.num_reward_actors=2") == pytest.approx(2.4)
+    assert _need("retrieval.enabled=true") == pytest.approx(1.4)  # + a retriever
 
 
 def test_too_few_cpus_name_the_fix():

@@ -31,13 +31,13 @@ def three_nodes():
 
 
 def system_on(cluster, llama, placement: str):
-    from cluster.system import GRPOSystem
+    from cluster.system import open_system
     from common.config import load_config
 
     cfg = load_config(None, [f"model.policy={llama}", "rollout.engine=hf", f"cluster.address={cluster.address}",
                              f"cluster.placement={placement}", "cluster.num_rollout_actors=2", "cluster.threads=1",
                              "task.name=arithmetic"])
-    return GRPOSystem(cfg, llama, [{"name": "arithmetic", "weight": 1.0, "params": {}}])
+    return open_system(cfg, llama, [{"name": "arithmetic", "weight": 1.0, "params": {}}])
 
 
 def perturb(system) -> None:
@@ -86,10 +86,10 @@ def test_a_placement_that_cannot_fit_names_what_it_asked_for(three_nodes, llama,
     from cluster import placement
 
     monkeypatch.setattr(placement.Placement.__init__, "__defaults__", (5.0, 1))  # a short wait; one learner worker
-    from cluster.system import GRPOSystem
+    from cluster.system import open_system
     from common.config import load_config
 
     cfg = load_config(None, [f"model.policy={llama}", "rollout.engine=hf", f"cluster.address={three_nodes.address}",
                              "cluster.placement=disaggregated", "cluster.num_rollout_actors=3"])  # needs 4 nodes
     with pytest.raises(RuntimeError, match=r"could not place 4 bundles .* disaggregated needs one node per engine"):
-        GRPOSystem(cfg, llama, [{"name": "arithmetic", "weight": 1.0, "params": {}}])
+        open_system(cfg, llama, [{"name": "arithmetic", "weight": 1.0, "params": {}}])

@@ -1,4 +1,4 @@
-"""Tool actors on local Ray (tools/toolbox.py held by an ActorGroup, called as GRPOSystem.run_tools calls them): a
+"""Tool actors on local Ray (tools/toolbox.py held by an ActorGroup, called as TrainingSystem.run_tools calls them): a
 user tool that raises and one that hangs come back as counted error observations and the batch goes on; a tool
 actor that dies is restarted and the call retried. (The turn loop around them: tests/rollout/test_turns.py; the
 search recipe on the real path: tests/jobs/test_search.py.)"""
@@ -42,7 +42,7 @@ def test_tool_failures_are_counted_observations_and_a_dead_tool_actor_is_restart
                                   max_restarts=1)
         recovery = Recovery(1, 120.0, "ray")
 
-        def run(calls):  # as GRPOSystem.run_tools: calls sharded over the actors, in order
+        def run(calls):  # as TrainingSystem.run_tools: calls sharded over the actors, in order
             parts = shard(calls, len(group.members))
             return [o for part in recovery.retried(group, ToolBox.run, [(p,) for p in parts]) for o in part]
 

@@ -257,7 +257,7 @@ def test_a_sync_that_leaves_an_engine_on_old_weights_stops_the_run(llama, tmp_pa
     from rollout.engine import HFEngine
 
     monkeypatch.setattr(HFEngine, "update_weights",  # acknowledges the version, loads nothing
-                        lambda self, named, version=None: setattr(self, "weights_version", version))
+                        lambda self, named, version=None: self._hold(version))
     with pytest.raises(RuntimeError, match=r"weight sync failed: engine rollout-0 .* the engine kept its old weights"):
         main(_args(llama, tmp_path, "arithmetic", "[{kind: grpo, steps: 3}]", "task.params.gsm8k=false",
                    "learner.lr=1e-3", "learner.weight_decay=0.5", "train.eval_at_start=false", *precision))

@@ -141,7 +141,13 @@ def test_the_critic_on_a_two_turn_sample_trains_like_its_policy_spans_alone(fold
     ma = a.train_values(multi.prompt_ids, multi.completion_ids, old, returns, multi.policy_mask, 0.2)
     mb = b.train_values(single.prompt_ids, single.completion_ids, cut(old), cut(returns), None, 0.2)
     assert ma["vf_loss"] == pytest.approx(mb["vf_loss"], rel=1e-5) and ma["vf_clip_frac"] == mb["vf_clip_frac"]
-    assert_same_params(params(a), params(b), atol=1e-6)
+    # the gradients agree; Adam's first update g / (|g| + eps) turns float noise in a near-zero gradient into a step of
+    # up to lr (seen on an AMD Zen 4: 1e-4 on one element of o_proj), so the weights agree to the lr
+    ga, gb = dict(a.model.named_parameters()), dict(b.model.named_parameters())
+    for n in ga:
+        if ga[n].grad is not None:
+            torch.testing.assert_close(ga[n].grad, gb[n].grad, atol=1e-7, rtol=1e-4, msg=n)
+    assert_same_params(params(a), params(b), atol=2e-4)
 
 
 def test_dpo_sums_a_completions_logprobs_over_the_policys_tokens(folder):  # noqa: F811
