@@ -62,26 +62,25 @@ class FleetSpec:
     threads: int | None = None
     max_restarts: int = 3
 
-    COMPARED_EXACTLY = ("backend", "model_id", "engine", "engines", "rewards", "learners", "sharding", "placement",
-                        "gpus_per_engine", "gpus_per_learner", "threads", "max_restarts")
-    OPTIONAL = ("references", "critics", "tools", "retrievers")  # a fleet may hold these idle for runs that do not use them
+    ALWAYS = ("backend", "model_id", "engine", "engines", "placement", "gpus_per_engine", "threads", "max_restarts")
+    # roles a run may not use at all (an eval uses engines only): compared where the run uses them, else held idle
+    WHEN_USED = ("rewards", "learners", "references", "critics", "tools", "retrievers")
 
     def lacks(self, need: "FleetSpec") -> list[str]:
         """What a run needing `need` would miss here, one phrase each ([] = it fits)."""
+        names = [*self.ALWAYS, *(n for n in self.WHEN_USED if getattr(need, n))]
+        if need.learners:
+            names += ["sharding", "gpus_per_learner"]
         out = []
-        for name in self.COMPARED_EXACTLY:
+        for name in names:
             have, want = getattr(self, name), getattr(need, name)
             if have != want:
                 out.append(f"{name}: the fleet has {_show(name, have)}, the run needs {_show(name, want)}")
-        for name in self.OPTIONAL:
-            have, want = getattr(self, name), getattr(need, name)
-            if want and have != want:
-                out.append(f"{name}: the fleet has {have}, the run needs {want}")
         return out
 
     def covering(self, other: "FleetSpec") -> "FleetSpec":
         """This spec with the optional roles `other` has too (one fleet for runs with and without a critic, say)."""
-        return replace(self, **{n: max(getattr(self, n), getattr(other, n)) for n in self.OPTIONAL})
+        return replace(self, **{n: max(getattr(self, n), getattr(other, n)) for n in self.WHEN_USED})
 
     def cpus(self) -> float:
         """Ray CPUs its actors ask for."""
@@ -153,7 +152,8 @@ def fleet_spec(cfg, plan, model_path: str, model_id: str | None = None) -> Fleet
                      critics=L.workers_of("critic") if plan.has("critic") else 0,
                      tools=cfg.tools.num_actors if plan.has("tools") else 0,
                      retrievers=cfg.retrieval.num_actors if plan.has("retrieval") else 0, placement=c.placement,
-                     gpus_per_engine=c.gpus_per_rollout_actor, gpus_per_learner=c.gpus_per_learner, threads=c.threads,
+                     gpus_per_engine=c.gpus_per_rollout_actor, gpus_per_learner=c.gpus_per_learner,
+                     threads=None if c.threads == os.cpu_count() else c.threads,  # every core, said either way
                      max_restarts=c.max_restarts)
 
 
@@ -355,12 +355,12 @@ class Fleet:
             for group, call in ((self.reward, roles.reward), (self.tools, roles.tools)):
                 if group is not None and call is not None:  # a tool group the run does not use stays as it is
                     group.reinit(call.args, call.kwargs, timeout=timeout)
-            for group, call in ((self.learner, roles.learner), (self.reference, roles.reference),
-                                (self.critic, roles.critic)):
-                if group is not None:
-                    group.lockstep = False  # built anew: one call per member, then the process groups again
-                    group.reinit(call.args, call.kwargs, timeout=timeout)
-            if self.learner is not None:
+            if self.learner is not None and roles.learner is not None:  # (an eval leaves them idle as they are)
+                for group, call in ((self.learner, roles.learner), (self.reference, roles.reference),
+                                    (self.critic, roles.critic)):
+                    if group is not None:
+                        group.lockstep = False  # built anew: one call per member, then the process groups again
+                        group.reinit(call.args, call.kwargs, timeout=timeout)
                 self._form_training_groups(roles)
         get(self.rollout.call_all(Engine.reset, roles.init_path, self.runs), timeout=timeout, what="rollout.reset")
         self.current = roles

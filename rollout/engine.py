@@ -143,10 +143,27 @@ def folder_weights(model_path: str):
     if not files:
         raise FileNotFoundError(f"{folder} holds no *.safetensors weights (an engine reloads weights only from "
                                 "safetensors; save the model with save_pretrained)")
+    head, embedding = False, None
     for f in files:
         with safe_open(str(f), framework="pt") as st:
             for name in st.keys():
+                head = head or name.endswith("lm_head.weight")
+                if name.endswith(("embed_tokens.weight", "wte.weight")):
+                    embedding = (name, st.get_tensor(name))
                 yield name, st.get_tensor(name)
+    if not head and embedding is not None and _ties_embeddings(folder):
+        # a tied head is saved once, as the embedding; vLLM's CPU backend holds a repacked copy of the head that a
+        # reload of the embedding alone leaves as it was (learner/policy.py sends it with every sync for that reason)
+        yield "lm_head.weight", embedding[1]
+
+
+def _ties_embeddings(folder) -> bool:
+    from transformers import AutoConfig
+
+    from common.models import trust_remote_code
+
+    return bool(getattr(AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code()),
+                        "tie_word_embeddings", False))
 
 
 def _decide_dtype(dtype: str, config):

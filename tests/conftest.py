@@ -135,3 +135,21 @@ def own_ray():
 
 def pytest_sessionfinish(session, exitstatus):
     end_ray_session()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that start a Ray cluster of their own (`own_ray`) first, before the session's exists; then every other
+    test in its place; then the tests that borrow warm fleets, grouped by their `fleet` marker (jobs of one model and
+    settings one after another, so each group starts its fleets once)."""
+    own = [i for i in items if "own_ray" in getattr(i, "fixturenames", ())]
+    groups: dict[str, list] = {}
+    rest = []
+    for item in items:
+        if item in own:
+            continue
+        mark = item.get_closest_marker("fleet")
+        if mark is not None:
+            groups.setdefault(mark.args[0], []).append(item)
+        else:
+            rest.append(item)
+    items[:] = own + rest + [i for group in groups.values() for i in group]

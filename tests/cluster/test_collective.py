@@ -1,17 +1,11 @@
 """The collective weight-sync path (cluster.weight_sync=collective): a gloo group of its own between the learner and
 every engine, torch.distributed's global group untouched; the engines end up with the learner's weights (the sync
-check's probe on each), on the HF engine (fast) and on real vLLM (slow, the smoke preset end to end)."""
-import json
+check's probe on each), on the HF engine here; on real vLLM in the jobs: two engines and one learner
+(tests/jobs/test_grpo_job.py test_two_grpo_steps_on_local_ray_with_vllm), two sharded learner workers resumed over it
+(tests/jobs/test_learner_workers.py)."""
 import multiprocessing as mp
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-from tests.real_path import assert_engine_held_learner_weights, run_precision
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rank(rank: int, port: int, out) -> None:
@@ -48,9 +42,7 @@ def test_a_sync_group_broadcasts_to_every_rank_without_the_global_group():
 
 
 @pytest.mark.ray
-def test_collective_sync_reaches_every_hf_engine(tmp_path):
-    import ray
-
+def test_collective_sync_reaches_every_hf_engine(tmp_path, ray_session):
     from cluster.groups import get
     from cluster.system import open_system
     from common.config import load_config
@@ -79,24 +71,3 @@ def test_collective_sync_reaches_every_hf_engine(tmp_path):
         system.sync_weights()  # the group is reused for the next sync
     finally:
         system.shutdown()
-    assert not ray.is_initialized()
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-@pytest.mark.parametrize("workers", [[], ["learner.workers=2"]], ids=["1-learner", "2-learners"])
-def test_collective_sync_on_the_real_path(shared_data, tmp_path, tiny_policy_dir, workers):
-    """The smoke preset with weight_sync=collective: local Ray, vLLM engine, the tiny policy (the transport is the
-    point, not the weights); every step's samples come from the learner's weights (logprob gap), the probe check
-    passes after every sync."""
-    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--config",
-                           str(ROOT / "jobs" / "configs" / "smoke.yaml"), "--local", f"train.output_dir={tmp_path}",
-                           "cluster.weight_sync=collective", "rollout.kv_cache_gib=1", "train.eval_at_start=false",
-                           "data.eval_size=4", f"model.policy={tiny_policy_dir}", *workers], capture_output=True, text=True, timeout=1500, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    steps = [r for r in map(json.loads, (tmp_path / "smoke" / "metrics.jsonl").read_text().splitlines())
-             if r["kind"] == "step"]
-    assert len(steps) == 2
-    for r in steps:
-        assert_engine_held_learner_weights(r, run_precision(tmp_path / "smoke"))
-    assert "[cluster]" not in proc.stdout  # no retry: every collective sync went through and passed its check

@@ -1,7 +1,8 @@
-"""The real path: the embedded model, real vLLM, real Ray, real XQuAD data.
+"""The real path: the embedded model or the tiny policy, real vLLM, real Ray, real XQuAD data.
 
-Slow (minutes each): they run the smoke preset end to end. Numbers are asserted as behaviour
-(sync took effect, checkpoints resumable), never as wall-clock.
+The jobs run in this process on the session's warm fleets (tests/conftest.py `fleets`), as `raygrpo train --local`
+runs them; the driver-kill test runs its job as a command. Numbers are asserted as behaviour (sync took effect,
+checkpoints resumable), never as wall-clock.
 """
 import json
 import os
@@ -13,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.real_path import assert_engine_held_learner_weights, other_precision_overrides, run_precision
+from tests.real_path import assert_engine_held_learner_weights, other_precision_overrides, run_precision, train
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 SMOKE = str(ROOT / "jobs" / "configs" / "smoke.yaml")
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def _records(run: Path, kind: str) -> list[dict]:
@@ -54,30 +55,35 @@ def _check_run(run: Path, steps: int) -> None:
     assert summary["steps"] == steps
 
 
-@pytest.mark.ray
-def test_two_grpo_steps_on_local_ray_with_vllm(shared_data, tmp_path, tiny_policy_dir):
+@pytest.mark.fleet("tiny-fp32")
+def test_two_grpo_steps_on_local_ray_with_vllm(shared_data, tmp_path, tiny_policy_dir, fleets, capsys):
     """Two vLLM engines and two reward actors: prompts and samples are sharded, and one weight broadcast
     reaches both engines (the logprob gap is checked on every sample of every step). The point is the system, so
     the tiny policy (the embedded model runs the smoke preset under `ray job submit`, tests/jobs/test_job_submit.py),
     with the similarity reward beside QA (its F1 is 0 everywhere: no gradient) and lr 1e-3 so one update shows. In
     fp32: a random model's probe tokens are all near-uniform, so its probe moves only with the RMSNorm weights,
     whose 1e-3 steps a bf16 engine cannot hold (1 + 1e-3 rounds to 1) and the sync check's `tracks` test stops the
-    run (at the presets' lr 1e-5 its probe moves less than the test's threshold: the overlap tests run it in bf16)."""
+    run (at the presets' lr 1e-5 its probe moves less than the test's threshold: the overlap tests run it in bf16).
+    The same run with the collective weight sync (a gloo group of the learner and both engines' workers) samples
+    from the learner's weights too."""
     mixed = str(ROOT / "jobs" / "configs" / "mixed_rewards.yaml")
-    out = _job(["--config", mixed, "--local", f"train.output_dir={tmp_path}", "cluster.num_rollout_actors=2",
-                "cluster.num_reward_actors=2", "rollout.kv_cache_gib=1", "learner.inner_steps=2",
-                f"model.policy={tiny_policy_dir}", "learner.lr=1e-3", "learner.precision=fp32", "rollout.dtype=fp32",
-                "train.run_name=smoke"])
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "run_dir:" in out.stdout and "last_checkpoint:" in out.stdout
-    # A quiet console: the job's own lines fit on one screen; engine and library logs are in the run's logs/.
-    assert len(out.stdout.splitlines()) <= 40 and out.stderr.strip() == "", (out.stdout, out.stderr[-2000:])
-    assert "pid=" not in out.stdout and (tmp_path / "smoke" / "logs" / "rollout-1.log").stat().st_size > 0
+    args = [f"train.output_dir={tmp_path}", "cluster.num_rollout_actors=2", "cluster.num_reward_actors=2",
+            "rollout.kv_cache_gib=1", "learner.inner_steps=2", f"model.policy={tiny_policy_dir}", "learner.lr=1e-3",
+            "learner.precision=fp32", "rollout.dtype=fp32"]
+    summary = train(fleets, mixed, *args, "train.run_name=smoke")
+    out = capsys.readouterr().out
+    assert "run_dir:" in out and "last_checkpoint:" in out and summary["finished"]
+    # The job's own lines fit on one screen; engine and library logs are in the run's logs/.
+    assert len(out.splitlines()) <= 40 and "pid=" not in out, out
+    assert (tmp_path / "smoke" / "logs" / "rollout-1.log").stat().st_size > 0
     _check_run(tmp_path / "smoke", 2)
     for r in _records(tmp_path / "smoke", "step"):
         # The second update of a batch sees a moved policy: its ratio is no longer 1 everywhere.
         assert r["learner/ratio_max"] > 1.0 + 1e-4
         assert 0.0 <= r["learner/clip_frac_last"] <= 1.0
+    train(fleets, mixed, *args, "train.run_name=collective", "cluster.weight_sync=collective")
+    _check_run(tmp_path / "collective", 2)
+    assert "[cluster]" not in capsys.readouterr().out  # no retry: every collective sync went through its check
 
 
 def test_resume_after_kill_continues_from_saved_step(shared_data, tmp_path, tiny_policy_dir):
@@ -108,16 +114,17 @@ def test_resume_after_kill_continues_from_saved_step(shared_data, tmp_path, tiny
     assert sorted(set(df["step"])) == [1, 2, 3] and not df.duplicated(["step", "prompt", "sample"]).any()
 
 
-@pytest.mark.ray
-def test_mixed_rewards_and_retrieved_eval_contexts_on_local_ray(shared_data, tmp_path):
+@pytest.mark.fleet("smollm")
+def test_mixed_rewards_and_retrieved_eval_contexts_on_local_ray(shared_data, tmp_path, fleets):
     """jobs/configs/mixed_rewards.yaml (QA + 0.5 x similarity under the packaged MiniLM) for 2 steps on
     local Ray, with retrieval on: each component is logged on its own, the step reward is their weighted
-    sum, and eval runs on top-3 passages from a dense index built once and reused by the next run."""
+    sum, and eval runs on top-3 passages from a dense index built once and reused by the next run. In fp32, on the
+    embedded model's fleet that the pinned regression and search runs share (its bf16 path: the smoke preset under
+    `ray job submit`, tests/jobs/test_job_submit.py)."""
     mixed = str(ROOT / "jobs" / "configs" / "mixed_rewards.yaml")
-    args = ["--config", mixed, "--local", f"train.output_dir={tmp_path}", "retrieval.enabled=true",
-            "rollout.kv_cache_gib=1", "train.eval_at_start=false"]
-    out = _job(args)
-    assert out.returncode == 0, out.stderr[-3000:]
+    args = [f"train.output_dir={tmp_path}", "retrieval.enabled=true", "rollout.kv_cache_gib=1",
+            "train.eval_at_start=false", "learner.precision=fp32", "rollout.dtype=fp32"]
+    train(fleets, mixed, *args)
     run = tmp_path / "mixed-rewards"
     _check_run(run, 2)
     for r in _records(run, "step"):
@@ -136,22 +143,19 @@ def test_mixed_rewards_and_retrieved_eval_contexts_on_local_ray(shared_data, tmp
     from trainer.rag import open_index
     from trainer.run import load_task
 
-    cfg = load_config(mixed, args[3:])
+    cfg = load_config(mixed, args)
     _, status, index_dir, _ = open_index(load_task(cfg)[1], cfg)
     assert status == "loaded" and index_dir == tmp_path / "index" / "xquad-en"
 
 
-@pytest.mark.slow
-def test_overlap_on_local_ray_with_vllm(shared_data, tmp_path, tiny_policy_dir):
+@pytest.mark.fleet("tiny")
+def test_overlap_on_local_ray_with_vllm(shared_data, tmp_path, tiny_policy_dir, fleets):
     """train.overlap on the real path: the next batch is sampled by the vLLM engine while the learner trains;
     steps 2.. are one update stale (logged), every sample is recorded once, and each sync still passes the
     probe check (the engine ends on the learner's weights)."""
-    args = ["--config", str(ROOT / "jobs" / "configs" / "smoke.yaml"), "--local", f"train.output_dir={tmp_path}",
-            "train.phases.0.steps=3", "train.eval_at_start=false", "train.overlap=true", "rollout.kv_cache_gib=1",
-            f"model.policy={tiny_policy_dir}"]
-    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), *args], capture_output=True,
-                          text=True, timeout=1200, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train(fleets, str(ROOT / "jobs" / "configs" / "smoke.yaml"), f"train.output_dir={tmp_path}",
+          "train.phases.0.steps=3", "train.eval_at_start=false", "train.overlap=true", "rollout.kv_cache_gib=1",
+          f"model.policy={tiny_policy_dir}")
     run = tmp_path / "smoke"
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if r["kind"] == "step"]
@@ -163,18 +167,15 @@ def test_overlap_on_local_ray_with_vllm(shared_data, tmp_path, tiny_policy_dir):
     assert len(df) == 3 * 4 * 4 and not df.duplicated(["step", "prompt", "sample"]).any()
 
 
-@pytest.mark.ray
-def test_three_steps_with_overlap_in_the_other_precision(shared_data, tmp_path, tiny_policy_dir):
+@pytest.mark.fleet("tiny-other")
+def test_three_steps_with_overlap_in_the_other_precision(shared_data, tmp_path, tiny_policy_dir, fleets):
     """The path `precision: auto` does not take on this machine (bf16 forced where auto is fp32, fp32 where it is
     bf16), on local Ray with vLLM, with overlap: every sync passes the probe check, step 1 samples the learner's own
     weights, steps 2.. one update stale, and the mismatch and (bf16) TIS weights are logged. Kept small: bf16 is
     emulated on AVX2 CPUs."""
-    args = ["--config", SMOKE, "--local", f"train.output_dir={tmp_path}", "train.phases.0.steps=3",
-            "train.eval_at_start=false", "train.overlap=true", "rollout.kv_cache_gib=1", "data.eval_size=4",
-            "train.prompts_per_step=2", "rollout.max_new_tokens=16", *other_precision_overrides(),
-            f"model.policy={tiny_policy_dir}"]
-    out = _job(args, timeout=2400)
-    assert out.returncode == 0, out.stderr[-3000:]
+    train(fleets, SMOKE, f"train.output_dir={tmp_path}", "train.phases.0.steps=3", "train.eval_at_start=false",
+          "train.overlap=true", "rollout.kv_cache_gib=1", "data.eval_size=4", "train.prompts_per_step=2",
+          "rollout.max_new_tokens=16", *other_precision_overrides(), f"model.policy={tiny_policy_dir}")
     run = tmp_path / "smoke"
     precision = run_precision(run)
     assert [f"learner.precision={precision}"] == other_precision_overrides()[:1]

@@ -3,27 +3,25 @@ for several workers) and replicated: the first update equals the one-worker run'
 workers (taken back to its checkpoint after step 1) equals it uninterrupted, the checkpoint written from the shards
 loads in plain transformers, and every step's samples came from the learner's weights (the bucket-by-bucket sync, its check and the engine-vs-learner gap hold)."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.real_path import assert_engine_held_learner_weights
+from tests.real_path import assert_engine_held_learner_weights, train
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.fleet("tiny-fp32")]
 
 
-def _smoke(tmp_path: Path, policy: str, name: str, *extra: str) -> subprocess.CompletedProcess:
-    args = [sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), "--config", str(ROOT / "jobs" / "configs" / "smoke.yaml"),
-            "--local", f"train.output_dir={tmp_path}", f"train.run_name={name}", "train.phases.0.steps=2",
-            "train.eval_every=100", "train.eval_at_start=false", "train.save_every=1", "rollout.kv_cache_gib=1",
-            "data.eval_size=4", f"model.policy={policy}", "learner.precision=fp32", "rollout.dtype=fp32",
-            # the tiny random policy scores F1 0 on every sample (no advantage, no gradient: any two runs would
-            # "agree"); cosine similarity to the gold answer differs from sample to sample, so every update is real
-            "rewards.components=[{name: similarity}]", *extra]
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+def _smoke(fleets, tmp_path: Path, policy: str, name: str, *extra: str, resume: bool = False,
+           max_steps: int | None = None) -> dict:
+    return train(fleets, str(ROOT / "jobs" / "configs" / "smoke.yaml"), f"train.output_dir={tmp_path}",
+                 f"train.run_name={name}", "train.phases.0.steps=2", "train.eval_every=100",
+                 "train.eval_at_start=false", "train.save_every=1", "rollout.kv_cache_gib=1", "data.eval_size=4",
+                 f"model.policy={policy}", "learner.precision=fp32", "rollout.dtype=fp32",
+                 # the tiny random policy scores F1 0 on every sample (no advantage, no gradient: any two runs would
+                 # "agree"); cosine similarity to the gold answer differs from sample to sample, so every update is real
+                 "rewards.components=[{name: similarity}]", *extra, resume=resume, max_steps=max_steps)
 
 
 def _weights(run: Path) -> dict:
@@ -36,12 +34,10 @@ def _weights_at(ckpt: Path) -> dict:
     return load_file(str(ckpt / "model.safetensors"))
 
 
-def test_two_learner_workers_take_the_one_worker_update_and_resume(shared_data, tmp_path, tiny_policy_dir):
-    one = _smoke(tmp_path, tiny_policy_dir, "one", "--max-steps", "1")
-    assert one.returncode == 0, one.stderr[-3000:]
+def test_two_learner_workers_take_the_one_worker_update_and_resume(shared_data, tmp_path, tiny_policy_dir, fleets):
+    _smoke(fleets, tmp_path, tiny_policy_dir, "one", max_steps=1)
     # two sharded workers, 2 steps uninterrupted (the checkpoint after step 1 kept as step-000001)
-    whole = _smoke(tmp_path, tiny_policy_dir, "two", "learner.workers=2", "train.keep_checkpoints=2")
-    assert whole.returncode == 0, whole.stderr[-3000:]
+    _smoke(fleets, tmp_path, tiny_policy_dir, "two", "learner.workers=2", "train.keep_checkpoints=2")
     run = tmp_path / "two"
     a, b = _weights(tmp_path / "one"), _weights_at(run / "checkpoints" / "step-000001")
     assert a.keys() == b.keys()
@@ -58,21 +54,21 @@ def test_two_learner_workers_take_the_one_worker_update_and_resume(shared_data, 
     for key in ("reward/mean", "learner/pg_loss", "learner/kl", "learner/grad_norm", "learner/entropy"):  # the same samples, the same step
         assert s1[key] == pytest.approx(r1[key], rel=1e-5, abs=1e-7), key
     # replicated workers beside one reference process serving both: the same update, one reference copy
-    rep = _smoke(tmp_path, tiny_policy_dir, "replicated", "learner.workers=2", "learner.sharding=replicate",
-                 "learner.reference_workers=1", "--max-steps", "1")
-    assert rep.returncode == 0, rep.stderr[-3000:]
+    _smoke(fleets, tmp_path, tiny_policy_dir, "replicated", "learner.workers=2", "learner.sharding=replicate",
+           "learner.reference_workers=1", max_steps=1)
     r = _weights(tmp_path / "replicated")
     assert max((a[k] - r[k]).abs().max().item() for k in a) <= 1e-6
     peak = json.loads((tmp_path / "replicated" / "summary.json").read_text())["peak_rss_gib"]
     assert len(peak["learner"]) == 2 and len(peak["reference"]) == 1
-    # the sharded run as if stopped after step 1 (its last checkpoint gone), resumed: step 2 again, the same
+    # the sharded run as if stopped after step 1 (its last checkpoint gone), resumed over the collective weight sync (a
+    # gloo group of worker 0 and the engine's worker; every worker gathers): step 2 again, the same
     last = _weights(run)
     import shutil
 
     for name in ("last", "last.old"):
         shutil.rmtree(run / "checkpoints" / name, ignore_errors=True)
-    resumed = _smoke(tmp_path, tiny_policy_dir, "two", "learner.workers=2", "train.keep_checkpoints=2", "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _smoke(fleets, tmp_path, tiny_policy_dir, "two", "learner.workers=2", "train.keep_checkpoints=2",
+           "cluster.weight_sync=collective", resume=True)
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in recs if r["kind"] == "step"]
     assert [r["step"] for r in steps] == [1, 2]
@@ -91,15 +87,14 @@ def test_two_learner_workers_take_the_one_worker_update_and_resume(shared_data, 
 
 
 def test_ppo_with_two_workers_and_one_or_two_critics_takes_the_one_worker_update(shared_data, tmp_path,
-                                                                                  tiny_policy_dir):
+                                                                                  tiny_policy_dir, fleets):
     """PPO (full fine-tuning, a critic): the first update of the policy and of the critic is the same with one
     learner and one critic, two learners and two critics (data parallel), and two learners beside one critic."""
     ppo = ["train.phases=[{kind: ppo, steps: 1, epochs: 1, minibatches: 1}]"]
     runs = {"one": [], "two": ["learner.workers=2"],
             "two-critic1": ["learner.workers=2", "learner.critic_workers=1"]}
     for name, extra in runs.items():
-        done = _smoke(tmp_path, tiny_policy_dir, name, *ppo, *extra, "--max-steps", "1")
-        assert done.returncode == 0, (name, done.stderr[-3000:])
+        _smoke(fleets, tmp_path, tiny_policy_dir, name, *ppo, *extra, max_steps=1)
     from safetensors.torch import load_file
 
     step = next(json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()

@@ -17,16 +17,16 @@ compared on every kind:
 A sampled token that flips would show as a reward difference, and the message says so.
 """
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.real_path import train
+
 ROOT = Path(__file__).resolve().parents[2]
 PINNED = json.loads((Path(__file__).parent / "data" / "mlqa_sft_grpo_pinned.json").read_text())
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.fleet("smollm")]
 
 # The vLLM-vs-learner logprob gap is float noise between two kernels (~2e-5 here); vLLM's CPU attention does not
 # repeat it from run to run (seen in CI: 1.881e-5 against a pinned 1.848e-5, 4.315e-5 against 3.958e-5), so it is
@@ -39,8 +39,10 @@ EXACT = ("reward/", "rollout/", "eval/", "sft/lr", "learner/lr")  # sampled, sco
 REDEFINED = {"learner/ratio_max": "the maximum over all micro-batches (it was their token-weighted mean)"}
 
 
-def test_mlqa_sft_then_grpo_reproduces_the_pinned_numbers(shared_data, tmp_path):
-    args = ["--config", str(ROOT / "jobs" / "configs" / "smoke.yaml"), "--inprocess", f"train.output_dir={tmp_path}",
+def test_mlqa_sft_then_grpo_reproduces_the_pinned_numbers(shared_data, tmp_path, fleets):
+    """Pinned with the in-process backend; run here on the embedded model's warm fleet on local Ray (the same numbers:
+    each actor computes what the in-process objects computed, with the same threads)."""
+    args = [f"train.output_dir={tmp_path}",
             "train.phases=[{kind: sft, epochs: 1, limit: 16, batch_size: 8}, {kind: grpo, steps: 3}]",
             "learner.inner_steps=2", "train.eval_every=3", "train.eval_at_start=false", "cluster.threads=2",
             # pinned in fp32: precision auto would pick bf16 on an AMX machine and change every number
@@ -49,9 +51,7 @@ def test_mlqa_sft_then_grpo_reproduces_the_pinned_numbers(shared_data, tmp_path)
             # the optimizer of the pinned run; the fused default makes the same update up to rounding (a 1e-6
             # difference in a loss after a few steps; tests/learner/test_policy.py checks the two agree)
             "learner.optimizer=adamw_foreach"]
-    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "grpo_mlqa.py"), *args], capture_output=True,
-                          text=True, timeout=1200, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train(fleets, str(ROOT / "jobs" / "configs" / "smoke.yaml"), *args)
     run = tmp_path / "smoke"
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in recs if r["kind"] == "step"]
