@@ -183,6 +183,7 @@ class Roles:
     critic: Call | None = None
     tools: Call | None = None
     call_timeout_s: float | None = None  # the run's deadline for a training call (cluster.call_timeout_s)
+    cwd: str | None = None               # where the run was started: its actors' working directory
     weight_backend: str = "gloo"         # the training groups' process groups: nccl on GPUs
 
 
@@ -209,7 +210,7 @@ def run_roles(cfg, plan, policy_path: str, init_path: str, reward_components: li
         critic=Call((init_path,), dict(grad_clip=L.grad_clip, seed=cfg.train.seed, **train_kw)),
         tools=Call(([u.model_dump() for u in t.use], policy_path, t.timeout_s, t.template, tool_index,
                     cfg.retrieval.encoder)) if plan.has("tools") else None,
-        call_timeout_s=c.call_timeout_s, weight_backend="nccl" if c.gpus_per_learner > 0 else "gloo")
+        call_timeout_s=c.call_timeout_s, weight_backend="nccl" if c.gpus_per_learner > 0 else "gloo", cwd=os.getcwd())
 
 
 def check_cpus(need: float, have: float, local: bool) -> None:
@@ -245,6 +246,7 @@ class Fleet:
         self.spec, self.backend = spec, spec.backend
         self.runs = 0                  # runs that borrowed it (the engines' weights carry this count)
         self.closed = False
+        self.broken = False            # an actor holding state died in a run (a learner): no run can borrow it
         self.retrieval: ActorGroup | None = None
         self.roles = roles
         self.log_dir = str(log_dir) if log_dir else None
@@ -332,8 +334,9 @@ class Fleet:
     def borrow(self, spec: FleetSpec, roles: Roles, log_dir=None) -> None:
         """Lend the fleet to a run needing `spec` with `roles`: refused (FleetMismatch) naming every difference;
         else, after its first run, every actor is reset to this run's start (the module's docstring says how)."""
-        if self.closed:
-            raise FleetMismatch("the fleet was closed; start a new one")
+        if self.closed or self.broken:
+            raise FleetMismatch(f"the fleet was {'closed' if self.closed else 'left without an actor a run needs'}; "
+                                "start a new one")
         missing = self.spec.lacks(spec)
         if missing:
             raise FleetMismatch(f"this fleet ({self.spec.describe()}) cannot run this job: " + "; ".join(missing)
@@ -350,8 +353,9 @@ class Fleet:
         timeout = roles.call_timeout_s
         if rebuild:
             self.log_dir = str(log_dir) if log_dir else None
-            for g in self.groups():
-                g.redirect(self.log_dir)
+        for g in self.groups():
+            g.enter(self.log_dir if rebuild else None, roles.cwd)
+        if rebuild:
             for group, call in ((self.reward, roles.reward), (self.tools, roles.tools)):
                 if group is not None and call is not None:  # a tool group the run does not use stays as it is
                     group.reinit(call.args, call.kwargs, timeout=timeout)
@@ -368,14 +372,14 @@ class Fleet:
     def restored(self, group: ActorGroup) -> None:
         """After Ray restarted a member of `group` (built again from the fleet's first arguments): the stateless
         roles are built with the current run's, and every member writes to the current run's logs."""
-        group.redirect(self.log_dir)
+        group.enter(self.log_dir, self.current.cwd)
         call = {"reward": self.current.reward, "tools": self.current.tools}.get(group.name)
         if call is not None:
             group.reinit(call.args, call.kwargs, timeout=self.current.call_timeout_s)
 
     def healthy(self) -> bool:
         """Every member answers (none died in the last run, none is restarting)."""
-        return not self.closed and all(g.alive() for g in self.groups())
+        return not (self.closed or self.broken) and all(g.alive() for g in self.groups())
 
     # ---- retrieval over a run's index -----------------------------------------------------------------------------
     def start_retrieval(self, index_dir: str, encoder: str | None, n: int) -> ActorGroup:
@@ -383,7 +387,7 @@ class Fleet:
         from retrieval.retriever import Retriever
 
         if self.retrieval is not None and len(self.retrieval.members) == n:
-            self.retrieval.redirect(self.log_dir)
+            self.retrieval.enter(self.log_dir, self.current.cwd)
             self.retrieval.reinit((index_dir, encoder))
         else:
             if self.retrieval is not None:
@@ -461,6 +465,23 @@ def _free_port() -> int:
     from common.collective import free_port
 
     return free_port()
+
+
+def acquire(source, spec: FleetSpec, roles: Roles, log_dir=None) -> tuple["Fleet", bool]:
+    """(the fleet a run uses, whether the run owns it): `source` None starts one for the run (the run closes it),
+    a Fleet is borrowed, a FleetPool lends one."""
+    if source is None:
+        fleet = Fleet(spec, roles, log_dir)
+        try:
+            fleet.borrow(spec, roles, log_dir)
+        except BaseException:
+            fleet.close()
+            raise
+        return fleet, True
+    if isinstance(source, FleetPool):
+        return source.lend(spec, roles, log_dir), False
+    source.borrow(spec, roles, log_dir)
+    return source, False
 
 
 class FleetPool:

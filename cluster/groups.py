@@ -104,10 +104,12 @@ class ActorGroup:
         runs first (a user function's child process, a tool's)."""
         self.on_each(reinit, tuple(args), dict(kwargs or {}), timeout=timeout)
 
-    def redirect(self, log_dir: str | None) -> None:
-        """Each member's output from now on to <log_dir>/<member name>.log (a fleet's next run's folder)."""
-        if self.backend != "inprocess" and log_dir:
-            self.on_each(_redirect, log_dir)
+    def enter(self, log_dir: str | None, cwd: str | None = None) -> None:
+        """A run starts on these members (a fleet's): each one's output from now on to <log_dir>/<member name>.log,
+        and its working directory `cwd` where that folder exists on its node (a user's reward or tool reads files
+        relative to where the run was started, as the run's own actors would)."""
+        if self.backend != "inprocess" and (log_dir or cwd):
+            self.on_each(_enter, log_dir, cwd)
 
     def alive(self, timeout: float = 30.0) -> bool:
         """Whether every member answers (none died, none is restarting)."""
@@ -222,10 +224,13 @@ def reinit(instance, args: tuple, kwargs: dict):
     cls.__init__(instance, *args, **kwargs)
 
 
-def _redirect(instance, log_dir: str):
+def _enter(instance, log_dir: str | None, cwd: str | None):
     from common.console import redirect_actor_output
 
-    redirect_actor_output(_actor_name(type(instance)), log_dir)
+    if log_dir:
+        redirect_actor_output(_actor_name(type(instance)), log_dir)
+    if cwd and os.path.isdir(cwd):
+        os.chdir(cwd)
 
 
 def _answer(_instance) -> bool:

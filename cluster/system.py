@@ -29,7 +29,7 @@ from common.config import JobConfig
 from common.plan import PhasePlan, RunPlan, make_plan
 from common.types import AlgoParams, DPOParams, PreferenceBatch, Rollout, Sampling, ScoredRollout, TrainBatch
 from cluster.engines import Engines
-from cluster.fleet import Fleet, FleetPool, fleet_spec, run_roles
+from cluster.fleet import Fleet, FleetPool, acquire, fleet_spec, run_roles
 from cluster.groups import ActorGroup, get, handoff, shard
 from cluster.recovery import Recovery
 from cluster.sleep import EngineSleep
@@ -60,18 +60,7 @@ def open_system(cfg: JobConfig, policy_path: str, reward_components: list[dict],
     plan = plan or make_plan(cfg)
     spec = fleet_spec(cfg, plan, policy_path)
     roles = run_roles(cfg, plan, policy_path, init_path or policy_path, reward_components, tool_index)
-    owned = fleet is None
-    if owned:
-        fleet = Fleet(spec, roles, log_dir)
-        try:
-            fleet.borrow(spec, roles, log_dir)
-        except BaseException:
-            fleet.close()
-            raise
-    elif isinstance(fleet, FleetPool):
-        fleet = fleet.lend(spec, roles, log_dir)
-    else:
-        fleet.borrow(spec, roles, log_dir)
+    fleet, owned = acquire(fleet, spec, roles, log_dir)
     try:
         return TrainingSystem(cfg, fleet, plan, init_path or policy_path, owns_fleet=owned)
     except BaseException:

@@ -121,10 +121,10 @@ def load_items(args) -> tuple[object, list, str, list]:
 
 
 def evaluate(args, fleet=None) -> dict:
-    """The evaluation `args` ask for; on `fleet` (an engines fleet of this model, cluster/fleet.py engines_spec)
-    where given, else on a fleet of its own."""
+    """The evaluation `args` ask for; on `fleet` (a Fleet with engines of this model, or a FleetPool that lends one:
+    cluster/fleet.py) where given, else on a fleet of its own."""
     from cluster.engines import Engines
-    from cluster.fleet import Fleet, Roles, engines_spec
+    from cluster.fleet import Roles, acquire, engines_spec
     from cluster.groups import get
     from common.models import load_tokenizer, resolve_model
     from common.types import Sampling
@@ -153,11 +153,8 @@ def evaluate(args, fleet=None) -> dict:
     tools = tool_call(cfg, model_path, index_dir)
     spec = engines_spec(r, model_path, args.engines, backend, args.address, tools=1 if tools else 0)
     roles = Roles(init_path=model_path, tools=tools)
-    owned = fleet is None
-    if owned:
-        fleet = Fleet(spec, roles, logs.parent if logs else None)
+    fleet, owned = acquire(fleet, spec, roles, logs.parent if logs else None)
     try:
-        fleet.borrow(spec, roles, logs.parent if logs else None)
         group = fleet.rollout
         get(group.call_all(Engine.greedy, prompts[:1], 1))  # vLLM compiles on first use: keep it out of the timing
         sampling = Sampling(args.samples, args.temperature, args.top_p, r.max_new_tokens) if args.samples else None
@@ -247,20 +244,8 @@ def _label(metric: str) -> str:
     return {"f1": "F1", "em": "EM"}.get(metric, metric)
 
 
-def main(argv=None, prog: str | None = None) -> int:
-    args = parse_args(argv, prog)
-    console.quiet(args.verbose)
-    if args.samples < 0 or args.engines < 1 or args.batch < 1:
-        print("error: --samples must be >= 0, --engines and --batch >= 1", file=sys.stderr)
-        return 2
-    try:
-        out = evaluate(args)
-    except (FileNotFoundError, ValueError) as err:  # bad model/data/split/config: the message names the fix
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except RewardError as err:  # a user's reward function or server failed on an answer
-        print(f"error: {err}", file=sys.stderr)
-        return 3
+def report(out: dict) -> None:
+    """The result's lines on the console: the primary metric with its CI, the others, throughput; the samples'."""
     p = out["primary_metric"]
     lo, hi = out[f"{p}_ci"]
     others = "  ".join(f"{_label(k)} {out[k]:.3f}" for k in out.get("per_question", [{}])[0]
@@ -275,6 +260,23 @@ def main(argv=None, prog: str | None = None) -> int:
         print(f"[eval] {s['samples']} samples: {_label(p)} {s[f'{p}_mean']:.3f} ± {s[f'{p}_std']:.3f} "
               f"(min {s[f'{p}_min']:.3f}, max {s[f'{p}_max']:.3f}), best-of-n {s[f'best_of_n_{p}']:.3f}  {extra}",
               flush=True)
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
+    console.quiet(args.verbose)
+    if args.samples < 0 or args.engines < 1 or args.batch < 1:
+        print("error: --samples must be >= 0, --engines and --batch >= 1", file=sys.stderr)
+        return 2
+    try:
+        out = evaluate(args)
+    except (FileNotFoundError, ValueError) as err:  # bad model/data/split/config: the message names the fix
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RewardError as err:  # a user's reward function or server failed on an answer
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    report(out)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1, ensure_ascii=False))

@@ -134,14 +134,13 @@ def train(pairs, held_out, args) -> dict:
     return {"backbone": backbone, "history": history, "train": evaluate(pairs[:512])}
 
 
-def main(argv=None) -> int:
-    from cluster.fleet import Fleet, Roles, engines_spec
+def run(args, fleet=None) -> dict:
+    """Sample, pair, train, report (rm_report.json in --out); the engines of `fleet` (a Fleet or a FleetPool:
+    cluster/fleet.py) where given, else of a fleet of its own."""
+    from cluster.fleet import Roles, acquire, engines_spec
+    from common import console
     from trainer.run import load_job, load_task
 
-    from common import console
-
-    args = parse_args(argv)
-    console.quiet(args.verbose)
     cfg = load_job(args.config, args.overrides)
     _, task = load_task(cfg)
     if logs := console.attach(Path(args.out) / "logs"):
@@ -150,10 +149,14 @@ def main(argv=None) -> int:
     c, policy = cfg.cluster, task_policy(cfg)
     spec = engines_spec(cfg.rollout, policy, c.num_rollout_actors, backend, c.address, c.num_cpus, c.threads)
     t = time.perf_counter()
-    with Fleet(spec, Roles(init_path=policy), logs.parent if logs else None) as fleet:
+    fleet, owned = acquire(fleet, spec, Roles(init_path=policy), logs.parent if logs else None)
+    try:
         k, rng = args.samples, random.Random(args.seed)
         p_train, x_train, r_train = sample(cfg, task, fleet.rollout, "train", args.prompts, k)
         p_eval, x_eval, r_eval = sample(cfg, task, fleet.rollout, "eval", args.eval_prompts, k)
+    finally:
+        if owned:
+            fleet.close()
     pairs = make_pairs(p_train, x_train, r_train, k, args.pairs_per_prompt, rng)
     held_out = make_pairs(p_eval, x_eval, r_eval, k, args.pairs_per_prompt, rng)
     print(f"[rm] {len(pairs)} training pairs from {len(p_train)} prompts x {k}; {len(held_out)} held-out pairs",
@@ -166,6 +169,15 @@ def main(argv=None) -> int:
     (Path(args.out) / "rm_report.json").write_text(json.dumps(report, indent=1))
     print(f"[rm] wrote {args.out} (held-out pair accuracy "
           f"{report['history'][-1].get('held_out_rm_accuracy', float('nan')):.3f})", flush=True)
+    return report
+
+
+def main(argv=None) -> int:
+    from common import console
+
+    args = parse_args(argv)
+    console.quiet(args.verbose)
+    run(args)
     return 0
 
 

@@ -298,6 +298,7 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
         again = f"rerun the same command with train.run_name={path.name} --resume"
         actor = lost_actor(err)
         if actor is not None:  # one line, not Ray's page of actor details (those are in the run log)
+            system.fleet.broken = True  # a borrowed fleet too: the next run starts a new one
             log.info(f"stopped: actor {actor} died at step {state.step + 1} ({type(err).__name__}); {where} is "
                      f"intact: {again}", data={"error": str(err)})
             raise ActorLost(f"actor {actor} died at step {state.step + 1}; {where} is intact: {again}") from None

@@ -53,20 +53,16 @@ class Sleeper:
 
 
 @pytest.mark.ray
-def test_a_call_that_hangs_becomes_an_error_naming_the_actor_and_stage():
-    import ray
-
-    from cluster import runtime
-
-    runtime.start("ray", None, 1, {})
+def test_a_call_that_hangs_becomes_an_error_naming_the_actor_and_stage(ray_session):
+    group = ActorGroup.create("slow", Sleeper, 1, "ray", num_cpus=0.1)
     try:
-        group = ActorGroup.create("slow", Sleeper, 1, "ray", num_cpus=0.1)
+        assert group.alive(timeout=120)  # started (a worker process takes seconds)
         group.timeout = 1.0
         assert group.run(Sleeper.nap, 0) == 0
         with pytest.raises(TimeoutError, match=r"slow-0\.nap did not answer within 1 s \(cluster.call_timeout_s\)"):
             group.run(Sleeper.nap, 30)
     finally:
-        ray.shutdown()
+        group.kill()
 
 
 def test_a_call_names_a_method_object_of_the_members_class():

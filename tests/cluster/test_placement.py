@@ -17,7 +17,7 @@ def llama(tmp_path_factory):
 
 
 @pytest.fixture
-def three_nodes():
+def three_nodes(own_ray):
     import ray
     from ray.cluster_utils import Cluster
 

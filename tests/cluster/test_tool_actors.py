@@ -25,10 +25,10 @@ class Weather:
 '''
 
 
-def test_tool_failures_are_counted_observations_and_a_dead_tool_actor_is_restarted(tiny_policy_dir, tmp_path):
+def test_tool_failures_are_counted_observations_and_a_dead_tool_actor_is_restarted(tiny_policy_dir, tmp_path,
+                                                                                  ray_session):
     import ray
 
-    from cluster import runtime
     from cluster.groups import ActorGroup, shard
     from cluster.recovery import Recovery
     from tools.toolbox import ToolBox, summarize
@@ -36,7 +36,7 @@ def test_tool_failures_are_counted_observations_and_a_dead_tool_actor_is_restart
     (tmp_path / "weather.py").write_text(TOOL)
     specs = [{"name": "weather", "fn": f"{tmp_path / 'weather.py'}:Weather", "params": {"unit": "F"}},
              {"name": "calculate"}]
-    runtime.start("ray", None, 2, {})
+    group = None
     try:
         group = ActorGroup.create("tools", ToolBox, 2, "ray", args=(specs, tiny_policy_dir, 3.0), num_cpus=0.1,
                                   max_restarts=1)
@@ -59,7 +59,8 @@ def test_tool_failures_are_counted_observations_and_a_dead_tool_actor_is_restart
         again = run([("weather", "Paris"), ("weather", "Lima")])
         assert [o.status for o in again] == ["ok", "ok"] and recovery.restarts == 1
     finally:
-        ray.shutdown()
+        if group is not None:
+            group.kill()
 
 
 def test_a_user_tools_params_are_its_constructor_arguments(tmp_path):

@@ -71,20 +71,23 @@ def test_sample_distribution_hand_computed():
 
 
 @pytest.mark.slow
-def test_eval_job_on_real_vllm_greedy_and_sampled(shared_data, tmp_path):
-    """Real path: the embedded model in vLLM, XQuAD-de with the German metric, greedy + 2 samples."""
-    out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "eval.py"), "--data", "xquad:de", "--limit", "12",
-                           "--samples", "2", "--batch", "5", "--inprocess", "--out", str(out)],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(out.read_text())
+@pytest.mark.ray
+@pytest.mark.fleet("smollm")
+def test_eval_job_on_real_vllm_greedy_and_sampled(shared_data, tmp_path, fleets, capsys):
+    """Real path: the embedded model in vLLM (the engine of the embedded model's warm training fleet, its weights
+    reloaded from the model's folder), XQuAD-de with the German metric, greedy + 2 samples."""
+    from jobs.eval import evaluate, parse_args, report
+
+    r = evaluate(parse_args(["--data", "xquad:de", "--limit", "12", "--samples", "2", "--batch", "5",
+                             "rollout.dtype=fp32"]), fleet=fleets)
+    report(r)
+    out = capsys.readouterr().out
     assert (r["n"], r["lang"], r["data"]) == (12, "de", "xquad:de")
     assert 0.0 <= r["f1_ci"][0] <= r["f1"] <= r["f1_ci"][1] <= 1.0
     assert r["questions_per_s"] > 0 and len(r["per_question"]) == 12
     assert r["sampling"]["samples"] == 2 and 0.0 <= r["sampling"]["agree_frac"] <= 1.0
-    assert "12/12" in proc.stdout            # the progress bar reached the end
-    assert "[eval] F1" in proc.stdout
+    assert "12/12" in out            # the progress bar reached the end
+    assert "[eval] F1" in out
 
 
 def test_a_split_the_config_does_not_make_is_a_clear_error(tmp_path):

@@ -6,16 +6,13 @@ weights after every sync (logprob gap), each phase ends with an eval and a check
 metric picks the best checkpoint.
 """
 import json
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.real_path import assert_engine_held_learner_weights, other_precision_overrides, run_precision
+from tests.real_path import assert_engine_held_learner_weights, other_precision_overrides, run_precision, train
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "jobs" / "configs"
@@ -60,14 +57,6 @@ def shrink(preset: str) -> list[str]:
     return out
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Scraper(threading.Thread):
     """Polls a Prometheus endpoint while a job runs; keeps every raygrpo_* line it saw (an export holds the gauges
     recorded since the one before, so a fast job's last answer may show only its last eval)."""
@@ -90,32 +79,31 @@ class Scraper(threading.Thread):
 
 # PPO with a critic and LoRA once more in the precision `auto` does not pick here (bf16 on AVX2, fp32 where auto is
 # bf16): both paths of the merged-weight sync, the critic and the learner's own old logprobs run on every CPU kind.
-CASES = [(preset, False) for preset in RECIPES] + [("qnli_ppo_lora.yaml", True)]
+CASES = [pytest.param(preset, False, marks=pytest.mark.fleet("tiny"), id=preset) for preset in RECIPES] + [
+    pytest.param("qnli_ppo_lora.yaml", True, marks=pytest.mark.fleet("tiny-other"), id="qnli_ppo_lora.yaml-other-precision")]
 
 
-@pytest.mark.parametrize("preset,other", CASES, ids=[p + ("-other-precision" if o else "") for p, o in CASES])
-def test_recipe_runs_two_steps_a_phase_on_local_ray(preset, other, shared_data, tmp_path, tiny_policy_dir):
+@pytest.mark.parametrize("preset,other", CASES)
+def test_recipe_runs_two_steps_a_phase_on_local_ray(preset, other, shared_data, tmp_path, tiny_policy_dir, fleets,
+                                                    ray_session, capsys):
     task, primary = RECIPES[preset]
+    name = preset.removesuffix(".yaml") + ("-other" if other else "")  # the gauges' run tag: this test's own
     extra = [*other_precision_overrides(), "train.prompts_per_step=2"] if other else []
     extra.append(f"model.policy={tiny_policy_dir}")
-    port = free_port()
-    scraper = Scraper(port)
+    # the session's cluster exports metrics every 0.5 s (tests/conftest.py): a tiny-policy job ends seconds after
+    scraper = Scraper(ray_session.metrics_port)  # its first step
     scraper.start()
     try:
-        proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--config", str(CONFIGS / preset),
-                               "--local", f"train.output_dir={tmp_path}", "train.run_name=r",
-                               f"cluster.metrics_export_port={port}", *shrink(preset), *extra],
-                              capture_output=True, text=True, timeout=1500, cwd=ROOT,
-                              # Ray exports metrics every 10 s by default: a tiny-policy job may end before the first
-                              env={**os.environ, "RAY_metrics_report_interval_ms": "500"})
+        train(fleets, str(CONFIGS / preset), f"train.output_dir={tmp_path}", f"train.run_name={name}", *shrink(preset),
+              *extra)
     finally:
         scraper.done.set()
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = capsys.readouterr().out
     # The training metrics reached the cluster's Prometheus endpoint while the job ran (tagged with the run).
-    assert any(line.startswith("ray_raygrpo_step{") and 'run="r"' in line for line in scraper.lines), scraper.lines
+    assert any(line.startswith("ray_raygrpo_step{") and f'run="{name}"' in line for line in scraper.lines), scraper.lines
     if any(p["kind"] != "sft" for p in yaml.safe_load((CONFIGS / preset).read_text())["train"]["phases"]):
         assert any(line.startswith("ray_raygrpo_reward_mean{") for line in scraper.lines), scraper.lines
-    run = tmp_path / "r"
+    run = tmp_path / name
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == task and summary["primary_metric"] == f"eval/{primary}" and summary["finished"]
@@ -154,5 +142,5 @@ def test_recipe_runs_two_steps_a_phase_on_local_ray(preset, other, shared_data, 
     rl = sorted({r["step"] for r in steps if "reward/mean" in r})
     if rl:
         assert sorted(set(rollout_records.read(run)["step"])) == rl
-    assert "INFO" not in proc.stdout and "pid=" not in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    assert "INFO" not in out and "pid=" not in out, out[-2000:]
     assert (run / "logs" / "rollout-0.log").stat().st_size > 0 and (run / "logs" / "learner-0.log").is_file()

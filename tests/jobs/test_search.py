@@ -6,19 +6,19 @@ checkpoint after RS-SFT and resumed, samples what it sampled uninterrupted in PP
 path is the recipe's own, docs/recipes.md)."""
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.real_path import train
+
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+SEARCH = str(ROOT / "jobs" / "configs" / "xquad_en_search_grpo.yaml")
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.fleet("smollm")]
 
 
 def args(out: Path) -> list[str]:
-    return [sys.executable, str(ROOT / "jobs" / "train.py"), "--config",
-            str(ROOT / "jobs" / "configs" / "xquad_en_search_grpo.yaml"), "--local", f"train.output_dir={out}",
+    return [f"train.output_dir={out}",
             "train.phases=[{kind: sft, steps: 6, lr: 0.0002, batch_size: 4}, {kind: grpo, steps: 2}, {kind: rs_sft, "
             "prompts: 4, threshold: 0.3, steps: 1, batch_size: 4}, {kind: ppo, steps: 1, epochs: 1}, {kind: dpo, "
             "steps: 1}]",
@@ -36,11 +36,10 @@ def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_sft_on_gold_traces_then_grpo_with_search_and_resume(shared_data, tmp_path):
+def test_sft_on_gold_traces_then_grpo_with_search_and_resume(shared_data, tmp_path, fleets, capsys):
     from common import rollout_records
 
-    whole = subprocess.run(args(tmp_path / "whole"), cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr[-3000:]
+    train(fleets, SEARCH, *args(tmp_path / "whole"))
     run = tmp_path / "whole" / "xquad-en-search"
     recs = records(run)
     assert any("SFT on 38 gold multi-turn traces" in r.get("message", "") or "gold multi-turn traces" in
@@ -74,10 +73,9 @@ def test_sft_on_gold_traces_then_grpo_with_search_and_resume(shared_data, tmp_pa
     assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-000009", "step-000010"]
     for name in ("last", "last.old", "step-000010"):
         shutil.rmtree(ckpts / name, ignore_errors=True)
-    rest = subprocess.run([*args(tmp_path / "whole"), "--resume"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=1200)
-    assert rest.returncode == 0, rest.stderr[-3000:]
-    assert "after step 9" in rest.stdout + rest.stderr
+    capsys.readouterr()
+    train(fleets, SEARCH, *args(tmp_path / "whole"), resume=True)
+    assert "after step 9" in capsys.readouterr().out
     split = rollout_records.read(run)
     assert sorted(set(split["step"])) == sorted(set(df["step"]))
     for step in (10, 11):  # ppo, dpo

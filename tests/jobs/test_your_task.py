@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.real_path import train
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "your_task"
 RAYGRPO = str(Path(sys.executable).with_name("raygrpo"))
@@ -96,16 +98,17 @@ def flaky(completions, **kwargs):
 
 
 @pytest.mark.slow
-def test_skipped_and_unscored_samples_leave_the_loss_and_are_counted(tmp_path, tiny_policy_dir):
+@pytest.mark.fleet("tiny")
+def test_skipped_and_unscored_samples_leave_the_loss_and_are_counted(tmp_path, tiny_policy_dir, fleets, monkeypatch,
+                                                                    capsys):
     folder = user_folder(tmp_path)
     (folder / "flaky.py").write_text(FLAKY)
-    proc = subprocess.run([RAYGRPO, "train", "--config", "job.yaml", "--inprocess", f"model.policy={tiny_policy_dir}",
-                           "train.phases.0.steps=2", "train.eval_at_start=false", "logging.mlflow=false",
-                           "train.prompts_per_step=8", "rewards.components=[{fn: flaky.py:flaky}]",
-                           "rollout.temperature=1.0",  # the tiny policy's P(EOS) is 0.15 at T=1: varied lengths
-                           "rewards.on_error=skip", "task.params.primary=flaky"],
-                          cwd=folder, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    monkeypatch.chdir(folder)
+    train(fleets, "job.yaml", f"model.policy={tiny_policy_dir}", "train.phases.0.steps=2", "train.eval_at_start=false",
+          "logging.mlflow=false", "train.prompts_per_step=8", "rewards.components=[{fn: flaky.py:flaky}]",
+          "rollout.temperature=1.0",  # the tiny policy's P(EOS) is 0.15 at T=1: varied lengths
+          "rewards.on_error=skip", "task.params.primary=flaky")
+    out = capsys.readouterr().out
     from common import rollout_records
 
     run = folder / "runs" / "my-task"
@@ -118,7 +121,7 @@ def test_skipped_and_unscored_samples_leave_the_loss_and_are_counted(tmp_path, t
         # the learner saw exactly the scored samples' tokens; the dropped ones have no advantage
         assert r["learner/head_positions"] == rows.loc[~dropped, "completion_tokens"].sum()
         assert rows.loc[dropped, "advantage"].fillna(0).eq(0).all()
-    assert "got no reward" in proc.stdout
+    assert "got no reward" in out
 
 
 RAISES = '''
@@ -134,23 +137,29 @@ def score(completions, **kwargs):
 
 
 @pytest.mark.slow
-def test_a_reward_that_raises_stops_the_run_naming_it_and_resume_after_the_fix_finishes(tmp_path, tiny_policy_dir):
+@pytest.mark.fleet("tiny")
+def test_a_reward_that_raises_stops_the_run_naming_it_and_resume_after_the_fix_finishes(tmp_path, tiny_policy_dir,
+                                                                                       fleets, monkeypatch, capsys):
+    from trainer.run import RewardFailed
+
     folder = user_folder(tmp_path)
     (folder / "my_rewards.py").write_text(RAISES)
-    args = [RAYGRPO, "train", "--config", "job.yaml", "--inprocess", f"model.policy={tiny_policy_dir}",
-            "train.phases.0.steps=2", "train.eval_at_start=false", "train.save_every=1", "logging.mlflow=false"]
-    first = subprocess.run(args, cwd=folder, capture_output=True, text=True, timeout=900)
-    assert first.returncode == 3, first.stdout[-2000:] + first.stderr[-3000:]
-    assert "reward 'score': reward function score (reward file my_rewards.py) raised ValueError: my bug" in first.stderr
-    assert "on sample 0 of 16: completion=" in first.stderr and "continue it with --resume" in first.stderr
-    assert "train.run_name=my-task --resume" in first.stderr and "Traceback (most recent call last)" in first.stderr
+    monkeypatch.chdir(folder)
+    args = [f"model.policy={tiny_policy_dir}", "train.phases.0.steps=2", "train.eval_at_start=false",
+            "train.save_every=1", "logging.mlflow=false"]
+    with pytest.raises(RewardFailed) as stop:
+        train(fleets, "job.yaml", *args)
+    message = str(stop.value)
+    assert "reward 'score': reward function score (reward file my_rewards.py) raised ValueError: my bug" in message
+    assert "on sample 0 of 16: completion=" in message and "continue it with --resume" in message
+    assert "train.run_name=my-task --resume" in message and "Traceback (most recent call last)" in message
     run = folder / "runs" / "my-task"
     assert [r["step"] for r in steps(run)] == [1]
     assert json.loads((run / "checkpoints" / "last" / "driver_state.json").read_text())["step"] == 1
     (folder / "fixed").write_text("")
-    again = subprocess.run([*args, "--resume"], cwd=folder, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
-    assert [r["step"] for r in steps(run)] == [1, 2] and "resuming from" in again.stdout
+    capsys.readouterr()
+    train(fleets, "job.yaml", *args, resume=True)
+    assert [r["step"] for r in steps(run)] == [1, 2] and "resuming from" in capsys.readouterr().out
 
 
 HANGS = '''
@@ -162,14 +171,17 @@ def score(completions, **kwargs):
 
 
 @pytest.mark.slow
-def test_a_reward_that_hangs_hits_the_deadline(tmp_path, tiny_policy_dir):
+@pytest.mark.fleet("tiny")
+def test_a_reward_that_hangs_hits_the_deadline(tmp_path, tiny_policy_dir, fleets, monkeypatch):
+    from trainer.run import RewardFailed
+
     folder = user_folder(tmp_path)
     (folder / "my_rewards.py").write_text(HANGS)
+    monkeypatch.chdir(folder)
     t = time.monotonic()
-    proc = subprocess.run([RAYGRPO, "train", "--config", "job.yaml", "--inprocess", f"model.policy={tiny_policy_dir}",
-                           "train.phases.0.steps=1", "train.eval_at_start=false", "rewards.timeout_s=3",
-                           "logging.mlflow=false"], cwd=folder, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 3 and "did not return within rewards.timeout_s=3 s" in proc.stderr, proc.stderr[-3000:]
+    with pytest.raises(RewardFailed, match=r"did not return within rewards.timeout_s=3 s"):
+        train(fleets, "job.yaml", f"model.policy={tiny_policy_dir}", "train.phases.0.steps=1",
+              "train.eval_at_start=false", "rewards.timeout_s=3", "logging.mlflow=false")
     assert time.monotonic() - t < 600
 
 
