@@ -30,7 +30,7 @@ import os
 from dataclasses import dataclass, field, replace
 
 from cluster import runtime
-from cluster.groups import ActorGroup, get
+from cluster.groups import WORKDIR_ENV, ActorGroup, get
 from cluster.placement import ENGINE_CPUS, REWARD_CPUS, TRAIN_CPUS
 
 
@@ -249,9 +249,11 @@ class Fleet:
         self.broken = False            # an actor holding state died in a run (a learner): no run can borrow it
         self.retrieval: ActorGroup | None = None
         self.roles = roles
-        self.log_dir = str(log_dir) if log_dir else None
+        self.log_dir = _absolute(log_dir)
         kv = dict(spec.engine[1]).get("kv_cache_gib", 1.0) if spec.engine else 1.0
         self.env = runtime.actor_env(spec.threads, kv, self.log_dir)
+        if roles.cwd:  # its actors' constructors read the first run's files from there (later runs: enter)
+            self.env[WORKDIR_ENV] = roles.cwd
         import uuid
 
         self.namespace = f"raygrpo-fleet-{uuid.uuid4().hex[:8]}"  # its actors' names (rollout-0, ...) are its own
@@ -352,7 +354,7 @@ class Fleet:
 
         timeout = roles.call_timeout_s
         if rebuild:
-            self.log_dir = str(log_dir) if log_dir else None
+            self.log_dir = _absolute(log_dir)
         for g in self.groups():
             g.enter(self.log_dir if rebuild else None, roles.cwd)
         if rebuild:
@@ -484,14 +486,33 @@ def acquire(source, spec: FleetSpec, roles: Roles, log_dir=None) -> tuple["Fleet
     return source, False
 
 
+def available_gib() -> float:
+    """Memory the node can still give (MemAvailable of /proc/meminfo, GiB); infinite where that is not readable."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return math.inf
+
+
+def _absolute(log_dir) -> str | None:
+    """The run's log folder as its actors must be told it: they work in another directory until they enter the run."""
+    return os.path.abspath(log_dir) if log_dir else None
+
+
 class FleetPool:
     """Warm fleets for many runs in one process (a sweep, the test suite): a run borrows the fleet of its spec, one is
-    started for a spec none covers, and beyond `keep` fleets the least recently used is closed. A fleet whose actor died
-    is closed and replaced. `widen(spec)`: the spec a new fleet gets (e.g. a critic held idle, so PPO and GRPO runs of
-    one model share a fleet)."""
+    started for a spec none covers, and beyond `keep` fleets the least recently used is closed. Idle fleets are also
+    closed, least recently used first, while the node has less than `reserve_gib` of memory available when a run
+    starts (an engine holds its KV cache; a run adds its own growth, a retrieval index, a job of its own).
+    A fleet whose actor died is closed and replaced. `widen(spec)`: the spec a new fleet gets (e.g. a critic held
+    idle, so PPO and GRPO runs of one model share a fleet)."""
 
-    def __init__(self, keep: int = 2, widen=None):
-        self.keep, self.widen = keep, widen or (lambda spec: spec)
+    def __init__(self, keep: int = 2, widen=None, reserve_gib: float = 9.0):
+        self.keep, self.widen, self.reserve_gib = keep, widen or (lambda spec: spec), reserve_gib
         self.fleets: list[Fleet] = []  # most recently used last
         self.started = 0               # fleets this pool started (a test of sharing reads it)
 
@@ -503,16 +524,22 @@ class FleetPool:
             if not fleet.healthy():
                 fleet.close()
                 continue
+            self.trim(room_for=0)
             fleet.borrow(spec, roles, log_dir)
             self.fleets.append(fleet)
             return fleet
-        while len(self.fleets) >= self.keep:
-            self.fleets.pop(0).close()
+        self.trim(room_for=1)
         fleet = Fleet(self.widen(spec), roles, log_dir)
         self.started += 1
         fleet.borrow(spec, roles, log_dir)
         self.fleets.append(fleet)
         return fleet
+
+    def trim(self, room_for: int = 0) -> None:
+        """Idle fleets closed, least recently used first, until `room_for` more fit under `keep` and the node has
+        `reserve_gib` available (all of them: `room_for=0` and a reserve above the node's memory)."""
+        while self.fleets and (len(self.fleets) + room_for > self.keep or available_gib() < self.reserve_gib):
+            self.fleets.pop(0).close()
 
     def close(self) -> None:
         while self.fleets:

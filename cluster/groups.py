@@ -192,6 +192,9 @@ class ActorGroup:
             return [None] * len(self.members)
 
 
+WORKDIR_ENV = "RAYGRPO_ACTOR_WORKDIR"  # where the run that started an actor was started (cluster/fleet.py)
+
+
 def _logged(factory: type) -> type:
     """`factory` as a Ray actor class whose process first moves its output (engine and library logs) to the run
     folder's logs/<actor name>.log (common/console.py); same name on the dashboard."""
@@ -201,6 +204,9 @@ def _logged(factory: type) -> type:
             from common.console import redirect_actor_output
 
             redirect_actor_output(_actor_name(factory))
+            workdir = os.environ.get(WORKDIR_ENV)
+            if workdir and os.path.isdir(workdir):  # before the constructor reads a user's file relative to it
+                os.chdir(workdir)
             super().__init__(*args, **kwargs)
 
     Actor.__name__ = Actor.__qualname__ = factory.__name__

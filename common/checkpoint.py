@@ -16,6 +16,7 @@ half-written folder and says the previous checkpoint is intact.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -85,3 +86,11 @@ def find_resumable(run: Path) -> Path | None:
 
 def load_driver_state(ckpt: Path) -> dict:
     return json.loads((ckpt / "driver_state.json").read_text())
+
+
+def update_driver_state(ckpt: Path, driver_state: dict) -> None:
+    """A checkpoint's driver state rewritten in place, atomically (its weights and optimizer are what the state
+    describes: an eval after the save, or a phase that ended on the step the checkpoint holds)."""
+    tmp = ckpt / "driver_state.json.tmp"
+    tmp.write_text(json.dumps(driver_state, indent=1))
+    os.replace(tmp, ckpt / "driver_state.json")

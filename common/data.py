@@ -212,6 +212,11 @@ def read_rows(source: str) -> list[tuple[str, Any]]:
     if source.startswith("hf:"):
         return [(f"row {i + 1}", row) for i, row in enumerate(_hf_rows(source))]
     path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p.name for p in path.iterdir() if p.suffix.lower() in ROW_FORMATS)
+        raise ValueError(f"data file {source!r} is a folder; give one file in it"
+                         + (f" (it holds {', '.join(files[:8])}{', ...' if len(files) > 8 else ''})" if files else
+                            f" (it holds no {'/'.join(ROW_FORMATS)} file)"))
     if not path.is_file():
         raise FileNotFoundError(f"data file {source!r} does not exist (looked at {path.resolve()}); give a path "
                                 f"relative to where you run, or hf:<dataset>:<split>")

@@ -84,7 +84,7 @@ class MetricsLog:
 
     def eval(self, step: int, metrics: dict) -> None:
         self.write({"kind": "eval", "step": step, "time": time.time(), **metrics})
-        body = " ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        body = " ".join(f"{k.removeprefix('eval/')} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
         phase = f" ({metrics['phase']})" if metrics.get("phase") else ""
         print(f"[eval @ step {step}{phase}] {body}", file=self.stream, flush=True)
 

@@ -88,6 +88,10 @@ def load_function(spec: FunctionSpec) -> Callable:
             module = importlib.util.module_from_spec(loader_spec)
             try:
                 loader_spec.loader.exec_module(module)
+            except ModuleNotFoundError as err:  # a package the file imports is not installed here
+                raise UserCodeError(f"{spec.where}: importing it raised ModuleNotFoundError: {err}; install "
+                                    f"{err.name or 'that package'} where the run runs (pip install ...; on a "
+                                    "cluster, in the job's runtime_env), or remove the import") from err
             except Exception as err:
                 raise UserCodeError(f"{spec.where}: importing it raised {type(err).__name__}: {err}; fix the file "
                                     "(the traceback shows where when you run `python " + str(path) + "`)") from err

@@ -65,6 +65,15 @@ def main(argv=None, prog: str | None = None) -> int:
     p.add_argument("--width", type=int, default=160, help="characters of prompt and answer to show")
     p.add_argument("--steps", action="store_true", help="list the recorded steps")
     args = p.parse_args(argv)
+    run = Path(args.run)
+    if not run.is_dir():
+        print(f"error: there is no run folder {run} (looked at {run.resolve()}); give the run's folder, "
+              "train.output_dir/train.run_name (runs/<name> by default)", file=sys.stderr)
+        return 2
+    if not (run / rollout_records.DIR).is_dir():
+        print(f"error: {run} has no rollout records ({rollout_records.DIR}/): no sampled step was recorded in it yet "
+              "(SFT-only phases record none)", file=sys.stderr)
+        return 2
     try:
         if args.steps:
             df = rollout_records.read(Path(args.run))

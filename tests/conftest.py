@@ -138,10 +138,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Tests that start a Ray cluster of their own (`own_ray`) first, before the session's exists; then every other
+    """Tests that start a Ray cluster of their own (the `own_ray` fixture or marker) first, before the session's exists; then every other
     test in its place; then the tests that borrow warm fleets, grouped by their `fleet` marker (jobs of one model and
     settings one after another, so each group starts its fleets once)."""
-    own = [i for i in items if "own_ray" in getattr(i, "fixturenames", ())]
+    own = [i for i in items if "own_ray" in getattr(i, "fixturenames", ()) or i.get_closest_marker("own_ray")]
     groups: dict[str, list] = {}
     rest = []
     for item in items:

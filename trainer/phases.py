@@ -67,26 +67,42 @@ class Phase:
         r.log.info(f"phase {self.name} ({self.cfg.kind}): {self.steps} steps"
                    + ("" if fresh else f", resuming after step {s.phase_step}"),
                    data={"phase": self.name, "kind": self.cfg.kind, "steps": self.steps, "start_step": s.step})
-        eval_every, patience = self.plan.eval_every, self.plan.patience
-        for k in range(s.phase_step + 1, self.steps + 1):
+        eval_every = self.plan.eval_every
+        k, done = s.phase_step, False
+        if s.eval_due == self.name:  # the run stopped in the eval after step k, whose checkpoint holds that step
+            done = self.evaluate(k)
+        while not done and k < self.steps:
+            k += 1
+            r.doing = f"step {s.step + 1} (phase {self.name}, {k}/{self.steps})"
             metrics = self.step(k)
             s.step, s.phase_step = s.step + 1, k
             r.log.step(s.step, {"phase": self.name, "phase_step": k, **metrics}, progress=(self.name, k, self.steps))
-            end, stop = k == self.steps, False
-            if end or (eval_every and k % eval_every == 0):
-                r.eval_and_keep_best(self.name)
-                stop = patience is not None and s.evals_since_best >= patience
-            if stop:
-                r.log.info(f"early stop of phase {self.name}: {patience} evals without a better {r.metric}")
-            if end or stop:
-                break
-            if s.step % self.job.train.save_every == 0:
+            due = k == self.steps or bool(eval_every and k % eval_every == 0)
+            if due or s.step % self.job.train.save_every == 0:  # the step saved before its eval, which can fail
+                s.eval_due = self.name if due else None
                 r.save_last()
-            r.check_budget()
+            if due:
+                done = self.evaluate(k)
+            if not done:
+                r.check_budget()
+        r.doing = f"the end of phase {self.name} (its checkpoints)"
         r.save_phase_end(self.name)
         s.phase, s.phase_step, s.evals_since_best = self.index + 1, 0, 0
         r.save_last()
         r.check_budget()
+
+    def evaluate(self, k: int) -> bool:
+        """The eval after step k (its checkpoint saved already); whether the phase ends here (its last step, or
+        `patience` evals without a better primary metric)."""
+        r, s, patience = self.run, self.run.state, self.plan.patience
+        r.doing = f"the eval after step {s.step}"
+        r.eval_and_keep_best(self.name)
+        s.eval_due = None
+        r.eval_done()
+        stop = patience is not None and s.evals_since_best >= patience
+        if stop:
+            r.log.info(f"early stop of phase {self.name}: {patience} evals without a better {r.metric}")
+        return stop or k == self.steps
 
     # shared by sft and rs_sft
     def sft_step(self, pairs: list[tuple], k: int, batch_size: int) -> dict:

@@ -33,6 +33,8 @@ from common.models import load_tokenizer, resolve_model
 from common.types import Sampling
 from tasks.base import Task
 from tasks.registry import build_task, reward_components
+from trainer.stops import (ActorLost, Commands, Interrupted, NothingToResume, RewardFailed, Stopped,  # noqa: F401
+                           lost_actor, message, reward_error)
 
 
 @dataclass
@@ -48,38 +50,7 @@ class RunState:
     best_step: int | None = None
     best_phase: str | None = None
     evals_since_best: int = 0    # within the current phase
-
-
-class ActorLost(RuntimeError):
-    """An actor the run cannot go on without died (a learner, a reference, a critic: they hold state Ray's restart
-    would not bring back); the message is one line naming it and the resume command."""
-
-
-def lost_actor(err: BaseException) -> str | None:
-    """The name of the actor whose death `err` reports ('learner-0'), its class, or None for another error."""
-    import re
-
-    died = {"ActorDiedError", "RayActorError", "ActorUnavailableError"}
-    if not died & {c.__name__ for c in type(err).__mro__}:  # also RayTaskError(ActorDiedError): a call whose
-        return None                                          # argument came from the dead actor
-    text = str(err)
-    found = re.search(r"\bname: (\S+)", text) or re.search(r"class_name: (\S+)", text)
-    return found.group(1) if found else "an actor"
-
-
-class RewardFailed(RuntimeError):
-    """A reward (a user's function or server) failed mid-run with rewards.on_error=raise; the message names it, the
-    sample and the resume command."""
-
-
-def reward_error(err: BaseException) -> str | None:
-    """The message of a RewardError behind `err` (raised here or inside a reward actor), else None."""
-    from rewards.errors import RewardError
-
-    if not isinstance(err, RewardError):
-        return None
-    cause = getattr(err, "cause", None)  # Ray's RayTaskError(RewardError) carries the actor's exception
-    return str(cause if isinstance(cause, RewardError) else err).strip()
+    eval_due: str | None = None  # the phase whose eval after this step is still to run (saved before it)
 
 
 class StopRequested(Exception):
@@ -96,6 +67,8 @@ class Run:
         self.engines_stale = False  # the learner has moved since the engines last received its weights
         self.stop_at = None if max_steps is None else state.step + max_steps
         self.peak_rss: dict = {}  # GiB by actor group, read when the run ends
+        self.doing = "the set-up"  # what the run is doing, for a stop's message
+        self.saved_step = state.step if resume_from is not None else None  # the step checkpoints/last holds
 
     def start_optimizer(self, lr: float, total_steps: int, fresh: bool) -> None:
         """A phase's optimizer and schedule; resuming inside the phase, its saved moments and schedule position
@@ -107,7 +80,7 @@ class Run:
     def check_budget(self) -> None:
         """After a step or a phase: with --max-steps spent, leave a resumable checkpoint and stop."""
         if self.stop_at is not None and self.state.step >= self.stop_at:
-            self.save_last()
+            self.save_last()  # where it is saved already, its state only
             raise StopRequested
 
     @property
@@ -160,14 +133,25 @@ class Run:
             s.evals_since_best += 1
 
     def save_last(self) -> None:
-        """checkpoints/last; the one it replaces is kept as step-N while train.keep_checkpoints allows."""
+        """checkpoints/last; the one it replaces is kept as step-N while train.keep_checkpoints allows. Where last
+        holds this step already (saved before its eval), only its driver state is rewritten."""
         ckpts, keep = self.path / "checkpoints", self.cfg.train.keep_checkpoints
         last = ckpts / "last"
+        if self.saved_step == self.state.step and ck.resumable(last):
+            ck.update_driver_state(last, asdict(self.state))
+            return
         previous = None
         if keep > 1 and ck.resumable(last) and (step := ck.load_driver_state(last)["step"]) != self.state.step:
             previous = ck.step_folder(ckpts, step)
         ck.atomic_checkpoint(last, lambda p: self.system.save(str(p), True), asdict(self.state), previous)
         ck.prune(ckpts, keep - 1)
+        self.saved_step = self.state.step
+
+    def eval_done(self) -> None:
+        """After the eval of a step checkpointed before it: the checkpoint's state says so (a stop from here on
+        does not run that eval again on resume)."""
+        if self.saved_step == self.state.step:
+            self.save_last()
 
     def save_phase_end(self, name: str) -> Path:
         return ck.atomic_checkpoint(self.path / "checkpoints" / name, lambda p: self.system.save(str(p), False))
@@ -181,17 +165,23 @@ class Run:
         return str(self.path / "checkpoints" / prev)
 
 
-def prepare(cfg: JobConfig, resume: str | None) -> tuple[Path, RunState, Path | None]:
+def prepare(cfg: JobConfig, resume: str | None,
+            commands: Commands | None = None) -> tuple[Path, RunState, Path | None]:
     """(run dir, state, checkpoint to resume from). A fresh run never appends to an old one: an old run dir of
-    the same name is kept beside it, renamed."""
+    the same name is kept beside it, renamed. `--resume` where no checkpoint is: NothingToResume naming the command
+    that starts the run (nothing is created)."""
     run_name = cfg.train.run_name or time.strftime("run-%Y%m%d-%H%M%S")
     path = Path(resume) if resume not in (None, "auto") else Path(cfg.train.output_dir) / run_name
+    ckpt = ck.find_resumable(path) if resume else None
+    if resume and ckpt is None:
+        why = (f"{path} holds no checkpoint (the run stopped before its first save)" if path.is_dir()
+               else f"there is no run folder {path}" + ("" if cfg.train.run_name or resume != "auto" else
+                                                          " (name the run to continue: train.run_name=...)"))
+        raise NothingToResume(f"--resume: nothing to resume: {why}; start the run with: "
+                              f"{(commands or Commands()).start_over()}")
     if not resume and (path / "metrics.jsonl").exists():
         path.rename(path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}"))
     path.mkdir(parents=True, exist_ok=True)
-    ckpt = ck.find_resumable(path) if resume else None
-    if resume and ckpt is None:
-        raise FileNotFoundError(f"--resume: no checkpoint under {path}/checkpoints; start without --resume")
     state = RunState(**{k: v for k, v in ck.load_driver_state(ckpt).items() if k in RunState.__dataclass_fields__}) \
         if ckpt is not None else RunState()
     return path, state, ckpt
@@ -230,15 +220,17 @@ def check_tools(task: Task, cfg: JobConfig) -> None:
 
 
 def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
-        loaded: tuple[str, Task] | None = None, fleet=None) -> dict:
+        loaded: tuple[str, Task] | None = None, fleet=None, commands: Commands | None = None) -> dict:
     """Run every phase of `cfg` (or the rest of them, resuming; at most `max_steps` steps in this call);
     return the run's summary. `loaded` is `load_task(cfg)` when the caller has it already. `fleet`: the actors to
-    borrow (cluster/fleet.py: a Fleet, or a FleetPool that lends one); None starts the run's own and ends it after."""
-    from cluster.system import open_system
+    borrow (cluster/fleet.py: a Fleet, or a FleetPool that lends one); None starts the run's own and ends it after.
+    A stop before the end raises `Stopped` (trainer/stops.py) saying what happened, the intact checkpoint and the
+    `commands` that continue the run."""
     from trainer.phases import PHASES
 
     policy_path, task = loaded or load_task(cfg)
-    path, state, ckpt = prepare(cfg, resume)
+    commands = commands or Commands()
+    path, state, ckpt = prepare(cfg, resume, commands)
     logs = console.attach(path / "logs")
     redone = drop_after(path / "metrics.jsonl", state.step) if ckpt is not None else 0
     log = MetricsLog(path / "metrics.jsonl")
@@ -254,9 +246,53 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
     if ckpt is not None:
         log.info(f"resuming from {ckpt} after step {state.step} (phase {state.phase}, step {state.phase_step})")
     (path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    tool_index = None
+    system, r, finished = None, None, True
+    doing = "the set-up (the dense index, the actors)"
+    try:
+        system = open_system_for(cfg, task, policy_path, ckpt, fleet, path, log)
+        r = Run(cfg, task, system, path, log, state, policy_path, max_steps, resume_from=ckpt)
+        if cfg.retrieval.enabled:
+            from trainer.rag import attach_retrieval
+
+            r.task, info = attach_retrieval(system, task, cfg)
+            log.info("retrieval: contexts replaced by top-k passages", data=info)
+        if ckpt is None and cfg.train.eval_at_start:
+            r.doing = "the eval at the start"
+            r.eval_and_keep_best("base")
+        names = cfg.train.phase_names()
+        for i in range(state.phase, len(cfg.train.phases)):
+            phase = cfg.train.phases[i]
+            PHASES[phase.kind](r, i, names[i], phase).execute()
+    except StopRequested:
+        finished = False
+        log.info(f"stopped after {max_steps} steps as asked (--max-steps); continue with: "
+                 f"{commands.again(path.name, resume)}")
+    except BaseException as err:
+        stop = stopped(err, path, log, r.doing if r is not None else doing, system, commands, resume)
+        raise stop from (err if type(stop) is Stopped else None)  # ours named in one line; anything else chained
+    finally:
+        try:
+            if r is not None:
+                r.peak_rss = system.peak_rss_gib()  # while the actors live
+            if system is not None and cfg.cluster.backend == "ray":  # an export cycle of Ray's metrics agent where
+                import os  # it is short (at most 1 s), so a short run's last gauges reach the Prometheus endpoint
+
+                time.sleep(min(1.0, 2 * int(os.environ.get("RAY_metrics_report_interval_ms", "10000")) / 1000))
+        finally:
+            if system is not None:
+                system.shutdown()
+            log.close(finished)
+    return finish(r, finished)
+
+
+def open_system_for(cfg: JobConfig, task: Task, policy_path: str, ckpt: Path | None, fleet, path: Path,
+                    log: MetricsLog):
+    """The run's system on its actors (borrowed from `fleet`, or its own), the dense index a tool reads built first;
+    the lines that say what it chose."""
+    from cluster.system import open_system
     from tools.toolbox import needs_index
 
+    tool_index = None
     if any(needs_index(t.model_dump()) for t in cfg.tools.use):  # the dense index a tool reads, built once
         from trainer.rag import open_index
 
@@ -273,50 +309,40 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
 
         log.sinks.append(PrometheusSink(path.name))
         log.info(f"metrics exported to Prometheus at {endpoint()} (gauges raygrpo_*)")
-    r = Run(cfg, task, system, path, log, state, policy_path, max_steps, resume_from=ckpt)
-    finished = True
-    try:
-        if cfg.retrieval.enabled:
-            from trainer.rag import attach_retrieval
+    return system
 
-            r.task, info = attach_retrieval(system, task, cfg)
-            log.info("retrieval: contexts replaced by top-k passages", data=info)
-        if ckpt is None and cfg.train.eval_at_start:
-            r.eval_and_keep_best("base")
-        names = cfg.train.phase_names()
-        for i in range(state.phase, len(cfg.train.phases)):
-            phase = cfg.train.phases[i]
-            PHASES[phase.kind](r, i, names[i], phase).execute()
-    except StopRequested:
-        finished = False
-        log.info(f"stopped after {max_steps} steps as asked (--max-steps); continue with the same command, "
-                 f"train.run_name={path.name} --resume")
-    except BaseException as err:
-        last = ck.find_resumable(path)
-        where = (f"the last checkpoint ({last}, after step {ck.load_driver_state(last)['step']})" if last
-                 else "no checkpoint yet")
-        again = f"rerun the same command with train.run_name={path.name} --resume"
-        actor = lost_actor(err)
-        if actor is not None:  # one line, not Ray's page of actor details (those are in the run log)
+
+def stopped(err: BaseException, path: Path, log: MetricsLog, where: str, system, commands: Commands,
+            resume: str | None) -> Stopped:
+    """The one message of a stop (trainer/stops.py), written to metrics.jsonl as a `stop` record (not to the console:
+    the command line prints it once); a stop that is not one we name leaves its traceback in logs/."""
+    import traceback
+
+    actor, failed = lost_actor(err), reward_error(err)
+    if actor is not None:  # one line, not Ray's page of actor details (those are in the run log)
+        if system is not None:
             system.fleet.broken = True  # a borrowed fleet too: the next run starts a new one
-            log.info(f"stopped: actor {actor} died at step {state.step + 1} ({type(err).__name__}); {where} is "
-                     f"intact: {again}", data={"error": str(err)})
-            raise ActorLost(f"actor {actor} died at step {state.step + 1}; {where} is intact: {again}") from None
-        failed = reward_error(err)
-        if failed is not None:  # the user's function or server, named with its sample (not Ray's traceback page)
-            log.info(f"stopped at step {state.step + 1}: {failed}", data={"error": failed})
-            raise RewardFailed(f"{failed}\n{where} is intact: after the fix, {again}") from None
-        log.info(f"stopped by {type(err).__name__}: {err}; {where} is intact: {again}")
-        raise
-    finally:
-        r.peak_rss = system.peak_rss_gib()  # while the actors live
-        if cfg.cluster.backend == "ray":  # an export cycle of Ray's metrics agent where it is short (at most 1 s),
-            import os                     # so a short run's last gauges reach the Prometheus endpoint
-
-            time.sleep(min(1.0, 2 * int(os.environ.get("RAY_metrics_report_interval_ms", "10000")) / 1000))
-        system.shutdown()
-        log.close(finished)
-    return finish(r, finished)
+        kind, what = ActorLost, f"actor {actor} died in {where} ({type(err).__name__})"
+    elif failed is not None:  # the user's function or server, named with its sample (not Ray's traceback page)
+        kind, what = RewardFailed, f"stopped in {where}: {failed}"
+    elif isinstance(err, KeyboardInterrupt):
+        kind, what = Interrupted, f"interrupted (Ctrl-C) in {where}"
+    else:
+        kind, what = Stopped, f"stopped in {where} by {type(err).__name__}: {err}"
+        trace = path / "logs" / "stop-traceback.txt"
+        try:
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            trace.write_text("".join(traceback.format_exception(err)))
+            what += f" (traceback: {trace})"
+        except OSError:
+            pass
+    text = message(what, path, commands, resume)
+    try:
+        log.write({"kind": "stop", "time": time.time(), "message": text, "error": type(err).__name__,
+                     "detail": str(err)[:4000]})
+    except Exception:  # noqa: BLE001 -- the stop is said by the caller either way
+        pass
+    return kind(text)
 
 
 def add_trackers(cfg: JobConfig, log: MetricsLog, path: Path) -> None:
@@ -426,12 +452,14 @@ def load_job(config: str | None, overrides: list[str], only_task: str | None = N
 
 def main(argv=None, description: str = "", only_task: str | None = None, prog: str | None = None) -> int:
     """Command line of every training entry point: config + overrides -> checks -> run. Bad config, data or reward
-    function: exit 2 with the message, before any actor starts; a run that stopped mid-way (an actor lost, a reward
-    that failed): exit 3, naming the resume command."""
+    function, or --resume with nothing to resume: exit 2 with the message, before any actor starts; a run that
+    stopped mid-way (an actor lost, a reward that failed, any other error): exit 3 with one message naming the intact
+    checkpoint and the command that continues; Ctrl-C: that message alone, exit 130."""
     import sys
 
     from common.config import ConfigError
 
+    commands = Commands(prog or f"python {sys.argv[0]}", sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, description, prog)
     console.quiet(args.verbose)
     overrides = list(args.overrides)
@@ -443,24 +471,34 @@ def main(argv=None, description: str = "", only_task: str | None = None, prog: s
         print("error: --max-steps must be >= 1", file=sys.stderr)
         return 2
     try:
-        cfg = load_job(args.config, overrides, only_task)
-        if cfg.model.trust_remote_code:  # this process and, through runtime.actor_env, every actor
-            import os
+        try:
+            cfg = load_job(args.config, overrides, only_task)
+            if cfg.model.trust_remote_code:  # this process and, through runtime.actor_env, every actor
+                import os
 
-            from common.models import TRUST_ENV
+                from common.models import TRUST_ENV
 
-            os.environ[TRUST_ENV] = "1"
-        if cfg.cluster.backend == "ray":
-            from cluster.runtime import check_reachable
+                os.environ[TRUST_ENV] = "1"
+            if cfg.cluster.backend == "ray":
+                from cluster.runtime import check_reachable
 
-            check_reachable(cfg.cluster.address)
-        loaded = load_task(cfg)
-    except (ConfigError, FileNotFoundError, ValueError, ConnectionError) as err:  # bad config, cluster, model, data
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        run(cfg, resume=args.resume, max_steps=args.max_steps, loaded=loaded)
-    except (ActorLost, RewardFailed) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
+                check_reachable(cfg.cluster.address)
+            loaded = load_task(cfg)
+        except (ConfigError, FileNotFoundError, ValueError, ConnectionError) as err:  # config, cluster, model, data
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        try:
+            run(cfg, resume=args.resume, max_steps=args.max_steps, loaded=loaded, commands=commands)
+        except NothingToResume as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except Interrupted as err:
+            print(f"\n{err}", file=sys.stderr)
+            return err.exit_code
+        except Stopped as err:
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
+    except KeyboardInterrupt:  # before the run began (nothing was written), or a second Ctrl-C while it stopped
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     return 0

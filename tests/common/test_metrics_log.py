@@ -36,3 +36,14 @@ def test_tensorboard_sink_writes_step_and_eval_scalars(tmp_path):
     assert [e.value for e in acc.Scalars("reward/mean")] == [0.25, 0.5]
     assert [(e.step, round(e.value, 6)) for e in acc.Scalars("eval/f1")] == [(2, 0.4)]
     assert "sample/completion" not in acc.Tags()["scalars"]
+
+
+def test_an_eval_line_keeps_each_metrics_full_name(tmp_path, capsys):
+    from common.metrics_log import MetricsLog
+
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.eval(3, {"phase": "grpo", "eval/reward/errors": 0.0, "eval/tools/errors": 1.0, "eval/seconds": 2.0,
+                 "eval/tools/seconds": 0.5})
+    line = capsys.readouterr().out.strip()
+    assert line == ("[eval @ step 3 (grpo)] reward/errors 0.0000 tools/errors 1.0000 seconds 2.0000 "
+                    "tools/seconds 0.5000")

@@ -167,6 +167,10 @@ def test_the_samples_cli_prints_best_and_worst(llama, tmp_path, capsys):
     assert samples.main([str(tmp_path / "r"), "--steps"]) == 0
     assert capsys.readouterr().out.count("\n") == 2
     assert samples.main([str(tmp_path / "nope")]) == 2
+    assert "there is no run folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert samples.main([str(tmp_path / "empty")]) == 2
+    assert "has no rollout records (rollouts/): no sampled step was recorded" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -7,6 +7,7 @@ The jobs borrow the session's warm fleets (tests/conftest.py); a fleet whose lea
 tests/common/test_checkpoint.py.)"""
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -121,7 +122,11 @@ def test_a_killed_learner_stops_with_one_line_and_the_run_resumes(shared_data, t
     err, run, killed = run_killing(fleets, tmp_path, tiny_policy_dir, [(2, "learner")], *workers)  # step 1 saved
     assert killed and isinstance(err, ActorLost), err
     message = str(err)
-    assert message.startswith("actor learner-0 died at step") and "--resume" in message and "\n" not in message
-    assert "the last checkpoint (" in message and "after step" in message
+    what, where = message.split("\n")  # what happened; which checkpoint and the command that continues
+    assert what.startswith("actor learner-0 died in step ") and "Error)" in what, what
+    assert re.match(r"step \d's checkpoint is intact \(.*\); continue with: the same command with "
+                    r"train.run_name=smoke --resume$", where), where
+    stops = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"stop"' in line]
+    assert [s["message"] for s in stops if s["kind"] == "stop"] == [message]
     train(fleets, SMOKE, *smoke_args(tmp_path, tiny_policy_dir, *workers), resume=True)
     check_finished_once(run)

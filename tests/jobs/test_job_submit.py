@@ -21,7 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PORT = 8299  # dashboard
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+# `ray stop --force` ends every Ray process of the machine, the session's cluster too: these run first (tests/conftest.py)
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.own_ray]
 
 
 def _ray(*args, env, timeout=300):
@@ -39,6 +40,9 @@ def _get(url: str, env) -> object:
 
 @pytest.fixture(scope="module")
 def head():
+    from tests.conftest import end_ray_session
+
+    end_ray_session()
     # Ray's socket paths must stay short, so not under pytest's deep tmp_path.
     temp_dir = tempfile.mkdtemp(prefix="rg", dir="/tmp")
     env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}:{os.environ['PATH']}"}

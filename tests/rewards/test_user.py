@@ -108,8 +108,13 @@ def test_a_missing_file_function_or_module_is_named_with_the_fix(rewards_file, t
         load_function(parse_spec("no_such_pkg.rewards:score"))
     broken = tmp_path / "broken.py"
     broken.write_text("import no_such_module_here\n")
-    with pytest.raises(UserCodeError, match="importing it raised ModuleNotFoundError"):
+    with pytest.raises(UserCodeError, match="importing it raised ModuleNotFoundError: No module named "
+                                            "'no_such_module_here'; install no_such_module_here where the run runs"):
         load_function(parse_spec(f"{broken}:score"))
+    buggy = tmp_path / "buggy.py"
+    buggy.write_text("1 / 0\n")
+    with pytest.raises(UserCodeError, match="importing it raised ZeroDivisionError: division by zero; fix the file"):
+        load_function(parse_spec(f"{buggy}:score"))
 
 
 def test_a_module_function_loads_from_an_installed_package():
@@ -199,7 +204,7 @@ def test_values_parts_and_none_through_the_scorer(rewards_file):
 def test_a_function_that_raises_stops_naming_it_the_exception_and_the_sample(rewards_file):
     with pytest.raises(RewardError, match=r"(?s)reward 'raises_on_boom': reward function raises_on_boom \(reward file "
                                           r".*my_rewards.py\) raised ValueError: cannot score 'boom!', on sample 2 of 3: "
-                                          r"completion='boom!'.*--resume"):
+                                          r"completion='boom!'.*fix the function \(or the server\), or set rewards.on_error=skip"):
         score([comp(rewards_file, "raises_on_boom")], ["a", "b", "boom!"])
 
 
@@ -222,7 +227,7 @@ def test_on_error_skip_drops_the_samples_it_fails_on_and_counts_them(rewards_fil
 
 def test_a_hang_with_on_error_raise_names_the_deadline(rewards_file):
     with pytest.raises(RewardError, match="(?s)did not return within rewards.timeout_s=1 s .*, on a batch of 2 .*"
-                                          "raise rewards.timeout_s.*--resume"):
+                                          "raise rewards.timeout_s.*rewards.on_error=skip"):
         score([comp(rewards_file, "hangs_on_slow", timeout_s=1.0)], ["a", "slow"])
 
 
@@ -309,6 +314,17 @@ def test_a_server_that_refuses_or_never_answers_is_named():
         score([server_comp("http://127.0.0.1:9/score", params={"retries": 1})], ["a"])
     totals, comps = score([server_comp("http://127.0.0.1:9/score", params={"retries": 0}, on_error="skip")], ["a"])
     assert totals == [None] and comps["server/errors"] == [1.0]
+
+
+def test_a_server_that_answers_500_every_time_is_its_own_failure_not_an_absent_server():
+    srv = Server(lambda body: (500, {"error": "KeyError: 'answer'"}))
+    try:
+        with pytest.raises(RewardError, match=r"answered with an error 2 times \(last: HTTP 500: .*KeyError.*\); see "
+                                              r"the server's own log") as err:
+            score([server_comp(srv.url, params={"retries": 1})], ["a"])
+        assert "is it running" not in str(err.value) and "on sample 0 of 1" in str(err.value)
+    finally:
+        srv.close()
 
 
 def test_a_server_list_answer_with_nulls():

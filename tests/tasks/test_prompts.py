@@ -15,6 +15,7 @@ ROWS = [{"prompt": f"What is {i} + {i}?", "answer": str(2 * i), "level": i % 3} 
 
 
 def write(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
 
@@ -72,6 +73,15 @@ def test_malformed_rows_are_skipped_and_counted(tmp_path):
     assert [r.id.rsplit(":", 1)[1] for r in rows] == ["1", "8"]
     assert dict(skipped) == {"bad_json": 1, "not_an_object": 1, "missing_prompt": 1, "bad_prompt": 2,
                              "empty_prompt": 1, "missing_answer": 1}
+    said = skipped.describe()  # the run's note names the lines, so the user can find them
+    assert "1 with not JSON (line 2)" in said and "2 with a prompt that is neither text nor a list of {role, " \
+        "content} messages (line 5, line 9)" in said, said
+
+
+def test_a_folder_as_data_source_is_named_as_a_folder(tmp_path):
+    write(tmp_path / "rows" / "train.jsonl", ROWS)
+    with pytest.raises(ValueError, match="data file '.*rows' is a folder; give one file in it \(it holds train.jsonl\)"):
+        read_prompts(str(tmp_path / "rows"), PromptsParams())
 
 
 def test_a_file_without_usable_rows_is_an_error_naming_file_columns_and_row(tmp_path):
@@ -146,7 +156,8 @@ def test_splits_from_eval_size_or_an_eval_file(tmp_path):
     held = write(tmp_path / "eval.jsonl", [{"prompt": "held out?"}, {"text": "bad"}])
     splits, stats = PromptsTask.load(src, DataConfig(), PromptsParams(eval_source=held))
     assert [r.prompt for r in splits["eval"]] == ["held out?"] and len(splits["train"]) == 12
-    assert stats["eval_skipped_missing_prompt"] == 1 and "1 with no prompt column" in stats["notes"][0]
+    assert stats["eval_skipped_missing_prompt"] == 1 and stats["notes"] == [
+        f"{held}: 1 of 2 rows used; skipped 1 with no prompt column (line 2)"]
 
 
 REWARD = '''

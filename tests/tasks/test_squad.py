@@ -236,3 +236,16 @@ def test_build_prompts_on_xquad_en(tokenizer, shared_data):
     assert stats["max_prompt_tokens"] == max(map(len, prompt_ids)) <= 512
     assert 0 < stats["truncated"] < 1190 * 0.05  # a few long paragraphs only
     assert 150 < stats["mean_prompt_tokens"] < 300
+
+
+def test_a_fresh_clone_reads_the_shipped_first_questions_of_xquad_en(shared_data, monkeypatch, tmp_path):
+    """No shared data folder: `xquad:en` of at most 200 questions reads jobs/data's copy (the same questions, a note
+    says so); more than that names the fix."""
+    whole, _ = load_examples("xquad:en", "en", limit=120)
+    monkeypatch.setenv("RAYGRPO_SHARED_DATA", str(tmp_path / "absent"))
+    shipped, stats = load_examples("xquad:en", "en", limit=120)
+    assert shipped == whole and "the copy shipped in" in stats["notes"][0]
+    with pytest.raises(FileNotFoundError, match=r"a run of at most 200 questions \(data.limit\) reads the first 200"):
+        load_examples("xquad:en", "en", limit=201)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_examples("xquad:de", "de", limit=10)
