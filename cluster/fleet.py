@@ -545,3 +545,9 @@ class FleetPool:
         while self.fleets:
             self.fleets.pop().close()
 
+    def __enter__(self) -> "FleetPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+

@@ -83,3 +83,32 @@ def test_runs_back_to_back_on_one_fleet_equal_each_on_its_own(shared_data, tmp_p
     # each run's actors wrote their logs into its own folder
     for run in (a1, b1, a2):
         assert (run / "logs" / "rollout-0.log").stat().st_size > 0, run
+
+
+def test_the_docs_sweep_runs_every_lr_on_one_fleet(tmp_path, monkeypatch):
+    """docs/examples/sweep_on_one_fleet.py as docs/cluster.md shows it (in-process here, tiny random Llama: the
+    Ray path of a shared fleet is the test above): one fleet started, each run its own numbers."""
+    import importlib.util
+
+    from cluster import fleet as fleet_module
+    from tests.tiny_models import char_tokenizer, tiny_llama
+
+    model = tmp_path / "llama"
+    tiny_llama(seed=0).save_pretrained(model)
+    char_tokenizer().save_pretrained(model)
+    started = []
+    real_init = fleet_module.Fleet.__init__
+    monkeypatch.setattr(fleet_module.Fleet, "__init__", lambda self, *a, **k: (started.append(1), real_init(self, *a, **k))[1])
+    spec = importlib.util.spec_from_file_location("sweep", ROOT / "docs" / "examples" / "sweep_on_one_fleet.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    overrides = ["cluster.backend=inprocess", "learner.precision=fp32", "rollout.dtype=fp32", f"model.policy={model}",
+                 "rollout.engine=hf", "task.name=countdown", f"train.output_dir={tmp_path / 'runs'}", "data.limit=60",
+                 "data.eval_size=4", "task.params.num_problems=60", "train.prompts_per_step=2",
+                 "rollout.max_new_tokens=6", "learner.micro_batch_size=8", "cluster.threads=1",
+                 "train.eval_at_start=false", "train.phases=[{kind: grpo, steps: 2}]"]
+    summaries = sweep.sweep(None, [1e-3, 1e-2], overrides)
+    assert [Path(s["run_dir"]).name for s in summaries] == ["lr-0.001", "lr-0.01"] and len(started) == 1
+    assert all(s["finished"] and s["steps"] == 2 for s in summaries)
+    first, second = (records(Path(s["run_dir"]), "step")[0] for s in summaries)
+    assert first["learner/lr"] > 0 and second["learner/lr"] == pytest.approx(10 * first["learner/lr"])  # its own lr

@@ -5,6 +5,7 @@ end, a resumed run equal to an uninterrupted one, and bad configs refused before
 The same engine on the real path (vLLM, Ray, the embedded model) is tests/jobs/test_recipes.py.
 """
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -253,7 +254,7 @@ def test_early_stopping_ends_a_phase_and_the_next_one_runs(llama, tmp_path):
 
 
 @pytest.mark.parametrize("precision", [FP32, BF16], ids=["fp32", "bf16"])
-def test_a_sync_that_leaves_an_engine_on_old_weights_stops_the_run(llama, tmp_path, monkeypatch, precision):
+def test_a_sync_that_leaves_an_engine_on_old_weights_stops_the_run(llama, tmp_path, monkeypatch, precision, capsys):
     """The engine's reload silently does nothing (the field's known no-op broadcast): the probe check after
     the first sync names the engine and stops the run, in fp32 and in bf16 (where one update hides inside the
     rounding, but a stale engine scores the probe bit for bit as before). (Weight decay moves the weights every
@@ -262,9 +263,11 @@ def test_a_sync_that_leaves_an_engine_on_old_weights_stops_the_run(llama, tmp_pa
 
     monkeypatch.setattr(HFEngine, "update_weights",  # acknowledges the version, loads nothing
                         lambda self, named, version=None: self._hold(version))
-    with pytest.raises(RuntimeError, match=r"weight sync failed: engine rollout-0 .* the engine kept its old weights"):
-        main(_args(llama, tmp_path, "arithmetic", "[{kind: grpo, steps: 3}]", "task.params.gsm8k=false",
-                   "learner.lr=1e-3", "learner.weight_decay=0.5", "train.eval_at_start=false", *precision))
+    assert main(_args(llama, tmp_path, "arithmetic", "[{kind: grpo, steps: 3}]", "task.params.gsm8k=false",
+                      "learner.lr=1e-3", "learner.weight_decay=0.5", "train.eval_at_start=false", *precision)) == 3
+    err = capsys.readouterr().err
+    assert re.search(r"weight sync failed: engine rollout-0 .* the engine kept its old weights", err), err
+    assert "no checkpoint was saved before the stop; start over with: " in err
     steps = [r for r in _records(tmp_path / "r") if r["kind"] == "step"]
     assert len(steps) == 0  # stopped at the first sync
     if precision == BF16:

@@ -130,3 +130,34 @@ def test_a_killed_learner_stops_with_one_line_and_the_run_resumes(shared_data, t
     assert [s["message"] for s in stops if s["kind"] == "stop"] == [message]
     train(fleets, SMOKE, *smoke_args(tmp_path, tiny_policy_dir, *workers), resume=True)
     check_finished_once(run)
+
+
+def test_ctrl_c_on_local_ray_prints_the_hint_alone_and_its_command_finishes_the_run(tmp_path, tiny_policy_dir):
+    """`raygrpo train --local` interrupted as a terminal does (SIGINT to its whole process group) after its first
+    checkpoint: exit 130 and the two-line hint, no Ray traceback; the command the hint gives finishes the run."""
+    import shlex
+    import subprocess
+    import sys
+
+    raygrpo = str(Path(sys.executable).with_name("raygrpo"))
+    args = ["train", "--config", SMOKE, "--local", *smoke_args(tmp_path, tiny_policy_dir, "train.save_every=1")]
+    run = tmp_path / "smoke"
+    proc = subprocess.Popen([raygrpo, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    state = run / "checkpoints" / "last" / "driver_state.json"
+    deadline = time.time() + 600
+    while not state.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-2000:] + err[-3000:]
+    lines = err.strip().splitlines()
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err, err[-3000:]
+    assert lines[-2].startswith("interrupted (Ctrl-C) in ") and len(lines) == 2, err[-3000:]
+    command = lines[-1].split("continue with: ", 1)[1]
+    assert command.startswith("raygrpo train ") and command.endswith("train.run_name=smoke --resume")
+    again = subprocess.run([raygrpo, *shlex.split(command)[1:]], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
+    assert steps == list(range(1, STEPS + 1)) and json.loads((run / "summary.json").read_text())["finished"]

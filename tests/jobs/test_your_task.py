@@ -153,8 +153,8 @@ def test_a_reward_that_raises_stops_the_run_naming_it_and_resume_after_the_fix_f
     assert "reward 'score': reward function score (reward file my_rewards.py) raised ValueError: my bug" in message
     assert message.count("reward 'score'") == 1 and message.startswith("stopped in step 2 (phase ")
     assert "on sample 0 of 16: completion=" in message and "Traceback (most recent call last)" in message
-    assert message.endswith("step 1's checkpoint is intact (" + str(folder / "runs" / "my-task" / "checkpoints" / "last")
-                            + "); continue with: the same command with train.run_name=my-task --resume"), message
+    assert message.endswith("step 1's checkpoint is intact (runs/my-task/checkpoints/last); continue with: the same "
+                            "command with train.run_name=my-task --resume"), message
     run = folder / "runs" / "my-task"
     assert [r["step"] for r in steps(run)] == [1]
     assert json.loads((run / "checkpoints" / "last" / "driver_state.json").read_text())["step"] == 1
