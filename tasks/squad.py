@@ -260,7 +260,7 @@ def load_examples(
         examples, stats = load_squad_json(Path(source), lang, limit=limit)
         return examples, {**stats, "notes": [f"data source {asked!r}: the shared data folder is not here, so its first "
                                              f"{limit} questions come from the copy shipped in {source} (CC BY-SA 4.0, "
-                                             "jobs/data/XQUAD.md): the same questions"]}
+                                             "jobs/data/XQUAD.md), the same questions the full file starts with"]}
     if source.startswith(HUB_PREFIX):
         parts = source[len(HUB_PREFIX):].split(":")
         if len(parts) != 3 or parts[0] != MLQA_HUB_NAME:
