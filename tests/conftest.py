@@ -35,6 +35,18 @@ def tiny_policy_dir(tmp_path_factory) -> str:
     return tiny_policy(tmp_path_factory.mktemp("tiny_policy"))
 
 
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> str:
+    """A tiny random Llama (seed 0) with a character tokenizer, saved once a session: the recipe engine in-process
+    with the HF engine in seconds (tests/tiny_models.py)."""
+    from tests.tiny_models import char_tokenizer, tiny_llama
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    tiny_llama(seed=0).save_pretrained(folder)
+    char_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
 WEIGHT_FILE_BYTES = 50 * 2**20  # checkpoints of the embedded model are ~0.5 GB each
 
 

@@ -85,17 +85,14 @@ def test_runs_back_to_back_on_one_fleet_equal_each_on_its_own(shared_data, tmp_p
         assert (run / "logs" / "rollout-0.log").stat().st_size > 0, run
 
 
-def test_the_docs_sweep_runs_every_lr_on_one_fleet(tmp_path, monkeypatch):
+def test_the_docs_sweep_runs_every_lr_on_one_fleet(tmp_path, monkeypatch, tiny_llama_dir):
     """docs/examples/sweep_on_one_fleet.py as docs/cluster.md shows it (in-process here, tiny random Llama: the
     Ray path of a shared fleet is the test above): one fleet started, each run its own numbers."""
     import importlib.util
 
     from cluster import fleet as fleet_module
-    from tests.tiny_models import char_tokenizer, tiny_llama
 
-    model = tmp_path / "llama"
-    tiny_llama(seed=0).save_pretrained(model)
-    char_tokenizer().save_pretrained(model)
+    model = tiny_llama_dir
     started = []
     real_init = fleet_module.Fleet.__init__
     monkeypatch.setattr(fleet_module.Fleet, "__init__", lambda self, *a, **k: (started.append(1), real_init(self, *a, **k))[1])

@@ -3,17 +3,13 @@
 the learner's weights reach every engine (the sync check's probe on each engine, and the gap before the sync)."""
 import pytest
 
-from tests.tiny_models import char_tokenizer, tiny_llama
 
 pytestmark = [pytest.mark.ray]
 
 
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("llama")
-    tiny_llama(seed=0).save_pretrained(folder)
-    char_tokenizer().save_pretrained(folder)
-    return str(folder)
+@pytest.fixture
+def llama(tiny_llama_dir):
+    return tiny_llama_dir
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from trainer.run import main
-from tests.tiny_models import char_tokenizer, tiny_llama, tiny_t5
+from tests.tiny_models import char_tokenizer, tiny_t5
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,9 +24,9 @@ def _save(model, folder: Path) -> str:
     return str(folder)
 
 
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    return _save(tiny_llama(seed=0), tmp_path_factory.mktemp("llama"))
+@pytest.fixture
+def llama(tiny_llama_dir):
+    return tiny_llama_dir
 
 
 @pytest.fixture(scope="module")

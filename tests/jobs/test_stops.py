@@ -9,18 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_models import char_tokenizer, tiny_llama
 from trainer.run import main
 
 PROG = "raygrpo train"
 
 
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("llama")
-    tiny_llama(seed=0).save_pretrained(folder)
-    char_tokenizer().save_pretrained(folder)
-    return str(folder)
+@pytest.fixture
+def llama(tiny_llama_dir):
+    return tiny_llama_dir
 
 
 def _args(model: str, out: Path, *extra: str) -> list[str]:
