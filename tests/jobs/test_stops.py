@@ -46,7 +46,10 @@ def test_resume_with_nothing_to_resume_is_exit_2_naming_the_command_that_starts_
     assert err.strip().endswith(shlex.join([*PROG.split(), *args])) and not (tmp_path / "r").exists()
     (tmp_path / "r").mkdir()  # a run that stopped before its first save
     assert main([*args, "--resume"], prog=PROG) == 2
-    assert f"{tmp_path / 'r'} holds no checkpoint (the run stopped before its first save)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'r'} holds no checkpoint (the run stopped before its first save)" in err
+    start = shlex.split(err.split("start the run with: ", 1)[1])
+    assert start[:2] == PROG.split() and main(start[2:], prog=PROG) == 0  # the advised command runs it
 
 
 def test_an_eval_that_fails_keeps_the_step_before_it_and_the_resume_runs_that_eval_once(llama, tmp_path, capsys,
