@@ -19,7 +19,11 @@ def test_the_package_list_is_every_library_folder():
 
     listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     folders = sorted(p.parent.name for p in ROOT.glob("*/__init__.py") if p.parent.name not in ("tests",))
-    assert sorted(listed) == folders == sorted(PACKAGES)
+    assert sorted(p for p in listed if "." not in p) == folders == sorted(PACKAGES)
+    # folders of files, not code, listed so that setuptools ships them and says nothing: the presets, the XQuAD slice
+    data = sorted(p for p in listed if "." in p)
+    assert data == ["jobs.configs", "jobs.data"] == sorted(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+                                                           ["setuptools"]["package-data"])
 
 
 @pytest.mark.slow
@@ -50,6 +54,8 @@ def test_the_wheel_installs_and_trains_outside_the_repo(tmp_path, tiny_policy_di
     assert helped.returncode == 0 and "train" in helped.stdout and "samples" in helped.stdout
     presets = subprocess.run([raygrpo, "presets"], cwd=user, env=env, capture_output=True, text=True, timeout=120)
     assert "smoke" in presets.stdout and "xquad_en_sft_grpo" in presets.stdout
+    shipped = site / "jobs" / "data"  # the XQuAD-en slice a clone or an install trains on without ../shared
+    assert all((shipped / f).is_file() for f in ("xquad.en.first200.json", "XQUAD.md", "CC-BY-SA-4.0.txt"))
     job = subprocess.run([raygrpo, "train", "--config", "job.yaml", "--inprocess", f"model.policy={tiny_policy_dir}",
                           "train.phases.0.steps=1", "train.eval_at_start=false", "logging.mlflow=false"],
                          cwd=user, env=env, capture_output=True, text=True, timeout=900)
