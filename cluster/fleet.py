@@ -515,10 +515,14 @@ class FleetPool:
         self.keep, self.widen, self.reserve_gib = keep, widen or (lambda spec: spec), reserve_gib
         self.fleets: list[Fleet] = []  # most recently used last
         self.started = 0               # fleets this pool started (a test of sharing reads it)
+        self.lent = 0                  # runs it lent a warm fleet to
+        self.starts: list[str] = []    # each fleet started: what it is, and why no warm one would do
 
     def lend(self, spec: FleetSpec, roles: Roles, log_dir=None) -> Fleet:
+        why = []
         for fleet in reversed(self.fleets):
-            if fleet.spec.lacks(spec):
+            if missing := fleet.spec.lacks(spec):
+                why.append("; ".join(missing))
                 continue
             self.fleets.remove(fleet)
             if not fleet.healthy():
@@ -527,10 +531,12 @@ class FleetPool:
             self.trim(room_for=0)
             fleet.borrow(spec, roles, log_dir)
             self.fleets.append(fleet)
+            self.lent += 1
             return fleet
         self.trim(room_for=1)
         fleet = Fleet(self.widen(spec), roles, log_dir)
         self.started += 1
+        self.starts.append(fleet.spec.describe() + (f" (the warm ones lacked: {' | '.join(why)})" if why else ""))
         fleet.borrow(spec, roles, log_dir)
         self.fleets.append(fleet)
         return fleet

@@ -124,8 +124,8 @@ def ray_session() -> RaySession:
 def fleets(ray_session):
     """The session's warm fleets (cluster/fleet.py FleetPool): a real-path job borrows the one of its spec, whose
     actors (vLLM engines, learner, reference, critic, reward and tool actors) were started by an earlier job and reset
-    to this job's start. Two at most are kept (memory: an engine holds its KV cache); the reference and critic are held
-    for every fleet, so GRPO, PPO and DPO runs of one model and engine share one."""
+    to this job's start. Three at most are kept, fewer where the node's memory runs short (FleetPool.reserve_gib); the
+    reference and critic are held for every fleet, so GRPO, PPO and DPO runs of one model and engine share one."""
     from cluster.fleet import FleetPool
 
     if "fleets" not in _SESSION:
@@ -134,7 +134,7 @@ def fleets(ray_session):
 
             return replace(spec, references=spec.references or spec.learners, critics=spec.critics or spec.learners)
 
-        _SESSION["fleets"] = FleetPool(keep=2, widen=widen)
+        _SESSION["fleets"] = FleetPool(keep=3, widen=widen)
     return _SESSION["fleets"]
 
 
@@ -146,7 +146,17 @@ def own_ray():
 
 
 def pytest_sessionfinish(session, exitstatus):
+    pool = _SESSION.get("fleets")
+    if pool is not None:  # how well the warm fleets served (each start costs ~30 s: docs/testing.md)
+        lines = [f"warm fleets: {pool.started} started, {pool.lent} runs on a warm one"]
+        lines += [f"  started {text}" for text in pool.starts]
+        session.config._fleet_report = lines
     end_ray_session()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    for line in getattr(config, "_fleet_report", []):
+        terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -164,4 +174,11 @@ def pytest_collection_modifyitems(session, config, items):
             groups.setdefault(mark.args[0], []).append(item)
         else:
             rest.append(item)
-    items[:] = own + rest + [i for group in groups.values() for i in group]
+    # in a group, the runs that need engines only (an eval) after the training runs: they borrow a training fleet
+    # (its learners idle), where first they would start an engines-only fleet that no training run can use; a test
+    # that breaks its fleet (kills a learner) last of all
+    def last(item):
+        kw = item.get_closest_marker("fleet").kwargs
+        return bool(kw.get("breaks")), bool(kw.get("engines_only"))
+
+    items[:] = own + rest + [i for group in groups.values() for i in sorted(group, key=last)]

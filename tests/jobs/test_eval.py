@@ -72,7 +72,7 @@ def test_sample_distribution_hand_computed():
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.fleet("smollm")
+@pytest.mark.fleet("smollm", engines_only=True)
 def test_eval_job_on_real_vllm_greedy_and_sampled(shared_data, tmp_path, fleets, capsys):
     """Real path: the embedded model in vLLM (the engine of the embedded model's warm training fleet, its weights
     reloaded from the model's folder), XQuAD-de with the German metric, greedy + 2 samples."""

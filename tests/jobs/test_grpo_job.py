@@ -123,7 +123,8 @@ def test_mixed_rewards_and_retrieved_eval_contexts_on_local_ray(shared_data, tmp
     `ray job submit`, tests/jobs/test_job_submit.py)."""
     mixed = str(ROOT / "jobs" / "configs" / "mixed_rewards.yaml")
     args = [f"train.output_dir={tmp_path}", "retrieval.enabled=true", "rollout.kv_cache_gib=1",
-            "train.eval_at_start=false", "learner.precision=fp32", "rollout.dtype=fp32"]
+            "train.eval_at_start=false", "learner.precision=fp32", "rollout.dtype=fp32", "data.limit=60",
+            "train.save_every=100"]
     train(fleets, mixed, *args)
     run = tmp_path / "mixed-rewards"
     _check_run(run, 2)

@@ -55,7 +55,7 @@ def test_reward_model_component_needs_a_path_and_a_real_folder(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ray
-@pytest.mark.fleet("smollm")
+@pytest.mark.fleet("smollm", engines_only=True)
 def test_reward_model_job_on_the_real_path(shared_data, tmp_path, fleets):
     """Sample from the embedded model with vLLM on QNLI (2-shot prompts, so answers take the format and the label
     reward varies), pair by the label reward, train, report. The engine of the embedded model's warm fleet (fp32)."""

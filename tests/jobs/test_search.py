@@ -22,7 +22,8 @@ def args(out: Path) -> list[str]:
             "train.phases=[{kind: sft, steps: 6, lr: 0.0002, batch_size: 4}, {kind: grpo, steps: 2}, {kind: rs_sft, "
             "prompts: 4, threshold: 0.3, steps: 1, batch_size: 4}, {kind: ppo, steps: 1, epochs: 1}, {kind: dpo, "
             "steps: 1}]",
-            "train.eval_at_start=false", "train.eval_every=100", "train.save_every=1", "train.keep_checkpoints=3",
+            "train.eval_at_start=false", "train.eval_every=100", "train.keep_checkpoints=3",
+            "train.save_every=100",  # a phase's end saves its step (and keeps the one before): 5 saves, not 11
             "train.prompts_per_step=2",
             "data.limit=40", "data.eval_size=2", "data.test_size=null", "rollout.temperature=1.0",
             "tools.use=[{name: search, params: {k: 1}, max_output_tokens: 48}]", "rollout.max_new_tokens=40",

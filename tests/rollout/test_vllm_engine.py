@@ -65,16 +65,16 @@ def test_weight_sync_shows_in_the_gap(pair):
 
 
 def test_seeded_sampling_of_a_batch_larger_than_one_prefill_step(pair):
-    """40 prompts of ~300 tokens exceed one step's token budget (8192). With chunked prefill vLLM 0.32 on CPU
+    """30 prompts of ~300 tokens exceed one step's token budget (8192). With chunked prefill vLLM 0.32 on CPU
     crashed here ("CPU Generator does not use offset"); the engine prefills whole prompts instead, and a
     request's samples do not depend on what else is in the batch."""
     learner, engine, _ = pair
     text = " ".join(f"word{i}" for i in range(120))
-    ids = [learner.tokenizer.encode(f"{i} {text}", add_special_tokens=False) for i in range(40)]
+    ids = [learner.tokenizer.encode(f"{i} {text}", add_special_tokens=False) for i in range(30)]
     assert sum(map(len, ids)) > 8192
     big = engine.generate(ids, n=2, temperature=0.8, top_p=0.9, max_new_tokens=3, seed=11)
     small = engine.generate(ids[:2], n=2, temperature=0.8, top_p=0.9, max_new_tokens=3, seed=11)
-    assert len(big.completion_ids) == 80 and big.completion_ids[:4] == small.completion_ids
+    assert len(big.completion_ids) == 60 and big.completion_ids[:4] == small.completion_ids
 
 
 def test_the_sync_check_in_bf16_passes_a_real_sync_and_stops_a_no_op_one():
