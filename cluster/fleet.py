@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, field, replace
 
 from cluster import runtime
 from cluster.groups import WORKDIR_ENV, ActorGroup, get
 from cluster.placement import ENGINE_CPUS, REWARD_CPUS, TRAIN_CPUS
+from common.console import LOG_DIR_ENV
 
 
 class FleetMismatch(ValueError):
@@ -65,6 +67,7 @@ class FleetSpec:
     ALWAYS = ("backend", "model_id", "engine", "engines", "placement", "gpus_per_engine", "threads", "max_restarts")
     # roles a run may not use at all (an eval uses engines only): compared where the run uses them, else held idle
     WHEN_USED = ("rewards", "learners", "references", "critics", "tools", "retrievers")
+    TRAINING = ("learners", "sharding", "references", "critics")  # the layout Fleet.regroup builds anew
 
     def lacks(self, need: "FleetSpec") -> list[str]:
         """What a run needing `need` would miss here, one phrase each ([] = it fits)."""
@@ -77,6 +80,14 @@ class FleetSpec:
             if have != want:
                 out.append(f"{name}: the fleet has {_show(name, have)}, the run needs {_show(name, want)}")
         return out
+
+    def regroupable(self, need: "FleetSpec") -> bool:
+        """Whether a fleet of this spec serves `need` once its training groups are built anew for need's layout
+        (Fleet.regroup): everything else fits, on Ray without placement groups or GPUs for the learners."""
+        if self.backend != "ray" or self.placement != "none" or self.gpus_per_learner or need.gpus_per_learner \
+                or not need.learners:
+            return False
+        return not self.lacks(replace(need, **{n: getattr(self, n) for n in self.TRAINING}))
 
     def covering(self, other: "FleetSpec") -> "FleetSpec":
         """This spec with the optional roles `other` has too (one fleet for runs with and without a critic, say)."""
@@ -238,16 +249,12 @@ class Fleet:
     """Ray (or plain objects) and the actor groups of `spec`, each role built with `roles`' arguments."""
 
     def __init__(self, spec: FleetSpec, roles: Roles, log_dir=None):
-        from learner.critic import Critic
-        from learner.policy import Learner, Reference
-        from rewards.registry import RewardScorer
-        from rollout.engine import Engine
-
         self.spec, self.backend = spec, spec.backend
         self.runs = 0                  # runs that borrowed it (the engines' weights carry this count)
         self.closed = False
         self.broken = False            # an actor holding state died in a run (a learner): no run can borrow it
         self.retrieval: ActorGroup | None = None
+        self.built_for: Roles | None = None  # the run regroup built the training groups for
         self.roles = roles
         self.log_dir = _absolute(log_dir)
         kv = dict(spec.engine[1]).get("kv_cache_gib", 1.0) if spec.engine else 1.0
@@ -264,12 +271,14 @@ class Fleet:
         self.owns_runtime = runtime.start(spec.backend, spec.address, num_cpus, self.env)
         self.placement = None
         try:
-            self._start(spec, roles, local, Engine, RewardScorer, Learner, Reference, Critic)
+            self._start(spec, roles, local)
         except BaseException:
             self.close()
             raise
 
-    def _start(self, spec, roles, local, Engine, RewardScorer, Learner, Reference, Critic) -> None:
+    def _start(self, spec: FleetSpec, roles: Roles, local: bool) -> None:
+        from rewards.registry import RewardScorer
+
         backend = spec.backend
         if backend == "ray" and spec.placement == "none":  # a placement group times out with its own message
             import ray
@@ -298,10 +307,19 @@ class Fleet:
 
             self.tools = ActorGroup.create("tools", ToolBox, spec.tools, backend, args=roles.tools.args,
                                            num_cpus=REWARD_CPUS, max_restarts=spec.max_restarts, **common)
+        self._start_training(spec, roles, on("learners") if self.placement else None, common)
+        self.current = roles  # the arguments every member was last built with (a restarted member is built again)
+
+    def _start_training(self, spec: FleetSpec, roles: Roles, placement, common: dict) -> None:
+        """The learner, reference and critic workers of `spec`, each group with its process group."""
+        from learner.critic import Critic
+        from learner.policy import Learner, Reference
+
+        backend = spec.backend
         # the learner's GPU share is split among the training actors that exist; with learner.workers W, worker i
         # shares its bundle (bundle 0 for worker 0) with reference shard i and critic worker i
         gpu = spec.gpus_per_learner / (1 + bool(spec.references) + bool(spec.critics))
-        per_worker = dict(num_gpus=gpu, placement=on("learners"), **common)
+        per_worker = dict(num_gpus=gpu, placement=placement, **common)
         self.learner = self.reference = self.critic = None
         if spec.learners:
             self.reference = ActorGroup.create("reference", Reference, spec.references, backend,
@@ -314,7 +332,6 @@ class Fleet:
                                             kwargs=roles.critic.kwargs, num_cpus=TRAIN_CPUS["critic"],
                                             **per_worker) if spec.critics else None
             self._form_training_groups(roles)
-        self.current = roles  # the arguments every member was last built with (a restarted member is built again)
 
     def _form_training_groups(self, roles: Roles) -> None:
         """Each training group's own process group: replicated workers when several, sharded ones always (FSDP's
@@ -331,6 +348,30 @@ class Fleet:
                 group.lockstep = sharded
             if group is not None:
                 group.timeout = roles.call_timeout_s
+
+    def regroup(self, spec: FleetSpec, roles: Roles, log_dir=None) -> None:
+        """The training groups built anew for `spec`'s layout (learner workers, sharding, reference and critic workers:
+        FleetSpec.regroupable) beside the engines, reward and tool actors the fleet keeps; the next borrow by a run
+        with `roles` uses them as built."""
+        import ray
+
+        old = [g for g in (self.learner, self.reference, self.critic) if g is not None]
+        for g in old:
+            g.kill()
+        for g in old:  # their names (learner-0, ...) are free once Ray has them dead
+            for i in range(len(g.members)):
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    try:
+                        ray.get_actor(f"{g.name}-{i}", namespace=self.namespace)
+                    except ValueError:
+                        break
+                    time.sleep(0.1)
+        self.spec = replace(self.spec, **{n: getattr(spec, n) for n in FleetSpec.TRAINING})
+        env = {**self.env, **({LOG_DIR_ENV: _absolute(log_dir)} if log_dir else {}),
+               **({WORKDIR_ENV: roles.cwd} if roles.cwd else {})}
+        self._start_training(self.spec, roles, None, dict(env=env, namespace=self.namespace))
+        self.built_for = roles  # reset leaves them as they are built
 
     # ---- a run borrows it ----------------------------------------------------------------------------------------
     def borrow(self, spec: FleetSpec, roles: Roles, log_dir=None) -> None:
@@ -361,7 +402,8 @@ class Fleet:
             for group, call in ((self.reward, roles.reward), (self.tools, roles.tools)):
                 if group is not None and call is not None:  # a tool group the run does not use stays as it is
                     group.reinit(call.args, call.kwargs, timeout=timeout)
-            if self.learner is not None and roles.learner is not None:  # (an eval leaves them idle as they are)
+            fresh, self.built_for = self.built_for is roles, None  # regroup built them with these arguments
+            if self.learner is not None and roles.learner is not None and not fresh:  # (an eval leaves them idle)
                 for group, call in ((self.learner, roles.learner), (self.reference, roles.reference),
                                     (self.critic, roles.critic)):
                     if group is not None:
@@ -516,6 +558,7 @@ class FleetPool:
         self.fleets: list[Fleet] = []  # most recently used last
         self.started = 0               # fleets this pool started (a test of sharing reads it)
         self.lent = 0                  # runs it lent a warm fleet to
+        self.regrouped = 0             # runs it lent warm engines to, the training groups built anew for them
         self.starts: list[str] = []    # each fleet started: what it is, and why no warm one would do
 
     def lend(self, spec: FleetSpec, roles: Roles, log_dir=None) -> Fleet:
@@ -532,6 +575,19 @@ class FleetPool:
             fleet.borrow(spec, roles, log_dir)
             self.fleets.append(fleet)
             self.lent += 1
+            return fleet
+        for fleet in reversed(self.fleets):  # warm engines that fit: the training groups built anew beside them
+            if not fleet.spec.regroupable(spec):
+                continue
+            self.fleets.remove(fleet)
+            if not fleet.healthy():
+                fleet.close()
+                continue
+            fleet.regroup(self.widen(spec), roles, log_dir)
+            self.trim(room_for=0)
+            fleet.borrow(spec, roles, log_dir)
+            self.fleets.append(fleet)
+            self.regrouped += 1
             return fleet
         self.trim(room_for=1)
         fleet = Fleet(self.widen(spec), roles, log_dir)

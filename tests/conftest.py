@@ -148,7 +148,8 @@ def own_ray():
 def pytest_sessionfinish(session, exitstatus):
     pool = _SESSION.get("fleets")
     if pool is not None:  # how well the warm fleets served (each start costs ~30 s: docs/testing.md)
-        lines = [f"warm fleets: {pool.started} started, {pool.lent} runs on a warm one"]
+        lines = [f"warm fleets: {pool.started} started, {pool.lent} runs on a warm one, {pool.regrouped} on warm "
+                 "engines with training groups built anew"]
         lines += [f"  started {text}" for text in pool.starts]
         session.config._fleet_report = lines
     end_ray_session()

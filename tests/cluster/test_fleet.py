@@ -23,6 +23,12 @@ def test_a_fleet_names_every_difference_a_run_would_miss():
                        "engines with dtype=bf16, kv_cache_gib=1.0", "engines: the fleet has 1, the run needs 2",
                        "critics: the fleet has 0, the run needs 1"]
     assert replace(have, critics=1).covering(need).critics == 1
+    # another worker layout on the same engines: the training groups are built anew beside them (Fleet.regroup)
+    two = replace(have, learners=2, sharding="fsdp", references=2, critics=2)
+    assert have.lacks(two) and have.regroupable(two) and two.regroupable(have)
+    assert not have.regroupable(need)  # other engines: a fleet of its own
+    assert not replace(have, placement="colocated").regroupable(two)  # placement groups hold the bundles
+    assert not have.regroupable(replace(two, learners=0))  # an eval needs no learner
 
 
 # Two different runs: PPO with a critic (a reference, LoRA off, similarity reward) and GRPO with another lr, seed, reward
