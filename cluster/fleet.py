@@ -562,33 +562,25 @@ class FleetPool:
         self.starts: list[str] = []    # each fleet started: what it is, and why no warm one would do
 
     def lend(self, spec: FleetSpec, roles: Roles, log_dir=None) -> Fleet:
-        why = []
-        for fleet in reversed(self.fleets):
-            if missing := fleet.spec.lacks(spec):
-                why.append("; ".join(missing))
-                continue
-            self.fleets.remove(fleet)
-            if not fleet.healthy():
-                fleet.close()
-                continue
-            self.trim(room_for=0)
-            fleet.borrow(spec, roles, log_dir)
-            self.fleets.append(fleet)
-            self.lent += 1
-            return fleet
-        for fleet in reversed(self.fleets):  # warm engines that fit: the training groups built anew beside them
-            if not fleet.spec.regroupable(spec):
-                continue
-            self.fleets.remove(fleet)
-            if not fleet.healthy():
-                fleet.close()
-                continue
-            fleet.regroup(self.widen(spec), roles, log_dir)
-            self.trim(room_for=0)
-            fleet.borrow(spec, roles, log_dir)
-            self.fleets.append(fleet)
-            self.regrouped += 1
-            return fleet
+        """A warm fleet that fits `spec`; else warm engines that fit, their training groups built anew for the run's
+        layout (Fleet.regroup); else a new fleet."""
+        why = [missing for fleet in reversed(self.fleets) if (missing := "; ".join(fleet.spec.lacks(spec)))]
+        for regroup in (False, True):
+            for fleet in reversed(self.fleets):
+                if not (fleet.spec.regroupable(spec) if regroup else not fleet.spec.lacks(spec)):
+                    continue
+                self.fleets.remove(fleet)
+                if not fleet.healthy():
+                    fleet.close()
+                    continue
+                if regroup:
+                    fleet.regroup(self.widen(spec), roles, log_dir)
+                self.trim(room_for=0)
+                fleet.borrow(spec, roles, log_dir)
+                self.fleets.append(fleet)
+                self.regrouped += regroup
+                self.lent += not regroup
+                return fleet
         self.trim(room_for=1)
         fleet = Fleet(self.widen(spec), roles, log_dir)
         self.started += 1

@@ -84,12 +84,13 @@ class Commands:
 
     def again(self, run_name: str, resume: str | None = None) -> str:
         """The command that continues run `run_name` (folder `resume` where one was named)."""
+        folder = resume not in (None, "auto")  # a run folder named on the command line: resumed by that name
+        tail = ["--resume", resume] if folder else [f"train.run_name={run_name}", "--resume"]
         base = self._base()
-        tail = ["--resume"] + ([resume] if resume not in (None, "auto") else [])
         if base is None:
-            return f"the same command with {' '.join(tail) if resume not in (None, 'auto') else f'train.run_name={run_name} --resume'}"
-        if resume in (None, "auto"):
-            base = [a for a in base if not a.startswith("train.run_name=")] + [f"train.run_name={run_name}"]
+            return f"the same command with {' '.join(tail)}"
+        if not folder:
+            base = [a for a in base if not a.startswith("train.run_name=")]
         return shlex.join([*shlex.split(self.prog or "raygrpo train"), *base, *tail])
 
     def start_over(self) -> str:

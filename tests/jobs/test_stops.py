@@ -121,3 +121,14 @@ def test_a_stop_before_the_first_checkpoint_says_none_is_and_how_to_start_over(l
     assert err.strip().endswith("no checkpoint was saved before the stop; start over with: "
                                 + shlex.join([*PROG.split(), *args]))
     assert "intact" not in err and "--resume" not in err
+
+
+def test_the_continue_command_keeps_the_users_arguments_and_names_the_run():
+    from trainer.stops import Commands
+
+    typed = Commands(PROG, ["--config", "job.yaml", "--resume", "runs/x", "learner.lr=1e-5", "train.run_name=old"])
+    assert typed.again("x", "runs/x") == "raygrpo train --config job.yaml learner.lr=1e-5 train.run_name=old --resume runs/x"
+    assert typed.again("x") == "raygrpo train --config job.yaml learner.lr=1e-5 train.run_name=x --resume"
+    assert typed.start_over() == "raygrpo train --config job.yaml learner.lr=1e-5 train.run_name=old"
+    assert Commands().again("x") == "the same command with train.run_name=x --resume"
+    assert Commands().again("x", "runs/x") == "the same command with --resume runs/x"
