@@ -57,7 +57,8 @@ class FleetSpec:
     references: int = 0                 # reference workers (0: none)
     critics: int = 0
     tools: int = 0
-    retrievers: int = 0                 # retrieval actors (built over each run's index when it asks: start_retrieval)
+    retrievers: int = 0                 # retrieval actors: built for each run over its index when it asks
+                                        # (start_retrieval), so any fleet serves a run's retrieval
     placement: str = "none"
     gpus_per_engine: float = 0.0
     gpus_per_learner: float = 0.0
@@ -66,7 +67,7 @@ class FleetSpec:
 
     ALWAYS = ("backend", "model_id", "engine", "engines", "placement", "gpus_per_engine", "threads", "max_restarts")
     # roles a run may not use at all (an eval uses engines only): compared where the run uses them, else held idle
-    WHEN_USED = ("rewards", "learners", "references", "critics", "tools", "retrievers")
+    WHEN_USED = ("rewards", "learners", "references", "critics", "tools")
     TRAINING = ("learners", "sharding", "references", "critics")  # the layout Fleet.regroup builds anew
 
     def lacks(self, need: "FleetSpec") -> list[str]:

@@ -450,11 +450,13 @@ def load_job(config: str | None, overrides: list[str], only_task: str | None = N
     return cfg
 
 
-def main(argv=None, description: str = "", only_task: str | None = None, prog: str | None = None) -> int:
+def main(argv=None, description: str = "", only_task: str | None = None, prog: str | None = None,
+         fleet=None) -> int:
     """Command line of every training entry point: config + overrides -> checks -> run. Bad config, data or reward
     function, or --resume with nothing to resume: exit 2 with the message, before any actor starts; a run that
     stopped mid-way (an actor lost, a reward that failed, any other error): exit 3 with one message naming the intact
-    checkpoint and the command that continues; Ctrl-C: that message alone, exit 130."""
+    checkpoint and the command that continues; Ctrl-C: that message alone, exit 130. `fleet`: the actors the run
+    borrows (a Fleet or FleetPool of a process that runs many commands; None: the run starts and ends its own)."""
     import sys
 
     from common.config import ConfigError
@@ -488,7 +490,7 @@ def main(argv=None, description: str = "", only_task: str | None = None, prog: s
             print(f"error: {err}", file=sys.stderr)
             return 2
         try:
-            run(cfg, resume=args.resume, max_steps=args.max_steps, loaded=loaded, commands=commands)
+            run(cfg, resume=args.resume, max_steps=args.max_steps, loaded=loaded, commands=commands, fleet=fleet)
         except NothingToResume as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

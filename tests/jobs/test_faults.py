@@ -134,12 +134,17 @@ def test_a_killed_learner_stops_with_one_line_and_the_run_resumes(shared_data, t
     check_finished_once(run)
 
 
-def test_ctrl_c_on_local_ray_prints_the_hint_alone_and_its_command_finishes_the_run(tmp_path, tiny_policy_dir):
+@pytest.mark.fleet("tiny")
+def test_ctrl_c_on_local_ray_prints_the_hint_alone_and_its_command_finishes_the_run(tmp_path, tiny_policy_dir, fleets):
     """`raygrpo train --local` interrupted as a terminal does (SIGINT to its whole process group) after its first
-    checkpoint: exit 130 and the two-line hint, no Ray traceback; the command the hint gives finishes the run."""
+    checkpoint: exit 130 and the two-line hint, no Ray traceback; the command the hint gives finishes the run (its
+    arguments through the same `main`, on a warm fleet of this session: the command's own fleet start is the first
+    run's)."""
     import shlex
     import subprocess
     import sys
+
+    from trainer.run import main
 
     raygrpo = str(Path(sys.executable).with_name("raygrpo"))
     args = ["train", "--config", SMOKE, "--local", *smoke_args(tmp_path, tiny_policy_dir, "train.save_every=1",
@@ -159,8 +164,11 @@ def test_ctrl_c_on_local_ray_prints_the_hint_alone_and_its_command_finishes_the_
     assert lines[-2].startswith("interrupted (Ctrl-C) in ") and len(lines) == 2, err[-3000:]
     command = lines[-1].split("continue with: ", 1)[1]
     assert command.startswith("raygrpo train ") and command.endswith("train.run_name=smoke --resume")
-    again = subprocess.run([raygrpo, *shlex.split(command)[1:]], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # where the user typed it
+    try:
+        assert main(shlex.split(command)[2:], prog="raygrpo train", fleet=fleets) == 0
+    finally:
+        os.chdir(cwd)
     steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
     assert steps == [1, 2] and json.loads((run / "summary.json").read_text())["finished"]
