@@ -178,8 +178,10 @@ def pytest_collection_modifyitems(session, config, items):
     # in a group, the runs that need engines only (an eval) after the training runs: they borrow a training fleet
     # (its learners idle), where first they would start an engines-only fleet that no training run can use; a test
     # that breaks its fleet (kills a learner) last of all
+    # and a test whose fleet covers the group's others (`widest`: the search run's, with its tool actor) first, so
+    # that they borrow it instead of starting one without
     def last(item):
         kw = item.get_closest_marker("fleet").kwargs
-        return bool(kw.get("breaks")), bool(kw.get("engines_only"))
+        return not kw.get("widest"), bool(kw.get("breaks")), bool(kw.get("engines_only"))
 
     items[:] = own + rest + [i for group in groups.values() for i in sorted(group, key=last)]

@@ -2,8 +2,8 @@
 XQuAD-en's paragraphs, the embedded SmolLM2-135M (it never writes a tool call on its own: 0 of 32 samples seen, so the
 run starts with SFT on gold search traces, the tools' real observations masked out), then GRPO, RS-SFT, PPO (with its
 critic) and online DPO on multi-turn rollouts, each counting the policy's tokens only; and the run, taken back to its
-checkpoint after RS-SFT and resumed, samples what it sampled uninterrupted in PPO and DPO (fp32; the default bf16
-path is the recipe's own, docs/recipes.md)."""
+checkpoint after PPO and resumed, samples what it sampled uninterrupted in DPO (fp32; the default bf16 path is the
+recipe's own, docs/recipes.md)."""
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +14,9 @@ from tests.real_path import train
 
 ROOT = Path(__file__).resolve().parents[2]
 SEARCH = str(ROOT / "jobs" / "configs" / "xquad_en_search_grpo.yaml")
-pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.fleet("smollm")]
+# first in its group: its fleet (a tool actor beside the embedded model's engine, learner, reference and critic) then
+# serves the pinned regression run, which checks the numbers on a fleet that served another run first
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.fleet("smollm", widest=True)]
 
 
 def args(out: Path) -> list[str]:
@@ -70,18 +72,18 @@ def test_sft_on_gold_traces_then_grpo_with_search_and_resume(shared_data, tmp_pa
     assert len(traces) == kept["rs_sft/kept"] > 0  # a trace of tool calls, kept with which tokens were the policy's
     assert all(len(t["policy_mask"]) == len(t["completion_ids"]) for t in traces)
     assert any(0 in t["policy_mask"] for t in traces)  # the SFT model searches: its kept traces hold observations
-    # the run as if stopped after step 9 (RS-SFT): its newer checkpoints gone, resumed from the kept step-9 one; PPO
-    # and DPO sample again exactly what the uninterrupted run sampled (their turns, calls and observations)
+    # the run as if stopped after step 10 (PPO, the end of its phase): its last checkpoint gone, resumed from the kept
+    # step-10 one; DPO samples again exactly what the uninterrupted run sampled (its turns, calls and observations)
     ckpts = run / "checkpoints"
     assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-000009", "step-000010"]
-    for name in ("last", "last.old", "step-000010"):
+    for name in ("last", "last.old"):
         shutil.rmtree(ckpts / name, ignore_errors=True)
     capsys.readouterr()
     train(fleets, SEARCH, *args(tmp_path / "whole"), resume=True)
-    assert "after step 9" in capsys.readouterr().out
+    assert "after step 10" in capsys.readouterr().out
     split = rollout_records.read(run)
     assert sorted(set(split["step"])) == sorted(set(df["step"]))
-    for step in (10, 11):  # ppo, dpo
+    for step in (11,):  # dpo
         a = df[df["step"] == step].sort_values(["prompt", "sample"])
         b = split[split["step"] == step].sort_values(["prompt", "sample"])
         untimed = lambda col: [[{k: v for k, v in t.items() if k != "seconds"} for t in json.loads(x)]  # noqa: E731
