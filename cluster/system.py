@@ -172,12 +172,13 @@ class TrainingSystem:
         return [o for part in self.recovery.retried(self.tools, ToolBox.run, [(s,) for s in shards]) for o in part]
 
     # ---- reward ------------------------------------------------------------------------------------------
-    def score(self, rollout: Rollout, reward_inputs: list[dict]) -> ScoredRollout:
-        """reward_inputs: [P] one per prompt (sample i belongs to prompt i // G)."""
+    def score(self, rollout: Rollout, reward_inputs: list[dict], state: dict | None = None) -> ScoredRollout:
+        """reward_inputs: [P] one per prompt (sample i belongs to prompt i // G); `state`: the step being scored, as
+        a reward function reads it (rewards/user.py TrainerState)."""
         G = rollout.group_size
         shards = shard(list(range(len(rollout.texts))), len(self.reward.members))
         args = [([rollout.texts[i] for i in s], [len(rollout.completion_ids[i]) for i in s],
-                 [reward_inputs[i // G] for i in s], [rollout.completion_ids[i] for i in s]) for s in shards]
+                 [reward_inputs[i // G] for i in s], [rollout.completion_ids[i] for i in s], state) for s in shards]
         rewards: list = []
         comps: dict[str, list] = {}
         for rw, cp in self.recovery.retried(self.reward, RewardScorer.score, args):

@@ -44,6 +44,7 @@ class FunctionSpec:
     method: str | None = None  # call this method of the object (a class is instantiated first), else the object
     init: tuple = ()           # (name, value) pairs: the keyword arguments a class is instantiated with
     offer: tuple = ()          # (name, value) pairs given too where the class's constructor names them
+    adapter: str | None = None  # 'module:function' the child wraps the object with: adapter(obj, dict(init))
 
     @property
     def where(self) -> str:
@@ -118,7 +119,10 @@ def load_function(spec: FunctionSpec) -> Callable:
 
 
 def target(spec: FunctionSpec, obj: Callable) -> Callable:
-    """What a call of `spec` runs: the object, or its `spec.method` (of an instance, for a class)."""
+    """What a call of `spec` runs: the object, or its `spec.method` (of an instance, for a class); with an adapter,
+    what the adapter makes of it (the calling convention of the code that calls it, e.g. rewards/user.py `adapt`)."""
+    if spec.adapter:
+        return load_function(parse_spec(spec.adapter))(obj, dict(spec.init))
     if spec.method is None or not (inspect.isclass(obj) or hasattr(obj, spec.method)):
         return obj  # a function is called itself
     if inspect.isclass(obj):
@@ -149,6 +153,18 @@ def plain(result: Any) -> Any:
         return result.tolist()
     if isinstance(result, (list, tuple)):
         return [x.item() if hasattr(x, "item") and not isinstance(x, (str, bytes)) else x for x in result]
+    return result
+
+
+def awaited(result: Any) -> Any:
+    """The result of a call, run to its end where the function is `async` (a coroutine came back)."""
+    if inspect.isawaitable(result):
+        import asyncio
+
+        async def wait():
+            return await result
+
+        return asyncio.run(wait())
     return result
 
 
@@ -205,7 +221,7 @@ def _serve(spec: FunctionSpec) -> None:
         try:
             if accepts is not None:
                 kwargs = {k: v for k, v in kwargs.items() if k in accepts}
-            _write_frame(out_fd, ("ok", plain(fn(*args, **kwargs))))
+            _write_frame(out_fd, ("ok", plain(awaited(fn(*args, **kwargs)))))
         except Exception as err:  # noqa: BLE001 -- the user's exception, sent back whole
             tb = "".join(traceback.format_exception(type(err), err, err.__traceback__.tb_next))  # from the user's frame
             _write_frame(out_fd, ("error", type(err).__name__, str(err), tb))
