@@ -57,7 +57,7 @@ def test_verl_gsm8k_parquet_and_verl_reward_file_train_unchanged(shared_data, tm
 
 
 def test_trls_reward_functions_train_and_evaluate_unchanged(shared_data, tmp_path, tiny_policy_dir, fleets,
-                                                           monkeypatch):
+                                                           monkeypatch, capsys):
     """The six functions of TRL 1.16's `trl.rewards`, named as modules (the three factories built from the
     component's params), on chat rows with TRL's `solution` column: 2 GRPO steps and an eval, every function's
     score and TRL's completion_ids-based ones in training and eval alike."""
@@ -84,3 +84,12 @@ def test_trls_reward_functions_train_and_evaluate_unchanged(shared_data, tmp_pat
         assert r["reward/repetition"] <= 0 and r["reward/overlong"] <= 0 and -1 <= r["reward/cosine"] <= 1
     last = records(run, "eval")[-1]
     assert all(f"eval/{name}" in last for name in ("think_format", "cosine", "repetition", "overlong")), last
+    # what accuracy_reward logged with log_extra (its gold and parsed answers, text) is in the samples' records
+    from common import rollout_records
+
+    df = rollout_records.read(run)
+    assert df["reward/accuracy/solution"].str.startswith("$").all()
+    capsys.readouterr()
+    from jobs.samples import main
+
+    assert main([str(run), "-n", "1"]) == 0 and "accuracy/solution $" in capsys.readouterr().out
