@@ -28,9 +28,10 @@ class UserCodeError(ValueError):
 class UserCallError(RuntimeError):
     """A call of user code failed (it raised, timed out, its process died, or it returned something unusable)."""
 
-    def __init__(self, message: str, kind: str):
+    def __init__(self, message: str, kind: str, reason: str | None = None):
         super().__init__(message)
         self.kind = kind  # raised | timeout | died | result
+        self.reason = reason or message  # what went wrong without where the code lives (a tool's observation)
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,11 @@ class FunctionSpec:
     offer: tuple = ()          # (name, value) pairs given too where the class's constructor names them
     adapter: str | None = None  # 'module:function' the child wraps the object with: adapter(obj, dict(init))
 
+    role: str = "reward"       # whose code: reward | tool (in messages)
+
     @property
     def where(self) -> str:
-        return f"reward file {self.relative or self.path}" if self.path else f"module {self.module}"
+        return f"{self.role} file {self.relative or self.path}" if self.path else f"module {self.module}"
 
 
 def parse_spec(text: str, base: Path | None = None, method: str | None = None) -> FunctionSpec:
@@ -260,17 +263,18 @@ class IsolatedFunction:
             msg = _read_frame(fd, time.monotonic() + self.timeout_s)
         except TimeoutError:
             self.close()
-            raise UserCallError(f"{self.label} {self.spec.attr} ({self.spec.where}) did not return within "
-                                  f"{self.timeout_key}={self.timeout_s:g} s (its process was killed)", "timeout") from None
+            within = f"did not return within {self.timeout_key}={self.timeout_s:g} s"
+            raise UserCallError(f"{self.label} {self.spec.attr} ({self.spec.where}) {within} (its process was killed)",
+                                "timeout", within) from None
         except (EOFError, BrokenPipeError, OSError):
             code = self.proc.wait(timeout=5)
             self.proc = None
             raise UserCallError(f"{self.label} {self.spec.attr} ({self.spec.where}): its process died (exit code "
-                                  f"{code}) during the call", "died") from None
+                                  f"{code}) during the call", "died", f"its process died (exit code {code})") from None
         if msg[0] == "error":
             _, kind, text, tb = msg
             err = UserCallError(f"{self.label} {self.spec.attr} ({self.spec.where}) raised {kind}: {text}",
-                                  "raised")
+                                  "raised", f"{kind}: {text}")
             err.traceback = tb
             raise err
         return msg[1]
