@@ -111,6 +111,21 @@ class GSM8KReward(_PerSampleReward):
 
 
 @dataclass(frozen=True)
+class ReasoningGymReward(_PerSampleReward):
+    """reasoning-gym's own `score_answer` of the problem's generator on the completion's <answer> (rewards/
+    procedural.py); `formatted` is 1 where the completion wrote an answer in the tags."""
+    needs = ("entry",)
+    name = "reasoning_gym"
+    answer_tag: str = "answer"
+
+    def _one(self, text, n, ex):
+        from rewards.procedural import score
+
+        value, formatted = score(text, ex["entry"], self.answer_tag)
+        return value, {"formatted": float(formatted)}
+
+
+@dataclass(frozen=True)
 class CountdownReward(_PerSampleReward):
     """Tiered Countdown reward (1.0 correct ... 0.1 right format, 0.0 wrong format); see countdown.py."""
     needs = ("target", "numbers")
@@ -224,6 +239,7 @@ REWARDS: dict[str, type] = {
     "arithmetic": ArithmeticReward,
     "gsm8k": GSM8KReward,
     "countdown": CountdownReward,
+    "reasoning_gym": ReasoningGymReward,
     "label": LabelReward,
     "stsb": STSBReward,
     "similarity": SimilarityReward,

@@ -22,6 +22,7 @@ from tasks.domain_qa import DomainQATask
 from tasks.labels import LabelTask
 from tasks.mlqa import MLQATask
 from tasks.prompts import PromptsTask
+from tasks.reasoning_gym import ReasoningGymTask
 
 TASKS: dict[str, type[Task]] = {
     "mlqa": MLQATask,
@@ -30,6 +31,7 @@ TASKS: dict[str, type[Task]] = {
     "domain_qa": DomainQATask,
     "labels": LabelTask,
     "prompts": PromptsTask,
+    "reasoning_gym": ReasoningGymTask,
 }
 
 
