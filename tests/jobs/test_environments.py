@@ -93,3 +93,20 @@ def test_trls_reward_functions_train_and_evaluate_unchanged(shared_data, tmp_pat
     from jobs.samples import main
 
     assert main([str(run), "-n", "1"]) == 0 and "accuracy/solution $" in capsys.readouterr().out
+
+
+def test_a_reasoning_gym_mix_trains_with_the_generators_verifiers(tmp_path, tiny_policy_dir, fleets):
+    """jobs/configs/reasoning_gym_grpo.yaml, 2 GRPO steps on local Ray: the verifier's score and the format part in
+    every step, per-generator accuracy at eval, no problem of the eval split in the records' training prompts."""
+    pytest.importorskip("reasoning_gym", reason="reasoning-gym is raygrpo's [envs] extra (scripts/setup.sh installs it)")
+    train(fleets, str(ROOT / "jobs" / "configs" / "reasoning_gym_grpo.yaml"), f"train.output_dir={tmp_path}",
+          f"model.policy={tiny_policy_dir}", "train.phases.0.steps=2", "train.prompts_per_step=4",
+          "train.eval_every=2", "train.eval_at_start=false", "task.params.size=200", "data.eval_size=20",
+          "data.test_size=null", "rollout.max_new_tokens=16", "rollout.kv_cache_gib=1")
+    run = tmp_path / "rg-grpo"
+    for r in records(run, "step"):
+        assert 0 <= r["reward/reasoning_gym"] <= 1 and "reward/reasoning_gym/formatted" in r
+    last = records(run, "eval")[-1]
+    assert "eval/accuracy" in last and "eval/formatted" in last
+    info = next(r for r in records(run, "info") if r.get("data", {}).get("generators"))
+    assert info["data"]["generators"] == "basic_arithmetic, chain_sum"
