@@ -50,6 +50,12 @@ SEARCH_TIMING = ("data.test_size=500;data.eval_size=200;train.phases=[{{kind: gr
 # recipe -> runs (name -> preset, or (preset, overrides with {runs} for the runs folder)) and evals (file stem,
 # run, checkpoint or None for the base model, eval.py args)
 RECIPES = {
+    # Issue 35: reasoning-gym's generators and verifiers (task.name: reasoning_gym), GRPO from the embedded model
+    "reasoning_gym": {
+        "runs": {"rg-grpo": "reasoning_gym_grpo.yaml"},
+        "evals": [("test-base", "rg-grpo", None, []), ("test-grpo-best", "rg-grpo", "best", []),
+                  ("test-grpo-final", "rg-grpo", "last", [])],
+    },
     "arithmetic": {
         "runs": {"arithmetic-sft": "arithmetic_sft.yaml", "arithmetic-grpo": "arithmetic_grpo.yaml"},
         "evals": [("test-base", "arithmetic-sft", None, []),

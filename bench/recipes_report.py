@@ -668,6 +668,31 @@ def earlier_machine_of(out: Path) -> str | None:
     return m.group(1) if m else None
 
 
+def reasoning_gym(runs: Path, figs: dict) -> list[str]:
+    """Issue 35: GRPO on reasoning-gym's generators, the held-out problems before and after, paired."""
+    name = "rg-grpo"
+    if not (runs / name / "metrics.jsonl").is_file():
+        return ["(the reasoning-gym run is not there yet)"]
+    ev = evals_of(runs, [name])
+    wall = wall_minutes(runs / name)
+    lines = [f"Training budget: {budget(runs / name)}; {wall[0]:.1f} min ({wall[1]:.1f} of steps).", "",
+             *head("model", "test accuracy [95% CI]", "answer in tags [95% CI]", "answer length (tokens)", "n")]
+    for key, label in (("test-base", "base (SmolLM2-135M-Instruct)"), ("test-grpo-best", "GRPO, best by validation"),
+                       ("test-grpo-final", "GRPO, final")):
+        r = ev.get(key)
+        if r is not None:
+            lines.append(f"| {label} | {ci(r, 'accuracy')} | {ci(r, 'formatted')} | {r['len']:.1f} | {r['n']} |")
+    lines.append("")
+    for a, b in (("test-base", "test-grpo-best"), ("test-base", "test-grpo-final")):
+        if a in ev and b in ev:
+            lines += [f"- {comparison(ev[a], ev[b], m, (a[5:], b[5:]))}" for m in ("accuracy", "formatted")]
+    if "test-base" in ev and "test-grpo-best" in ev:
+        lines += ["", f"**Reading.** On {ev['test-base']['n']} held-out problems the best GRPO checkpoint is "
+                  f"{verdict(paired(ev['test-base'], ev['test-grpo-best'], 'accuracy'))} the base model in accuracy "
+                  f"({ev['test-base']['accuracy']:.3f} -> {ev['test-grpo-best']['accuracy']:.3f})."]
+    return lines
+
+
 def write_report(runs: Path, out: Path, command: str | None = None) -> None:
     """The report from the run dirs; a recipe whose runs are not under `runs` keeps its section (and commands)
     from the earlier report at `out`, so recipes can be run, and reported, one at a time."""
@@ -689,7 +714,9 @@ def write_report(runs: Path, out: Path, command: str | None = None) -> None:
                ("Countdown, easy level: format cold start, then GRPO -> RS-SFT -> GRPO", "countdown-easy",
                 countdown_easy),
                ("XQuAD-en with search: no context, top-3 RAG, and the policy calling the search tool", "search-tool",
-                search)]
+                search),
+               ("reasoning-gym: GRPO on procedural problems with the generators' verifiers", "rg-grpo",
+                reasoning_gym)]
     body, kept = [], False
     earlier_machine = earlier_machine_of(out)
     for heading, probe, build in recipes:

@@ -80,6 +80,7 @@ class TrainingSystem:
         self.critic = fleet.critic if plan.has("critic") else None
         self.tools = fleet.tools if plan.has("tools") else None
         self.retrieval = None  # started by start_retrieval once the index exists
+        self._tokenizer = None  # the policy's, loaded when a multi-turn turn needs decoding (decode)
         self.recovery = Recovery(c.max_restarts, c.call_timeout_s, self.backend, restored=fleet.restored)
         # Each actor resolved precision 'auto' on its own node (common/precision.py): what it chose and the figures
         self.choices = {"learner": self.learner.run(Learner.precision_choice),
@@ -161,23 +162,34 @@ class TrainingSystem:
         from cluster.turns import generate_turns
 
         return generate_turns(self.engines.generate, self.run_tools, prompt_ids, sampling, seed, turns.tools,
-                              turns.max_turns, turns.max_total_tokens)
+                              turns.max_turns, turns.max_total_tokens, self.decode)
 
-    def run_tools(self, calls: list[tuple[str, str | None]]) -> list:
-        """The tool actors' observations of these calls, in order (a tool actor that died is restarted, the call
-        repeated)."""
+    def decode(self, ids: list[int]) -> str:
+        """The policy tokenizer's text of `ids` (a multi-turn sample's policy turn cut at its token budget)."""
+        if self._tokenizer is None:
+            from common.models import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.fleet.spec.model)
+        return self._tokenizer.decode(ids)
+
+    def run_tools(self, calls: list[tuple[str, str | None]], rooms: list[int] | None = None) -> list:
+        """The tool actors' observations of these calls, in order, each cut to its sample's room (tokens left of
+        rollout.max_total_tokens); a tool actor that died is restarted, the call repeated."""
         from tools.toolbox import ToolBox
 
-        shards = shard(calls, len(self.tools.members))
-        return [o for part in self.recovery.retried(self.tools, ToolBox.run, [(s,) for s in shards]) for o in part]
+        rooms = rooms if rooms is not None else [None] * len(calls)
+        shards = shard(list(range(len(calls))), len(self.tools.members))
+        args = [([calls[i] for i in s], [rooms[i] for i in s]) for s in shards]
+        return [o for part in self.recovery.retried(self.tools, ToolBox.run, args) for o in part]
 
     # ---- reward ------------------------------------------------------------------------------------------
-    def score(self, rollout: Rollout, reward_inputs: list[dict]) -> ScoredRollout:
-        """reward_inputs: [P] one per prompt (sample i belongs to prompt i // G)."""
+    def score(self, rollout: Rollout, reward_inputs: list[dict], state: dict | None = None) -> ScoredRollout:
+        """reward_inputs: [P] one per prompt (sample i belongs to prompt i // G); `state`: the step being scored, as
+        a reward function reads it (rewards/user.py TrainerState)."""
         G = rollout.group_size
         shards = shard(list(range(len(rollout.texts))), len(self.reward.members))
         args = [([rollout.texts[i] for i in s], [len(rollout.completion_ids[i]) for i in s],
-                 [reward_inputs[i // G] for i in s], [rollout.completion_ids[i] for i in s]) for s in shards]
+                 [reward_inputs[i // G] for i in s], [rollout.completion_ids[i] for i in s], state) for s in shards]
         rewards: list = []
         comps: dict[str, list] = {}
         for rw, cp in self.recovery.retried(self.reward, RewardScorer.score, args):

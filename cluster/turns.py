@@ -16,16 +16,17 @@ from common.types import Rollout, Sampling
 from rollout.turns import Turns
 
 
-def generate_turns(generate: Callable[..., Rollout], run_tools: Callable[[list], list], prompt_ids: list[list[int]],
-                   sampling: Sampling, seed: int, tools: tuple[str, ...], max_turns: int,
-                   max_total_tokens: int) -> Rollout:
-    """`generate(prompt_ids, sampling, seed, stop=...)` (cluster/engines.py Engines.generate) and
-    `run_tools([(name, arg)]) -> [Observation]` (the tool actors) -> a Rollout with policy_mask and turns."""
+def generate_turns(generate: Callable[..., Rollout], run_tools: Callable[[list, list], list],
+                   prompt_ids: list[list[int]], sampling: Sampling, seed: int, tools: tuple[str, ...], max_turns: int,
+                   max_total_tokens: int, decode: Callable[[list[int]], str]) -> Rollout:
+    """`generate(prompt_ids, sampling, seed, stop=...)` (cluster/engines.py Engines.generate),
+    `run_tools([(name, arg)], [room]) -> [Observation]` (the tool actors, each observation cut to its sample's room)
+    and the policy tokenizer's `decode` -> a Rollout with policy_mask and turns."""
     stop = [f"</{name}>" for name in tools]
-    turns = Turns(generate(prompt_ids, sampling, seed, stop=stop), tools, max_turns, max_total_tokens)
+    turns = Turns(generate(prompt_ids, sampling, seed, stop=stop), tools, max_turns, max_total_tokens, decode)
     one = Sampling(1, sampling.temperature, sampling.top_p, sampling.max_new_tokens)
     while rows := turns.live():
-        turns.add_observations(rows, run_tools([turns.samples[i].call for i in rows]))
+        turns.add_observations(rows, run_tools([turns.samples[i].call for i in rows], turns.rooms(rows)))
         rows = [i for i in rows if not turns.samples[i].done]
         if rows:
             turns.add_policy(rows, generate(turns.inputs(rows), one, seeds.turn(seed, turns.turn), stop=stop))

@@ -390,6 +390,8 @@ class ToolSpec(_Section):
                                                                      "class's constructor arguments)")
     max_output_tokens: int | None = Field(None, ge=1, description="the tool's text is cut to this many tokens "
                                                                   "(None: search 384, calculate 32, yours 256)")
+    concurrency: int = Field(8, ge=1, description="yours: calls a tool actor runs at once, each in a child process "
+                                                  "of its own (a step's calls wait on the slowest, not on their sum)")
 
 
 class ToolsConfig(_Section):

@@ -24,8 +24,9 @@ from typing import Sequence
 DIR = "rollouts"
 
 
-def _num(x) -> float | None:
-    return None if x is None else float(x)
+def _num(x) -> float | str | None:
+    """A reward's value or part as a record holds it (a text column a reward function logged stays text)."""
+    return x if x is None or isinstance(x, str) else float(x)
 
 
 def _mean(xs: Sequence[float]) -> float | None:

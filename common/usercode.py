@@ -28,9 +28,10 @@ class UserCodeError(ValueError):
 class UserCallError(RuntimeError):
     """A call of user code failed (it raised, timed out, its process died, or it returned something unusable)."""
 
-    def __init__(self, message: str, kind: str):
+    def __init__(self, message: str, kind: str, reason: str | None = None):
         super().__init__(message)
         self.kind = kind  # raised | timeout | died | result
+        self.reason = reason or message  # what went wrong without where the code lives (a tool's observation)
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,13 @@ class FunctionSpec:
     method: str | None = None  # call this method of the object (a class is instantiated first), else the object
     init: tuple = ()           # (name, value) pairs: the keyword arguments a class is instantiated with
     offer: tuple = ()          # (name, value) pairs given too where the class's constructor names them
+    adapter: str | None = None  # 'module:function' the child wraps the object with: adapter(obj, dict(init))
+
+    role: str = "reward"       # whose code: reward | tool (in messages)
 
     @property
     def where(self) -> str:
-        return f"reward file {self.relative or self.path}" if self.path else f"module {self.module}"
+        return f"{self.role} file {self.relative or self.path}" if self.path else f"module {self.module}"
 
 
 def parse_spec(text: str, base: Path | None = None, method: str | None = None) -> FunctionSpec:
@@ -118,7 +122,10 @@ def load_function(spec: FunctionSpec) -> Callable:
 
 
 def target(spec: FunctionSpec, obj: Callable) -> Callable:
-    """What a call of `spec` runs: the object, or its `spec.method` (of an instance, for a class)."""
+    """What a call of `spec` runs: the object, or its `spec.method` (of an instance, for a class); with an adapter,
+    what the adapter makes of it (the calling convention of the code that calls it, e.g. rewards/user.py `adapt`)."""
+    if spec.adapter:
+        return load_function(parse_spec(spec.adapter))(obj, dict(spec.init))
     if spec.method is None or not (inspect.isclass(obj) or hasattr(obj, spec.method)):
         return obj  # a function is called itself
     if inspect.isclass(obj):
@@ -149,6 +156,18 @@ def plain(result: Any) -> Any:
         return result.tolist()
     if isinstance(result, (list, tuple)):
         return [x.item() if hasattr(x, "item") and not isinstance(x, (str, bytes)) else x for x in result]
+    return result
+
+
+def awaited(result: Any) -> Any:
+    """The result of a call, run to its end where the function is `async` (a coroutine came back)."""
+    if inspect.isawaitable(result):
+        import asyncio
+
+        async def wait():
+            return await result
+
+        return asyncio.run(wait())
     return result
 
 
@@ -205,7 +224,7 @@ def _serve(spec: FunctionSpec) -> None:
         try:
             if accepts is not None:
                 kwargs = {k: v for k, v in kwargs.items() if k in accepts}
-            _write_frame(out_fd, ("ok", plain(fn(*args, **kwargs))))
+            _write_frame(out_fd, ("ok", plain(awaited(fn(*args, **kwargs)))))
         except Exception as err:  # noqa: BLE001 -- the user's exception, sent back whole
             tb = "".join(traceback.format_exception(type(err), err, err.__traceback__.tb_next))  # from the user's frame
             _write_frame(out_fd, ("error", type(err).__name__, str(err), tb))
@@ -244,17 +263,18 @@ class IsolatedFunction:
             msg = _read_frame(fd, time.monotonic() + self.timeout_s)
         except TimeoutError:
             self.close()
-            raise UserCallError(f"{self.label} {self.spec.attr} ({self.spec.where}) did not return within "
-                                  f"{self.timeout_key}={self.timeout_s:g} s (its process was killed)", "timeout") from None
+            within = f"did not return within {self.timeout_key}={self.timeout_s:g} s"
+            raise UserCallError(f"{self.label} {self.spec.attr} ({self.spec.where}) {within} (its process was killed)",
+                                "timeout", within) from None
         except (EOFError, BrokenPipeError, OSError):
             code = self.proc.wait(timeout=5)
             self.proc = None
             raise UserCallError(f"{self.label} {self.spec.attr} ({self.spec.where}): its process died (exit code "
-                                  f"{code}) during the call", "died") from None
+                                  f"{code}) during the call", "died", f"its process died (exit code {code})") from None
         if msg[0] == "error":
             _, kind, text, tb = msg
             err = UserCallError(f"{self.label} {self.spec.attr} ({self.spec.where}) raised {kind}: {text}",
-                                  "raised")
+                                  "raised", f"{kind}: {text}")
             err.traceback = tb
             raise err
         return msg[1]

@@ -159,7 +159,7 @@ def evaluate(args, fleet=None) -> dict:
         get(group.call_all(Engine.greedy, prompts[:1], 1))  # vLLM compiles on first use: keep it out of the timing
         sampling = Sampling(args.samples, args.temperature, args.top_p, r.max_new_tokens) if args.samples else None
         engines = Engines(group)
-        turns = with_tools(cfg, engines, fleet.tools)
+        turns = with_tools(cfg, engines, fleet.tools, task.tokenizer.decode)
         ans = answer(engines, task, items, prompts, r.max_new_tokens, sampling, args.seed, args.batch,
                      progress=True, turns=turns)
         texts, per, seconds = ans.texts, dict(ans.per_item), ans.seconds
@@ -225,8 +225,9 @@ def tool_call(cfg, model_path: str, index_dir):
                  str(index_dir) if index_dir else None, cfg.retrieval.encoder))
 
 
-def with_tools(cfg, engines, box):
-    """The run's multi-turn generation with its tools (`box`: the fleet's tool actor), or None for single-turn runs."""
+def with_tools(cfg, engines, box, decode):
+    """The run's multi-turn generation with its tools (`box`: the fleet's tool actor; `decode`: the policy
+    tokenizer's), or None for single-turn runs."""
     from common.plan import make_plan
 
     turns = make_plan(cfg).turns
@@ -236,8 +237,8 @@ def with_tools(cfg, engines, box):
     from tools.toolbox import ToolBox
 
     return lambda prompts, sampling, seed: generate_turns(
-        engines.generate, lambda calls: box.run(ToolBox.run, calls), prompts, sampling, seed, turns.tools,
-        turns.max_turns, turns.max_total_tokens)
+        engines.generate, lambda calls, rooms: box.run(ToolBox.run, calls, rooms), prompts, sampling, seed,
+        turns.tools, turns.max_turns, turns.max_total_tokens, decode)
 
 
 def _label(metric: str) -> str:

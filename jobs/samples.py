@@ -34,7 +34,7 @@ def show(df, n: int, width: int) -> list[str]:
     for title, rows in (("best", ordered.head(n)), ("worst", ordered.tail(n).iloc[::-1])):
         lines.append(f"-- {title} {len(rows)}")
         for _, row in rows.iterrows():
-            comps = " ".join(f"{c[7:]} {row[c]:.3f}" for c in parts)
+            comps = " ".join(f"{c[7:]} {_shown(row[c])}" for c in parts)
             adv = "-" if row["advantage"] is None else f"{row['advantage']:+.3f}"
             lines += [f"[prompt {row['prompt']} sample {row['sample']}] reward {row['reward']:.3f} ({comps}) "
                       f"advantage {adv} tokens {row['completion_tokens']} {row['finish_reason']}",
@@ -43,6 +43,13 @@ def show(df, n: int, width: int) -> list[str]:
             lines += turn_lines(json.loads(turns), width) if isinstance(turns, str) else \
                 [f"   answer  {short(row['completion'], width)}"]
     return lines
+
+
+def _shown(value) -> str:
+    """A reward's value or part: a number to 3 places, a text column (a function's log_extra) cut short."""
+    if isinstance(value, str):
+        return short(value, 40)
+    return "-" if value is None or value != value else f"{value:.3f}"
 
 
 def turn_lines(turns: list[dict], width: int) -> list[str]:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from rewards.errors import RewardError
-from rewards.user import (FunctionSpec, IsolatedFunction, UserRewardError, call_arguments, check_result)
+from rewards.user import (FunctionSpec, IsolatedFunction, UserRewardError, call_arguments, check_result,
+                          logged_parts)
 
 COUNTS = ("errors",)  # parts that are counts per step (summed), not per-sample means
 FIXES = {"raised": "fix the function (or the server)",
@@ -44,31 +45,38 @@ class ExternalReward:
         raise NotImplementedError
 
     def request(self, completions: list, prompts: list, completion_ids: list | None,
-                examples: Sequence[Mapping[str, Any]]) -> Any:
+                examples: Sequence[Mapping[str, Any]], state: Mapping[str, Any]) -> tuple[Any, dict]:
+        """(the batch's result, what the call logged: {metrics, extra})."""
         raise NotImplementedError
 
     def __call__(self, completions: list[str], num_tokens: list[int], examples: Sequence[Mapping[str, Any]],
-                 completion_ids: list[list[int]] | None = None) -> tuple[list, dict[str, list]]:
-        """[B] completions -> ([B] values or None, {part: [B]}, '<errors>': [B] 1.0 where a failure dropped it)."""
+                 completion_ids: list[list[int]] | None = None,
+                 state: Mapping[str, Any] | None = None) -> tuple[list, dict[str, list]]:
+        """[B] completions -> ([B] values or None, {part: [B]}, '<errors>': [B] 1.0 where a failure dropped it).
+        `state`: the step being scored (a function's `trainer_state`: global_step, max_steps, phase)."""
+        state = dict(state or {})
         prompts = [ex.get("prompt") for ex in examples]
         if prompts and isinstance(prompts[0], list):  # a chat prompt: TRL's conversational completions
             completions = [[{"role": "assistant", "content": t}] for t in completions]
         B = len(completions)
         try:
-            values, parts = self._checked(completions, prompts, completion_ids, examples, range(B))
+            values, parts = self._checked(completions, prompts, completion_ids, examples, range(B), state)
             return values, {**parts, "errors": [0.0] * B}
         except UserRewardError as err:
             if err.kind == "result":
                 raise RewardError(str(err)) from None  # check_result named the reward already
             if err.kind != "raised":
                 return self._batch_failed(err, B, completions, examples)
-            return self._one_by_one(completions, prompts, completion_ids, examples, err)
+            return self._one_by_one(completions, prompts, completion_ids, examples, err, state)
 
-    def _checked(self, completions, prompts, completion_ids, examples, rows):
+    def _checked(self, completions, prompts, completion_ids, examples, rows, state):
         rows = list(rows)
         pick = lambda xs: None if xs is None else [xs[i] for i in rows]  # noqa: E731
-        result = self.request(pick(completions), pick(prompts), pick(completion_ids), pick(list(examples)))
-        return check_result(result, len(rows), f"reward '{self.name}' ({self.describe()})")
+        result, logged = self.request(pick(completions), pick(prompts), pick(completion_ids), pick(list(examples)),
+                                      state)
+        what = f"reward '{self.name}' ({self.describe()})"
+        values, parts = check_result(result, len(rows), what)
+        return values, {**parts, **logged_parts(logged, len(rows), what)}
 
     def _batch_failed(self, err: UserRewardError, B: int, completions, examples):
         if self.on_error == "skip":
@@ -77,13 +85,13 @@ class ExternalReward:
         raise RewardError(f"reward '{self.name}': {err}, on a batch of {B} (first: {_sample(completions, examples, 0)})"
                           + (f"\n{tb}" if tb else "") + f"\n{_fix(err.kind)}") from None
 
-    def _one_by_one(self, completions, prompts, completion_ids, examples, batch_err: UserRewardError):
+    def _one_by_one(self, completions, prompts, completion_ids, examples, batch_err: UserRewardError, state):
         """After a batch raised: each sample alone, to name (raise) or drop (skip) the ones that raise. When none
         raises alone, the batch's failure stands (raise) or the samples' own scores do (skip)."""
         scored: list[tuple[list, dict]] = []
         for i in range(len(completions)):
             try:
-                scored.append(self._checked(completions, prompts, completion_ids, examples, [i]))
+                scored.append(self._checked(completions, prompts, completion_ids, examples, [i], state))
             except UserRewardError as err:
                 if err.kind == "result":
                     raise RewardError(str(err)) from None  # check_result named the reward already
@@ -107,13 +115,19 @@ class FunctionReward(ExternalReward):
     params: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.fn = IsolatedFunction(self.spec, self.timeout_s)
+        from dataclasses import replace
+
+        # the child calls it through rewards/user.py `adapt`: TRL's convention, verl's, or a factory's, with the params
+        run = replace(self.spec, adapter="rewards.user:adapt", init=tuple(sorted(self.params.items())))
+        self.fn = IsolatedFunction(run, self.timeout_s)
 
     def describe(self) -> str:
         return f"{self.spec.attr} in {self.spec.where}"
 
-    def request(self, completions, prompts, completion_ids, examples):
-        return self.fn(call_arguments(completions, prompts, completion_ids, examples, self.params))
+    def request(self, completions, prompts, completion_ids, examples, state):
+        args = call_arguments(completions, prompts, completion_ids, examples, {})  # the params went to `adapt`
+        out = self.fn({**args, "trainer_state": dict(state)})
+        return out["result"], out
 
 
 @dataclass
@@ -126,11 +140,11 @@ class ServerReward(ExternalReward):
     def describe(self) -> str:
         return f"server {self.url}"
 
-    def request(self, completions, prompts, completion_ids, examples):
+    def request(self, completions, prompts, completion_ids, examples, state):
         from rewards.remote import as_result, post_batch
 
         fields = {k: [ex.get(k) for ex in examples] for k in dict.fromkeys(k for ex in examples for k in ex)
                   if k != "prompt"}
         body = {"prompts": prompts, "completions": completions, "fields": fields,
                 **({"completion_ids": completion_ids} if completion_ids is not None else {})}
-        return as_result(post_batch(self.url, body, self.timeout_s, self.retries, self.headers))
+        return as_result(post_batch(self.url, body, self.timeout_s, self.retries, self.headers)), {}

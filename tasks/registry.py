@@ -22,6 +22,7 @@ from tasks.domain_qa import DomainQATask
 from tasks.labels import LabelTask
 from tasks.mlqa import MLQATask
 from tasks.prompts import PromptsTask
+from tasks.reasoning_gym import ReasoningGymTask
 
 TASKS: dict[str, type[Task]] = {
     "mlqa": MLQATask,
@@ -30,6 +31,7 @@ TASKS: dict[str, type[Task]] = {
     "domain_qa": DomainQATask,
     "labels": LabelTask,
     "prompts": PromptsTask,
+    "reasoning_gym": ReasoningGymTask,
 }
 
 
@@ -112,7 +114,7 @@ def check_rewards(task: Task, cfg: JobConfig) -> None:
     fields; a server's host answers. Also the prompts task's primary metric names a component, and an sft phase has
     targets."""
     from rewards.remote import check_url, reachable
-    from rewards.user import UserCodeError, check_signature, load_function, parse_spec
+    from rewards.user import UserCodeError, check_function, load_function, parse_spec
 
     fields = set(task.fields())
     comps = reward_components(cfg)
@@ -122,7 +124,7 @@ def check_rewards(task: Task, cfg: JobConfig) -> None:
             try:
                 spec = parse_spec(comp["fn"])
                 fn = load_function(spec)
-                check_signature(fn, spec, sorted(fields - {"prompt"}), comp.get("params") or {})
+                check_function(fn, spec, sorted(fields - {"prompt"}), comp.get("params") or {})
             except UserCodeError as err:
                 raise ConfigError(f"{where}: {err}") from None
         elif comp.get("url"):

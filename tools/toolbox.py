@@ -23,31 +23,48 @@ BUILTIN = ("search", "calculate")
 STATUSES = ("ok", "malformed", "error", "timeout")
 
 
+CHARS_PER_TOKEN = 64  # a tool's text is cut to max_output_tokens * this many characters before it is tokenized
+
+
 @dataclass(frozen=True)
 class Observation:
     ids: list[int]                 # what is appended to the sample (the template around the tool's text)
-    text: str                      # the same, as text
+    text: str                      # the same, as text: always the decode of `ids` where they were cut
     status: str                    # ok | malformed | error | timeout
-    seconds: float
+    seconds: float                 # the call and its tokenization
     meta: dict = field(default_factory=dict)  # what the tool says about the call (search: the hits' doc ids)
+    cut: bool = False              # cut at the sample's room (rollout.max_total_tokens): the sample ends there
 
 
 class UserTool:
-    """A user's tool in a child process of its own (the deadline kills it; the next call starts a new one)."""
+    """A user's tool in child processes of its own, up to `concurrency` calls at once, one process each (a deadline
+    kills the process of its call; the next call there starts a new one)."""
+
+    concurrent = True  # ToolBox.run runs its calls of a step at once
 
     def __init__(self, name: str, fn: str, timeout_s: float, max_output_tokens: int = 256, params: dict | None = None,
-                 index_dir: str | None = None):
+                 index_dir: str | None = None, concurrency: int = 8):
+        import queue
         from dataclasses import replace
 
         from common.usercode import IsolatedFunction, parse_spec
 
         self.name, self.max_output_tokens, self.meta = name, max_output_tokens, {}
-        spec = replace(parse_spec(fn, method="call"), init=tuple(sorted((params or {}).items())),
+        spec = replace(parse_spec(fn, method="call"), init=tuple(sorted((params or {}).items())), role="tool",
                        offer=(("index_dir", index_dir),) if index_dir is not None else ())  # if the class takes it
-        self.fn = IsolatedFunction(spec, timeout_s, label="tool", timeout_key="tools.timeout_s")
+        self.concurrency = concurrency
+        self.idle: queue.Queue = queue.Queue()
+        self.fns = [IsolatedFunction(spec, timeout_s, label="tool", timeout_key="tools.timeout_s")
+                    for _ in range(concurrency)]  # each starts its process at its first call
+        for f in self.fns:
+            self.idle.put(f)
 
     def call(self, arg: str) -> str:
-        out = self.fn(None, arg)
+        fn = self.idle.get()
+        try:
+            out = fn(None, arg)
+        finally:
+            self.idle.put(fn)
         if not isinstance(out, str):
             raise TypeError(f"tool {self.name} returned a {type(out).__name__}; a tool returns the text the policy reads")
         return out
@@ -60,7 +77,7 @@ def build_tool(spec: dict, timeout_s: float, index_dir: str | None, encoder: str
         params["max_output_tokens"] = spec["max_output_tokens"]
     if spec.get("fn"):
         limit = params.pop("max_output_tokens", 256)
-        return UserTool(spec["name"], spec["fn"], timeout_s, limit, params, index_dir)
+        return UserTool(spec["name"], spec["fn"], timeout_s, limit, params, index_dir, spec.get("concurrency") or 8)
     from tools.builtin import CalculateTool, SearchTool
 
     if spec["name"] == "search":
@@ -131,36 +148,72 @@ class ToolBox:
         self.template = template
         self.tools = {s["name"]: build_tool(s, timeout_s, index_dir, encoder) for s in specs}
 
-    def _observation(self, text: str, limit: int, status: str, seconds: float, meta: dict) -> Observation:
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        if len(ids) > limit:  # cut the tool's own text, then wrap it
+    def _observation(self, text: str, limit: int, status: str, t0: float, meta: dict,
+                     room: int | None) -> Observation:
+        """The tool's text cut to `limit` tokens (its characters bounded first: a 5 MB answer is not tokenized
+        whole), wrapped in the template, then cut to the sample's `room`; its text always the decode of its ids."""
+        bound = limit * CHARS_PER_TOKEN
+        cut_chars = len(text) > bound
+        ids = self.tokenizer.encode(text[:bound], add_special_tokens=False)
+        if len(ids) > limit or cut_chars:  # cut the tool's own text, then wrap it
             text = self.tokenizer.decode(ids[:limit]).rstrip("\ufffd") + " ..."
         full = self.template.format(text=text)
-        return Observation(list(self.tokenizer.encode(full, add_special_tokens=False)), full, status, seconds, meta)
+        ids = list(self.tokenizer.encode(full, add_special_tokens=False))
+        cut = room is not None and len(ids) > room
+        if cut:  # what the policy will see of it: the ids that fit, and their text
+            ids = ids[:max(room, 0)]
+            full = self.tokenizer.decode(ids)
+        return Observation(ids, full, status, time.perf_counter() - t0, meta, cut)
 
-    def run(self, calls: list[tuple[str, str | None]]) -> list[Observation]:
-        """[(tool name, argument)] -> observations; an argument None is a call that could not be parsed."""
+    def _answer(self, name: str, arg: str | None) -> tuple[str, str, dict, str | None]:
+        """(text, status, meta, what failed: for the console) of one call."""
         from common.usercode import UserCallError
 
+        tool = self.tools.get(name)
+        if tool is None or arg is None:
+            why = f"no tool {name!r}" if tool is None else f"no argument between <{name}> and </{name}>"
+            return f"could not parse the call: {why}", "malformed", {}, None
+        try:
+            text = tool.call(arg)
+            meta, tool.meta = dict(tool.meta), {}
+            return text, "ok", meta, None
+        except ValueError as err:
+            return f"could not parse {arg[:80]!r} for {name}: {err}", "malformed", {}, None
+        except UserCallError as err:  # the policy reads what went wrong, never where the code lives
+            status = "timeout" if err.kind == "timeout" else "error"
+            return f"the tool {name} failed: {err.reason}", status, {}, str(err)
+        except Exception as err:  # noqa: BLE001 -- a tool's failure is the policy's observation, never the step's
+            return f"the tool {name} failed: {type(err).__name__}: {err}", "error", {}, \
+                f"tool {name}: {type(err).__name__}: {err}"
+
+    def run(self, calls: list[tuple[str, str | None]], rooms: list[int | None] | None = None) -> list[Observation]:
+        """[(tool name, argument)] -> observations, each cut to its sample's room (tokens left; None: no cut); an
+        argument None is a call that could not be parsed. A user tool's calls run at once (up to its concurrency),
+        built-in ones in turn. A failed call's full message (the tool's file, the exception) is in this actor's log
+        and on the observation's `meta["failure"]`; the policy reads the exception alone."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        rooms = rooms if rooms is not None else [None] * len(calls)
+        starts = [time.perf_counter()] * len(calls)
+        answers: list = [None] * len(calls)
+        at_once = [i for i, (name, arg) in enumerate(calls) if getattr(self.tools.get(name), "concurrent", False)
+                   and arg is not None]
+        workers = max((self.tools[calls[i][0]].concurrency for i in at_once), default=1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {i: pool.submit(self._answer, *calls[i]) for i in at_once}
+            for i, call in enumerate(calls):
+                if i not in futures:
+                    starts[i] = time.perf_counter()
+                    answers[i] = self._answer(*call)
+            for i, f in futures.items():
+                answers[i] = f.result()
         out = []
-        for name, arg in calls:
-            tool, t = self.tools.get(name), time.perf_counter()
-            if tool is None or arg is None:
-                why = f"no tool {name!r}" if tool is None else f"no argument between <{name}> and </{name}>"
-                out.append(self._observation(f"could not parse the call: {why}", 64, "malformed", 0.0, {}))
-                continue
-            try:
-                text, status = tool.call(arg), "ok"
-            except ValueError as err:
-                text, status = f"could not parse {arg[:80]!r} for {name}: {err}", "malformed"
-            except UserCallError as err:
-                text, status = f"the tool {name} failed: {err}", "timeout" if err.kind == "timeout" else "error"
-            except Exception as err:  # noqa: BLE001 -- a tool's failure is the policy's observation, never the step's
-                text, status = f"the tool {name} failed: {type(err).__name__}: {err}", "error"
-            limit = tool.max_output_tokens if status == "ok" else 96
-            out.append(self._observation(text, limit, status, time.perf_counter() - t, dict(tool.meta)
-                                         if status == "ok" else {}))
-            tool.meta = {}
+        for i, (text, status, meta, failure) in enumerate(answers):
+            if failure is not None:
+                print(f"[tools] {failure}", flush=True)
+                meta = {"failure": failure[:500]}
+            limit = self.tools[calls[i][0]].max_output_tokens if status == "ok" else 96
+            out.append(self._observation(text, limit, status, starts[i], meta, rooms[i]))
         return out
 
 

@@ -39,7 +39,7 @@ class Acquisition:
 
     def _score(self, rollout, batch: PromptBatch) -> ScoredRollout:
         sel = self.plan.selection
-        scored = self.run.system.score(rollout, batch.reward_inputs)
+        scored = self.run.system.score(rollout, batch.reward_inputs, self.run.trainer_state(self.plan.name))
         return shape_overlong(scored, sel, self.plan.sampling.max_new_tokens) if sel is not None else scored
 
     def _sample(self, batch: PromptBatch, seed: int, timer) -> ScoredRollout:

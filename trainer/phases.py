@@ -204,6 +204,10 @@ class SampledPhase(Phase):
             self.run.log.info(f"step {self.run.state.step + 1}: {unscored} of {len(lens)} samples got no reward (their "
                               "reward returned None, or rewards.on_error=skip dropped them after an error); they leave "
                               "their groups' statistics and the loss, counted in reward/unscored every step")
+        failed = [t for ts in (rollout.turns or []) for t in ts if t.get("failure")]
+        if failed:  # on the console too, named as the tool's (the policy read the exception alone)
+            self.run.log.info(f"step {self.run.state.step + 1}: {len(failed)} tool call(s) failed, the first: "
+                              f"{failed[0]['failure']}")
         return {
             "reward/mean": rewards.mean().item(), "reward/std": rewards.std().item() if len(got) > 1 else 0.0,
             "reward/unscored": unscored,

@@ -83,6 +83,12 @@ class Run:
             self.save_last()  # where it is saved already, its state only
             raise StopRequested
 
+    def trainer_state(self, phase: str) -> dict:
+        """The step being scored as a reward function reads it (TRL's `trainer_state`, rewards/user.py)."""
+        steps = [p.steps for p in self.cfg.train.phases]
+        return {"global_step": self.state.step + 1, "max_steps": sum(steps) if None not in steps else 0,
+                "phase": phase}
+
     @property
     def metric(self) -> str:
         return f"eval/{self.task.primary_metric}"

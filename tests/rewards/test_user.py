@@ -151,7 +151,6 @@ def test_signatures_that_fit(rewards_file):
     ([math.nan], 1, "returned nan for sample 0; a score must be finite"),
     ([math.inf], 1, "returned inf"),
     (["good"], 1, "returned 'good' \\(str\\) for sample 0; a score is a number"),
-    ([True], 1, "returned True \\(bool\\)"),
     (3.0, 1, "returned a float; return a list"),
     ({"scores": [1.0]}, 1, "a dict without 'rewards'"),
     ({"rewards": [1.0], "errors": [0.0]}, 1, "part named 'errors'"),
@@ -340,3 +339,122 @@ def test_function_spec_is_what_travels_to_the_actors(rewards_file):
 
     spec = parse_spec(f"{rewards_file}:score")
     assert pickle.loads(pickle.dumps(spec)) == spec and isinstance(spec, FunctionSpec)
+
+
+# ---- TRL's whole convention, factories and verl's -----------------------------------------------------------------
+
+CONVENTIONS_PY = '''
+import asyncio, re
+
+def compute_score(solution_str, ground_truth, method="strict", format_score=0.0, score=1.0):
+    """verl's GSM8K shape: no data_source, no extra_info"""
+    m = re.findall(r"#### (\\-?[0-9\\.\\,]+)", solution_str)
+    return score if m and m[-1] == ground_truth else format_score
+
+def verl_dict(data_source, solution_str, ground_truth, extra_info=None):
+    return {"score": float(solution_str.strip() == ground_truth), "exact": solution_str == ground_truth,
+            "source": data_source, "index": extra_info["index"]}
+
+def verl_no_score(solution_str, ground_truth):
+    return {"acc": 1.0}
+
+def verl_needs(solution_str, ground_truth, tolerance):
+    return 1.0
+
+def length_factory(scale=1.0):
+    def length(completions, **kwargs):
+        return [scale * len(c) for c in completions]
+    return length
+
+class Repetition:
+    def __init__(self, ngram_size=2):
+        self.n = ngram_size
+    def __call__(self, completion_ids, **kwargs):
+        grams = [list(zip(*[ids[i:] for i in range(self.n)])) for ids in completion_ids]
+        return [-float(len(g) > len(set(g))) for g in grams]
+
+def not_a_factory(prompts, answer):
+    return [1.0]
+
+async def async_bools(completions, **kwargs):
+    await asyncio.sleep(0)
+    return [c.startswith("y") for c in completions]
+
+def with_trainer(completions, trainer_state, log_metric, log_extra, **kwargs):
+    log_metric("progress", trainer_state.global_step / trainer_state.max_steps)
+    log_extra("verdict", ["long" if len(c) > 3 else "short" for c in completions])
+    return [float(trainer_state.phase == "grpo")] * len(completions)
+'''
+
+VERL_ROW = {"prompt": [{"role": "user", "content": "q"}], "data_source": "openai/gsm8k", "ability": "math",
+            "reward_model": {"style": "rule", "ground_truth": "72"}, "extra_info": {"index": 3, "split": "test"}}
+STATE = {"global_step": 3, "max_steps": 4, "phase": "grpo"}
+
+
+@pytest.fixture
+def conventions_file(tmp_path):
+    path = tmp_path / "conventions.py"
+    path.write_text(CONVENTIONS_PY)
+    return path
+
+
+def _reward(path, name, params=None):
+    from rewards.external import FunctionReward
+
+    return FunctionReward(name, 30.0, "raise", spec=parse_spec(f"{path}:{name}"), params=dict(params or {}))
+
+
+def test_conventions_are_told_apart_by_signature(conventions_file):
+    from rewards.user import check_function
+
+    kinds = {}
+    for name, params in [("compute_score", {}), ("verl_dict", {}), ("length_factory", {"scale": 2.0}),
+                         ("Repetition", {"ngram_size": 2}), ("async_bools", {}), ("with_trainer", {})]:
+        spec = parse_spec(f"{conventions_file}:{name}")
+        kinds[name] = check_function(load_function(spec), spec, ["data_source", "reward_model", "extra_info"], params)
+    assert kinds == {"compute_score": "verl", "verl_dict": "verl", "length_factory": "factory",
+                     "Repetition": "factory", "async_bools": "trl", "with_trainer": "trl"}
+
+
+@pytest.mark.parametrize("name, fields, params, message", [
+    ("verl_needs", ["reward_model"], {}, "verl's convention: it names solution_str.*needs argument 'tolerance'"),
+    ("compute_score", ["answer"], {}, "reads ground_truth, and the rows have neither verl's reward_model column"),
+    ("not_a_factory", ["answer"], {}, "does not take 'completions', so it is read as a factory.*raised TypeError"),
+    ("length_factory", [], {"size": 2}, "read as a factory.*raised TypeError"),
+])
+def test_conventions_that_cannot_be_called_are_named(conventions_file, name, fields, params, message):
+    from rewards.user import check_function
+
+    spec = parse_spec(f"{conventions_file}:{name}")
+    with pytest.raises(UserCodeError, match=message):
+        check_function(load_function(spec), spec, fields, params)
+
+
+def test_verl_compute_score_per_sample_with_its_ground_truth_and_parts(conventions_file):
+    gsm = _reward(conventions_file, "compute_score")
+    values, parts = gsm(["so #### 72", "#### 7", "no answer"], [3, 2, 2], [VERL_ROW] * 3, [[1], [2], [3]], STATE)
+    assert values == [1.0, 0.0, 0.0] and parts == {"errors": [0.0] * 3}
+    values, parts = _reward(conventions_file, "verl_dict")(["72", "x"], [1, 1], [VERL_ROW] * 2)
+    # the dict's score is the reward, its other numbers parts (bools too), its text left out
+    assert values == [1.0, 0.0] and parts == {"exact": [1.0, 0.0], "index": [3.0, 3.0], "errors": [0.0, 0.0]}
+    with pytest.raises(RewardError, match="without 'score'"):
+        _reward(conventions_file, "verl_no_score")(["72"], [1], [VERL_ROW])
+
+
+def test_factories_async_bools_trainer_state_and_logs(conventions_file):
+    values, _ = _reward(conventions_file, "length_factory", {"scale": 2.0})(["ab", "abcd"], [1, 1], [{}] * 2)
+    assert values == [4.0, 8.0]  # built once with the params: the params are not passed to each call
+    values, _ = _reward(conventions_file, "Repetition")(["a", "b"], [3, 3], [{}] * 2, [[1, 2, 1, 2], [1, 2, 3]])
+    assert values == [-1.0, 0.0]
+    values, _ = _reward(conventions_file, "async_bools")(["yes", "no"], [1, 1], [{}] * 2)
+    assert values == [1.0, 0.0]
+    values, parts = _reward(conventions_file, "with_trainer")(["abcd", "ab"], [1, 1], [{}] * 2, None, STATE)
+    assert values == [1.0, 1.0] and parts["progress"] == [0.75, 0.75] and parts["verdict"] == ["long", "short"]
+    # through the scorer: the logged metric is a part's mean, the text column stays in the samples' components only
+    from rewards.registry import RewardScorer
+
+    scorer = RewardScorer([{"name": "t", "fn": f"{conventions_file}:with_trainer", "timeout_s": 30,
+                            "on_error": "raise"}])
+    totals, comps = scorer.score(["abcd", "ab"], [1, 1], [{}] * 2, None, STATE)
+    metrics = component_metrics(comps, 2)
+    assert metrics["t/progress"] == 0.75 and "t/verdict" not in metrics and comps["t/verdict"] == ["long", "short"]

@@ -25,17 +25,23 @@ class FakeEngine:
                        [finish] * len(rows), n)
 
 
+def decode(ids):
+    """The fake engine's tokenizer: a token's text is its number."""
+    return " ".join(map(str, ids))
+
+
 def fixed_tools(ids):
-    def run(calls):
+    def run(calls, rooms):  # as ToolBox.run: each observation cut to its sample's room, its text the kept ids'
         return [Observation(list(ids), "<information>obs</information>", "ok", 0.01, {"doc_ids": [7]})
-                for _ in calls]
+                if room >= len(ids) else Observation(list(ids)[:room], decode(list(ids)[:room]), "ok", 0.01, {}, True)
+                for _, room in zip(calls, rooms, strict=True)]
     return run
 
 
 def test_the_learners_ids_are_the_sampled_ids_and_the_observation_ids():
     engine = FakeEngine([([11, 12, 13], "think <search>q</search>", "stop"), ([21, 22], "<answer>x</answer>", "stop")])
     out = generate_turns(engine, fixed_tools([91, 92, 93, 94]), [[1, 2], [3]], Sampling(2, 1.0, 1.0, 8), 0,
-                         ("search",), 3, 100)
+                         ("search",), 3, 100, decode)
     # turn 2 continues from exactly prompt + turn 1's ids + the observation's ids
     assert engine.inputs[1] == [[1, 2, 11, 12, 13, 91, 92, 93, 94]] * 2 + [[3, 11, 12, 13, 91, 92, 93, 94]] * 2
     assert out.completion_ids == [[11, 12, 13, 91, 92, 93, 94, 21, 22]] * 4
@@ -52,14 +58,21 @@ def test_the_learners_ids_are_the_sampled_ids_and_the_observation_ids():
 
 def test_a_sample_ends_at_its_answer_its_last_turn_or_its_budget():
     calls = FakeEngine([([5, 6], "<search>a</search>", "stop")] * 3)
-    out = generate_turns(calls, fixed_tools([9]), [[1]], Sampling(1, 1.0, 1.0, 8), 0, ("search",), 2, 100)
+    out = generate_turns(calls, fixed_tools([9]), [[1]], Sampling(1, 1.0, 1.0, 8), 0, ("search",), 2, 100, decode)
     assert out.finish_reasons == ["max_turns"] and len(calls.inputs) == 2  # the second call is not answered
     assert turn_metrics(out)["tools/unanswered"] == 1 and out.policy_mask == [[1, 1, 0, 1, 1]]
     budget = FakeEngine([([5, 6, 7], "<search>a</search>", "stop")] * 3)
-    out = generate_turns(budget, fixed_tools([9, 9, 9]), [[1]], Sampling(1, 1.0, 1.0, 8), 0, ("search",), 4, 7)
+    out = generate_turns(budget, fixed_tools([9, 9, 9]), [[1]], Sampling(1, 1.0, 1.0, 8), 0, ("search",), 4, 7, decode)
     assert out.finish_reasons == ["length"] and len(out.completion_ids[0]) == 7  # 3 + 3 observed, 1 token left
+    # the last turn's text is what its one kept token says, not the engine's whole turn
+    assert out.texts[0] == "<search>a</search><information>obs</information>5" and out.turns[0][-1]["text"] == "5"
+    short = FakeEngine([([5, 6, 7], "<search>a</search>", "stop")] * 2)
+    out = generate_turns(short, fixed_tools([9, 9, 9]), [[1]], Sampling(1, 1.0, 1.0, 8), 0, ("search",), 4, 5, decode)
+    # the observation cut at the 2 tokens left: its text is theirs, and the sample ends there
+    assert out.completion_ids == [[5, 6, 7, 9, 9]] and out.texts[0] == "<search>a</search>9 9"
+    assert out.finish_reasons == ["length"] and out.turns[0][-1]["text"] == "9 9"
     cut = FakeEngine([([5, 6], "<search>a", "length")])
-    out = generate_turns(cut, fixed_tools([9]), [[1]], Sampling(1, 1.0, 1.0, 8), 0, ("search",), 3, 100)
+    out = generate_turns(cut, fixed_tools([9]), [[1]], Sampling(1, 1.0, 1.0, 8), 0, ("search",), 3, 100, decode)
     assert out.finish_reasons == ["length"] and out.policy_mask == [[1, 1]]
 
 
@@ -74,12 +87,15 @@ def toolbox(tiny_policy_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tools")
     (folder / "my_tools.py").write_text(
         "import time\n\nclass Weather:\n    def call(self, arg):\n        if arg == 'boom':\n            raise "
-        "RuntimeError('no data')\n        if arg == 'slow':\n            time.sleep(600)\n        return 'sunny in ' + arg\n")
+        "RuntimeError('no data')\n        if arg == 'slow':\n            time.sleep(600)\n        if arg == 'wait':\n"
+        "            time.sleep(1)\n        if arg == 'huge':\n            return 'x y ' * 2_500_000\n"
+        "        return 'sunny in ' + arg\n")
     specs = [{"name": "calculate"}, {"name": "weather", "fn": f"{folder / 'my_tools.py'}:Weather",
                                      "max_output_tokens": 8}]
     box = ToolBox(specs, tiny_policy_dir, timeout_s=2.0)
     yield box
-    box.tools["weather"].fn.close()
+    for fn in box.tools["weather"].fns:
+        fn.close()
 
 
 def test_tools_answer_and_their_failures_are_observations(toolbox):
@@ -95,6 +111,29 @@ def test_tools_answer_and_their_failures_are_observations(toolbox):
     assert obs[0].ids == tok.encode(obs[0].text, add_special_tokens=False)  # the ids are the observation's text
     assert obs[7].text.endswith(" ...</information>\n")  # cut to the tool's max_output_tokens
     assert toolbox.run([("weather", "Rome")])[0].status == "ok"  # a new child after the timeout
+    # the policy reads the exception, not where the tool's file lives; the console and the records get both
+    assert "tool file" not in obs[3].text and "my_tools.py" not in obs[3].text
+    assert "tool file" in obs[3].meta["failure"] and "RuntimeError: no data" in obs[3].meta["failure"]
+
+
+def test_tool_observations_fit_the_room_left_and_big_outputs_are_bounded_before_tokenizing(toolbox):
+    tok = toolbox.tokenizer
+    (cut,) = toolbox.run([("weather", "Oslo")], [3])
+    assert len(cut.ids) == 3 and cut.cut and cut.text == tok.decode(cut.ids)
+    (whole,) = toolbox.run([("weather", "Oslo")], [1000])
+    assert not whole.cut and whole.ids == tok.encode(whole.text, add_special_tokens=False)
+    (huge,) = toolbox.run([("weather", "huge")])  # 10 MB of text: cut in characters first, then in tokens
+    assert huge.status == "ok" and huge.text.endswith(" ...</information>\n") and huge.seconds < 10
+
+
+def test_a_steps_calls_of_a_tool_run_at_once(toolbox):
+    import time
+
+    t = time.perf_counter()
+    obs = toolbox.run([("weather", "wait")] * 4 + [("calculate", "1+1")])
+    wall = time.perf_counter() - t
+    assert [o.status for o in obs] == ["ok"] * 5 and obs[-1].text == "\n<information>2</information>\n"
+    assert wall < 3.0 and min(o.seconds for o in obs[:4]) >= 1.0  # 4 calls of 1 s each, at once
 
 
 @pytest.mark.slow
@@ -121,7 +160,8 @@ def test_on_vllm_the_transcript_scores_like_it_was_sampled(tiny_policy_dir, tool
         calls["n"] += 1
         return out
 
-    out = generate_turns(generate, toolbox.run, [prompt], Sampling(2, 1.0, 1.0, 6), 3, ("calculate",), 3, 200)
+    out = generate_turns(generate, toolbox.run, [prompt], Sampling(2, 1.0, 1.0, 6), 3, ("calculate",), 3, 200,
+                         tok.decode)
     for p, ids, lps, mask in zip(out.prompt_ids, out.completion_ids, out.old_logprobs, out.policy_mask):
         assert 0 in mask and mask.count(1) > len(mask) - mask.count(1) - 20
         again = engine.probe_logprobs(p, ids)
@@ -137,7 +177,7 @@ def test_the_records_keep_the_turns_and_samples_prints_them(tmp_path):
 
     engine = FakeEngine([([11, 12, 13], "think <search>q</search>", "stop"), ([21, 22], "<answer>x</answer>", "stop")])
     out = generate_turns(engine, fixed_tools([91, 92, 93, 94]), [[1, 2]], Sampling(2, 1.0, 1.0, 8), 0,
-                         ("search",), 3, 100)
+                         ("search",), 3, 100, decode)
     rows = rollout_records.step_rows(1, "grpo", 2, [0], ["p"], [{}], out.texts, out.completion_ids, out.finish_reasons,
                                      [1.0, 0.0], {}, [0.5, -0.5], out.old_logprobs, [], out.policy_mask, out.turns)
     assert rows[0]["policy_tokens"] == 5 and rows[0]["logprob_mean"] == -0.5  # the engine's, policy tokens only

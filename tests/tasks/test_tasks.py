@@ -3,6 +3,7 @@ hand-computed cases; the task contract (required members, generic metrics, retri
 rewards); the shared Task plumbing (data stream, SFT pairs, values not mutation); the registry's checks of a job
 config."""
 import dataclasses
+import json
 
 import pytest
 
@@ -15,6 +16,7 @@ from tasks.domain_qa import DomainExample, DomainQAParams, DomainQATask
 from tasks.labels import LabelExample, LabelParams, LabelTask
 from tasks.mlqa import MLQAParams, MLQATask
 from tasks.prompts import PromptRow, PromptsParams, PromptsTask
+from tasks.reasoning_gym import ReasoningGymParams, ReasoningGymTask
 from tasks.registry import TASKS, check_job, reward_components
 from tasks.squad import QAExample, reference_sentence
 from tests.fakes import HashEncoder
@@ -223,7 +225,18 @@ def _one_of_each():
         (PromptsTask({}, PromptsParams(), WordTokenizer(), 64, rewards=({"name": "arithmetic", "weight": 1.0,
                                                                           "params": {}},)),
          PromptRow("r", "What is 2 + 2?", None, {"answer": 4}), "4"),
+        (ReasoningGymTask({}, ReasoningGymParams(dataset="chain_sum"), WordTokenizer(), 64), _rg_problem(),
+         "<answer>3</answer>"),
     ]
+
+
+def _rg_problem():
+    """A reasoning-gym problem as the task makes it (the package is the [envs] extra)."""
+    pytest.importorskip("reasoning_gym", reason="reasoning-gym is raygrpo's [envs] extra")
+    from tasks.reasoning_gym import RGProblem
+
+    entry = {"question": "1 + 2 =", "answer": "3", "metadata": {"source_dataset": "chain_sum", "source_index": 0}}
+    return RGProblem("chain_sum-0-0", entry["question"], "3", "chain_sum", json.dumps(entry))
 
 
 def test_score_adds_the_generic_length_to_every_tasks_own_metrics(hash_encoder):

@@ -1,0 +1,112 @@
+"""The field's environments, agents and reward files trained as they are (docs/environments.md), on the real path
+(local Ray, vLLM, the tiny policy on a warm fleet): verl's GSM8K Parquet with verl's own gsm8k.py reward file, and
+TRL's `trl.rewards` functions (factories built from the config) in training and eval."""
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.real_path import records, train
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "docs" / "examples"
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.fleet("tiny")]
+
+
+def installed(package: str, why: str) -> Path:
+    """The folder of an installed package (not imported: verl's __init__ wants its own dependencies); skips where it
+    is absent."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"{package} is not installed ({why}); scripts/setup.sh installs it")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def test_verl_gsm8k_parquet_and_verl_reward_file_train_unchanged(shared_data, tmp_path, tiny_policy_dir, fleets,
+                                                                 monkeypatch):
+    """docs/examples/verl_gsm8k: verl's Parquet columns as they are (chat `prompt`, `reward_model.ground_truth`,
+    `extra_info`) and verl's verl/utils/reward_score/gsm8k.py, copied unchanged, called per sample with the names it
+    takes (solution_str, ground_truth); 2 GRPO steps and an eval, its scores in metrics.jsonl and the records."""
+    verl = installed("verl", "its gsm8k.py reward file is what this test trains with")
+    folder = tmp_path / "verl_project"
+    shutil.copytree(EXAMPLES / "verl_gsm8k", folder)
+    shutil.copy(verl / "utils" / "reward_score" / "gsm8k.py", folder / "gsm8k.py")
+    made = subprocess.run([sys.executable, "to_verl_parquet.py", str(shared_data / "gsm8k" / "test.jsonl"),
+                           "gsm8k.parquet", "--limit", "40"], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    monkeypatch.chdir(folder)
+    train(fleets, "job.yaml", f"model.policy={tiny_policy_dir}", "train.phases.0.steps=2", "train.eval_every=2",
+          "train.eval_at_start=false", "rollout.max_new_tokens=24", "rollout.kv_cache_gib=1")
+    run = folder / "runs" / "verl-gsm8k"
+    steps = records(run, "step")
+    assert [r["step"] for r in steps] == [1, 2]
+    for r in steps:
+        assert "reward/gsm8k_verl" in r and r["reward/gsm8k_verl/errors"] == 0 and "reward/unscored" not in r
+    assert "eval/gsm8k_verl" in records(run, "eval")[-1]
+    from common import rollout_records
+
+    df = rollout_records.read(run)
+    assert len(df) == 2 * 4 * 4 and df["reward/gsm8k_verl"].notna().all()
+    # the rows reached the reward as verl's columns hold them
+    inputs = df["reward_inputs"].map(json.loads)
+    assert inputs.map(lambda x: x["reward_model"]["style"] == "rule" and x["data_source"] == "openai/gsm8k").all()
+
+
+def test_trls_reward_functions_train_and_evaluate_unchanged(shared_data, tmp_path, tiny_policy_dir, fleets,
+                                                           monkeypatch, capsys):
+    """The six functions of TRL 1.16's `trl.rewards`, named as modules (the three factories built from the
+    component's params), on chat rows with TRL's `solution` column: 2 GRPO steps and an eval, every function's
+    score and TRL's completion_ids-based ones in training and eval alike."""
+    pytest.importorskip("trl", reason="TRL is raygrpo's [envs] extra (scripts/setup.sh installs it)")
+    pytest.importorskip("math_verify", reason="trl.rewards' accuracy rewards need math-verify ([envs] extra)")
+    folder = tmp_path / "trl_project"
+    shutil.copytree(EXAMPLES / "trl_rewards", folder)
+    rows = [json.loads(line) for line in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()[:40]]
+    (folder / "rows.jsonl").write_text("".join(json.dumps({"prompt": [{"role": "user", "content": r["question"] + " Put the answer in "
+                                                     "\\boxed{}."}],
+                                        "solution": "$" + r["answer"].rsplit("#### ", 1)[1].replace(",", "") + "$"})
+                            + "\n" for r in rows))
+    monkeypatch.chdir(folder)
+    # 24 new tokens: the cosine and overlong factories built for 24 (their params, as the config names them)
+    train(fleets, "job.yaml", f"model.policy={tiny_policy_dir}", "train.phases.0.steps=2", "train.eval_every=2",
+          "train.eval_at_start=false", "rollout.max_new_tokens=24", "rollout.kv_cache_gib=1",
+          "rewards.components.3.params.max_len=24", "rewards.components.5.params.max_completion_len=24",
+          "rewards.components.5.params.soft_punish_cache=8")
+    run = folder / "runs" / "trl-rewards"
+    names = ("accuracy", "reasoning_accuracy", "think_format", "cosine", "repetition", "overlong")
+    for r in records(run, "step"):
+        for name in names:
+            assert r[f"reward/{name}/errors"] == 0, (name, r)
+        assert r["reward/repetition"] <= 0 and r["reward/overlong"] <= 0 and -1 <= r["reward/cosine"] <= 1
+    last = records(run, "eval")[-1]
+    assert all(f"eval/{name}" in last for name in ("think_format", "cosine", "repetition", "overlong")), last
+    # what accuracy_reward logged with log_extra (its gold and parsed answers, text) is in the samples' records
+    from common import rollout_records
+
+    df = rollout_records.read(run)
+    assert df["reward/accuracy/solution"].str.startswith("$").all()
+    capsys.readouterr()
+    from jobs.samples import main
+
+    assert main([str(run), "-n", "1"]) == 0 and "accuracy/solution $" in capsys.readouterr().out
+
+
+def test_a_reasoning_gym_mix_trains_with_the_generators_verifiers(tmp_path, tiny_policy_dir, fleets):
+    """jobs/configs/reasoning_gym_grpo.yaml, 2 GRPO steps on local Ray: the verifier's score and the format part in
+    every step, per-generator accuracy at eval, no problem of the eval split in the records' training prompts."""
+    pytest.importorskip("reasoning_gym", reason="reasoning-gym is raygrpo's [envs] extra (scripts/setup.sh installs it)")
+    train(fleets, str(ROOT / "jobs" / "configs" / "reasoning_gym_grpo.yaml"), f"train.output_dir={tmp_path}",
+          f"model.policy={tiny_policy_dir}", "train.phases.0.steps=2", "train.prompts_per_step=4",
+          "train.eval_every=2", "train.eval_at_start=false", "task.params.size=200", "data.eval_size=20",
+          "data.test_size=null", "rollout.max_new_tokens=16", "rollout.kv_cache_gib=1")
+    run = tmp_path / "rg-grpo"
+    for r in records(run, "step"):
+        assert 0 <= r["reward/reasoning_gym"] <= 1 and "reward/reasoning_gym/formatted" in r
+    last = records(run, "eval")[-1]
+    assert "eval/accuracy" in last and "eval/formatted" in last
+    info = next(r for r in records(run, "info") if r.get("data", {}).get("generators"))
+    assert info["data"]["generators"] == "basic_arithmetic, chain_sum"
