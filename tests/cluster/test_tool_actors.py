@@ -77,12 +77,12 @@ def test_a_user_tools_params_are_its_constructor_arguments(tmp_path):
     from tools.toolbox import build_tool
 
     tool = build_tool({"name": "weather", "fn": fn, "params": {"unit": "K"}, "max_output_tokens": 9}, 2.0, "/idx", None)
-    assert dict(tool.fn.spec.init) == {"unit": "K"} and tool.max_output_tokens == 9
-    made = target(tool.fn.spec, load_function(tool.fn.spec)).__self__  # what the tool's child process builds
+    assert dict(tool.fns[0].spec.init) == {"unit": "K"} and tool.max_output_tokens == 9
+    made = target(tool.fns[0].spec, load_function(tool.fns[0].spec)).__self__  # what the tool's child process builds
     assert (made.unit, made.index_dir) == ("K", "/idx")  # the index offered, taken since the class names it
     (tmp_path / "other.py").write_text("class Echo:\n    def call(self, arg):\n        return arg\n")
     echo = build_tool({"name": "echo", "fn": f"{tmp_path / 'other.py'}:Echo"}, 2.0, "/idx", None)
-    assert target(echo.fn.spec, load_function(echo.fn.spec))("hi") == "hi"  # not offered to a class without it
+    assert target(echo.fns[0].spec, load_function(echo.fns[0].spec))("hi") == "hi"  # not offered to a class without it
     with pytest.raises(UserCodeError, match=r"Weather.__init__ takes no colour \(it takes: unit, index_dir\)"):
         check_user_tool({"name": "weather", "fn": fn, "params": {"colour": "red"}})
     with pytest.raises(UserCodeError, match="plain is a function; make it a class"):
