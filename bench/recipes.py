@@ -53,8 +53,8 @@ RECIPES = {
     # Issue 35: reasoning-gym's generators and verifiers (task.name: reasoning_gym), GRPO from the embedded model
     "reasoning_gym": {
         "runs": {"rg-grpo": "reasoning_gym_grpo.yaml"},
-        "evals": [("test-base", "rg-grpo", None, []), ("test-grpo-best", "rg-grpo", "best", []),
-                  ("test-grpo-final", "rg-grpo", "last", [])],
+        "evals": [("test-base", "rg-grpo", None, []), ("test-sft", "rg-grpo", "sft", []),
+                  ("test-grpo-best", "rg-grpo", "best", []), ("test-grpo-final", "rg-grpo", "last", [])],
     },
     "arithmetic": {
         "runs": {"arithmetic-sft": "arithmetic_sft.yaml", "arithmetic-grpo": "arithmetic_grpo.yaml"},

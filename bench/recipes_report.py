@@ -677,19 +677,22 @@ def reasoning_gym(runs: Path, figs: dict) -> list[str]:
     wall = wall_minutes(runs / name)
     lines = [f"Training budget: {budget(runs / name)}; {wall[0]:.1f} min ({wall[1]:.1f} of steps).", "",
              *head("model", "test accuracy [95% CI]", "answer in tags [95% CI]", "answer length (tokens)", "n")]
-    for key, label in (("test-base", "base (SmolLM2-135M-Instruct)"), ("test-grpo-best", "GRPO, best by validation"),
-                       ("test-grpo-final", "GRPO, final")):
+    for key, label in (("test-base", "base (SmolLM2-135M-Instruct)"), ("test-sft", "SFT (the phase's end)"),
+                       ("test-grpo-best", "SFT -> GRPO, best by validation"), ("test-grpo-final", "SFT -> GRPO, final")):
         r = ev.get(key)
         if r is not None:
             lines.append(f"| {label} | {ci(r, 'accuracy')} | {ci(r, 'formatted')} | {r['len']:.1f} | {r['n']} |")
     lines.append("")
-    for a, b in (("test-base", "test-grpo-best"), ("test-base", "test-grpo-final")):
+    for a, b in (("test-base", "test-sft"), ("test-sft", "test-grpo-best"), ("test-sft", "test-grpo-final"),
+                 ("test-base", "test-grpo-best")):
         if a in ev and b in ev:
             lines += [f"- {comparison(ev[a], ev[b], m, (a[5:], b[5:]))}" for m in ("accuracy", "formatted")]
-    if "test-base" in ev and "test-grpo-best" in ev:
-        lines += ["", f"**Reading.** On {ev['test-base']['n']} held-out problems the best GRPO checkpoint is "
-                  f"{verdict(paired(ev['test-base'], ev['test-grpo-best'], 'accuracy'))} the base model in accuracy "
-                  f"({ev['test-base']['accuracy']:.3f} -> {ev['test-grpo-best']['accuracy']:.3f})."]
+    if all(k in ev for k in ("test-base", "test-sft", "test-grpo-best")):
+        base, sft, grpo = ev["test-base"], ev["test-sft"], ev["test-grpo-best"]
+        lines += ["", f"**Reading.** On {base['n']} held-out problems: SFT ({sft['accuracy']:.3f}) is "
+                  f"{verdict(paired(base, sft, 'accuracy'))} the base model ({base['accuracy']:.3f}), and GRPO's best "
+                  f"checkpoint ({grpo['accuracy']:.3f}) is {verdict(paired(sft, grpo, 'accuracy'))} SFT, the start of "
+                  "its phase."]
     return lines
 
 
