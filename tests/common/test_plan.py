@@ -47,6 +47,8 @@ TABLE = {
     # multi-turn: every sampled phase's samples are turns with the tools, which get actors of their own
     "xquad_en_search_grpo": (["grpo (grpo); K=4 T=0.8 top-p 0.9 max 64 tokens a turn, <= 3 turns with search, <= 768 "
                               "tokens; KL k3 x 0.04 in the loss vs phase_start (reference_actor)"], WITH_REF + " tools"),
+    "reasoning_gym_grpo": (["sft (sft)", "grpo (grpo); K=4 T=1 top-p 0.9 max 48 tokens; KL k3 x 0.04 in the loss vs "
+                            "phase_start (reference_actor)"], WITH_REF),
     "mlqa_sft_dpo": (["sft (sft)", "dpo (dpo); K=4 T=0.8 top-p 0.9 max 64 tokens; sigmoid loss; KL k1 x 0.1 in the "
                                    "preference vs phase_start (reference_actor)"], WITH_REF),
 }

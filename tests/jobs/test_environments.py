@@ -96,15 +96,18 @@ def test_trls_reward_functions_train_and_evaluate_unchanged(shared_data, tmp_pat
 
 
 def test_a_reasoning_gym_mix_trains_with_the_generators_verifiers(tmp_path, tiny_policy_dir, fleets):
-    """jobs/configs/reasoning_gym_grpo.yaml, 2 GRPO steps on local Ray: the verifier's score and the format part in
-    every step, per-generator accuracy at eval, no problem of the eval split in the records' training prompts."""
+    """jobs/configs/reasoning_gym_grpo.yaml, 2 SFT and 2 GRPO steps on local Ray: the verifier's score and the format
+    part in every GRPO step, accuracy and the format rate at eval, the mix's generators named in the run's log."""
     pytest.importorskip("reasoning_gym", reason="reasoning-gym is raygrpo's [envs] extra (scripts/setup.sh installs it)")
     train(fleets, str(ROOT / "jobs" / "configs" / "reasoning_gym_grpo.yaml"), f"train.output_dir={tmp_path}",
-          f"model.policy={tiny_policy_dir}", "train.phases.0.steps=2", "train.prompts_per_step=4",
-          "train.eval_every=2", "train.eval_at_start=false", "task.params.size=200", "data.eval_size=20",
-          "data.test_size=null", "rollout.max_new_tokens=16", "rollout.kv_cache_gib=1")
+          f"model.policy={tiny_policy_dir}", "train.phases=[{kind: sft, steps: 2, batch_size: 4}, {kind: grpo, "
+          "steps: 2}]", "train.prompts_per_step=4", "train.eval_every=2", "train.eval_at_start=false",
+          "task.params.size=200", "data.eval_size=20", "data.test_size=null", "rollout.max_new_tokens=16",
+          "rollout.kv_cache_gib=1")
     run = tmp_path / "rg-grpo"
-    for r in records(run, "step"):
+    steps = records(run, "step")
+    assert [r["phase"] for r in steps] == ["sft", "sft", "grpo", "grpo"]  # SFT toward the answers in the tags first
+    for r in steps[2:]:
         assert 0 <= r["reward/reasoning_gym"] <= 1 and "reward/reasoning_gym/formatted" in r
     last = records(run, "eval")[-1]
     assert "eval/accuracy" in last and "eval/formatted" in last

@@ -74,15 +74,17 @@ class FakeSystem:
     def rest_engines(self):
         self.rested = getattr(self, "rested", 0) + 1
 
-    def score(self, rollout, reward_inputs):
+    def score(self, rollout, reward_inputs, state=None):
         rows = [(p[0], j % rollout.group_size) for j, p in enumerate(rollout.prompt_ids)]
         rewards = [float(self.reward(i, j)) for i, j in rows]
         return ScoredRollout(rollout, rewards, {"task": rewards})
 
 
 def _run(system, task=None, state=None):
-    return SimpleNamespace(state=state or RunState(), system=system, task=task or FakeTask(),
-                           cfg=SimpleNamespace(rollout=SimpleNamespace(seed=5)))
+    state = state or RunState()
+    return SimpleNamespace(state=state, system=system, task=task or FakeTask(),
+                           cfg=SimpleNamespace(rollout=SimpleNamespace(seed=5)),
+                           trainer_state=lambda phase: {"global_step": state.step + 1, "phase": phase})
 
 
 def _plan(**sel) -> PhasePlan:
