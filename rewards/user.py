@@ -250,11 +250,15 @@ def check_signature(fn: Callable, spec: FunctionSpec, fields: Sequence[str],
                 f"{label}{sig} needs argument {name!r}, which no call passes: the task provides the fields "
                 f"{', '.join(sorted(fields)) or '(none)'} besides {', '.join(FIXED_ARGS)}.{hint} Rename the parameter, "
                 "give it a default, add the column to the data, or pass it in the component's params")
+    _check_params_taken(label, sig, params, named, var_kw)
+    return None if var_kw else tuple(named)
+
+
+def _check_params_taken(label: str, sig, params: Mapping[str, Any], named: Sequence[str], var_kw: bool) -> None:
     unknown = [k for k in params if k not in named and not var_kw]
     if unknown:
         raise UserCodeError(f"{label}{sig} takes no arguments {unknown} (the component's params); add them to the "
                             "signature or drop them from params")
-    return None if var_kw else tuple(named)
 
 
 def check_verl_signature(fn: Callable, label: str, fields: Sequence[str],
@@ -268,10 +272,7 @@ def check_verl_signature(fn: Callable, label: str, fields: Sequence[str],
             raise UserCodeError(f"{label}{sig} (verl's convention: it names solution_str) needs argument {name!r}; "
                                 f"a call passes {', '.join(VERL_ARGS)} and the component's params. Give it a default "
                                 "or pass it in params")
-    unknown = [k for k in params if k not in named and not var_kw]
-    if unknown:
-        raise UserCodeError(f"{label}{sig} takes no arguments {unknown} (the component's params); add them to the "
-                            "signature or drop them from params")
+    _check_params_taken(label, sig, params, named, var_kw)
     if ("ground_truth" in named or var_kw) and not {"reward_model", "ground_truth"} & set(fields):
         raise UserCodeError(f"{label}{sig} reads ground_truth, and the rows have neither verl's reward_model column "
                             "({ground_truth: ...}) nor a ground_truth column (they have: "
