@@ -46,7 +46,6 @@ class FunctionSpec:
     init: tuple = ()           # (name, value) pairs: the keyword arguments a class is instantiated with
     offer: tuple = ()          # (name, value) pairs given too where the class's constructor names them
     adapter: str | None = None  # 'module:function' the child wraps the object with: adapter(obj, dict(init))
-
     role: str = "reward"       # whose code: reward | tool (in messages)
 
     @property

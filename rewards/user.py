@@ -165,8 +165,8 @@ def trl_batch(fn: Callable, params: Mapping[str, Any]) -> Callable:
                       log_extra=log_extra)
         if not var_kw:
             kwargs = {k: v for k, v in kwargs.items() if k in named}
-        result = plain(awaited(fn(**kwargs)))
-        return {"result": result, "metrics": metrics, "extra": extra}
+        # the child's protocol makes the whole answer plain (common/usercode.py _serve)
+        return {"result": awaited(fn(**kwargs)), "metrics": metrics, "extra": extra}
 
     return batch
 
