@@ -90,6 +90,10 @@ class Engine:
                weights_version: int | None = None) -> list[str]:
         raise NotImplementedError
 
+    def serve(self, prompt_ids: list[list[int]], params: list, weights_version=None) -> list:
+        raise NotImplementedError(f"{type(self).__name__} serves no endpoint requests (rollout.agent needs "
+                                  "rollout.engine=vllm)")
+
     def update_weights(self, named_tensors: Iterable, version: int | None = None) -> None:
         raise NotImplementedError
 
@@ -251,6 +255,18 @@ class VLLMEngine(Engine):
                 texts.append(comp.text)
                 reasons.append(comp.finish_reason or "length")
         return Rollout(p_ids, c_ids, lps, texts, reasons, group_size=n)
+
+    def serve(self, prompt_ids: list[list[int]], params: list, weights_version=None) -> list:
+        """The endpoint's requests (rollout/endpoint.py) that arrived together, one batch: each prompt's ids with
+        the vLLM SamplingParams its request made; vLLM's RequestOutput each, its sampled tokens' logprobs always
+        there (the learner trains on them) whether or not the client asked for logprobs."""
+        self._check(weights_version)
+        from vllm.sampling_params import RequestOutputKind
+
+        for p in params:
+            p.output_kind = RequestOutputKind.FINAL_ONLY  # one answer per request (a stream gets it as one chunk)
+            p.logprobs = 0 if p.logprobs is None else p.logprobs
+        return self.llm.generate(self._prompts(prompt_ids), list(params), use_tqdm=False)
 
     def greedy(self, prompt_ids, max_new_tokens, weights_version=None) -> list[str]:
         self._check(weights_version)
