@@ -81,6 +81,7 @@ class TrainingSystem:
         self.tools = fleet.tools if plan.has("tools") else None
         self.retrieval = None  # started by start_retrieval once the index exists
         self._tokenizer = None  # the policy's, loaded when a multi-turn turn needs decoding (decode)
+        self.endpoint = self.dispatch = self.agent = None  # rollout.agent: the run's endpoint, its agent function
         self.recovery = Recovery(c.max_restarts, c.call_timeout_s, self.backend, restored=fleet.restored)
         # Each actor resolved precision 'auto' on its own node (common/precision.py): what it chose and the figures
         self.choices = {"learner": self.learner.run(Learner.precision_choice),
@@ -152,10 +153,13 @@ class TrainingSystem:
         self.sleep.rest()
 
     # ---- generation ----------------------------------------------------------------------------------------
-    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> Rollout:
+    def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int,
+                 rows: list[dict] | None = None) -> Rollout:
         """K samples per prompt: one completion each, or with tools (rollout.max_turns > 1) the multi-turn loop of
-        cluster/turns.py."""
+        cluster/turns.py, or with rollout.agent K agent sessions per row (`rows`: the prompts' data rows)."""
         self.sleep.ensure_awake(self.sync_weights)
+        if self.cfg.rollout.agent is not None and rows is not None:
+            return self.agent_sessions(rows, sampling, seed)
         turns = self.plan.turns
         if turns is None:
             return self.engines.generate(prompt_ids, sampling, seed)
@@ -164,13 +168,50 @@ class TrainingSystem:
         return generate_turns(self.engines.generate, self.run_tools, prompt_ids, sampling, seed, turns.tools,
                               turns.max_turns, turns.max_total_tokens, self.decode)
 
-    def decode(self, ids: list[int]) -> str:
-        """The policy tokenizer's text of `ids` (a multi-turn sample's policy turn cut at its token budget)."""
+    def agent_sessions(self, rows: list[dict], sampling: Sampling, seed: int) -> Rollout:
+        """rollout.agent over the run's endpoint (started at the first call, stopped with the run): K sessions per
+        row (cluster/agents.py)."""
+        import asyncio
+
+        from cluster.agents import load_agent, outcomes_rollout, run_sessions
+
+        r = self.cfg.rollout
+        if self.endpoint is None:
+            self.endpoint, self.dispatch = self._serve(sampling)
+        self.agent = self.agent or load_agent(r.agent, r.agent_params)
+        outcomes = asyncio.run(run_sessions(self.agent, self.endpoint, rows, sampling.group_size, r.agent_params,
+                                            r.agent_timeout_s, r.agent_concurrency, prefix=f"{seed}"))
+        for o in outcomes:
+            self.dispatch.release(o.session.sid)
+        return outcomes_rollout(outcomes, sampling.group_size, self._decoder().eos_token_id or 0)
+
+    def _serve(self, sampling: Sampling):
+        """The run's OpenAI-compatible endpoint over its engines (rollout/endpoint.py), its requests batched per
+        engine (cluster/serving.py); a request that sets no sampling gets the run's."""
+        from cluster.serving import EngineDispatch
+        from common.models import trust_remote_code
+        from rollout.endpoint import Endpoint
+
+        r = self.cfg.rollout
+        dispatch = EngineDispatch(self.rollout, lambda: self.weights.tag)
+        endpoint = Endpoint(self.fleet.spec.model, ["policy", self.cfg.model.policy], r.max_model_len,
+                            dispatch.submit, max_tokens=sampling.max_new_tokens, seed=r.seed,
+                            trust_remote_code=trust_remote_code(),
+                            defaults={"temperature": sampling.temperature, "top_p": sampling.top_p,
+                                      "max_new_tokens": sampling.max_new_tokens})
+        endpoint.start()
+        return endpoint, dispatch
+
+    def _decoder(self):
         if self._tokenizer is None:
             from common.models import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.fleet.spec.model)
-        return self._tokenizer.decode(ids)
+        return self._tokenizer
+
+    def decode(self, ids: list[int]) -> str:
+        """The policy tokenizer's text of `ids` (a multi-turn sample's policy turn cut at its token budget)."""
+        return self._decoder().decode(ids)
 
     def run_tools(self, calls: list[tuple[str, str | None]], rooms: list[int] | None = None) -> list:
         """The tool actors' observations of these calls, in order, each cut to its sample's room (tokens left of
@@ -196,6 +237,10 @@ class TrainingSystem:
             for k in dict.fromkeys([*comps, *cp]):  # a part one shard's samples lack (None there), never a shifted column
                 comps.setdefault(k, [None] * len(rewards)).extend(cp.get(k, [None] * len(rw)))
             rewards.extend(rw)
+        if rollout.turns is not None:  # rollout.agent: what each agent returned wins (cluster/agents.py)
+            from cluster.agents import with_agent_rewards
+
+            rewards, comps = with_agent_rewards(rollout, rewards, comps)
         return ScoredRollout(rollout, rewards, comps)
 
     # ---- reference and learner ---------------------------------------------------------------------------
@@ -362,6 +407,9 @@ class TrainingSystem:
         return self.fleet.nodes()
 
     def shutdown(self) -> None:
-        """The run is over: its own fleet ends; a borrowed one lives on for the next run."""
+        """The run is over: its endpoint stops, its own fleet ends; a borrowed one lives on for the next run."""
+        if self.endpoint is not None:
+            self.endpoint.stop()
+            self.endpoint = None
         if self.owns_fleet:
             self.fleet.close()

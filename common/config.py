@@ -117,6 +117,16 @@ class RolloutConfig(_Section):
         "multi-turn: completion tokens a sample may hold, policy and observations together (None = max_model_len - "
         "max_prompt_tokens - max_new_tokens)"))
 
+    agent: str | None = Field(None, description=(
+        "'my_agent.py:run' or 'package.module:run': an agent function `async def run(client, row, **params)` drives "
+        "every sample through the run's OpenAI-compatible endpoint (an openai.AsyncOpenAI bound to the sample's "
+        "session, one data row); it returns the sample's reward (a number, a dict of numeric parts, or None: "
+        "then rewards score the last reply). group_size sessions per row (docs/environments.md)"))
+    agent_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of every agent call")
+    agent_timeout_s: float = Field(300.0, gt=0.0, description="seconds an agent's session may take (then it is "
+                                                              "cancelled and counted, its sample left out)")
+    agent_concurrency: int = Field(64, ge=1, description="agent sessions running at once")
+
     def total_tokens(self) -> int:
         """The completion budget of a multi-turn sample."""
         return self.max_total_tokens or self.max_model_len - self.max_prompt_tokens - self.max_new_tokens
@@ -629,6 +639,7 @@ class JobConfig(_Section):
                 raise ValueError(f"{where}: {msg}") from None
             self._check_phase(i, phase, where, a, r)
         self._check_turns()
+        self._check_agent()
         self._check_sleep()
         tp, gpus = self.rollout.tensor_parallel_size, self.cluster.gpus_per_rollout_actor
         if tp > 1 and (self.rollout.engine != "vllm" or gpus == 0):
@@ -705,6 +716,20 @@ class JobConfig(_Section):
         if r.sleep == "off" or r.engine != "vllm" or c.gpus_per_rollout_actor == 0:
             return False
         return r.sleep != "auto" or c.placement == "colocated"
+
+    def _check_agent(self) -> None:
+        r = self.rollout
+        if r.agent is None:
+            if r.agent_params:
+                raise ValueError("rollout.agent_params without rollout.agent: name the agent (file.py:run) or drop them")
+            return
+        if r.engine != "vllm":
+            raise ValueError("rollout.agent talks to the run's OpenAI-compatible endpoint, which vLLM serves: "
+                             "rollout.engine=vllm")
+        if r.max_turns > 1 or self.tools.use:
+            raise ValueError("rollout.agent drives its own turns and tools: drop rollout.max_turns and tools.use")
+        if self.train.overlap:
+            raise ValueError("train.overlap with rollout.agent is not supported yet: drop one of them")
 
     def _check_turns(self) -> None:
         r, use = self.rollout, self.tools.use

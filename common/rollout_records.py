@@ -11,8 +11,9 @@ rewrites the steps it repeats (same name), so the dataset never holds a step twi
 Columns: step, phase, prompt (index in the step), sample (index in its group), train_index (position in the
 train split), prompt_text, completion, reward, reward/<component> ... (null where the sample got no reward), advantage (per-token advantages are
 averaged, PPO), completion_tokens, finish_reason, logprob_mean (the engine's, per token), ref_logprob_mean and
-kl_k1_mean (when a reference scored the step), reward_inputs (JSON); multi-turn steps also policy_tokens and turns
-(JSON: each policy turn's text, each tool call with its argument, status, observation and token count).
+kl_k1_mean (when a reference scored the step), reward_inputs (JSON); multi-turn steps (tools, agent sessions) also
+policy_tokens, turns (JSON: each policy turn's text, each tool call with its argument, status, observation and token
+count; an agent session's requests and its outcome) and the sample's completion_ids and policy_mask.
 """
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def step_rows(step: int, phase: str, group_size: int, train_indices: list[int], 
                "kl_k1_mean": _mean([a - b for a, b in zip(lp, ref)]) if ref else None,
                "reward_inputs": json.dumps(reward_inputs[p], ensure_ascii=False, default=str)}
         if turns is not None:
-            row.update(policy_tokens=len(lp), turns=json.dumps(turns[i], ensure_ascii=False, default=str))
+            # the sample's ids as the engines consumed and sampled them, token in, token out (agent sessions too)
+            row.update(policy_tokens=len(lp), turns=json.dumps(turns[i], ensure_ascii=False, default=str),
+                       completion_ids=list(completion_ids[i]), policy_mask=list(policy_mask[i]))
         rows.append(row)
     return rows
 

@@ -306,9 +306,8 @@ class RewardScorer:
 
     def __init__(self, components: list[Mapping[str, Any]]):
         """components: [{"name", "weight", "params"}] (or with "fn" / "url": rewards/external.py); built once, so an
-        encoder loads once per actor and a user function's process starts once."""
-        if not components:
-            raise ValueError("at least one reward component is needed (rewards.components)")
+        encoder loads once per actor and a user function's process starts once. None: an agent's returns are the
+        rewards (rollout.agent) and nothing else scores a sample."""
         self.components = [(c["name"], float(c.get("weight", 1.0)), build_component(c)) for c in components]
 
     def score(self, completions: list[str], num_tokens: list[int], examples: list[Mapping[str, Any]],
@@ -335,7 +334,8 @@ class RewardScorer:
             comps[name] = values
             comps.update({f"{name}/{k}": v for k, v in parts.items()})
             weighted.append((weight, values))
-        return weighted_total(weighted), comps
+        # no component (rollout.agent, whose returns are the rewards): nothing here scores a sample
+        return (weighted_total(weighted) if weighted else [None] * len(completions)), comps
 
 
 def component_metrics(components: Mapping[str, list], group_size: int) -> dict[str, float]:

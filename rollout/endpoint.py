@@ -103,11 +103,14 @@ def _engine_client(vllm_config, renderer, input_processor, generate):
 class Endpoint:
     """vLLM's OpenAI server for `model_path`'s tokenizer and config, its requests answered by `submit`."""
 
-    def __init__(self, model_path: str, served_name: str, max_model_len: int,
+    def __init__(self, model_path: str, served_name: str | list[str], max_model_len: int,
                  submit: Callable[[Session | None, list[int], object], Awaitable], max_tokens: int | None = None,
-                 seed: int = 0, trust_remote_code: bool = False):
-        """`max_tokens`: the most tokens one request may sample (rollout.max_new_tokens), whatever it asks."""
-        self.model_path, self.served_name, self.max_model_len = model_path, served_name, max_model_len
+                 seed: int = 0, trust_remote_code: bool = False, defaults: dict | None = None):
+        """`served_name`: the model name(s) requests may give (the first is /v1/models'); `max_tokens`: the most
+        tokens one request may sample (rollout.max_new_tokens), whatever it asks; `defaults`: the sampling of a
+        request that sets none (vLLM's override_generation_config: temperature, top_p, max_new_tokens)."""
+        self.names = [served_name] if isinstance(served_name, str) else list(dict.fromkeys(served_name))
+        self.model_path, self.max_model_len, self.defaults = model_path, max_model_len, defaults
         self.submit, self.max_tokens, self.seed = submit, max_tokens, seed
         self.trust_remote_code = trust_remote_code
         self.token = secrets.token_hex(16)
@@ -161,9 +164,13 @@ class Endpoint:
         from vllm.utils.argparse_utils import FlexibleArgumentParser
         from vllm.v1.engine.input_processor import InputProcessor
 
-        argv = ["--model", self.model_path, "--served-model-name", self.served_name, "--max-model-len",
+        import json
+
+        argv = ["--model", self.model_path, "--served-model-name", *self.names, "--max-model-len",
                 str(self.max_model_len), "--api-key", self.token, "--enable-scale-out", "--disable-log-stats",
                 "--disable-fastapi-docs"]
+        if self.defaults:
+            argv += ["--generation-config", "vllm", "--override-generation-config", json.dumps(self.defaults)]
         if self.trust_remote_code:
             argv.append("--trust-remote-code")
         args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)

@@ -55,6 +55,8 @@ def reward_components(cfg: JobConfig) -> list[dict[str, Any]]:
             out.append(d)
         return out
     cls = task_class(cfg.task.name)
+    if cls.default_rewards is None and cfg.rollout.agent is not None:
+        return []  # the agent's return is the reward; a None return then has nothing to score it (counted)
     if cls.default_rewards is None:
         raise ConfigError(f"task '{cls.name}' has no reward of its own: name yours in rewards.components, e.g. "
                           "[{fn: 'my_rewards.py:score'}] (your function), [{url: 'http://host:port/score'}] (a server) "

@@ -44,7 +44,8 @@ class Acquisition:
 
     def _sample(self, batch: PromptBatch, seed: int, timer) -> ScoredRollout:
         with timer("generate"):
-            rollout = self.run.system.generate(batch.prompt_ids, self.plan.sampling, seed=seed)
+            rollout = self.run.system.generate(batch.prompt_ids, self.plan.sampling, seed=seed,
+                                               rows=batch.reward_inputs)
         with timer("reward"):
             return self._score(rollout, batch)
 

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 
 from common import seeds
 from common.types import ScoredRollout, TrainBatch
+from cluster.agents import agent_metrics
 from rollout.turns import turn_metrics
 from trainer.acquire import Acquisition
 
@@ -208,6 +209,10 @@ class SampledPhase(Phase):
         if failed:  # on the console too, named as the tool's (the policy read the exception alone)
             self.run.log.info(f"step {self.run.state.step + 1}: {len(failed)} tool call(s) failed, the first: "
                               f"{failed[0]['failure']}")
+        agents = [t for ts in (rollout.turns or []) for t in ts if t.get("agent_failure")]
+        if agents:  # no reward for these samples (counted in agent/*), named on the console
+            self.run.log.info(f"step {self.run.state.step + 1}: {len(agents)} of {len(lens)} agent session(s) got no "
+                              f"reward, the first: {agents[0]['agent_failure']}")
         return {
             "reward/mean": rewards.mean().item(), "reward/std": rewards.std().item() if len(got) > 1 else 0.0,
             "reward/unscored": unscored,
@@ -217,6 +222,7 @@ class SampledPhase(Phase):
             "rollout/hit_max_tokens_frac": sum(f == "length" for f in rollout.finish_reasons) / len(lens),
             **{k: v for k, v in extra.items() if not k.startswith("reward/")},
             **turn_metrics(rollout),  # multi-turn: turns, calls, tool errors, observation tokens
+            **agent_metrics(rollout),  # rollout.agent: sessions, failures, token-in-token-out counts
             **self.run.system.last_sync,  # the probe check after this step's sync
             **timer.seconds, "timing/step": seconds, "perf/samples_per_s": len(lens) / seconds,
             "cluster/actor_restarts": self.run.system.restarts, "rollout/staleness": self.acquire.staleness,

@@ -91,7 +91,7 @@ class Run:
 
     @property
     def metric(self) -> str:
-        return f"eval/{self.task.primary_metric}"
+        return "eval/agent" if self.cfg.rollout.agent is not None else f"eval/{self.task.primary_metric}"
 
     def sync_if_stale(self) -> None:
         if self.engines_stale:
@@ -105,6 +105,8 @@ class Run:
 
         self.sync_if_stale()
         t = time.perf_counter()
+        if self.cfg.rollout.agent is not None:
+            return self.evaluate_agent(t)
         prompts, examples = self.task.prompts("eval"), self.task.splits["eval"]
         print(f"[eval] greedy answers for {len(prompts)} held-out examples ...", flush=True)
         r, n = self.cfg.rollout, self.task.eval_samples
@@ -121,6 +123,27 @@ class Run:
             out.update({f"eval/{k}": v for k, v in sample_statistics(self.task, ans.sampled, examples, n).items()})
         return {**out, "eval/n": len(ans.texts), "eval/context": self.task.contexts.get("eval", "gold"),
                 "eval/seconds": time.perf_counter() - t, "eval/sample": ans.texts[0][:200]}
+
+    def evaluate_agent(self, t: float) -> dict:
+        """rollout.agent: one session of the agent per held-out row (the run's sampling, the eval's seed), scored as
+        in training; eval/agent is the mean reward of the sessions that got one, eval/agent/<part> each part's."""
+        from cluster.agents import agent_metrics
+
+        examples = self.task.splits["eval"]
+        print(f"[eval] agent sessions for {len(examples)} held-out rows ...", flush=True)
+        rows = [self.task.reward_inputs(ex) for ex in examples]
+        r = self.cfg.rollout
+        rollout = self.system.agent_sessions(rows, Sampling(1, r.temperature, r.top_p, r.max_new_tokens),
+                                             seeds.eval_samples(r.seed))
+        scored = self.system.score(rollout, rows, self.trainer_state("eval"))
+        out = {f"eval/{k}": v for k, v in agent_metrics(rollout).items()}
+        for name, values in [("agent", scored.rewards), *((k, v) for k, v in scored.components.items()
+                                                          if k.startswith("agent/"))]:
+            got = [v for v in values if v is not None]
+            if got:
+                out[f"eval/{name}"] = sum(got) / len(got)
+        return {**out, "eval/n": len(rows), "eval/seconds": time.perf_counter() - t,
+                "eval/sample": rollout.texts[0][:200]}
 
     def eval_and_keep_best(self, phase: str) -> None:
         """Evaluate; keep checkpoints/best by the task's primary metric."""
@@ -202,8 +225,30 @@ def load_task(cfg: JobConfig) -> tuple[str, Task]:
     task = build_task(cfg, load_tokenizer(policy_path))
     check_rewards(task, cfg)  # the user's reward functions import and fit the task's fields
     check_tools(task, cfg)
+    check_agent(cfg)
     task.prompts("train"), task.prompts("eval")
     return policy_path, task
+
+
+def check_agent(cfg: JobConfig) -> None:
+    """rollout.agent imports and takes (client, row, **agent_params) before any actor starts; ConfigError naming the
+    fix (the openai client it is given is the `envs` extra's)."""
+    from common.config import ConfigError
+    from common.usercode import UserCodeError
+
+    if cfg.rollout.agent is None:
+        return
+    from cluster.agents import load_agent
+
+    try:
+        import openai  # noqa: F401
+    except ImportError:
+        raise ConfigError("rollout.agent is given an openai.AsyncOpenAI client, and the openai package is not "
+                          "installed: pip install 'raygrpo[envs]'") from None
+    try:
+        load_agent(cfg.rollout.agent, cfg.rollout.agent_params)
+    except UserCodeError as err:
+        raise ConfigError(f"rollout.agent: {err}") from None
 
 
 def check_tools(task: Task, cfg: JobConfig) -> None:

@@ -113,3 +113,83 @@ def test_a_reasoning_gym_mix_trains_with_the_generators_verifiers(tmp_path, tiny
     assert "eval/accuracy" in last and "eval/formatted" in last
     info = next(r for r in records(run, "info") if r.get("data", {}).get("generators"))
     assert info["data"]["generators"] == "basic_arithmetic, chain_sum"
+
+
+CHAOS_AGENT = '''
+import asyncio, math
+
+async def run(client, row, model="policy"):
+    kind = row["kind"]
+    if kind == "silent":
+        return 1.0                      # never calls the model
+    reply = await client.chat.completions.create(model=model, max_tokens=8,
+                                                 messages=[{"role": "user", "content": row["question"]}])
+    if kind == "raise":
+        raise RuntimeError("the agent's own bug")
+    if kind == "hang":
+        await asyncio.sleep(3600)
+    if kind == "nan":
+        return math.nan
+    return {"short": float(len(reply.choices[0].message.content) < 20), "one": 1.0}
+'''
+
+
+def test_an_agent_on_an_openai_client_trains_unchanged(shared_data, tmp_path, tiny_policy_dir, fleets, monkeypatch,
+                                                       capsys):
+    """docs/examples/agent: a plain agent loop on openai.AsyncOpenAI (a calculator tool between turns), each sample a
+    session of the run's endpoint: 2 GRPO steps, its reward parts in metrics.jsonl, its sessions' ids in the rollout
+    Parquet as the engines consumed and sampled them (policy tokens masked in, the rest out)."""
+    folder = tmp_path / "agent_project"
+    shutil.copytree(EXAMPLES / "agent", folder)
+    made = subprocess.run([sys.executable, "make_rows.py", str(shared_data / "gsm8k" / "test.jsonl"), "rows.jsonl",
+                           "--limit", "24"], cwd=folder, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    monkeypatch.chdir(folder)
+    train(fleets, "job.yaml", f"model.policy={tiny_policy_dir}", "train.phases.0.steps=2", "train.eval_every=2",
+          "train.eval_at_start=false", "rollout.max_new_tokens=24", "rollout.agent_params.max_tokens=24",
+          "rollout.kv_cache_gib=1")
+    run = folder / "runs" / "calc-agent"
+    steps = records(run, "step")
+    assert [r["step"] for r in steps] == [1, 2]
+    for r in steps:
+        assert r["agent/sessions"] == 16 and r["agent/errors"] == 0 and r["agent/timeouts"] == 0, r
+        assert r["agent/requests_per_session"] >= 1 and "reward/agent/correct" in r and "reward/agent/format" in r
+        assert r["reward/unscored"] == 0
+    from common import rollout_records
+
+    df = rollout_records.read(run)
+    assert len(df) == 2 * 16
+    # the sample is what the engines consumed and sampled: policy tokens masked in, chat scaffolding masked out
+    assert df["completion_ids"].map(len).equals(df["policy_mask"].map(len))
+    assert df["policy_mask"].map(lambda m: 0 < sum(m) <= len(m)).all()
+
+
+def test_agents_that_raise_hang_never_call_or_return_nan_are_counted_not_zero(tmp_path, tiny_policy_dir, fleets,
+                                                                            monkeypatch, capsys):
+    """One run whose agent misbehaves by row: each failure gets no reward (the sample leaves its group's statistics),
+    is counted by kind in agent/*, and the first is named on the console; the run goes on."""
+    (tmp_path / "chaos.py").write_text(CHAOS_AGENT)
+    kinds = ["ok", "raise", "hang", "silent", "nan", "ok"]  # 12 rows: 2 held out, 6 drawn
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"prompt": f"Q{i}", "question": f"Q{i}", "kind": k}) + "\n"
+                                                 for i, k in enumerate(kinds * 2)))
+    monkeypatch.chdir(tmp_path)
+    train(fleets, None, "task.name=prompts", "data.source=rows.jsonl", "data.eval_size=2",
+          f"model.policy={tiny_policy_dir}", "rollout.agent=chaos.py:run", "rollout.agent_timeout_s=3",
+          "rollout.group_size=2", "train.prompts_per_step=6", "train.phases=[{kind: grpo, steps: 1}]",
+          "train.eval_at_start=false", "rollout.max_new_tokens=8", "rollout.kv_cache_gib=1",
+          "train.run_name=chaos")
+    step = records(tmp_path / "runs" / "chaos", "step")[0]
+    from common import rollout_records
+
+    df = rollout_records.read(tmp_path / "runs" / "chaos")
+    kinds = df["reward_inputs"].map(lambda x: json.loads(x)["kind"])  # the rows this step drew, 2 sessions each
+    expected = {k: int((kinds == k).sum()) for k in ("raise", "hang", "silent", "nan")}
+    assert (step["agent/errors"], step["agent/timeouts"], step["agent/no_requests"], step["agent/bad_results"]) \
+        == (expected["raise"], expected["hang"], expected["silent"], expected["nan"]), step
+    failed = sum(expected.values())
+    assert step["reward/unscored"] == failed and df["reward"].isna().sum() == failed
+    assert df.loc[kinds == "ok", "reward"].notna().all()
+    statuses = df["turns"].map(lambda t: json.loads(t)[-1]["status"])
+    assert set(statuses[kinds == "hang"]) <= {"timeout"} and set(statuses[kinds == "silent"]) <= {"no_requests"}
+    if failed:
+        assert f"{failed} of 12 agent session(s) got no reward, the first: agent session" in capsys.readouterr().out

@@ -63,7 +63,7 @@ class FakeSystem:
         self.reward, self.length, self.seeds = reward, length, []
         self.engines = SimpleNamespace(generate=self.generate)
 
-    def generate(self, prompt_ids, sampling, seed):
+    def generate(self, prompt_ids, sampling, seed, rows=None):
         self.seeds.append(seed)
         G = sampling.group_size
         rows = [(p[0], j) for p in prompt_ids for j in range(G)]
