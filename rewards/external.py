@@ -130,6 +130,21 @@ class FunctionReward(ExternalReward):
         return out["result"], out
 
 
+def openrlhf_keys(prompts: list, completions: list[str], examples: list) -> dict:
+    """What OpenRLHF's remote_rm_fn posts, so its reward servers answer unchanged: `query` (each prompt's text with
+    its completion appended; a chat prompt's messages' contents joined), `labels` (the row's `label` column, as
+    OpenRLHF's --label_key names it by default in its examples; "" where absent).
+
+    >>> openrlhf_keys(["Q: 2+2? A:"], [" 4"], [{"label": "4"}])
+    {'query': ['Q: 2+2? A: 4'], 'labels': ['4']}
+    """
+    def text(p) -> str:
+        return p if isinstance(p, str) else "\n".join(str(m.get("content", "")) for m in p)
+
+    return {"query": [text(p) + c for p, c in zip(prompts, completions, strict=True)],
+            "labels": [ex.get("label", "") if ex.get("label") is not None else "" for ex in examples]}
+
+
 @dataclass
 class ServerReward(ExternalReward):
     """`{url: ...}`: a batch POSTed to a reward server (rewards/remote.py)."""
@@ -146,5 +161,6 @@ class ServerReward(ExternalReward):
         fields = {k: [ex.get(k) for ex in examples] for k in dict.fromkeys(k for ex in examples for k in ex)
                   if k != "prompt"}
         body = {"prompts": prompts, "completions": completions, "fields": fields,
-                **({"completion_ids": completion_ids} if completion_ids is not None else {})}
+                **({"completion_ids": completion_ids} if completion_ids is not None else {}),
+                **openrlhf_keys(prompts, completions, examples)}
         return as_result(post_batch(self.url, body, self.timeout_s, self.retries, self.headers)), {}

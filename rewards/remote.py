@@ -2,9 +2,11 @@
 
 Each batch is one POST of JSON
 
-    {"prompts": [...], "completions": [...], "completion_ids": [[...], ...], "fields": {"<column>": [...], ...}}
+    {"prompts": [...], "completions": [...], "completion_ids": [[...], ...], "fields": {"<column>": [...], ...},
+     "query": [...], "labels": [...]}
 
-and the answer is a JSON list of scores (numbers, or null for a sample it does not score), or an object
+(`query` and `labels` are what OpenRLHF's remote_rm_fn posts: prompt text + completion, the row's `label` column,
+so a server written for OpenRLHF answers unchanged), and the answer is a JSON list of scores (numbers, or null for a sample it does not score), or an object
 `{"rewards": [...], "<part>": [...]}` as a user function's dict (rewards/user.py; `scores` is read as `rewards`
 too, OpenRLHF's name). A call has `timeout_s` seconds; a refused connection, a timeout, HTTP 429 or 5xx is tried
 again up to `retries` times (0.5 s, 1 s, 2 s ... apart); any other HTTP error fails at once with the server's words.

@@ -302,6 +302,26 @@ def test_a_server_scores_a_batch_with_parts_and_retries_a_failing_answer():
         srv.close()
 
 
+def test_a_server_written_for_openrlhf_answers_unchanged():
+    """OpenRLHF's reward servers read `query` (prompt + response text) and `labels`, and answer `rewards` (or
+    `scores`) with `extra_logs`."""
+    def answer(body):  # as an OpenRLHF reward server's handler reads its request
+        queries, labels = body["query"], body["labels"]
+        return 200, {"scores": [float(q.endswith(lab)) for q, lab in zip(queries, labels)],
+                     "extra_logs": {"chars": [float(len(q)) for q in queries]}}
+
+    srv = Server(answer)
+    try:
+        comp = server_comp(srv.url)
+        scorer = RewardScorer([comp])
+        totals, comps = scorer.score(["4", "five"], [1, 1], [{"prompt": "2+2=", "label": "4"}] * 2)
+        assert totals == [1.0, 0.0] and comps["server/chars"] == [5.0, 8.0]
+        assert srv.bodies[-1]["query"] == ["2+2=4", "2+2=five"]
+        assert srv.bodies[-1]["labels"] == ["4", "4"]
+    finally:
+        srv.close()
+
+
 def test_a_server_that_refuses_or_never_answers_is_named():
     srv = Server(lambda body: (400, {"error": "bad field"}))
     try:
