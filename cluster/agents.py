@@ -4,7 +4,7 @@ once; every request is recorded in its session, token in, token out, and each se
 (policy tokens in the loss, everything else masked), its records in the rollout Parquet.
 
 The agent's return is the sample's reward: a number, or a dict of numeric parts (summed; each logged as
-reward/agent/<part>), or None: the run's reward components score the last reply. A session that raises, outlives
+reward/agent/<part>; with a "reward" key, that is the reward and the rest are logged only), or None: the run's reward components score the last reply. A session that raises, outlives
 `rollout.agent_timeout_s`, never calls the model, or returns something else (NaN, a string) gets no reward (it
 leaves its group's statistics and the loss), is counted (agent/errors, agent/timeouts, agent/no_requests,
 agent/bad_results) and the first failure of a step is said on the console: never a silent zero.
@@ -65,6 +65,8 @@ def reward_of(result: Any) -> tuple[str, float | None, dict[str, float], str]:
 
     >>> reward_of(1)[:2], reward_of(None)[:2], reward_of({"a": 1.0, "b": 0.5})[1]
     (('ok', 1.0), ('ok', None), 1.5)
+    >>> reward_of({"reward": 0.5, "a": 1.0, "b": 3.0})[1:3]   # a "reward" key is the reward, the rest are parts
+    (0.5, {'a': 1.0, 'b': 3.0})
     >>> reward_of(float("nan"))[0], reward_of("yes")[0]
     ('bad_result', 'bad_result')
     """
@@ -80,7 +82,12 @@ def reward_of(result: Any) -> tuple[str, float | None, dict[str, float], str]:
                 continue
         return "bad_result", None, {}, (f"returned {result!r}: an agent returns a finite number, a dict of finite "
                                         "numbers, or None")
-    return "ok", sum(parts.values()), ({} if "" in parts else parts), ""
+    if "" in parts:
+        return "ok", parts[""], {}, ""
+    if "reward" in parts:
+        total = parts.pop("reward")
+        return "ok", total, parts, ""
+    return "ok", sum(parts.values()), parts, ""
 
 
 async def _one(fn: Callable, client, row: dict, params: dict, session: Session, timeout: float) -> Outcome:

@@ -196,7 +196,7 @@ class TrainingSystem:
         dispatch = EngineDispatch(self.rollout, lambda: self.weights.tag)
         endpoint = Endpoint(self.fleet.spec.model, ["policy", self.cfg.model.policy], r.max_model_len,
                             dispatch.submit, max_tokens=sampling.max_new_tokens, seed=r.seed,
-                            trust_remote_code=trust_remote_code(),
+                            trust_remote_code=trust_remote_code(), tool_call_parser=r.tool_call_parser,
                             defaults={"temperature": sampling.temperature, "top_p": sampling.top_p,
                                       "max_new_tokens": sampling.max_new_tokens})
         endpoint.start()

@@ -126,6 +126,10 @@ class RolloutConfig(_Section):
     agent_timeout_s: float = Field(300.0, gt=0.0, description="seconds an agent's session may take (then it is "
                                                               "cancelled and counted, its sample left out)")
     agent_concurrency: int = Field(64, ge=1, description="agent sessions running at once")
+    tool_call_parser: str | None = Field(None, description=(
+        "vLLM's --tool-call-parser for the endpoint (hermes, llama3_json, mistral, ...: the one the policy's chat "
+        "template writes calls in), so agents that pass `tools` get parsed tool_calls back; None: a request with "
+        "tools and tool_choice auto is refused with vLLM's message"))
 
     def total_tokens(self) -> int:
         """The completion budget of a multi-turn sample."""
@@ -440,8 +444,8 @@ class LoggingConfig(_Section):
 
 
 class TaskConfig(_Section):
-    name: str = Field("mlqa", description="a task of tasks/registry.py: mlqa arithmetic countdown domain_qa labels, or "
-                                          "prompts (your own rows of prompts: tasks/prompts.py, docs/your_task.md); "
+    name: str = Field("mlqa", description="a task of tasks/registry.py: mlqa arithmetic countdown domain_qa labels "
+                                          "reasoning_gym verifiers, or prompts (your own rows of prompts: tasks/prompts.py, docs/your_task.md); "
                                           "the default is the MLQA recipe's")
     params: dict[str, Any] = Field(default_factory=dict, description="the task's own fields (see its Params)")
 
@@ -625,6 +629,17 @@ class JobConfig(_Section):
         patch = getattr(phase, "sampling", None)
         changes = patch.model_dump(exclude_none=True) if patch is not None else {}
         return RolloutConfig.model_validate({**self.rollout.model_dump(), **changes}) if changes else self.rollout
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_agent(cls, data):
+        """A task whose samples are agent sessions (verifiers: tasks/verifiers_env.py) drives them with its own
+        agent unless rollout.agent names another."""
+        if isinstance(data, dict) and isinstance(data.get("task"), dict) and data["task"].get("name") == "verifiers":
+            rollout = data.get("rollout") or {}
+            if isinstance(rollout, dict) and not rollout.get("agent"):
+                data = {**data, "rollout": {**rollout, "agent": "tasks.verifiers_env:run"}}
+        return data
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "JobConfig":

@@ -105,10 +105,13 @@ class Endpoint:
 
     def __init__(self, model_path: str, served_name: str | list[str], max_model_len: int,
                  submit: Callable[[Session | None, list[int], object], Awaitable], max_tokens: int | None = None,
-                 seed: int = 0, trust_remote_code: bool = False, defaults: dict | None = None):
+                 seed: int = 0, trust_remote_code: bool = False, defaults: dict | None = None,
+                 tool_call_parser: str | None = None):
         """`served_name`: the model name(s) requests may give (the first is /v1/models'); `max_tokens`: the most
         tokens one request may sample (rollout.max_new_tokens), whatever it asks; `defaults`: the sampling of a
-        request that sets none (vLLM's override_generation_config: temperature, top_p, max_new_tokens)."""
+        request that sets none (vLLM's override_generation_config: temperature, top_p, max_new_tokens);
+        `tool_call_parser`: vLLM's, for requests that pass tools (tool_choice auto)."""
+        self.tool_call_parser = tool_call_parser
         self.names = [served_name] if isinstance(served_name, str) else list(dict.fromkeys(served_name))
         self.model_path, self.max_model_len, self.defaults = model_path, max_model_len, defaults
         self.submit, self.max_tokens, self.seed = submit, max_tokens, seed
@@ -173,6 +176,8 @@ class Endpoint:
             argv += ["--generation-config", "vllm", "--override-generation-config", json.dumps(self.defaults)]
         if self.trust_remote_code:
             argv.append("--trust-remote-code")
+        if self.tool_call_parser:
+            argv += ["--enable-auto-tool-choice", "--tool-call-parser", self.tool_call_parser]
         args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
         config = AsyncEngineArgs.from_cli_args(args).create_engine_config()
         renderer = renderer_from_config(config)

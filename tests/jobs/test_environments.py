@@ -164,6 +164,27 @@ def test_an_agent_on_an_openai_client_trains_unchanged(shared_data, tmp_path, ti
     assert df["policy_mask"].map(lambda m: 0 < sum(m) <= len(m)).all()
 
 
+def test_an_agent_written_with_the_openai_agents_sdk_trains_unchanged(shared_data, tmp_path, tiny_policy_dir, fleets,
+                                                                      monkeypatch):
+    """docs/examples/agent/openai_agents_run.py: the OpenAI Agents SDK's Agent and Runner over the session's client,
+    one GRPO step and an eval; every session's requests reached the endpoint and its return is the reward."""
+    pytest.importorskip("agents", reason="openai-agents is raygrpo's [envs] extra (scripts/setup.sh installs it)")
+    folder = tmp_path / "sdk_project"
+    shutil.copytree(EXAMPLES / "agent", folder)
+    made = subprocess.run([sys.executable, "make_rows.py", str(shared_data / "gsm8k" / "test.jsonl"), "rows.jsonl",
+                           "--limit", "12"], cwd=folder, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    monkeypatch.chdir(folder)
+    train(fleets, "job.yaml", f"model.policy={tiny_policy_dir}", "rollout.agent=openai_agents_run.py:run",
+          "rollout.agent_params={max_turns: 2}", "train.phases.0.steps=1", "data.eval_size=2",
+          "train.eval_at_start=false", "rollout.max_new_tokens=16", "rollout.group_size=2", "train.prompts_per_step=4",
+          "rollout.kv_cache_gib=1", "train.run_name=sdk-agent")
+    step = records(folder / "runs" / "sdk-agent", "step")[0]
+    assert step["agent/sessions"] == 8 and step["agent/errors"] == 0 and step["agent/requests_per_session"] >= 1, step
+    assert step["reward/unscored"] == 0 and "reward/agent/format" in step
+    assert records(folder / "runs" / "sdk-agent", "eval")[-1]["eval/agent/sessions"] == 2
+
+
 def test_agents_that_raise_hang_never_call_or_return_nan_are_counted_not_zero(tmp_path, tiny_policy_dir, fleets,
                                                                             monkeypatch, capsys):
     """One run whose agent misbehaves by row: each failure gets no reward (the sample leaves its group's statistics),
@@ -193,3 +214,117 @@ def test_agents_that_raise_hang_never_call_or_return_nan_are_counted_not_zero(tm
     assert set(statuses[kinds == "hang"]) <= {"timeout"} and set(statuses[kinds == "silent"]) <= {"no_requests"}
     if failed:
         assert f"{failed} of 12 agent session(s) got no reward, the first: agent session" in capsys.readouterr().out
+
+
+VF_TASKSET = '''
+import verifiers.v1 as vf
+
+ROWS = [(a, b) for a in range(2, 9) for b in range(3, 6)]
+
+
+class ToyArithData(vf.TaskData):
+    answer: str
+
+
+class ToyArithTask(vf.Task[ToyArithData]):
+    @vf.reward(weight=1.0)
+    async def correct(self, trace: vf.Trace) -> float:
+        return float(trace.last_reply.strip() == self.data.answer)
+
+    @vf.reward(weight=0.5)
+    async def short(self, trace: vf.Trace) -> float:
+        return float(len(trace.last_reply) < 12)
+
+    @vf.metric
+    async def reply_chars(self, trace: vf.Trace) -> float:
+        return float(len(trace.last_reply))
+
+
+class ToyArithConfig(vf.TasksetConfig):
+    num_tasks: int = 21
+
+
+class ToyArithTaskset(vf.Taskset[ToyArithTask, ToyArithConfig]):
+    def load(self) -> list[ToyArithTask]:
+        return [ToyArithTask(ToyArithData(prompt=f"What is {a} + {b}? Answer with the number.",
+                                          system_prompt="You add numbers.", answer=str(a + b)), self.config.task)
+                for a, b in ROWS[: self.config.num_tasks]]
+'''
+
+VF_HARNESS = '''
+import openai
+import verifiers.v1 as vf
+
+
+class ToyArithHarnessConfig(vf.HarnessConfig):
+    turns: int = 2
+
+
+class ToyArithHarness(vf.Harness[ToyArithHarnessConfig]):
+    APPENDS_SYSTEM_PROMPT = True
+
+    async def launch(self, ctx, trace, runtime, endpoint, secret, mcp_urls, data):
+        system, prompt = self.resolve_prompt(data)
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        async with openai.AsyncOpenAI(base_url=endpoint, api_key=secret, max_retries=0) as client:
+            for turn in range(self.config.turns):
+                reply = await client.chat.completions.create(model=ctx.model, messages=messages)
+                text = reply.choices[0].message.content or ""
+                messages += [{"role": "assistant", "content": text}, {"role": "user", "content": "Sure? Only the number."}]
+        return vf.ProgramResult(exit_code=0, stdout=text, stderr="")
+'''
+
+
+def verifiers_env(tmp_path) -> Path:
+    """An environment made as verifiers' users make one: `vf-init toy-arith -H` (a taskset and a harness), filled in."""
+    pytest.importorskip("verifiers.v1", reason="verifiers is raygrpo's [envs] extra (scripts/setup.sh installs it)")
+    init = Path(sys.executable).with_name("vf-init")
+    made = subprocess.run([str(init), "toy-arith", "-H", "--path", str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert made.returncode == 0, made.stderr
+    pkg = tmp_path / "toy_arith" / "toy_arith"
+    (pkg / "taskset.py").write_text(VF_TASKSET)
+    (pkg / "harness.py").write_text(VF_HARNESS)
+    return tmp_path / "toy_arith"
+
+
+def test_a_verifiers_environment_trains_with_its_rubric(tmp_path, tiny_policy_dir, fleets, monkeypatch):
+    """A verifiers v1 environment from outside the repo (vf-init's template): its taskset as the data, its harness
+    driving the model through the run's endpoint with verifiers' TrainClient (token in, token out), its rubric as
+    the reward: 2 GRPO steps on local Ray, each reward function's score a part in metrics.jsonl, and an eval."""
+    folder = verifiers_env(tmp_path)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.chdir(tmp_path)
+    train(fleets, None, "task.name=verifiers",
+          "task.params={env: {taskset: {id: toy-arith}, agent: {harness: {id: toy-arith}}}}", "data.eval_size=4",
+          f"model.policy={tiny_policy_dir}", "rollout.group_size=2", "train.prompts_per_step=4",
+          "train.phases=[{kind: grpo, steps: 2}]", "train.eval_every=2", "train.eval_at_start=false",
+          "rollout.max_new_tokens=8", "rollout.kv_cache_gib=1", "train.run_name=vf")
+    run = tmp_path / "runs" / "vf"
+    steps = records(run, "step")
+    assert [r["step"] for r in steps] == [1, 2]
+    for r in steps:
+        assert r["agent/sessions"] == 8 and r["agent/errors"] == 0, r
+        assert r["agent/requests_per_session"] == 2  # the harness's two turns, each a recorded request
+        assert "reward/agent/correct" in r and 0.0 <= r["reward/agent/short"] <= 0.5
+        assert "reward/agent/metric/reply_chars" in r and r["reward/unscored"] == 0
+    ev = records(run, "eval")[-1]
+    assert ev["eval/agent/sessions"] == 4 and "eval/agent" in ev
+    from common import rollout_records
+
+    df = rollout_records.read(run)
+    turns = df["turns"].map(json.loads)
+    # two policy turns each, the second request continuing the first (token in, token out)
+    assert turns.map(lambda t: sum(x["role"] == "policy" for x in t)).eq(2).all()
+    assert df["policy_mask"].map(lambda m: 0 < sum(m) < len(m)).all()
+
+
+def test_a_verifiers_env_that_cannot_load_is_named_before_any_actor(tmp_path, monkeypatch):
+    from common.config import ConfigError
+    from trainer.run import load_job, load_task
+
+    pytest.importorskip("verifiers.v1", reason="verifiers is raygrpo's [envs] extra")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_job(None, ["task.name=verifiers", "task.params={env: {taskset: {id: no-such-env}}}"])
+    with pytest.raises((ConfigError, ValueError), match="no-such-env.*cannot be imported|could not load"):
+        load_task(cfg)

@@ -152,3 +152,29 @@ def test_concurrent_sessions_are_batched(served):
     assert max(dispatch.batches) > 1, dispatch.batches  # not one engine call per request
     for i in range(8):
         endpoint.close(f"c{i}")
+
+
+def test_tools_are_parsed_with_the_configured_parser(served, tiny_policy_dir):
+    """rollout.tool_call_parser: a request with tools (tool_choice auto) is served, not refused; without a parser
+    vLLM refuses it, naming --enable-auto-tool-choice."""
+    import openai
+
+    from rollout.endpoint import Endpoint
+
+    _, dispatch, _ = served
+    tools = [{"type": "function", "function": {"name": "add", "description": "add two numbers", "parameters": {
+        "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}}}]
+    with_parser = Endpoint(tiny_policy_dir, "policy", 512, dispatch.submit, max_tokens=8, tool_call_parser="hermes")
+    with_parser.start()
+    try:
+        async def go(endpoint):
+            c = client(endpoint)
+            return await c.chat.completions.create(model="policy", messages=[{"role": "user", "content": "2+3?"}],
+                                                   tools=tools, tool_choice="auto", max_tokens=8)
+
+        reply = run(go(with_parser))
+        assert reply.choices[0].finish_reason in ("stop", "length", "tool_calls")
+        with pytest.raises(openai.BadRequestError, match="enable-auto-tool-choice"):
+            run(go(served[0]))
+    finally:
+        with_parser.stop()
