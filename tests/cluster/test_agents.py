@@ -62,3 +62,17 @@ def test_failed_sessions_get_no_reward_and_returns_win_over_components():
     assert rewards == [2.0, 0.2, None, None]
     assert comps["agent"] == [2.0, None, None, None] and comps["agent/x"] == [2.0, None, None, None]
     assert rollout.turns[2][-1]["agent_failure"] == "agent session c raised RuntimeError: boom"
+
+
+def test_an_agent_run_without_openai_installed_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    from common.config import ConfigError
+    from trainer.run import check_agent, load_job
+
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "async def run(client, row):\n    return 1.0\n")
+    cfg = load_job(None, ["task.name=prompts", "rollout.agent=agent.py:run"])
+    monkeypatch.setitem(sys.modules, "openai", None)
+    with pytest.raises(ConfigError, match=r"pip install 'raygrpo\[envs\]'"):
+        check_agent(cfg)
