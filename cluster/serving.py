@@ -3,7 +3,8 @@ what has queued for it as one batch (`Engine.serve`), one batch in flight per en
 a batch runs go together in the next; a session stays on the engine it started on (its prefix cache holds the
 history), a new session goes to the engine with the fewest sessions open.
 
-Runs in the endpoint's event loop: on Ray an engine's call is awaited as a future, in-process it runs in a thread.
+Runs in the endpoint's event loop: on Ray an engine's call is awaited as a future, in-process it runs in a worker
+thread (one; the engine is not shared between threads).
 """
 from __future__ import annotations
 
@@ -23,6 +24,17 @@ class EngineDispatch:
         self.open = [0] * n        # sessions each engine serves
         self.batches: list[int] = []  # requests per batch sent, for the run's metrics
         self.engine_of: dict[str, int] = {}
+        self.pumps: set = set()  # the running pump tasks, held: the event loop keeps only weak references to tasks
+        self.worker = None
+        if group.backend == "inprocess":
+            # In-process engines run in one worker thread with the torch thread count of the thread that built them:
+            # vLLM's CPU attention plans its work for that count and stops ("thread_num == thread_num") otherwise.
+            import torch
+            from concurrent.futures import ThreadPoolExecutor
+
+            threads = torch.get_num_threads()
+            self.worker = ThreadPoolExecutor(1, thread_name_prefix="raygrpo-engine",
+                                             initializer=lambda: torch.set_num_threads(threads))
 
     def place(self, sid: str | None) -> int:
         if sid is None:
@@ -46,7 +58,9 @@ class EngineDispatch:
         self.queues[i].append((prompt_ids, params, done))
         if not self.busy[i]:
             self.busy[i] = True
-            asyncio.ensure_future(self._pump(i))
+            pump = asyncio.ensure_future(self._pump(i))
+            self.pumps.add(pump)
+            pump.add_done_callback(self.pumps.discard)
         return await done
 
     async def _pump(self, i: int) -> None:
@@ -72,6 +86,6 @@ class EngineDispatch:
         if self.group.backend == "inprocess":
             member = self.group.members[i]
             return await asyncio.get_running_loop().run_in_executor(
-                None, lambda: member.serve(prompts, params, weights_version=tag))
+                self.worker, lambda: member.serve(prompts, params, weights_version=tag))
         ref = self.group.call(Engine.serve, prompts, params, index=i, weights_version=tag)
         return await asyncio.wrap_future(ref.future())

@@ -209,7 +209,7 @@ class Endpoint:
                 failed.append(err)
                 ready.set()
                 return
-            serving = asyncio.ensure_future(self._server.serve())
+            serving = self._serving = asyncio.ensure_future(self._server.serve())
             while not self._server.started and not serving.done():
                 await asyncio.sleep(0.02)
             ready.set()

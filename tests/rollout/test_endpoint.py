@@ -25,7 +25,8 @@ def served(tiny_policy_dir):
 def client(endpoint, sid=None, key=None):
     import openai
 
-    return openai.AsyncOpenAI(base_url=endpoint.base_url(sid), api_key=key or endpoint.token, max_retries=0)
+    return openai.AsyncOpenAI(base_url=endpoint.base_url(sid), api_key=key or endpoint.token, max_retries=0,
+                              timeout=120)
 
 
 def run(coro):
@@ -89,7 +90,7 @@ def test_two_turn_session_records_the_engines_ids_and_the_observation(served):
     async def go():
         import openai
 
-        c = openai.AsyncOpenAI(base_url=url, api_key=endpoint.token, max_retries=0)
+        c = openai.AsyncOpenAI(base_url=url, api_key=endpoint.token, max_retries=0, timeout=120)
         msgs = [{"role": "user", "content": "Look it up"}]
         first = await c.chat.completions.create(model="policy", messages=msgs, max_tokens=10,
                                                 extra_body={"return_token_ids": True})
@@ -121,7 +122,7 @@ def test_a_template_that_rewrites_an_earlier_turn_is_counted(served):
     async def go():
         import openai
 
-        c = openai.AsyncOpenAI(base_url=url, api_key=endpoint.token, max_retries=0)
+        c = openai.AsyncOpenAI(base_url=url, api_key=endpoint.token, max_retries=0, timeout=120)
         await c.chat.completions.create(model="policy", messages=[{"role": "user", "content": "one"}], max_tokens=4)
         # the second request does not continue the first: another user turn replaces history
         await c.chat.completions.create(model="policy", messages=[{"role": "user", "content": "two"}], max_tokens=4)
@@ -140,7 +141,7 @@ def test_concurrent_sessions_are_batched(served):
     async def one(url):
         import openai
 
-        c = openai.AsyncOpenAI(base_url=url, api_key=endpoint.token, max_retries=0)
+        c = openai.AsyncOpenAI(base_url=url, api_key=endpoint.token, max_retries=0, timeout=120)
         return await c.chat.completions.create(model="policy", messages=[{"role": "user", "content": "hi"}],
                                                max_tokens=6)
 
