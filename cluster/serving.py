@@ -28,13 +28,14 @@ class EngineDispatch:
         self.worker = None
         if group.backend == "inprocess":
             # In-process engines run in one worker thread with the torch thread count of the thread that built them:
-            # vLLM's CPU attention plans its work for that count and stops ("thread_num == thread_num") otherwise.
+            # vLLM's CPU attention plans its work for that count and stops ("thread_num == thread_num") otherwise. vLLM
+            # replaces torch.set_num_threads with a no-op once its worker binds threads: torch._C's is the real one.
             import torch
             from concurrent.futures import ThreadPoolExecutor
 
             threads = torch.get_num_threads()
             self.worker = ThreadPoolExecutor(1, thread_name_prefix="raygrpo-engine",
-                                             initializer=lambda: torch.set_num_threads(threads))
+                                             initializer=lambda: torch._C.set_num_threads(threads))
 
     def place(self, sid: str | None) -> int:
         if sid is None:

@@ -81,7 +81,8 @@ class TrainingSystem:
         self.tools = fleet.tools if plan.has("tools") else None
         self.retrieval = None  # started by start_retrieval once the index exists
         self._tokenizer = None  # the policy's, loaded when a multi-turn turn needs decoding (decode)
-        self.endpoint = self.dispatch = self.agent = None  # rollout.agent: the run's endpoint, its agent function
+        # rollout.agent: the run's endpoint, its agent function and the event loop its sessions run in
+        self.endpoint = self.dispatch = self.agent = self.agent_loop = None
         self.recovery = Recovery(c.max_restarts, c.call_timeout_s, self.backend, restored=fleet.restored)
         # Each actor resolved precision 'auto' on its own node (common/precision.py): what it chose and the figures
         self.choices = {"learner": self.learner.run(Learner.precision_choice),
@@ -179,8 +180,11 @@ class TrainingSystem:
         if self.endpoint is None:
             self.endpoint, self.dispatch = self._serve(sampling)
         self.agent = self.agent or load_agent(r.agent, r.agent_params)
-        outcomes = asyncio.run(run_sessions(self.agent, self.endpoint, rows, sampling.group_size, r.agent_params,
-                                            r.agent_timeout_s, r.agent_concurrency, prefix=f"{seed}"))
+        if self.agent_loop is None:  # one loop for the run's agents: what they keep between steps (clients, locks) stays
+            self.agent_loop = asyncio.new_event_loop()  # bound to it
+        outcomes = self.agent_loop.run_until_complete(run_sessions(
+            self.agent, self.endpoint, rows, sampling.group_size, r.agent_params, r.agent_timeout_s,
+            r.agent_concurrency, prefix=f"{seed}"))
         for o in outcomes:
             self.dispatch.release(o.session.sid)
         return outcomes_rollout(outcomes, sampling.group_size, self._decoder().eos_token_id or 0)
@@ -411,5 +415,8 @@ class TrainingSystem:
         if self.endpoint is not None:
             self.endpoint.stop()
             self.endpoint = None
+        if self.agent_loop is not None:
+            self.agent_loop.close()
+            self.agent_loop = None
         if self.owns_fleet:
             self.fleet.close()

@@ -6,7 +6,9 @@ Served on 127.0.0.1 with a per-run token (vLLM's --api-key: `Authorization: Bear
 A session is told apart by its base_url, `http://127.0.0.1:<port>/s/<session>/v1` (vLLM's own X-Session-ID header
 or `session_id` field work too). Routes: /v1/chat/completions, /v1/completions, /v1/models, vLLM's token-in-token-out
 /inference/v1/generate, /tokenize, /detokenize. Responses carry vLLM's token-id extensions (`return_token_ids`:
-prompt and sampled ids; `logprobs`); the engines always compute the sampled tokens' logprobs, which the learner needs.
+prompt and sampled ids; `logprobs`; on /inference/v1/generate each logprob's token is also named `token_id:<id>`, as
+clients written before vLLM 0.32's shape read it: `name_tokens`); the engines always compute the sampled tokens' logprobs, which the
+learner needs.
 
 Every request goes through `submit(session, prompt_ids, sampling_params)` (cluster/serving.py: requests of many
 sessions batched per engine, a session kept on one engine for its prefix cache). A request without a seed gets one
@@ -15,6 +17,7 @@ from the run's seed, its session and its number in the session, so a rerun sampl
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import secrets
 import socket
@@ -24,6 +27,9 @@ from typing import Awaitable, Callable
 from rollout.sessions import Session
 
 SESSION_HEADER = b"x-session-id"
+# the session of the request being served, from its path: it wins over a session id the client sends itself (verifiers
+# sends its trace id as X-Session-ID), and reaches the engine client through the request's task
+_PATH_SESSION: contextvars.ContextVar[str | None] = contextvars.ContextVar("raygrpo_path_session", default=None)
 
 
 def _stable_seed(*parts) -> int:
@@ -40,9 +46,66 @@ class _SessionPaths:
         path = scope.get("path", "")
         if scope.get("type") == "http" and path.startswith("/s/"):
             sid, _, rest = path[3:].partition("/")
+            headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != SESSION_HEADER]
             scope = dict(scope, path="/" + rest, raw_path=("/" + rest).encode(),
-                         headers=[*scope.get("headers", []), (SESSION_HEADER, sid.encode())])
+                         headers=[*headers, (SESSION_HEADER, sid.encode())])
+            token = _PATH_SESSION.set(sid)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _PATH_SESSION.reset(token)
+            return
         await self.app(scope, receive, send)
+
+
+def name_tokens(body: bytes) -> bytes:
+    """A /inference/v1/generate answer with each logprob entry's token also named `token_id:<id>`: vLLM 0.32 writes
+    the id alone (`token_id`), and clients written to the shape before it (verifiers 0.4's TrainClient, through
+    `renderers`) read `token`. Additive: vLLM's own fields stay as they are.
+
+    >>> name_tokens(b'{"choices": [{"logprobs": {"content": [{"token_id": 7, "logprob": -0.5}]}}]}')
+    b'{"choices": [{"logprobs": {"content": [{"token_id": 7, "logprob": -0.5, "token": "token_id:7"}]}}]}'
+    """
+    import json
+
+    answer = json.loads(body)
+    for choice in answer.get("choices") or []:
+        for entry in ((choice.get("logprobs") or {}).get("content") or []):
+            for e in [entry, *(entry.get("top_logprobs") or [])]:
+                if "token_id" in e and "token" not in e:
+                    e["token"] = f"token_id:{e['token_id']}"
+    return json.dumps(answer).encode()
+
+
+class _TokenNames:
+    """ASGI: JSON answers of /inference/v1/generate pass through `name_tokens` (a stream passes as it is)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") != "http" or scope.get("path") != "/inference/v1/generate":
+            return await self.app(scope, receive, send)
+        start, chunks = None, []
+
+        async def rewrite(message):
+            nonlocal start
+            if message["type"] == "http.response.start":
+                if dict(message.get("headers", [])).get(b"content-type", b"").startswith(b"application/json"):
+                    start = message
+                    return
+                return await send(message)
+            if start is None or message["type"] != "http.response.body":
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = name_tokens(b"".join(chunks)) if start["status"] == 200 else b"".join(chunks)
+            headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, rewrite)
 
 
 def _engine_client(vllm_config, renderer, input_processor, generate):
@@ -138,6 +201,7 @@ class Endpoint:
 
     # ---- serving ------------------------------------------------------------------------------------------
     async def _generate(self, prompt, params, request_id: str, sid: str | None):
+        sid = _PATH_SESSION.get() or sid
         session = self.sessions.get(sid) if sid else None
         rendered = list(prompt["prompt_token_ids"])
         tok = self._tokenizer
@@ -194,7 +258,7 @@ class Endpoint:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self._server = uvicorn.Server(uvicorn.Config(_SessionPaths(app), host="127.0.0.1", port=self.port,
+        self._server = uvicorn.Server(uvicorn.Config(_SessionPaths(_TokenNames(app)), host="127.0.0.1", port=self.port,
                                                      log_level="warning", access_log=False, lifespan="off"))
         ready = threading.Event()
         failed: list[BaseException] = []

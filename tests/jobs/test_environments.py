@@ -262,6 +262,8 @@ class ToyArithHarnessConfig(vf.HarnessConfig):
 
 class ToyArithHarness(vf.Harness[ToyArithHarnessConfig]):
     APPENDS_SYSTEM_PROMPT = True
+    NEEDS_CONTAINER = False  # it runs in-process: the chat loop below, no program of its own
+    EXECUTES_CODE = False
 
     async def launch(self, ctx, trace, runtime, endpoint, secret, mcp_urls, data):
         system, prompt = self.resolve_prompt(data)
