@@ -134,17 +134,22 @@ async def run(client, row, model="policy"):
 '''
 
 
+def agent_project(shared_data, folder: Path, rows: int, monkeypatch) -> Path:
+    """docs/examples/agent copied to `folder` (the working directory now), with `rows` GSM8K rows made by its script."""
+    shutil.copytree(EXAMPLES / "agent", folder)
+    made = subprocess.run([sys.executable, "make_rows.py", str(shared_data / "gsm8k" / "test.jsonl"), "rows.jsonl",
+                           "--limit", str(rows)], cwd=folder, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    monkeypatch.chdir(folder)
+    return folder
+
+
 def test_an_agent_on_an_openai_client_trains_unchanged(shared_data, tmp_path, tiny_policy_dir, fleets, monkeypatch,
                                                        capsys):
     """docs/examples/agent: a plain agent loop on openai.AsyncOpenAI (a calculator tool between turns), each sample a
     session of the run's endpoint: 2 GRPO steps, its reward parts in metrics.jsonl, its sessions' ids in the rollout
     Parquet as the engines consumed and sampled them (policy tokens masked in, the rest out)."""
-    folder = tmp_path / "agent_project"
-    shutil.copytree(EXAMPLES / "agent", folder)
-    made = subprocess.run([sys.executable, "make_rows.py", str(shared_data / "gsm8k" / "test.jsonl"), "rows.jsonl",
-                           "--limit", "24"], cwd=folder, capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
-    monkeypatch.chdir(folder)
+    folder = agent_project(shared_data, tmp_path / "agent_project", 24, monkeypatch)
     train(fleets, "job.yaml", f"model.policy={tiny_policy_dir}", "train.phases.0.steps=2", "train.eval_every=2",
           "train.eval_at_start=false", "rollout.max_new_tokens=24", "rollout.agent_params.max_tokens=24",
           "rollout.kv_cache_gib=1")
@@ -169,12 +174,7 @@ def test_an_agent_written_with_the_openai_agents_sdk_trains_unchanged(shared_dat
     """docs/examples/agent/openai_agents_run.py: the OpenAI Agents SDK's Agent and Runner over the session's client,
     one GRPO step and an eval; every session's requests reached the endpoint and its return is the reward."""
     pytest.importorskip("agents", reason="openai-agents is raygrpo's [envs] extra (scripts/setup.sh installs it)")
-    folder = tmp_path / "sdk_project"
-    shutil.copytree(EXAMPLES / "agent", folder)
-    made = subprocess.run([sys.executable, "make_rows.py", str(shared_data / "gsm8k" / "test.jsonl"), "rows.jsonl",
-                           "--limit", "12"], cwd=folder, capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
-    monkeypatch.chdir(folder)
+    folder = agent_project(shared_data, tmp_path / "sdk_project", 12, monkeypatch)
     train(fleets, "job.yaml", f"model.policy={tiny_policy_dir}", "rollout.agent=openai_agents_run.py:run",
           "rollout.agent_params={max_turns: 2}", "train.phases.0.steps=1", "data.eval_size=2",
           "train.eval_at_start=false", "rollout.max_new_tokens=16", "rollout.group_size=2", "train.prompts_per_step=4",
