@@ -76,3 +76,15 @@ def test_an_agent_run_without_openai_installed_names_the_extra(tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "openai", None)
     with pytest.raises(ConfigError, match=r"pip install 'raygrpo\[envs\]'"):
         check_agent(cfg)
+
+
+def test_sessions_stay_on_their_engine_and_new_ones_go_to_the_least_loaded():
+    """cluster/serving.py: a session's requests go to the engine that holds its prefix; new sessions spread."""
+    from cluster.groups import ActorGroup
+    from cluster.serving import EngineDispatch
+
+    d = EngineDispatch(ActorGroup("rollout", [object(), object()], "inprocess"))
+    assert [d.place(s) for s in ("a", "b", "c")] == [0, 1, 0]
+    assert d.place("b") == 1 and d.place("a") == 0   # kept
+    d.release("a"), d.release("c")
+    assert d.place("d") == 0                          # engine 0 has none open now

@@ -172,16 +172,18 @@ def test_an_agent_on_an_openai_client_trains_unchanged(shared_data, tmp_path, ti
 def test_an_agent_written_with_the_openai_agents_sdk_trains_unchanged(shared_data, tmp_path, tiny_policy_dir, fleets,
                                                                       monkeypatch):
     """docs/examples/agent/openai_agents_run.py: the OpenAI Agents SDK's Agent and Runner over the session's client,
-    one GRPO step and an eval; every session's requests reached the endpoint and its return is the reward."""
+    two GRPO steps and an eval; every session's requests reached the endpoint and its return is the reward."""
     pytest.importorskip("agents", reason="openai-agents is raygrpo's [envs] extra (scripts/setup.sh installs it)")
     folder = agent_project(shared_data, tmp_path / "sdk_project", 12, monkeypatch)
     train(fleets, "job.yaml", f"model.policy={tiny_policy_dir}", "rollout.agent=openai_agents_run.py:run",
-          "rollout.agent_params={max_turns: 2}", "train.phases.0.steps=1", "data.eval_size=2",
+          "rollout.agent_params={max_turns: 2}", "train.phases.0.steps=2", "train.eval_every=2", "data.eval_size=2",
           "train.eval_at_start=false", "rollout.max_new_tokens=16", "rollout.group_size=2", "train.prompts_per_step=4",
           "rollout.kv_cache_gib=1", "train.run_name=sdk-agent")
-    step = records(folder / "runs" / "sdk-agent", "step")[0]
-    assert step["agent/sessions"] == 8 and step["agent/errors"] == 0 and step["agent/requests_per_session"] >= 1, step
-    assert step["reward/unscored"] == 0 and "reward/agent/format" in step
+    steps = records(folder / "runs" / "sdk-agent", "step")
+    assert [s["step"] for s in steps] == [1, 2]
+    for step in steps:
+        assert step["agent/sessions"] == 8 and step["agent/errors"] == 0 and step["agent/requests_per_session"] >= 1
+        assert step["reward/unscored"] == 0 and "reward/agent/format" in step
     assert records(folder / "runs" / "sdk-agent", "eval")[-1]["eval/agent/sessions"] == 2
 
 
