@@ -87,7 +87,11 @@ def attach(log_dir: Path) -> Path | None:
     os.environ[LOG_DIR_ENV] = str(log_dir)
     handler = logging.FileHandler(log_dir / "driver.log")
     handler.setFormatter(logging.Formatter(FORMAT))
+    handler._raygrpo_run = True
     root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_raygrpo_run", False)]:  # an earlier run of this process
+        root.removeHandler(h)  # writes its own folder's log no more
+        h.close()
     root.addHandler(handler)
     if _buffer is not None:
         _buffer.setTarget(handler)

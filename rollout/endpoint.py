@@ -259,7 +259,10 @@ class Endpoint:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self._server = uvicorn.Server(uvicorn.Config(_SessionPaths(_TokenNames(app)), host="127.0.0.1", port=self.port,
-                                                     log_level="warning", access_log=False, lifespan="off"))
+                                                     log_level="warning", access_log=False, lifespan="off",
+                                                     # uvicorn's own dictConfig would close every handler of the
+                                                     # process (the run's driver.log included)
+                                                     log_config=None))
         ready = threading.Event()
         failed: list[BaseException] = []
 
