@@ -14,7 +14,7 @@ from tests.real_path import records, train
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"
-pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.fleet("tiny")]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.fleet("tiny", late=True)]
 
 
 def installed(package: str, why: str) -> Path:

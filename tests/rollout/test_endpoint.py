@@ -20,6 +20,14 @@ def served(tiny_policy_dir):
     endpoint.start()
     yield endpoint, dispatch, engine
     endpoint.stop()
+    # the in-process engine's memory goes back now, whatever still refers to the app (the suite's later fleets need it)
+    dispatch.worker.shutdown(wait=True)
+    dispatch.group.members.clear()
+    engine.llm = None
+    del engine
+    import gc
+
+    gc.collect()
 
 
 def client(endpoint, sid=None, key=None):
