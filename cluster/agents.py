@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from common.types import Rollout
@@ -31,8 +31,7 @@ FAILURES = {"raised": "errors", "timeout": "timeouts", "no_requests": "no_reques
 def load_agent(text: str, params: dict) -> Callable:
     """The agent function `text` names, checked before any actor starts: an async function (or a callable that
     returns an awaitable) taking (client, row) and the params' names. UserCodeError naming the fix."""
-    spec = parse_spec(text)
-    spec = type(spec)(**{**spec.__dict__, "role": "agent"})
+    spec = replace(parse_spec(text), role="agent")
     fn = load_function(spec)
     named = takes(fn)
     if named is not None:

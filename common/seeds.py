@@ -43,3 +43,11 @@ def data_epoch(data_seed: int, epoch: int) -> int:
 def turn(call_seed: int, turn_: int) -> int:
     """Turn `turn_` (2, 3, ...) of a multi-turn generation whose first turn sampled with `call_seed`."""
     return call_seed + 104_729 * turn_ + 11
+
+
+def session_request(run_seed: int, session: str | None, n: int | str) -> int:
+    """The seed of request `n` of an endpoint session (rollout/endpoint.py) that sets none: a rerun samples what the
+    run did. Sessions are named by strings, so this one hashes (blake2b: stable across processes, unlike hash())."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(repr((run_seed, session, n)).encode(), digest_size=4).digest(), "little")

@@ -18,22 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
 import secrets
 import socket
 import threading
 from typing import Awaitable, Callable
 
+from common import seeds
 from rollout.sessions import Session
 
 SESSION_HEADER = b"x-session-id"
 # the session of the request being served, from its path: it wins over a session id the client sends itself (verifiers
 # sends its trace id as X-Session-ID), and reaches the engine client through the request's task
 _PATH_SESSION: contextvars.ContextVar[str | None] = contextvars.ContextVar("raygrpo_path_session", default=None)
-
-
-def _stable_seed(*parts) -> int:
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=4).digest(), "little")
 
 
 class _SessionPaths:
@@ -209,7 +205,7 @@ class Endpoint:
             rendered, lambda x: tok.decode(x, skip_special_tokens=False),
             lambda text: tok.encode(text, add_special_tokens=False))
         if params.seed is None:
-            params.seed = _stable_seed(self.seed, sid, session.requests if session else request_id)
+            params.seed = seeds.session_request(self.seed, sid, session.requests if session else request_id)
         if self.max_tokens is not None:
             params.max_tokens = min(params.max_tokens or self.max_tokens, self.max_tokens)
         if session is None:
