@@ -299,15 +299,18 @@ class Fleet:
         on = (lambda role: getattr(self.placement, role)()) if self.placement else (lambda role: None)  # noqa: E731
         common = dict(env=self.env, namespace=self.namespace)
         self.rollout = start_engines(spec, on("engines"), **common)
-        self.reward = ActorGroup.create("reward", RewardScorer, spec.rewards, backend, args=roles.reward.args,
-                                        num_cpus=REWARD_CPUS, max_restarts=spec.max_restarts, **common) \
-            if spec.rewards and roles.reward is not None else None
+        self.reward = None
+        if spec.rewards and roles.reward is not None:
+            self.reward = ActorGroup.create("reward", RewardScorer, spec.rewards, backend, args=roles.reward.args,
+                                            num_cpus=REWARD_CPUS, max_restarts=spec.max_restarts,
+                                            rebuilt_after_restart=True, **common)
         self.tools = None
         if spec.tools:
             from tools.toolbox import ToolBox
 
             self.tools = ActorGroup.create("tools", ToolBox, spec.tools, backend, args=roles.tools.args,
-                                           num_cpus=REWARD_CPUS, max_restarts=spec.max_restarts, **common)
+                                           num_cpus=REWARD_CPUS, max_restarts=spec.max_restarts,
+                                           rebuilt_after_restart=True, **common)
         self._start_training(spec, roles, on("learners") if self.placement else None, common)
         self.current = roles  # the arguments every member was last built with (a restarted member is built again)
 

@@ -65,18 +65,20 @@ class ActorGroup:
     def create(cls, name: str, factory: Callable, n: int, backend: str, args: tuple = (), kwargs=None,
                num_cpus: float = 0.5, num_gpus: float | list[float] = 0.0, placement=None,
                max_restarts: int = 0, env: dict[str, str] | None = None,
-               namespace: str | None = None) -> "ActorGroup":
+               namespace: str | None = None, rebuilt_after_restart: bool = False) -> "ActorGroup":
         """n members named <name>-<i>; on Ray, a member whose process dies is restarted (its __init__ runs again,
         with these arguments) up to `max_restarts` times, and the call it was running fails for the caller to retry.
         `num_gpus`: one figure for every member, or one each. `env`: the members' environment (cluster/runtime.py
         actor_env), set before their process imports anything; Ray merges it over the job's. `namespace`: where the
-        names live (a fleet's own, so two fleets on one cluster each have a rollout-0)."""
+        names live (a fleet's own, so two fleets on one cluster each have a rollout-0). `rebuilt_after_restart`: a
+        member Ray restarted refuses every call (ActorRestarted) until the caller has built it again for the current
+        run (ActorGroup.reinit): Ray restarts it with these arguments, a later run's are others (cluster/fleet.py)."""
         kwargs = kwargs or {}
         if backend == "inprocess":
             return cls(name, [factory(*args, **kwargs) for _ in range(n)], backend, cls=factory)
         import ray
 
-        remote = ray.remote(_logged(factory))
+        remote = ray.remote(_logged(factory, rebuilt_after_restart))
         members = []
         for i in range(n):
             gpus = num_gpus[i] if isinstance(num_gpus, list) else num_gpus
@@ -195,12 +197,36 @@ class ActorGroup:
 WORKDIR_ENV = "RAYGRPO_ACTOR_WORKDIR"  # where the run that started an actor was started (cluster/fleet.py)
 
 
-def _logged(factory: type) -> type:
+class ActorRestarted(RuntimeError):
+    """A member Ray restarted since its caller built it for the current run: it holds its first arguments (another
+    run's reward components, tools) and refuses to be called until it is built again (ActorGroup.reinit)."""
+
+
+_RESTARTED = "_raygrpo_restarted"  # on an instance Ray's restart built; ActorGroup.reinit clears the instance
+
+
+def _refusing(fn: Callable) -> Callable:
+    import functools
+
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        if self.__dict__.get(_RESTARTED):
+            raise ActorRestarted(f"{_actor_name(type(self))} was restarted by Ray since this run built it: it must be "
+                                 f"built again with the run's arguments before {fn.__name__}")
+        return fn(self, *args, **kwargs)
+
+    return call
+
+
+def _logged(factory: type, rebuilt_after_restart: bool = False) -> type:
     """`factory` as a Ray actor class whose process first moves its output (engine and library logs) to the run
-    folder's logs/<actor name>.log (common/console.py); same name on the dashboard."""
+    folder's logs/<actor name>.log (common/console.py); same name on the dashboard. `rebuilt_after_restart`: an
+    instance Ray restarted refuses its methods (ActorRestarted) until ActorGroup.reinit builds it again."""
 
     class Actor(factory):
         def __init__(self, *args, **kwargs):
+            import ray
+
             from common.console import redirect_actor_output
 
             redirect_actor_output(_actor_name(factory))
@@ -208,7 +234,16 @@ def _logged(factory: type) -> type:
             if workdir and os.path.isdir(workdir):  # before the constructor reads a user's file relative to it
                 os.chdir(workdir)
             super().__init__(*args, **kwargs)
+            if rebuilt_after_restart and ray.get_runtime_context().was_current_actor_reconstructed:
+                self.__dict__[_RESTARTED] = True
 
+    if rebuilt_after_restart:  # close() stays callable: reinit runs it before building the instance again
+        import inspect
+
+        for name, fn in inspect.getmembers(factory, inspect.isfunction):  # its bases' methods too
+            plain = not isinstance(inspect.getattr_static(factory, name), (staticmethod, classmethod))
+            if plain and not name.startswith("_") and name != "close":
+                setattr(Actor, name, _refusing(fn))
     Actor.__name__ = Actor.__qualname__ = factory.__name__
     Actor.__doc__ = factory.__doc__
     Actor._raygrpo_class = factory

@@ -3,14 +3,16 @@ from the same inputs once Ray has restarted the member (rollout and reward actor
 cluster.max_restarts times; same seeds: the same samples, none lost or counted twice).
 
 A restarted engine comes back with its initial weights and refuses to sample (StaleWeights) until it is synced
-again: the caller passes `after_restart` (the weight sync) for the rollout group. A call that never answers fails
+again: the caller passes `after_restart` (the weight sync) for the rollout group. A restarted reward or tool actor
+comes back built with the fleet's first run's arguments and refuses calls (ActorRestarted) until `restored` builds it
+with the current run's; one Ray restarted between two calls is found out by the next, not only one that died in it. A call that never answers fails
 after cluster.call_timeout_s.
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from cluster.groups import ActorGroup, get, member_died_errors
+from cluster.groups import ActorGroup, ActorRestarted, get, member_died_errors
 
 
 def _alive(_instance) -> bool:
@@ -26,10 +28,11 @@ class Recovery:
         self.restarts = 0  # stateless actors that died and came back (their calls were retried)
 
     def errors(self) -> tuple[type[BaseException], ...]:
-        """A member died in the call, or was restarted before it (an engine then raises StaleWeights)."""
+        """A member died in the call, or was restarted before it (an engine then raises StaleWeights, a reward or
+        tool actor ActorRestarted)."""
         from rollout.engine import StaleWeights
 
-        return (*member_died_errors(self.backend), StaleWeights)
+        return (*member_died_errors(self.backend), StaleWeights, ActorRestarted)
 
     def retried(self, group: ActorGroup, method: Callable, shard_args: list[tuple],
                 kwargs: Callable[[], dict] | None = None, after_restart: Callable[[], None] | None = None) -> list:

@@ -1,7 +1,7 @@
-"""ActorGroup on the in-process backend (the Ray backend is exercised by the job tests)."""
+"""ActorGroup on the in-process backend, and the few Ray behaviours the job tests cannot pin down."""
 import pytest
 
-from cluster.groups import ActorGroup, get, shard
+from cluster.groups import ActorGroup, ActorRestarted, get, shard
 
 
 class Echo:
@@ -85,3 +85,41 @@ def test_no_actor_method_is_called_by_a_string():
              for p in sorted((root / folder).rglob("*.py"))
              for i, line in enumerate(p.read_text().splitlines(), 1) if call.search(line)]
     assert not found, f"actor methods called by a string: {found}"
+
+
+class Pid(Echo):
+    def pid(self):
+        import os
+
+        return os.getpid()
+
+    def close(self):
+        pass
+
+
+@pytest.mark.ray
+def test_a_member_ray_restarts_between_calls_refuses_them_until_built_for_the_run_again(ray_session):
+    """Ray restarts a member with the arguments it was created with (a fleet's first run's). One killed between two
+    calls must not answer the next with them: it refuses (ActorRestarted); Recovery.retried counts that like a death,
+    has it built with the run's arguments (`restored`: cluster/fleet.py Fleet.restored) and calls again."""
+    import os
+    import signal
+
+    from cluster.recovery import Recovery
+
+    group = ActorGroup.create("reward", Pid, 1, "ray", args=("first run",), num_cpus=0.1, max_restarts=1,
+                              rebuilt_after_restart=True)
+    rebuilt = []
+    recovery = Recovery(1, 120, "ray", restored=lambda g: (rebuilt.append(g.name), g.reinit(("second run",))))
+    try:
+        assert group.alive(timeout=120)
+        group.reinit(("second run",))  # a later run borrows it
+        assert group.run(Echo.twice, [1]) == [("second run", 2)]
+        os.kill(group.run(Pid.pid), signal.SIGKILL)
+        recovery.await_restart(group)  # back, built from its first arguments, before the next call
+        with pytest.raises(ActorRestarted, match=r"reward-0 was restarted by Ray since this run built it.*twice"):
+            group.run(Echo.twice, [1])
+        assert recovery.retried(group, Echo.twice, [([1],)]) == [[("second run", 2)]]
+        assert recovery.restarts == 1 and rebuilt == ["reward"]
+    finally:
+        group.kill()
