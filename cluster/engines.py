@@ -15,13 +15,6 @@ from common.types import Rollout, Sampling
 from rollout.engine import Engine
 
 
-class Pending:
-    """A generation in flight (Engines.generate_async): its futures, its inputs, the weights version it samples."""
-
-    def __init__(self, futures: list, inputs: tuple, version: int | None):
-        self.futures, self.inputs, self.version = futures, inputs, version
-
-
 class Engines:
     def __init__(self, group: ActorGroup, recovery: Recovery | None = None, weights=None,
                  timeout: float | None = None):
@@ -32,8 +25,8 @@ class Engines:
 
     @property
     def version(self) -> int | None:
-        """Syncs of the run so far (a sample's staleness counts them)."""
-        return self.weights.version if self.weights is not None else None
+        """The learner updates the engines hold (cluster/weight_sync.py learner_version): a sample's version."""
+        return self.weights.learner_version if self.weights is not None else None
 
     @property
     def tag(self) -> tuple[int, int] | None:
@@ -41,13 +34,20 @@ class Engines:
         return self.weights.tag if self.weights is not None else None
 
     def _run(self, method: Callable, shard_args: list[tuple]) -> list:
+        return self._versioned(method, shard_args)[0]
+
+    def _versioned(self, method: Callable, shard_args: list[tuple]) -> tuple[list, int | None]:
+        """(the call's results, the weights version that answered it: None for a bare group). No weight sync is
+        sent during the call (the sync's lock): every engine answers with the one version."""
         if self.recovery is None:
             return get(self.group.map_shards(method, shard_args), timeout=self.timeout,
-                       what=f"{self.group.name}.{method.__name__}")
+                       what=f"{self.group.name}.{method.__name__}"), None
         # engines are told which weights they must hold (a restarted one refuses, StaleWeights); after a restart
         # the learner's weights are sent and checked first
-        return self.recovery.retried(self.group, method, shard_args, lambda: {"weights_version": self.tag},
-                                     after_restart=self.weights.resync)
+        self.weights.let_sync_first()
+        with self.weights.lock:
+            return self.recovery.retried(self.group, method, shard_args, lambda: {"weights_version": self.tag},
+                                         after_restart=self.weights.resync), self.version
 
     def _generate_args(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int, start: int = 0,
                        stop: list[str] | None = None) -> list:
@@ -63,7 +63,8 @@ class Engines:
         named `progress` (None: none); `stop` strings end a sample (tool calls)."""
         parts = []
         for start, chunk in self._batches(prompt_ids, batch, progress):
-            parts += self._run(Engine.generate, self._generate_args(chunk, sampling, seed, start, stop))
+            got, version = self._versioned(Engine.generate, self._generate_args(chunk, sampling, seed, start, stop))
+            parts += got if version is None else [r.sampled_by(version) for r in got]
         return Rollout.concat(parts)
 
     def greedy(self, prompt_ids: list[list[int]], max_new_tokens: int, batch: int | None = None,
@@ -88,20 +89,3 @@ class Engines:
                 bar.update(min(size, len(prompt_ids) - start))
         if bar is not None:
             bar.close()
-
-    def generate_async(self, prompt_ids: list[list[int]], sampling: Sampling, seed: int) -> Pending:
-        """Start `generate` and return at once (train.overlap): the engines sample with the weights they hold now
-        (a weight sync sent meanwhile waits in each engine's queue until the generation is done)."""
-        args = self._generate_args(prompt_ids, sampling, seed)
-        return Pending(self.group.map_shards(Engine.generate, args, weights_version=self.tag),
-                       (prompt_ids, sampling, seed), self.version)
-
-    def collect(self, pending: Pending) -> tuple[Rollout, int | None]:
-        """(rollout, weights version it was sampled with) of a `generate_async`; an engine that died meanwhile is
-        recovered and the rollout generated again from the same inputs, with the weights of now."""
-        try:
-            return Rollout.concat(get(pending.futures, timeout=self.timeout, what="rollout.generate")), pending.version
-        except self.recovery.errors() as err:
-            self.weights.engine_restarted(0, err, "generate")
-            self.weights.sync()
-            return self.generate(*pending.inputs), self.version

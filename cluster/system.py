@@ -137,7 +137,12 @@ class TrainingSystem:
 
     @property
     def weights_version(self) -> int:
-        return self.weights.version
+        """The learner updates the engines hold, over the whole run (a resumed one continues its count)."""
+        return self.weights.learner_version
+
+    def resume_version(self, version: int) -> None:
+        """A resumed run: the engines hold the checkpoint's weights, which were the run's `version`."""
+        self.weights.base = version - self.weights.version
 
     @property
     def last_sync(self) -> dict[str, float]:
@@ -160,7 +165,8 @@ class TrainingSystem:
         cluster/turns.py, or with rollout.agent K agent sessions per row (`rows`: the prompts' data rows)."""
         self.sleep.ensure_awake(self.sync_weights)
         if self.cfg.rollout.agent is not None and rows is not None:
-            return self.agent_sessions(rows, sampling, seed)
+            with self.weights.lock:  # every session ends on the weights it started on (no sync meanwhile)
+                return self.agent_sessions(rows, sampling, seed).sampled_by(self.weights.learner_version)
         turns = self.plan.turns
         if turns is None:
             return self.engines.generate(prompt_ids, sampling, seed)

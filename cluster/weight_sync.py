@@ -41,6 +41,13 @@ class WeightSync:
         self.tensor_parallel_size = tensor_parallel_size
         self.run = run
         self.version = 0  # syncs so far in this run; engines refuse to sample from another version (StaleWeights)
+        self.base = 0  # a resumed run's version at its checkpoint (the engines start on those weights as version 0)
+        # held by a sync and by every engine call that must sample one version (cluster/engines.py): with
+        # train.max_staleness > 0 the driver generates in a thread of its own (trainer/stream.py)
+        import threading
+
+        self.lock = threading.RLock()
+        self.wanted = threading.Event()  # a sync waits for the lock: a generation not yet sent lets it go first
         self.meta = None  # the collective transport's tensor list
         self.buckets = None  # sharded learner workers: how many buckets a sync sends (learner/fsdp.py)
         self.check = SyncCheck(precision, cluster.sync_tolerance)
@@ -68,6 +75,12 @@ class WeightSync:
         """What the engines must hold: (the fleet's run, this run's syncs); an engine Ray restarted holds (0, 0)."""
         return (self.run, self.version)
 
+    @property
+    def learner_version(self) -> int:
+        """The learner updates the engines' weights hold, counted over the whole run (across resumes): what a
+        sampled token is stamped with and its staleness counts."""
+        return self.base + self.version
+
     def push(self) -> None:
         """The learner's weights to every engine as version `self.version` (no check)."""
         c = self.c
@@ -87,10 +100,27 @@ class WeightSync:
                 get(self.rollout.call_all(Engine.update_weights, part, self.tag), timeout=c.call_timeout_s,
                     what=f"rollout.update_weights (bucket {i + 1} of {self.buckets})")
 
-    def sync(self, around=None) -> None:
-        """A new version to every engine, then checked on each. An engine that dies on the way is restarted by
-        Ray and gets it again. `around(push)`: runs the push (sleeping engines wake around it: cluster/sleep.py)."""
-        self.version += 1
+    def sync(self, around=None, new: bool = True) -> None:
+        """A new version to every engine (`new`; else the current one again), then checked on each. An engine that
+        dies on the way is restarted by Ray and gets it again. `around(push)`: runs the push (sleeping engines wake
+        around it: cluster/sleep.py). Holds `lock`: no generation is sent meanwhile (cluster/engines.py)."""
+        self.wanted.set()
+        with self.lock:
+            self.wanted.clear()
+            self._sync(around, new)
+
+    def let_sync_first(self, most_s: float = 5.0) -> None:
+        """Before a generation takes the lock: a sync waiting for it goes first (the learner waits on the sync, the
+        stream's next launch does not wait on anything), for at most `most_s`."""
+        import time
+
+        deadline = time.monotonic() + most_s
+        while self.wanted.is_set() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def _sync(self, around, new: bool) -> None:
+        if new:
+            self.version += 1
         for attempt in range(self.c.max_restarts + 1):
             try:
                 around(self.push) if around is not None else self.push()
@@ -114,9 +144,10 @@ class WeightSync:
             self.start_collective()
 
     def resync(self) -> None:
-        """A restarted engine holds its initial weights: the learner's are sent (and checked) again."""
+        """A restarted engine holds its initial weights: the learner's are sent (and checked) again, as the version
+        they are (a version counts learner updates: a sample's staleness)."""
         self.restarted()
-        self.sync()
+        self.sync(new=False)
 
     def verify(self) -> None:
         """Every engine serves the learner's weights: each scores the probe sequence and cluster/sync_check.py

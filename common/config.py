@@ -568,14 +568,32 @@ class TrainConfig(_Section):
     save_every: int = Field(10, ge=1, description="write a resumable checkpoint every N steps")
     keep_checkpoints: int = Field(1, ge=1, description="resumable checkpoints kept: last plus the newest N-1 earlier "
                                                        "ones as checkpoints/step-N (best and phase ends are extra)")
-    overlap: bool = Field(False, description="GRPO: generate the next step's samples while the learner trains on this "
-                                             "step's (one update off-policy, corrected by the ratio against the "
-                                             "engine's logprobs; rollout/staleness is logged)")
+    max_staleness: int = Field(0, ge=0, le=16, description="GRPO: the engines sample up to this many learner "
+                               "updates ahead of the learner (0: each step samples the learner's weights; 1: the next "
+                               "step's samples are generated while this one learns; train.overlap=true is 1). Every "
+                               "token carries the weights version that sampled it; the loss corrects for it "
+                               "(algo.old_logprobs, algo.tis_cap: docs/async.md)")
     rollout_records: bool = Field(True, description="every GRPO/PPO step's samples, rewards and advantages to "
                                                     "<run>/rollouts/step-N.parquet (jobs/samples.py reads them)")
     seed: int = 0
     output_dir: str = "runs"
     run_name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _overlap_alias(cls, data):
+        """train.overlap (a bool, before train.max_staleness) is max_staleness 1 (true) or 0 (false)."""
+        if isinstance(data, dict) and "overlap" in data:
+            data = dict(data)
+            overlap = data.pop("overlap")
+            if not isinstance(overlap, bool):
+                raise ValueError(f"train.overlap must be true or false, not {overlap!r} (it is train.max_staleness 1 "
+                                 "or 0; set train.max_staleness for more)")
+            if "max_staleness" in data and data["max_staleness"] != int(overlap):
+                raise ValueError(f"train.overlap={str(overlap).lower()} is train.max_staleness={int(overlap)}, and "
+                                 f"train.max_staleness={data['max_staleness']} is set too: keep only max_staleness")
+            data["max_staleness"] = int(overlap)
+        return data
 
     @model_validator(mode="after")
     def _phase_names(self) -> "TrainConfig":
@@ -700,16 +718,11 @@ class JobConfig(_Section):
         if phase.kind == "ppo" and (a.dynamic_sampling or a.skip_solved or a.skip_failed or a.advantage != "grpo"):
             raise ValueError(f"{where}: algo.dynamic_sampling, skip_solved/skip_failed and advantage are GRPO's; "
                              "PPO's advantages are GAE with its critic: drop them from this phase")
-        overlapped = phase.kind == "grpo" and self.train.overlap  # the only kind train.overlap changes
-        if overlapped and (a.dynamic_sampling or a.skip_solved or a.skip_failed):
-            raise ValueError(f"{where}: train.overlap draws the next batch before this one is scored, so it cannot "
-                             "choose prompts by their rewards; drop train.overlap or algo.dynamic_sampling / "
-                             "skip_solved / skip_failed")
-        if overlapped and a.old_logprobs == "learner":
-            raise ValueError(f"{where}: train.overlap samples with weights one update older than the learner's: the "
-                             "ratio must use the engine's logprobs; set algo.old_logprobs=engine or auto"
-                             + (" in this phase" if phase.kind != "sft" and getattr(phase, "algo", None) is not None
-                                and phase.algo.old_logprobs else ""))
+        if phase.kind == "grpo" and self.train.max_staleness and a.tis_cap is None and a.old_logprobs != "engine":
+            raise ValueError(f"{where}: train.max_staleness={self.train.max_staleness} trains on samples of older "
+                             "weights; with the learner's old logprobs the truncated importance weights against the "
+                             "sampling engine's are the correction: set algo.tis_cap (e.g. 2) or "
+                             "algo.old_logprobs=engine")
         if a.overlong == "soft" and a.overlong_buffer is not None and a.overlong_buffer > r.max_new_tokens:
             raise ValueError(f"{where}: algo.overlong_buffer ({a.overlong_buffer}) exceeds max_new_tokens "
                              f"({r.max_new_tokens}); use at most max_new_tokens (None = a quarter of it)")
@@ -721,9 +734,9 @@ class JobConfig(_Section):
                 raise ValueError(f"rollout.sleep={r.sleep} is vLLM's sleep mode on a GPU; "
                                  + ("the hf engine has none" if r.engine != "vllm" else "CPU vLLM has none "
                                     "(cluster.gpus_per_rollout_actor=0)") + ": set rollout.sleep=auto or off")
-        if r.sleep != "off" and self.train.overlap and self.sleeps():
-            raise ValueError("train.overlap generates while the learner trains, so the engines cannot sleep then: "
-                             "drop train.overlap or set rollout.sleep=off")
+        if r.sleep != "off" and self.train.max_staleness and self.sleeps():
+            raise ValueError(f"train.max_staleness={self.train.max_staleness} generates while the learner trains, so "
+                             "the engines cannot sleep then: set train.max_staleness=0 or rollout.sleep=off")
 
     def sleeps(self) -> bool:
         """Whether the engines sleep between generations (the level is decided with the model's size)."""
@@ -743,8 +756,6 @@ class JobConfig(_Section):
                              "rollout.engine=vllm")
         if r.max_turns > 1 or self.tools.use:
             raise ValueError("rollout.agent drives its own turns and tools: drop rollout.max_turns and tools.use")
-        if self.train.overlap:
-            raise ValueError("train.overlap with rollout.agent is not supported yet: drop one of them")
 
     def _check_turns(self) -> None:
         r, use = self.rollout, self.tools.use
@@ -758,8 +769,6 @@ class JobConfig(_Section):
                              "tool; add one (e.g. tools.use=[{name: search}]) or set rollout.max_turns=1")
         if r.engine != "vllm":
             raise ValueError("multi-turn rollouts stop at tool calls, which the hf engine does not do: rollout.engine=vllm")
-        if self.train.overlap:
-            raise ValueError("train.overlap with multi-turn rollouts is not supported yet: drop one of them")
         if r.max_prompt_tokens + r.total_tokens() + r.max_new_tokens > r.max_model_len:
             raise ValueError(f"rollout.max_prompt_tokens ({r.max_prompt_tokens}) + max_total_tokens ({r.total_tokens()}) "
                              f"+ max_new_tokens ({r.max_new_tokens}) exceed max_model_len ({r.max_model_len}): a last "

@@ -15,8 +15,10 @@ Per phase it fixes:
                   learner_copy      a frozen copy inside the learner (full KL: it needs every position's logits)
   old_logprobs  the importance ratio's denominator: 'engine' (the sampling engine's logprobs) or 'learner'
                 (the learner's own at a batch's first update, TIS-weighted against the engine's); 'auto' picks
-                'learner' where bf16 runs on either side, 'engine' in fp32 and with train.overlap
-  overlap       GRPO's next generation during this step's learning (train.overlap)
+                'learner' where bf16 runs on either side or samples can be stale (train.max_staleness > 0: the
+                ratio is then clipped against the learner's weights now, the proximal policy, and the weights of
+                the version that sampled a token enter only the truncated importance weight), else 'engine'
+  staleness     GRPO's train.max_staleness: how many learner updates ahead the engines may sample (trainer/stream.py)
   selection     GRPO's choice of what to learn from: the advantage estimator (and its loss normaliser), dynamic
                 sampling (rounds), the overlong treatment, the prompt pool's skips (see Selection)
 
@@ -111,7 +113,7 @@ class PhasePlan:
     sampling: Sampling | None = None  # None for sft and for dpo on file pairs
     algo: AlgoParams | None = None    # grpo, ppo
     kl: KLPlan = KLPlan()
-    overlap: bool = False
+    staleness: int = 0                # grpo: train.max_staleness (0: every step samples the learner's weights)
     selection: Selection | None = None  # grpo, ppo (its defaults), online dpo (dynamic sampling, pool)
     dpo: DPOParams | None = None      # dpo: its loss
     turns: TurnsPlan | None = None    # sampled phases of a multi-turn run
@@ -143,8 +145,8 @@ class PhasePlan:
             tis = f", TIS cap {self.algo.tis_cap:g}" if self.algo.old_logprobs == "learner" and self.algo.tis_cap \
                 else ""
             parts += [self.kl.describe(), f"old logprobs: {self.algo.old_logprobs}{tis}"]
-        if self.overlap:
-            parts.append("overlapped generation")
+        if self.staleness:
+            parts.append(f"samples up to {self.staleness} update(s) stale")
         return "; ".join(parts)
 
 
@@ -241,12 +243,13 @@ def _phase(cfg: JobConfig, index: int, name: str, p, lora: bool) -> PhasePlan:
                          dpo=DPOParams(kl.coef, p.loss, p.label_smoothing))  # beta: the KL's coefficient
     if p.kind == "ppo":  # k1 against the reference folded into the token rewards; no KL term in the loss
         kl = KLPlan("k1", p.kl_coef, "reward", p.reference, _served("k1", lora)) if p.kl_coef > 0 else KLPlan()
-        overlap = False
+        staleness = 0
     else:
         kl = KLPlan(a.kl_kind, a.beta, "loss", p.reference, _served(a.kl_kind, lora)) if a.beta > 0 else KLPlan()
-        overlap = cfg.train.overlap
-    # train.overlap samples with weights one update older: the ratio must be against the engine's logprobs
-    old = "engine" if overlap and a.old_logprobs == "auto" else a.old_logprobs
+        staleness = cfg.train.max_staleness if p.kind == "grpo" else 0
+    # stale samples: the decoupled correction (the ratio against the learner's weights now, clipped; the sampling
+    # version's logprobs in the truncated importance weight), whatever the precision
+    old = "learner" if staleness and a.old_logprobs == "auto" else a.old_logprobs
     algo = AlgoParams(clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high,
                       beta=kl.coef if kl.where == "loss" else 0.0,
                       kl_kind=kl.kind if kl.where == "loss" else "none",
@@ -257,7 +260,7 @@ def _phase(cfg: JobConfig, index: int, name: str, p, lora: bool) -> PhasePlan:
         selection = Selection(a.advantage, a.adv_eps, a.max_rounds if a.dynamic_sampling else 1, a.overlong,
                               a.overlong_buffer or max(1, r.max_new_tokens // 4), a.overlong_penalty, a.skip_solved,
                               a.skip_failed, a.solved_at, a.failed_at)
-    return PhasePlan(index, name, p.kind, sampling, algo, kl, overlap, selection)
+    return PhasePlan(index, name, p.kind, sampling, algo, kl, staleness, selection)
 
 
 def _schedule(cfg: JobConfig, p) -> dict:

@@ -38,9 +38,12 @@ def step_rows(step: int, phase: str, group_size: int, train_indices: list[int], 
               reward_inputs: list[dict], completions: list[str], completion_ids: list[list[int]],
               finish_reasons: list[str], rewards: list[float], components: dict[str, list[float]],
               advantages: Sequence, old_logprobs: list[list[float]], ref_logprobs: list[list[float]],
-              policy_mask: list[list[int]] | None = None, turns: list[list[dict]] | None = None) -> list[dict]:
+              policy_mask: list[list[int]] | None = None, turns: list[list[dict]] | None = None,
+              versions: list[list[int]] | None = None, learner_version: int | None = None) -> list[dict]:
     """One row per sample; the per-prompt lists ([P]) are repeated over each prompt's `group_size` samples ([B]).
-    Multi-turn samples (`policy_mask`) average their logprobs over the policy's tokens and keep their turns."""
+    Multi-turn samples (`policy_mask`) average their logprobs over the policy's tokens and keep their turns.
+    `versions`: the weights version that sampled each completion token (-1: not sampled, an observation), kept
+    with the learner's version this step updated from (`learner_version`) and the sample's largest staleness."""
     rows = []
     for i, text in enumerate(completions):
         p = i // group_size
@@ -62,6 +65,10 @@ def step_rows(step: int, phase: str, group_size: int, train_indices: list[int], 
             # the sample's ids as the engines consumed and sampled them, token in, token out (agent sessions too)
             row.update(policy_tokens=len(lp), turns=json.dumps(turns[i], ensure_ascii=False, default=str),
                        completion_ids=list(completion_ids[i]), policy_mask=list(policy_mask[i]))
+        if versions is not None:
+            own = [v for v in versions[i] if v >= 0]
+            row.update(weights_versions=list(versions[i]), learner_version=learner_version,
+                       staleness_max=(learner_version - min(own)) if own and learner_version is not None else None)
         rows.append(row)
     return rows
 

@@ -30,6 +30,9 @@ class Rollout:
     # multi-turn rollouts (rollout.max_turns > 1): old_logprobs hold 0.0 at observation tokens, which policy_mask marks
     policy_mask: list[list[int]] | None = None   # [B] like completion_ids; None: every token is the policy's
     turns: list[list[dict]] | None = None        # [B] the sample's turns: policy text, tool calls, observations
+    # [B] like completion_ids: the weights version (syncs of the run) that sampled each token, -1 where the policy
+    # sampled none (observations); None: not known (a bare engine group, jobs/eval.py)
+    versions: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.prompt_ids)
@@ -39,6 +42,8 @@ class Rollout:
             raise ValueError(f"B={n} is not a multiple of group_size={self.group_size}")
         if self.policy_mask is not None and [len(m) for m in self.policy_mask] != [len(c) for c in self.completion_ids]:
             raise ValueError("Rollout.policy_mask must have one entry per completion token")
+        if self.versions is not None and [len(v) for v in self.versions] != [len(c) for c in self.completion_ids]:
+            raise ValueError("Rollout.versions must have one entry per completion token")
 
     @property
     def num_prompts(self) -> int:
@@ -56,7 +61,8 @@ class Rollout:
         """These samples, in this order, as a rollout of groups of `group_size`."""
         pick = lambda xs: None if xs is None else [xs[i] for i in rows]  # noqa: E731
         return Rollout(pick(self.prompt_ids), pick(self.completion_ids), pick(self.old_logprobs), pick(self.texts),
-                       pick(self.finish_reasons), group_size, pick(self.policy_mask), pick(self.turns))
+                       pick(self.finish_reasons), group_size, pick(self.policy_mask), pick(self.turns),
+                       pick(self.versions))
 
     def masks(self) -> list[list[int]]:
         """[B] policy_mask, with every token the policy's where the rollout has none."""
@@ -65,6 +71,19 @@ class Rollout:
     def policy_tokens(self) -> list[int]:
         """[B] how many completion tokens the policy sampled (observation tokens left out)."""
         return [sum(m) for m in self.masks()]
+
+    def sampled_by(self, version: int) -> "Rollout":
+        """This rollout with every token the policy sampled marked as sampled by weights `version` (the others -1):
+        what one generation call under one version gives."""
+        from dataclasses import replace
+
+        return replace(self, versions=[[version if m else -1 for m in ms] for ms in self.masks()])
+
+    def staleness(self, version: int) -> list[int]:
+        """The staleness of every token the policy sampled, in learner updates behind `version` (flat)."""
+        if self.versions is None:
+            return []
+        return [version - v for vs in self.versions for v in vs if v >= 0]
 
     @staticmethod
     def concat(parts: list["Rollout"]) -> "Rollout":
@@ -79,6 +98,8 @@ class Rollout:
             group_size=g,
             policy_mask=[m for r in parts for m in r.masks()] if multi else None,
             turns=[t for r in parts for t in (r.turns or [[] for _ in r.texts])] if multi else None,
+            versions=([v for r in parts for v in (r.versions or [[-1] * len(c) for c in r.completion_ids])]
+                      if any(r.versions is not None for r in parts) else None),
         )
 
 

@@ -46,6 +46,7 @@ class Sample:
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     mask: list[int] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)  # the weights version of each token (-1: an observation's)
     turns: list[dict] = field(default_factory=list)
     text: str = ""
     finish: str = ""            # set when the sample is done
@@ -83,8 +84,9 @@ class Turns:
 
     def add_policy(self, rows: list[int], part: Rollout) -> None:
         """What the engines sampled for `rows` (one sample each, in order) this turn."""
-        for i, ids, lps, text, finish in zip(rows, part.completion_ids, part.old_logprobs, part.texts,
-                                             part.finish_reasons, strict=True):
+        versions = part.versions or [[-1] * len(c) for c in part.completion_ids]
+        for i, ids, lps, text, finish, vs in zip(rows, part.completion_ids, part.old_logprobs, part.texts,
+                                                 part.finish_reasons, versions, strict=True):
             s = self.samples[i]
             room = self.budget - len(s.ids)
             cut = len(ids) > room
@@ -92,11 +94,12 @@ class Turns:
                 if self.decode is None:
                     raise ValueError("a policy turn runs past rollout.max_total_tokens and Turns has no decode to "
                                      "give its text")
-                ids, lps = ids[:room], lps[:room]
+                ids, lps, vs = ids[:room], lps[:room], vs[:room]
                 text = self.decode(ids)  # what the policy's kept tokens say, not the engine's longer text
             s.ids += ids
             s.logprobs += lps
             s.mask += [1] * len(ids)
+            s.versions += vs
             s.text += text
             call = None if cut or finish != "stop" else tool_call(text, self.tools)
             s.turns.append({"role": "policy", "turn": self.turn, "text": text, "tokens": len(ids)})
@@ -121,6 +124,7 @@ class Turns:
             s.ids += ids
             s.logprobs += [0.0] * len(ids)
             s.mask += [0] * len(ids)
+            s.versions += [-1] * len(ids)
             s.text += obs.text
             name, arg = s.call
             s.turns.append({"role": "tool", "turn": self.turn, "tool": name, "arg": arg, "status": obs.status,
@@ -134,7 +138,8 @@ class Turns:
         ss = self.samples
         return Rollout([s.prompt for s in ss], [s.ids for s in ss], [s.logprobs for s in ss], [s.text for s in ss],
                        [s.finish for s in ss], self.group_size, policy_mask=[s.mask for s in ss],
-                       turns=[s.turns for s in ss])
+                       turns=[s.turns for s in ss],
+                       versions=[s.versions for s in ss] if any(v >= 0 for s in ss for v in s.versions) else None)
 
 
 def turn_metrics(rollout: Rollout) -> dict[str, float]:

@@ -57,6 +57,12 @@ class Phase:
     def begin(self, fresh: bool) -> None:
         raise NotImplementedError
 
+    def opened(self, fresh: bool) -> None:
+        """After `begin`: what lives as long as the phase runs in this process starts (the sample stream)."""
+
+    def closed(self) -> None:
+        """The phase ended here, or stopped (an error, a stop): what `opened` started ends."""
+
     def step(self, k: int) -> dict:
         raise NotImplementedError
 
@@ -65,6 +71,14 @@ class Phase:
         fresh = s.phase != self.index or s.phase_step == 0
         s.phase, s.evals_since_best = self.index, (0 if fresh else s.evals_since_best)
         self.begin(fresh)
+        self.opened(fresh)
+        try:
+            self._steps(fresh)
+        finally:
+            self.closed()
+
+    def _steps(self, fresh: bool) -> None:
+        r, s = self.run, self.run.state
         r.log.info(f"phase {self.name} ({self.cfg.kind}): {self.steps} steps"
                    + ("" if fresh else f", resuming after step {s.phase_step}"),
                    data={"phase": self.name, "kind": self.cfg.kind, "steps": self.steps, "start_step": s.step})
@@ -146,6 +160,14 @@ class SampledPhase(Phase):
         self.shorts = 0  # dynamic sampling: steps that ran out of rounds
         self.said_unscored = False  # the first step with samples no reward scored is said in the log
 
+    def opened(self, fresh: bool) -> None:
+        if self.acquire is not None:
+            self.acquire.begin(fresh)
+
+    def closed(self) -> None:
+        if self.acquire is not None:
+            self.acquire.close()
+
     def start_reference(self, fresh: bool) -> None:
         """The phase's KL reference where the plan serves it: the model the phase starts from ('current' when it
         starts now, its saved start when a run resumes inside it), the run's initial policy, or a model spec."""
@@ -158,9 +180,10 @@ class SampledPhase(Phase):
             source = r.policy_path if kl.reference == "initial" else _resolve(kl.reference, self.job)
         r.system.set_reference(self.plan, source)
 
-    def rollout(self, timer: "Timer", more: bool = False):
-        """This step's prompts, samples, scores and (where the phase's KL needs them) reference logprobs."""
-        batch, scored, self.selected = self.acquire.step(timer, more)
+    def rollout(self, timer: "Timer", remaining: int = 0):
+        """This step's prompts, samples, scores and (where the phase's KL needs them) reference logprobs;
+        `remaining`: the phase's steps after this one (their samples may be generated ahead: trainer/stream.py)."""
+        batch, scored, self.selected = self.acquire.step(timer, remaining)
         with timer("reference"):
             ref = self.run.system.ref_logprobs(scored.rollout, self.plan)
         return batch, scored.rollout, scored, ref
@@ -188,7 +211,7 @@ class SampledPhase(Phase):
             r.state.step + 1, self.name, self.sampling.group_size, batch.indices,
             [decode(p, skip_special_tokens=False) for p in batch.prompt_ids], batch.reward_inputs, rollout.texts,
             rollout.completion_ids, rollout.finish_reasons, scored.rewards, scored.components, advantages,
-            rollout.old_logprobs, ref, rollout.policy_mask, rollout.turns)
+            rollout.old_logprobs, ref, rollout.policy_mask, rollout.turns, rollout.versions, self.acquire.version)
         rollout_records.write_step(r.path, r.state.step + 1, rows)
 
     def metrics(self, batch, rollout, scored, timer: "Timer", extra: dict) -> dict:
@@ -245,7 +268,7 @@ class GRPOPhase(SampledPhase):
         from learner.advantages import estimate_advantages
 
         r, sel, timer = self.run, self.selection, Timer()
-        batch, rollout, scored, ref = self.rollout(timer, more=k < self.steps)
+        batch, rollout, scored, ref = self.rollout(timer, remaining=self.steps - k)
         self.say_if_short(k)
         has = scored.scored  # a sample without a reward leaves its group's statistics and the loss
         adv, adv_m = estimate_advantages(sel.advantage, torch.tensor([0.0 if r is None else r for r in scored.rewards]),
@@ -261,8 +284,7 @@ class GRPOPhase(SampledPhase):
         if train.completion_ids:
             with timer("learn"):
                 learn_m = r.system.train(train, self.algo, self.plan.inner_steps)
-        self.acquire.finish_pending(timer)
-        with timer("sync"):
+        with timer("sync"):  # waits for an engine call in flight (the stream's): no generation spans a sync
             r.system.sync_weights()
         self.record(batch, rollout, scored, adv.tolist(), ref)
         return self.metrics(batch, rollout, scored, timer, {

@@ -45,6 +45,7 @@ class RunState:
     step: int = 0                # steps done over all phases (the x axis of every curve)
     grpo_steps: int = 0          # GRPO steps done over all phases (seeds each step's sampling)
     drawn: int = 0               # training prompts drawn from the task's stream (the data position)
+    weights_version: int = 0     # learner updates the engines hold (a sampled token's version counts them)
     skips: dict = field(default_factory=dict)  # the GRPO prompt pool's skips (trainer/selection.py PromptPool)
     best: float | None = None    # best primary metric so far, and where
     best_step: int | None = None
@@ -68,7 +69,10 @@ class Run:
         self.stop_at = None if max_steps is None else state.step + max_steps
         self.peak_rss: dict = {}  # GiB by actor group, read when the run ends
         self.doing = "the set-up"  # what the run is doing, for a stop's message
+        self.in_flight = None  # the running phase's launches in flight, saved with a resumable checkpoint
         self.saved_step = state.step if resume_from is not None else None  # the step checkpoints/last holds
+        if resume_from is not None:
+            system.resume_version(state.weights_version)
 
     def start_optimizer(self, lr: float, total_steps: int, fresh: bool) -> None:
         """A phase's optimizer and schedule; resuming inside the phase, its saved moments and schedule position
@@ -166,15 +170,26 @@ class Run:
         holds this step already (saved before its eval), only its driver state is rewritten."""
         ckpts, keep = self.path / "checkpoints", self.cfg.train.keep_checkpoints
         last = ckpts / "last"
+        self.state.weights_version = self.system.weights_version
         if self.saved_step == self.state.step and ck.resumable(last):
             ck.update_driver_state(last, asdict(self.state))
             return
         previous = None
         if keep > 1 and ck.resumable(last) and (step := ck.load_driver_state(last)["step"]) != self.state.step:
             previous = ck.step_folder(ckpts, step)
-        ck.atomic_checkpoint(last, lambda p: self.system.save(str(p), True), asdict(self.state), previous)
+        ck.atomic_checkpoint(last, self._save_resumable, asdict(self.state), previous)
         ck.prune(ckpts, keep - 1)
         self.saved_step = self.state.step
+
+    def _save_resumable(self, folder) -> None:
+        """The learner's state, and the samples generated ahead of it (trainer/stream.py): the data position in
+        the state is past their prompts, so a resumed run trains on them rather than drawing them again."""
+        from trainer.stream import save_in_flight
+
+        self.system.save(str(folder), True)
+        launches = self.in_flight() if self.in_flight is not None else []
+        if launches:
+            save_in_flight(folder, launches)
 
     def eval_done(self) -> None:
         """After the eval of a step checkpointed before it: the checkpoint's state says so (a stop from here on

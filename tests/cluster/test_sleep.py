@@ -60,7 +60,7 @@ def test_the_plan_says_whether_engines_sleep(overrides, sleep, line):
     (["rollout.sleep=level1"], "CPU vLLM has none"),
     (["rollout.sleep=level1", "rollout.engine=hf", "cluster.gpus_per_rollout_actor=1"], "the hf engine has none"),
     (["cluster.placement=colocated", "cluster.gpus_per_rollout_actor=1", "train.overlap=true"],
-     "drop train.overlap or set rollout.sleep=off"),
+     "set train.max_staleness=0 or rollout.sleep=off"),
 ])
 def test_sleep_config_errors_name_the_fix(overrides, fix):
     with pytest.raises(ConfigError) as err:

@@ -105,9 +105,11 @@ def test_out_of_range_names_the_bound():
     (["learner.workers=2", "learner.reference_workers=3"], "set learner.reference_workers <= 2"),
     (["learner.critic_workers=2"], "set learner.critic_workers <= 1"),
     # a phase's own override meets the same rule as the top-level section (issue 30: it slipped past before)
-    (["train.overlap=true", "train.phases.0.algo.old_logprobs=learner"],
-     "train.phases.0 (grpo): train.overlap samples with weights one update older"),
-    (["train.overlap=true", "algo.old_logprobs=learner"], "set algo.old_logprobs=engine or auto"),
+    (["train.max_staleness=2", "train.phases.0.algo.old_logprobs=learner", "algo.tis_cap=null"],
+     "train.phases.0 (grpo): train.max_staleness=2 trains on samples of older weights"),
+    (["train.max_staleness=1", "algo.tis_cap=null"], "set algo.tis_cap (e.g. 2) or algo.old_logprobs=engine"),
+    (["train.overlap=true", "train.max_staleness=2"], "keep only max_staleness"),
+    (["train.overlap=2"], "must be true or false"),
     (["learner.offload=true"], "set learner.sharding=fsdp"),
     (["learner.sharding=fsdp", "cluster.backend=inprocess"], "needs Ray: drop --inprocess"),
     (["learner.sharding=fsdp", "learner.lora={rank: 8}"], "use learner.sharding=replicate"),
@@ -116,7 +118,6 @@ def test_out_of_range_names_the_bound():
     (["tools.use=[{name: search}]"], "set rollout.max_turns (e.g. 4) or drop tools.use"),
     (["rollout.max_turns=3"], "add one (e.g. tools.use=[{name: search}]) or set rollout.max_turns=1"),
     (["rollout.max_turns=3", "tools.use=[{name: calculate}]", "rollout.engine=hf"], "rollout.engine=vllm"),
-    (["rollout.max_turns=3", "tools.use=[{name: calculate}]", "train.overlap=true"], "drop one of them"),
     (["rollout.max_turns=3", "tools.use=[{name: calculate}]", "rollout.max_total_tokens=1500"], "a last turn could "
                                                                                                "not fit"),
     (["rollout.max_turns=3", "tools.use=[{name: weather}]"], "give your tool's fn"),

@@ -3,7 +3,7 @@
 The table is written by hand from the presets and the rules (a sampled KL needs the reference's logprobs of the
 sampled tokens: a reference actor with full fine-tuning, the adapters-disabled learner with LoRA; full KL keeps a
 frozen copy in the learner; PPO folds k1 into the token rewards; 'auto' old logprobs are the learner's where bf16
-runs on either side, the engine's in fp32 and under train.overlap).
+runs on either side or samples can be stale (train.max_staleness), the engine's in fp32).
 """
 from pathlib import Path
 
@@ -82,14 +82,17 @@ def test_one_bf16_engine_makes_the_ratio_the_learners():
 
 
 @pytest.mark.parametrize("overrides,old", [
-    (["train.overlap=true"], "engine"),                 # samples one update older: the engine's, even in bf16
+    (["train.overlap=true"], "learner"),      # stale samples: the decoupled correction (proximal ratio + TIS), even fp32
+    (["train.max_staleness=2"], "learner"),
+    (["train.max_staleness=2", "algo.old_logprobs=engine"], "engine"),  # asked: the ratio against the sampler's
     (["algo.old_logprobs=engine"], "engine"),
     (["algo.old_logprobs=learner"], "learner"),
 ])
-def test_old_logprobs_asked_or_forced_by_overlap(overrides, old):
+def test_old_logprobs_asked_or_forced_by_staleness(overrides, old):
     plan = make_plan(load_config(str(CONFIGS / "smoke.yaml"), overrides))
     assert plan.phases[0].old_logprobs == old  # decided before any actor: precision cannot change it
     assert plan.with_precisions({"learner": "bf16", "engines": ["bf16"]}).phases[0].old_logprobs == old
+    assert plan.with_precisions({"learner": "fp32", "engines": ["fp32"]}).phases[0].old_logprobs == old
 
 
 @pytest.mark.parametrize("overrides,kl,served,roles", [
@@ -144,7 +147,6 @@ def test_what_a_grpo_step_learns_from_is_planned_once(overrides, selection, agg,
 
 @pytest.mark.parametrize("overrides, message", [
     (["train.phases=[{kind: ppo, steps: 2}]", "algo.dynamic_sampling=true"], "GRPO's"),
-    (["train.overlap=true", "algo.skip_solved=1"], "cannot choose prompts by their rewards"),
     (["algo.overlong=soft", "algo.overlong_buffer=100", "rollout.max_new_tokens=64"], "exceeds max_new_tokens"),
     (["algo.solved_at=0", "algo.failed_at=0"], "must be below"),
     (["algo.adv_scale=none"], "algo.advantage"),

@@ -108,10 +108,13 @@ SELECTION = ("algo.dynamic_sampling=true", "algo.max_rounds=3", "algo.skip_solve
              "algo.overlong=soft", "algo.advantage=rloo")
 
 
-@pytest.mark.parametrize("selection", [(), SELECTION], ids=["grpo", "dynamic-pool-soft-rloo"])
+@pytest.mark.parametrize("selection", [(), SELECTION, (*SELECTION, "train.max_staleness=2")],
+                         ids=["grpo", "dynamic-pool-soft-rloo", "stream-2-dynamic-pool"])
 def test_a_resumed_run_equals_an_uninterrupted_one(llama, tmp_path, selection):
     """Stop after 3 steps (mid-phase), resume: every later step's metrics equal the uninterrupted run's; also with
-    dynamic sampling, the prompt pool and the soft overlong penalty (whose draws depend on the run's state)."""
+    dynamic sampling, the prompt pool and the soft overlong penalty (whose draws depend on the run's state), and
+    with samples generated 2 steps ahead (the launches in flight at the stop are in the checkpoint: trained on
+    once, never drawn or generated again)."""
     phases = "[{kind: sft, steps: 2, batch_size: 2}, {kind: grpo, steps: 3}]"
     base = _args(llama, tmp_path, "arithmetic", phases, "task.params.gsm8k=false", "train.save_every=100",
                  "learner.lr=1e-3", *selection)
@@ -119,6 +122,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(llama, tmp_path, selection):
     assert main([*base, "train.run_name=split", "--max-steps", "3"]) == 0
     state = json.loads((tmp_path / "split" / "checkpoints" / "last" / "driver_state.json").read_text())
     assert (state["step"], state["phase"], state["phase_step"]) == (3, 1, 1)
+    stream = "train.max_staleness=2" in selection  # grpo steps 2 and 3 were launched during step 1
+    assert (tmp_path / "split" / "checkpoints" / "last" / "in_flight.pkl").is_file() == stream
     assert not json.loads((tmp_path / "split" / "summary.json").read_text())["finished"]
     assert main([*base, "train.run_name=split", "--resume"]) == 0
 
@@ -128,12 +133,15 @@ def test_a_resumed_run_equals_an_uninterrupted_one(llama, tmp_path, selection):
             if r["kind"] in ("step", "eval"):
                 # sync/: the probe check starts again with each process (its probe: the policy's greedy text then)
                 out[(r["kind"], r["step"])] = {k: v for k, v in r.items() if isinstance(v, float) and not
-                                               k.startswith(("timing/", "perf/", "eval/seconds", "sync/"))
+                                               k.startswith(("timing/", "perf/", "eval/seconds", "sync/", "stream/"))
                                                and k != "time"}
         return out
 
     whole, split = numbers("whole"), numbers("split")
     assert whole.keys() == split.keys() and len(whole) >= 5
+    stale = [r["rollout/staleness"] for r in _records(tmp_path / "whole") if r.get("phase") == "grpo"
+             and r["kind"] == "step"]
+    assert stale == ([0, 1, 2] if stream else [0, 0, 0])
     for key in whole:
         assert split[key] == pytest.approx(whole[key], rel=1e-6, abs=1e-9), key
     # Rollout records: every GRPO step once, the same samples, rewards and advantages as the uninterrupted run.
@@ -333,9 +341,10 @@ def test_an_engine_that_came_back_with_its_initial_weights_is_synced_before_it_s
 
 
 def test_overlap_trains_one_update_off_policy_and_loses_no_sample(llama, tmp_path):
-    """train.overlap: the next batch is generated while this one trains. Steps 2.. sample with weights one update
-    older than the learner's (rollout/staleness 1, a logprob gap the ratio corrects); the prompts drawn, their
-    order and the samples recorded are those of the sequential run's data stream, none lost or twice."""
+    """train.overlap (train.max_staleness=1): the next batch is generated while this one trains. Steps 2.. sample
+    with weights one update older than the learner's (rollout/staleness 1, every token's version in the records, a
+    logprob gap the correction weighs); the prompts drawn, their order and the samples recorded are those of the
+    sequential run's data stream, none lost or twice."""
     # after SFT, a KL term against the initial model moves the policy at every GRPO step even where rewards are flat
     phases = "[{kind: sft, steps: 2, batch_size: 2}, {kind: grpo, steps: 3, reference: initial, algo: {beta: 1.0}}]"
     base = _args(llama, tmp_path, "arithmetic", phases, "task.params.gsm8k=false", "learner.lr=1e-2")
@@ -347,14 +356,17 @@ def test_overlap_trains_one_update_off_policy_and_loses_no_sample(llama, tmp_pat
                 for n in ("seq", "ovl"))
     assert [r["rollout/staleness"] for r in seq] == [0, 0, 0]
     assert [r["rollout/staleness"] for r in ovl] == [0, 1, 1]
+    assert [r["rollout/staleness_frac_1"] for r in ovl] == [0.0, 1.0, 1.0]
     assert ovl[0]["reward/mean"] == pytest.approx(seq[0]["reward/mean"])  # step 1: same weights, same seed
     assert ovl[0]["learner/logprob_diff_max"] < 1e-4 < ovl[1]["learner/logprob_diff_max"]  # stale by one update
-    assert "timing/generate_wait" in ovl[1]
+    assert ovl[1]["learner/tis_mean"] != 1.0  # the sampler's version is weighed against the learner's
     a, b = rollout_records.read(tmp_path / "seq"), rollout_records.read(tmp_path / "ovl")
     assert len(a) == len(b) == 3 * 2 * 4 and not b.duplicated(["step", "prompt", "sample"]).any()
     assert a["train_index"].tolist() == b["train_index"].tolist()  # the same prompts, in the same order
+    assert (b["learner_version"] - b["weights_versions"].map(min)).tolist() == [0] * 8 + [1] * 16
+    assert b["staleness_max"].tolist() == [0] * 8 + [1] * 16
 
 
-def test_overlap_refuses_learner_old_logprobs(tmp_path, capsys):
-    assert main(["--inprocess", f"train.output_dir={tmp_path}", "train.overlap=true", "algo.old_logprobs=learner"]) == 2
-    assert "engine's logprobs" in capsys.readouterr().err
+def test_stale_samples_without_a_correction_are_refused(tmp_path, capsys):
+    assert main(["--inprocess", f"train.output_dir={tmp_path}", "train.max_staleness=2", "algo.tis_cap=null"]) == 2
+    assert "set algo.tis_cap" in capsys.readouterr().err
