@@ -24,6 +24,8 @@ training.
 """
 from __future__ import annotations
 
+import threading
+
 from common.checkpoint import TRAINER_DIR
 from common.config import JobConfig
 from common.plan import PhasePlan, RunPlan, make_plan
@@ -83,6 +85,7 @@ class TrainingSystem:
         self._tokenizer = None  # the policy's, loaded when a multi-turn turn needs decoding (decode)
         # rollout.agent: the run's endpoint, its agent function and the event loop its sessions run in
         self.endpoint = self.dispatch = self.agent = self.agent_loop = None
+        self._agent_start = threading.Lock()
         self.recovery = Recovery(c.max_restarts, c.call_timeout_s, self.backend, restored=fleet.restored)
         # Each actor resolved precision 'auto' on its own node (common/precision.py): what it chose and the figures
         self.choices = {"learner": self.learner.run(Learner.precision_choice),
@@ -183,14 +186,17 @@ class TrainingSystem:
         from cluster.agents import load_agent, outcomes_rollout, run_sessions
 
         r = self.cfg.rollout
-        if self.endpoint is None:
-            self.endpoint, self.dispatch = self._serve(sampling)
-        self.agent = self.agent or load_agent(r.agent, r.agent_params)
-        if self.agent_loop is None:  # one loop for the run's agents: what they keep between steps (clients, locks) stays
-            self.agent_loop = asyncio.new_event_loop()  # bound to it
-        outcomes = self.agent_loop.run_until_complete(run_sessions(
+        with self._agent_start:  # the stream's generation thread and an eval may come first at once
+            if self.endpoint is None:
+                self.endpoint, self.dispatch = self._serve(sampling)
+            self.agent = self.agent or load_agent(r.agent, r.agent_params)
+            if self.agent_loop is None:  # one loop, in a thread of its own, for the run's agents: what they keep
+                # between steps (clients, locks) stays bound to it, whichever thread asks for sessions
+                self.agent_loop = asyncio.new_event_loop()
+                threading.Thread(target=self.agent_loop.run_forever, name="raygrpo-agents", daemon=True).start()
+        outcomes = asyncio.run_coroutine_threadsafe(run_sessions(
             self.agent, self.endpoint, rows, sampling.group_size, r.agent_params, r.agent_timeout_s,
-            r.agent_concurrency, prefix=f"{seed}"))
+            r.agent_concurrency, prefix=f"{seed}"), self.agent_loop).result()
         for o in outcomes:
             self.dispatch.release(o.session.sid)
         return outcomes_rollout(outcomes, sampling.group_size, self._decoder().eos_token_id or 0)
@@ -422,7 +428,7 @@ class TrainingSystem:
             self.endpoint.stop()
             self.endpoint = None
         if self.agent_loop is not None:
-            self.agent_loop.close()
-            self.agent_loop = None
+            loop, self.agent_loop = self.agent_loop, None
+            loop.call_soon_threadsafe(loop.stop)
         if self.owns_fleet:
             self.fleet.close()

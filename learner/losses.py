@@ -248,7 +248,9 @@ def truncated_is_weights(old_logprobs: Tensor, sampling_logprobs: Tensor, comple
         completion_mask: [B, T]; cap: C > 0.
 
     Returns: weights [B, T] (1 at masked positions, no gradient) and metrics over valid tokens: "tis_mean",
-        "tis_max", "tis_clipped_frac" (share of tokens whose ratio exceeded the cap).
+        "tis_max", "tis_clipped_frac" (share of tokens whose ratio exceeded the cap), and the untruncated ratio's
+        quantiles "tis_ratio_p10", "tis_ratio_p50", "tis_ratio_p90" (per micro-batch; a step logs their
+        token-weighted mean).
 
     Example: log-ratios 0.5, 1.5, -1.0 with cap 2: e^0.5 = 1.6487, e^1.5 = 4.48 -> 2 (clipped), e^-1 = 0.3679:
         >>> w, m = truncated_is_weights(torch.tensor([[-1.0, -0.5, -2.0]]), torch.tensor([[-1.5, -2.0, -1.0]]),
@@ -265,6 +267,9 @@ def truncated_is_weights(old_logprobs: Tensor, sampling_logprobs: Tensor, comple
     metrics = {"tis_mean": masked_mean(weights, keep).item(),
                "tis_max": torch.where(keep, weights, torch.zeros_like(weights)).max().item() if keep.any() else 0.0,
                "tis_clipped_frac": masked_mean((raw > cap).to(weights.dtype), keep).item()}
+    if keep.any():
+        q = torch.quantile(raw[keep].double(), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+        metrics.update({"tis_ratio_p10": q[0].item(), "tis_ratio_p50": q[1].item(), "tis_ratio_p90": q[2].item()})
     return weights, metrics
 
 

@@ -249,7 +249,9 @@ class SampledPhase(Phase):
             **self.run.system.last_sync,  # the probe check after this step's sync
             **timer.seconds, "timing/step": seconds, "perf/samples_per_s": len(lens) / seconds,
             "cluster/actor_restarts": self.run.system.restarts, "rollout/staleness": self.acquire.staleness,
-            "perf/tokens_per_s_generate": sum(lens) / timer.seconds["timing/generate"],
+            # the generation's own seconds (ahead of the step under train.max_staleness, the wait is less)
+            "perf/tokens_per_s_generate": sum(lens) / max(extra.get("stream/generate_s")
+                                                          or timer.seconds["timing/generate"], 1e-9),
             "sample/completion": rollout.texts[0][:200], "sample/reward_inputs": json.dumps(batch.reward_inputs[0])[:200],
         }
 

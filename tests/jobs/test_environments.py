@@ -147,15 +147,17 @@ def agent_project(shared_data, folder: Path, rows: int, monkeypatch) -> Path:
 def test_an_agent_on_an_openai_client_trains_unchanged(shared_data, tmp_path, tiny_policy_dir, fleets, monkeypatch,
                                                        capsys):
     """docs/examples/agent: a plain agent loop on openai.AsyncOpenAI (a calculator tool between turns), each sample a
-    session of the run's endpoint: 2 GRPO steps, its reward parts in metrics.jsonl, its sessions' ids in the rollout
-    Parquet as the engines consumed and sampled them (policy tokens masked in, the rest out)."""
-    folder = agent_project(shared_data, tmp_path / "agent_project", 24, monkeypatch)
-    train(fleets, "job.yaml", f"model.policy={tiny_policy_dir}", "train.phases.0.steps=2", "train.eval_every=2",
+    session of the run's endpoint: 3 GRPO steps with sessions run up to 2 updates ahead (train.max_staleness=2) and
+    an eval while they run, its reward parts in metrics.jsonl, its sessions' ids in the rollout Parquet as the
+    engines consumed and sampled them (policy tokens masked in, the rest out), each token's weights version."""
+    folder = agent_project(shared_data, tmp_path / "agent_project", 36, monkeypatch)
+    train(fleets, "job.yaml", f"model.policy={tiny_policy_dir}", "train.phases.0.steps=3", "train.eval_every=2",
           "train.eval_at_start=false", "rollout.max_new_tokens=24", "rollout.agent_params.max_tokens=24",
-          "rollout.kv_cache_gib=1")
+          "rollout.kv_cache_gib=1", "train.max_staleness=2")
     run = folder / "runs" / "calc-agent"
     steps = records(run, "step")
-    assert [r["step"] for r in steps] == [1, 2]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert steps[0]["rollout/staleness"] == 0 and all(r["rollout/staleness"] <= 2 for r in steps)
     for r in steps:
         assert r["agent/sessions"] == 16 and r["agent/errors"] == 0 and r["agent/timeouts"] == 0, r
         assert r["agent/requests_per_session"] >= 1 and "reward/agent/correct" in r and "reward/agent/format" in r
@@ -163,7 +165,9 @@ def test_an_agent_on_an_openai_client_trains_unchanged(shared_data, tmp_path, ti
     from common import rollout_records
 
     df = rollout_records.read(run)
-    assert len(df) == 2 * 16
+    assert len(df) == 3 * 16
+    ages = df["learner_version"] - df["weights_versions"].map(lambda v: min(x for x in v if x >= 0))
+    assert ages.max() <= 2 and (ages == df["staleness_max"]).all()
     # the sample is what the engines consumed and sampled: policy tokens masked in, chat scaffolding masked out
     assert df["completion_ids"].map(len).equals(df["policy_mask"].map(len))
     assert df["policy_mask"].map(lambda m: 0 < sum(m) <= len(m)).all()

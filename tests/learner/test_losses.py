@@ -394,3 +394,34 @@ def test_micro_batch_accumulation_equals_full_batch(mode, seed):
         total = total + part.detach()
     torch.testing.assert_close(total, full.detach(), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(micro_lp.grad, full_lp.grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+def test_the_off_policy_correction_is_the_synchronous_loss_when_every_token_is_the_learners(agg):
+    """train.max_staleness > 0 trains with the learner's old logprobs and truncated importance weights against the
+    version that sampled each token. Where every token was sampled by the learner's current weights (the engine's
+    logprobs are the learner's), the weights are 1 and the loss and its gradient are the synchronous step's exactly;
+    where a token is stale, they differ (the correction does something)."""
+    from learner.losses import truncated_is_weights
+
+    torch.manual_seed(0)
+    B, T = 4, 7
+    logp = (-torch.rand(B, T, dtype=D) * 3).requires_grad_()
+    mask = (torch.rand(B, T) > 0.2).to(D)
+    adv = torch.randn(B, dtype=D)
+    ref = -torch.rand(B, T, dtype=D) * 3
+    kw = dict(clip_eps=0.2, ref_logprobs=ref, beta=0.04, kl_kind="k3", agg_mode=agg)
+
+    def loss_and_grad(behaviour, corrected):
+        old = logp.detach()  # the learner's own old logprobs at the batch's first update
+        w = truncated_is_weights(old, behaviour, mask, 2.0)[0] if corrected else None
+        loss, _ = policy_loss(logp, old, adv, mask, is_weights=w, **kw)
+        (grad,) = torch.autograd.grad(loss, logp)
+        return loss.item(), grad
+
+    sync_loss, sync_grad = loss_and_grad(logp.detach(), corrected=False)
+    fresh_loss, fresh_grad = loss_and_grad(logp.detach().clone(), corrected=True)
+    assert fresh_loss == sync_loss and torch.equal(fresh_grad, sync_grad)
+    stale = logp.detach() - 0.5 * torch.rand(B, T, dtype=D)  # an older version sampled these tokens
+    stale_loss, stale_grad = loss_and_grad(stale, corrected=True)
+    assert stale_loss != sync_loss and not torch.equal(stale_grad, sync_grad)

@@ -185,3 +185,21 @@ def test_the_records_keep_the_turns_and_samples_prints_them(tmp_path):
     text = "\n".join(show(rollout_records.read(tmp_path, 1), 1, 80))
     assert "turn 1 policy (3 tokens)  think <search>q</search>" in text
     assert "turn 1 search(q) -> ok (4 tokens)" in text and "turn 2 policy (2 tokens)  <answer>x</answer>" in text
+
+
+def test_a_sync_between_two_turns_gives_each_span_its_own_version():
+    """With samples generated ahead (train.max_staleness), a weight sync may land between two turns of a sample: the
+    turn after it is sampled by the new version and says so, token by token; the observation between them was
+    sampled by none (-1). Its staleness is counted from its oldest span."""
+    engine = FakeEngine([([11, 12, 13], "think <search>q</search>", "stop"), ([21, 22], "<answer>x</answer>", "stop")])
+    versions = iter([4, 5])  # the engines' weights version at each turn's call: a sync came in between
+
+    def generate(*args, **kwargs):
+        return engine(*args, **kwargs).sampled_by(next(versions))
+
+    out = generate_turns(generate, fixed_tools([91, 92]), [[1, 2]], Sampling(2, 1.0, 1.0, 8), 0, ("search",), 3, 100,
+                         decode)
+    assert out.versions == [[4, 4, 4, -1, -1, 5, 5]] * 2
+    assert out.staleness(6) == [2, 2, 2, 1, 1] * 2
+    both = Rollout.concat([out, out.take([0, 1], 2)])
+    assert both.versions == out.versions * 2 and both.take([3], 1).versions == [out.versions[1]]

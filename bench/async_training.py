@@ -1,0 +1,166 @@
+"""Where asynchronous training pays: seconds per update, samples/s and the reward curve at train.max_staleness
+0, 1 and 2, on a workload whose scoring waits on something outside the engines (a judge or sandbox that takes a
+fixed second per batch) and on the same workload without the wait.
+
+    python bench/async_training.py [--steps 8] [--repeats 2] [--wait 1.0] [--policy embedded:smollm2-135m-instruct]
+
+The workload: jobs/configs/arithmetic_easy_grpo.yaml (the embedded SmolLM2 policy, vLLM on local Ray), 4 prompts x
+4 samples a step, its `arithmetic` reward plus a weight-0 user reward function that sleeps `--wait` seconds per call
+(a stand-in for a remote judge). Every run borrows one warm fleet (cluster/fleet.py FleetPool), so only the first
+pays the actors' start. Each (wait, staleness) runs `--repeats` times with seeds 0, 1, ...; the same seed draws the
+same prompts in every run, so the reward curves compare step by step on the same samples budget (paired over seed
+and step, mean difference with a 95% t-interval).
+
+Writes docs/async_training.md: the machine, the command, the table (median seconds per update over steps 2.. and
+the range over repeats, samples/s, mean staleness, reward), the paired reward comparison.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WAIT = '''import time
+
+
+def judge(completions, **kwargs):
+    """A stand-in for a remote judge or sandbox: a fixed wait per batch, no score of its own (weight 0)."""
+    time.sleep({wait})
+    return [0.0] * len(completions)
+'''
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+def one_run(pool, folder: Path, policy: str, steps: int, staleness: int, wait: float, seed: int) -> dict:
+    from trainer.run import load_job, load_task, run
+
+    judge = folder / f"judge_{str(wait).replace('.', '_')}.py"
+    judge.write_text(WAIT.replace("{wait}", repr(wait)))
+    name = f"wait{wait:g}-s{staleness}-seed{seed}"
+    overrides = [f"model.policy={policy}", f"train.output_dir={folder}", f"train.run_name={name}",
+                 f"train.phases.0.steps={steps}", "train.eval_at_start=false", f"train.eval_every={steps}",
+                 f"train.save_every={steps}", "train.prompts_per_step=4", "data.eval_size=20",
+                 f"train.seed={seed}", f"rollout.seed={seed}", f"train.max_staleness={staleness}",
+                 f"rewards.components=[{{name: arithmetic}}, {{fn: '{judge}:judge', weight: 0.0, name: judge}}]",
+                 "cluster.backend=ray"]
+    cfg = load_job(str(ROOT / "jobs" / "configs" / "arithmetic_easy_grpo.yaml"), overrides)
+    t0 = time.perf_counter()
+    run(cfg, loaded=load_task(cfg), fleet=pool)
+    wall = time.perf_counter() - t0
+    recs = [json.loads(x) for x in (folder / name / "metrics.jsonl").read_text().splitlines()]
+    st = [r for r in recs if r.get("kind") == "step"]
+    later = st[1:] or st
+    per_step = statistics.median(r["timing/step"] for r in later)
+    samples = later[0]["sampling/samples_per_update"]
+    log(f"{name}: {per_step:.2f} s a step, wall {wall:.0f} s")
+    return {"name": name, "wait": wait, "staleness": staleness, "seed": seed, "step_s": per_step,
+            "samples_per_s": samples / per_step, "wall_s": wall,
+            "stale_mean": statistics.mean(r.get("rollout/staleness_mean", 0.0) for r in st),
+            "rewards": [r["reward/mean"] for r in st]}
+
+
+def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Mean of b - a with its 95% t-interval (pairs: same seed, same step)."""
+    from scipy import stats
+
+    d = [y - x for x, y in zip(a, b, strict=True)]
+    m = statistics.mean(d)
+    if len(d) < 2 or statistics.pstdev(d) == 0:
+        return m, m, m
+    half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
+    return m, m - half, m + half
+
+
+def report(results: list[dict], args, cmd: str) -> str:
+    from bench.report import machine
+
+    lines = ["# Asynchronous training: where a staleness bound pays", "",
+             f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.", "", f"Command: `{cmd}`", "",
+             "Workload: jobs/configs/arithmetic_easy_grpo.yaml, the embedded SmolLM2-135M-Instruct policy on vLLM "
+             f"(local Ray, one engine, one learner), 4 prompts x 4 samples a step, {args.steps} steps a run; its "
+             "`arithmetic` reward and a weight-0 user reward function that waits a fixed time per batch (a judge or "
+             "sandbox stand-in). One warm fleet for every run. Seconds per update: the median over steps 2.. of "
+             "each run, then the median over repeats [range].", "",
+             "| judge wait | max_staleness | s / update | samples/s | mean staleness | mean reward | repeats |",
+             "|---|---|---|---|---|---|---|"]
+    for wait in sorted({r["wait"] for r in results}, reverse=True):
+        for s in sorted({r["staleness"] for r in results}):
+            rs = [r for r in results if r["wait"] == wait and r["staleness"] == s]
+            steps = [r["step_s"] for r in rs]
+            lines.append(f"| {wait:g} s | {s} | {statistics.median(steps):.2f} [{min(steps):.2f}, {max(steps):.2f}] | "
+                         f"{statistics.median(r['samples_per_s'] for r in rs):.2f} | "
+                         f"{statistics.mean(r['stale_mean'] for r in rs):.2f} | "
+                         f"{statistics.mean(x for r in rs for x in r['rewards']):.3f} | {len(rs)} |")
+    lines += ["", "Reward curves on the same samples budget, paired by seed and step (mean reward at staleness k minus "
+              "at 0, 95% t-interval):", ""]
+    for wait in sorted({r["wait"] for r in results}, reverse=True):
+        base = {r["seed"]: r["rewards"] for r in results if r["wait"] == wait and r["staleness"] == 0}
+        for s in sorted({r["staleness"] for r in results} - {0}):
+            other = {r["seed"]: r["rewards"] for r in results if r["wait"] == wait and r["staleness"] == s}
+            seeds = sorted(set(base) & set(other))
+            a = [x for k in seeds for x in base[k]]
+            b = [x for k in seeds for x in other[k]]
+            m, lo, hi = paired(a, b)
+            lines.append(f"- wait {wait:g} s, staleness {s} vs 0: {m:+.3f} [{lo:+.3f}, {hi:+.3f}] over {len(a)} "
+                         "(seed, step) pairs")
+    lines += ["", reading(results), ""]
+    return "\n".join(lines)
+
+
+def reading(results: list[dict]) -> str:
+    """What the table says, in words, from the figures."""
+    out = []
+    for wait in sorted({r["wait"] for r in results}, reverse=True):
+        med = {s: statistics.median(r["step_s"] for r in results if r["wait"] == wait and r["staleness"] == s)
+               for s in sorted({r["staleness"] for r in results})}
+        if 0 not in med:
+            continue
+        parts = [f"staleness {s}: {med[0] / v:.2f}x" for s, v in med.items() if s]
+        out.append(f"With a {wait:g} s judge wait, updates per second against the synchronous step: "
+                   + ", ".join(parts) + ".")
+    return " ".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policy", default="embedded:smollm2-135m-instruct")
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--wait", type=float, default=1.0)
+    ap.add_argument("--staleness", default="0,1,2")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "async_training.md"))
+    args = ap.parse_args(argv)
+    cmd = "python bench/async_training.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    from cluster.fleet import FleetPool
+
+    results = []
+    pool = FleetPool(keep=1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for wait in (args.wait, 0.0):
+                for seed in range(args.repeats):
+                    for s in (int(x) for x in args.staleness.split(",")):
+                        results.append(one_run(pool, Path(tmp), args.policy, args.steps, s, wait, seed))
+    finally:
+        pool.close()
+    text = report(results, args, cmd.strip())
+    Path(args.out).write_text(text)
+    (Path(args.out).with_suffix(".json")).write_text(json.dumps(results, indent=1))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
