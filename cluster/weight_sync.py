@@ -15,6 +15,8 @@ they hold; one restarted by Ray refuses to sample until it has been synced again
 """
 from __future__ import annotations
 
+import time
+
 from cluster.groups import ActorGroup, get, handoff
 from cluster.recovery import Recovery
 from cluster.sync_check import SyncCheck
@@ -104,10 +106,15 @@ class WeightSync:
         """A new version to every engine (`new`; else the current one again), then checked on each. An engine that
         dies on the way is restarted by Ray and gets it again. `around(push)`: runs the push (sleeping engines wake
         around it: cluster/sleep.py). Holds `lock`: no generation is sent meanwhile (cluster/engines.py)."""
+        t0 = time.perf_counter()
         self.wanted.set()
         with self.lock:
             self.wanted.clear()
+            t1 = time.perf_counter()
             self._sync(around, new)
+        # the engines' pause (no generation while the weights move and are checked), and the wait for a
+        # generation in flight to end first (train.max_staleness: the stream's)
+        self.last = {**self.last, "sync/pause_s": time.perf_counter() - t1, "sync/wait_s": t1 - t0}
 
     def let_sync_first(self, most_s: float = 5.0) -> None:
         """Before a generation takes the lock: a sync waiting for it goes first (the learner waits on the sync, the

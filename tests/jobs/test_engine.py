@@ -402,6 +402,7 @@ def test_the_staleness_bound_holds_under_random_generation_and_reward_delays(lla
     stale = [r["rollout/staleness"] for r in steps]  # a launch samples when the generation thread reaches it
     assert stale[0] == 0 and max(stale) <= 2 and sum(stale) > 0, stale
     assert all(sum(r[f"rollout/staleness_frac_{k}"] for k in range(3)) == pytest.approx(1.0) for r in steps)
+    assert all(r["sync/pause_s"] > 0 and r["sync/wait_s"] >= 0 and "learner/tis_ratio_p50" in r for r in steps)
     df = rollout_records.read(tmp_path / "r")
     ages = df["learner_version"] - df["weights_versions"].map(min)
     assert ages.max() <= 2 and (ages == df["staleness_max"]).all()
