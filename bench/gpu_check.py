@@ -12,6 +12,7 @@ Steps, each with its own deadline; a step that fails is recorded and the others 
   fsdp       bench/learner.py --workers 1 --sharding fsdp --large: FSDP2 with NCCL and bf16 mixed precision on a GPU
   gpu_tests  pytest -m gpu (the tests that need a GPU)
   hf_job     3 GRPO steps of docs/examples/your_task on the GPU, in process, rollout.engine=hf (no vLLM, no Ray)
+  hf_async   the same with train.max_staleness=1 (the sample stream: generation ahead of the learner, docs/async.md)
 Writes <out>/gpu_check.json (every step's result and parsed figures) and <out>/gpu_check.log (every command's
 output). Needs no Ray, no vLLM, no data outside the repo; pydantic/pyyaml/safetensors travel as wheels if missing.
 """
@@ -93,17 +94,21 @@ def steps(assets: Path, out: Path, dry: bool) -> list[tuple[str, list[str], floa
     big = ["--repeats", "1", "--precision", "fp32", "--threads", "2"] if dry else ["--large", "--repeats", "2"]
     small, large = str(assets / "smollm2"), str(assets / "smollm2-1.7b")
     example = ROOT / "docs" / "examples" / "your_task"
-    job = [py, str(ROOT / "jobs" / "train.py"), "--config", str(example / "job.yaml"), "--inprocess",
-           "rollout.engine=hf", f"model.policy={out / 'policy'}", f"train.output_dir={out / 'runs'}",
-           "train.run_name=gpu-check", f"train.phases.0.steps={1 if dry else 3}", "train.eval_every=100",
-           "train.eval_at_start=false", "logging.mlflow=false", "rollout.max_new_tokens=32"]
+
+    def job(name: str, steps_: int, *extra: str) -> list[str]:
+        return [py, str(ROOT / "jobs" / "train.py"), "--config", str(example / "job.yaml"), "--inprocess",
+                "rollout.engine=hf", f"model.policy={out / 'policy'}", f"train.output_dir={out / 'runs'}",
+                f"train.run_name={name}", f"train.phases.0.steps={steps_}", "train.eval_every=100",
+                "train.eval_at_start=false", "logging.mlflow=false", "rollout.max_new_tokens=32", *extra]
+
     return [
         ("learner", [py, bench, *device, "--random-init", small, *big], 150, {}),
         ("learner17", [py, bench, *device, "--random-init", large, *(big if dry else ["--large", "--repeats", "1"])],
          240, {}),
         ("fsdp", [py, bench, *device, "--random-init", small, "--workers", "1", "--sharding", "fsdp", *big], 150, {}),
         ("gpu_tests", [py, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *GPU_TESTS], 120, {}),
-        ("hf_job", job, 150, {"cwd": example}),
+        ("hf_job", job("gpu-check", 1 if dry else 3), 150, {"cwd": example}),
+        ("hf_async", job("gpu-check-async", 2 if dry else 3, "train.max_staleness=1"), 150, {"cwd": example}),
     ]
 
 
@@ -123,7 +128,7 @@ def main(argv=None) -> int:
     p.add_argument("--prepare", metavar="DIR", help="write the configs and tokenizer the check needs, then stop")
     p.add_argument("--assets", default=str(ROOT / "gpu_assets"), help="a folder written by --prepare")
     p.add_argument("--out", default=os.environ.get("OUT", str(ROOT / "runs" / "gpu_check")))
-    p.add_argument("--only", help="comma-separated steps (learner,learner17,fsdp,gpu_tests,hf_job)")
+    p.add_argument("--only", help="comma-separated steps (learner,learner17,fsdp,gpu_tests,hf_job,hf_async)")
     args = p.parse_args(argv)
     dry = os.environ.get("DRY", "") not in ("", "0")
     if args.prepare:
@@ -146,7 +151,7 @@ def main(argv=None) -> int:
         for name, cmd, timeout, opts in steps(assets, out, dry):
             if only and name not in only:
                 continue
-            if name == "hf_job":
+            if name in ("hf_job", "hf_async") and not (out / "policy" / "config.json").is_file():
                 policy(assets, out)
             result["steps"][name] = r = run(name, cmd, log, timeout, cwd=opts.get("cwd", ROOT))
             print(f"[gpu_check] {name}: rc {r['rc']} in {r['seconds']} s", flush=True)

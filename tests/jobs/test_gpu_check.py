@@ -17,9 +17,12 @@ def test_the_gpu_check_dry_run_passes_every_step(tmp_path):
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     assert result["dry_run"] and result["failed"] == [] and result["env"]["device"] == "cpu"
     steps = result["steps"]
-    assert list(steps) == ["learner", "learner17", "fsdp", "gpu_tests", "hf_job"]
+    assert list(steps) == ["learner", "learner17", "fsdp", "gpu_tests", "hf_job", "hf_async"]
     assert steps["learner"]["rows"][0]["update_s"] and steps["learner17"]["rows"][0]["update_tflops"] > 0
     assert steps["fsdp"]["rows"][0]["sharding"] == "fsdp"
     run = tmp_path / "runs" / "gpu-check"
     assert any(json.loads(x)["kind"] == "step" for x in (run / "metrics.jsonl").read_text().splitlines())
     assert "==== hf_job" in (tmp_path / "gpu_check.log").read_text()
+    async_steps = [json.loads(x) for x in (tmp_path / "runs" / "gpu-check-async" / "metrics.jsonl").read_text()
+                   .splitlines() if json.loads(x)["kind"] == "step"]
+    assert async_steps and all("rollout/staleness" in r for r in async_steps)
