@@ -11,8 +11,8 @@ pays the actors' start. Each (wait, staleness) runs `--repeats` times with seeds
 same prompts in every run, so the reward curves compare step by step on the same samples budget (paired over seed
 and step, mean difference with a 95% t-interval).
 
-Writes docs/async_training.md: the machine, the command, the table (median seconds per update over steps 2.. and
-the range over repeats, samples/s, mean staleness, reward), the paired reward comparison.
+Writes docs/async_training.md: the machine, the command, the table (median wall seconds from one update's end to
+the next's over steps 2.., the range over repeats, samples/s, mean staleness, reward), the paired reward comparison.
 """
 from __future__ import annotations
 
@@ -60,9 +60,9 @@ def one_run(pool, folder: Path, policy: str, steps: int, staleness: int, wait: f
     wall = time.perf_counter() - t0
     recs = [json.loads(x) for x in (folder / name / "metrics.jsonl").read_text().splitlines()]
     st = [r for r in recs if r.get("kind") == "step"]
-    later = st[1:] or st
-    per_step = statistics.median(r["timing/step"] for r in later)
-    samples = later[0]["sampling/samples_per_update"]
+    gaps = [b["time"] - a["time"] for a, b in zip(st, st[1:])]  # wall clock from one update's end to the next's
+    per_step = statistics.median(gaps) if gaps else st[0]["timing/step"]
+    samples = st[-1]["sampling/samples_per_update"]
     log(f"{name}: {per_step:.2f} s a step, wall {wall:.0f} s")
     return {"name": name, "wait": wait, "staleness": staleness, "seed": seed, "step_s": per_step,
             "samples_per_s": samples / per_step, "wall_s": wall,
@@ -90,8 +90,9 @@ def report(results: list[dict], args, cmd: str) -> str:
              "Workload: jobs/configs/arithmetic_easy_grpo.yaml, the embedded SmolLM2-135M-Instruct policy on vLLM "
              f"(local Ray, one engine, one learner), 4 prompts x 4 samples a step, {args.steps} steps a run; its "
              "`arithmetic` reward and a weight-0 user reward function that waits a fixed time per batch (a judge or "
-             "sandbox stand-in). One warm fleet for every run. Seconds per update: the median over steps 2.. of "
-             "each run, then the median over repeats [range].", "",
+             "sandbox stand-in). One warm fleet for every run. Seconds per update: the wall clock from one "
+             "update's end to the next's, the median over each run's steps 2.., then the median over repeats "
+             "[range]. Mean staleness: the policy tokens' mean over the run.", "",
              "| judge wait | max_staleness | s / update | samples/s | mean staleness | mean reward | repeats |",
              "|---|---|---|---|---|---|---|"]
     for wait in sorted({r["wait"] for r in results}, reverse=True):
