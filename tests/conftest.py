@@ -182,8 +182,8 @@ def pytest_collection_modifyitems(session, config, items):
     # that they borrow it instead of starting one without
     def last(item):
         kw = item.get_closest_marker("fleet").kwargs
-        # `late`: after the group's other runs (the environments' runs: a reward actor Ray restarts between two calls
-        # comes back built with its fleet's first run's components, a known gap, so they never build a fleet first)
+        # `late`: after the group's other runs (the environments': their extras-heavy runs never build the group's
+        # fleet; a reward actor Ray restarts is rebuilt for each run either way, cluster/groups.py ActorRestarted)
         return not kw.get("widest"), bool(kw.get("late")), bool(kw.get("breaks")), bool(kw.get("engines_only"))
 
     items[:] = own + rest + [i for group in groups.values() for i in sorted(group, key=last)]
