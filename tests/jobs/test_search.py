@@ -32,6 +32,7 @@ def args(out: Path) -> list[str]:
             "data.limit=34", "data.eval_size=2", "data.split_seed=4", "data.test_size=null", "rollout.temperature=1.0",
             "tools.use=[{name: search, params: {k: 1}, max_output_tokens: 48}]", "rollout.max_new_tokens=40",
             "rollout.max_total_tokens=256",
+            "train.max_staleness=1",  # GRPO's 2nd step's multi-turn samples are generated while its 1st learns
             # fp32: the same samples run to run. In bf16 (auto on an AMX CPU) a later turn's sampling differs between
             # two identical runs in 2 of 8 samples (seen 2026-12-04): vLLM's bf16 numerics, not the resume
             "learner.precision=fp32", "rollout.dtype=fp32"]
@@ -60,6 +61,9 @@ def test_sft_on_gold_traces_then_grpo_with_search_and_resume(shared_data, tmp_pa
         # the learner counted the policy's tokens only, and the records say which tokens those were
         if r["phase"] == "grpo":
             assert r["learner/head_positions"] == rows["policy_tokens"].sum() < rows["completion_tokens"].sum()
+            # every policy token carries the version that sampled it, no observation token one; at most 1 behind
+            versions = [(v, m) for vs, ms in zip(rows["weights_versions"], rows["policy_mask"]) for v, m in zip(vs, ms)]
+            assert all((v >= 0) == bool(m) for v, m in versions) and 0 <= r["rollout/staleness"] <= 1
         if r["phase"] == "ppo":  # epochs x minibatches of learner updates over the policy's tokens, and the critic's
             assert r["learner/head_positions"] == rows["policy_tokens"].sum() / 2 and r["critic/vf_loss"] >= 0
         turns = [json.loads(t) for t in rows["turns"]]
