@@ -1,13 +1,13 @@
 """Where asynchronous training pays: seconds per update, samples/s and the reward curve at train.max_staleness
 0, 1 and 2, on a workload whose scoring waits on something outside the engines (a judge or sandbox that takes a
-fixed second per batch) and on the same workload without the wait.
+fixed wait per batch: `--waits`) and on the same workload without the wait.
 
-    python bench/async_training.py [--steps 8] [--repeats 2] [--wait 1.0] [--policy embedded:smollm2-135m-instruct]
+    python bench/async_training.py [--steps 10] [--repeats 2] [--waits 1,0] [--staleness 0,1,2] [--out docs/...md]
 
 The workload: jobs/configs/arithmetic_easy_grpo.yaml (the embedded SmolLM2 policy, vLLM on local Ray), 4 prompts x
-4 samples a step, its `arithmetic` reward plus a weight-0 user reward function that sleeps `--wait` seconds per call
-(a stand-in for a remote judge). Every run borrows one warm fleet (cluster/fleet.py FleetPool), so only the first
-pays the actors' start. Each (wait, staleness) runs `--repeats` times with seeds 0, 1, ...; the same seed draws the
+4 samples a step, its `arithmetic` reward plus a weight-0 user reward function that sleeps a fixed time per call
+(a stand-in for a remote judge); `--waits 1,0` runs the workload with a 1 s wait and without. Every run borrows
+one warm fleet (cluster/fleet.py FleetPool), so only the first pays the actors' start. Each (wait, staleness) runs `--repeats` times with seeds 0, 1, ...; the same seed draws the
 same prompts in every run, so the reward curves compare step by step on the same samples budget (paired over seed
 and step, mean difference with a 95% t-interval).
 
@@ -64,9 +64,17 @@ def one_run(pool, folder: Path, policy: str, steps: int, staleness: int, wait: f
     per_step = statistics.median(gaps) if gaps else st[0]["timing/step"]
     samples = st[-1]["sampling/samples_per_update"]
     log(f"{name}: {per_step:.2f} s a step, wall {wall:.0f} s")
+    import shutil
+
+    shutil.rmtree(folder / name / "checkpoints", ignore_errors=True)  # ~2 GB a run of SmolLM2 with its optimizer
     return {"name": name, "wait": wait, "staleness": staleness, "seed": seed, "step_s": per_step,
             "samples_per_s": samples / per_step, "wall_s": wall,
             "stale_mean": statistics.mean(r.get("rollout/staleness_mean", 0.0) for r in st),
+            # where a step's time goes (medians over steps 2..): what it waited for the samples, learned, waited for
+            # a generation in flight before its sync, and the generation's own seconds
+            **{k: statistics.median(r.get(m, 0.0) for r in (st[1:] or st)) for k, m in (
+                ("sample_wait_s", "timing/generate"), ("learn_s", "timing/learn"), ("sync_wait_s", "sync/wait_s"),
+                ("generate_own_s", "stream/generate_s"), ("reward_own_s", "stream/reward_s"))},
             "rewards": [r["reward/mean"] for r in st]}
 
 
@@ -103,6 +111,17 @@ def report(results: list[dict], args, cmd: str) -> str:
                          f"{statistics.median(r['samples_per_s'] for r in rs):.2f} | "
                          f"{statistics.mean(r['stale_mean'] for r in rs):.2f} | "
                          f"{statistics.mean(x for r in rs for x in r['rewards']):.3f} | {len(rs)} |")
+    if all("learn_s" in r for r in results):
+        lines += ["", "Where an update's seconds go (medians): the wait for its samples, learning, the sync's wait for "
+                  "a generation in flight; and the generation's and scoring's own seconds (overlapped above 0):", "",
+                  "| judge wait | max_staleness | sample wait | learn | sync wait | generation (own) | scoring (own) |",
+                  "|---|---|---|---|---|---|---|"]
+        for wait in sorted({r["wait"] for r in results}, reverse=True):
+            for s_ in sorted({r["staleness"] for r in results}):
+                rs = [r for r in results if r["wait"] == wait and r["staleness"] == s_]
+                cell = lambda k: f"{statistics.median(r[k] for r in rs):.2f}"  # noqa: E731
+                lines.append(f"| {wait:g} s | {s_} | {cell('sample_wait_s')} | {cell('learn_s')} | "
+                             f"{cell('sync_wait_s')} | {cell('generate_own_s')} | {cell('reward_own_s')} |")
     lines += ["", "Reward curves on the same samples budget, paired by seed and step (mean reward at staleness k minus "
               "at 0, 95% t-interval):", ""]
     for wait in sorted({r["wait"] for r in results}, reverse=True):
@@ -136,9 +155,9 @@ def reading(results: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy", default="embedded:smollm2-135m-instruct")
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--wait", type=float, default=1.0)
+    ap.add_argument("--waits", default="1,0", help="the judge's seconds per batch, one workload each")
     ap.add_argument("--staleness", default="0,1,2")
     ap.add_argument("--out", default=str(ROOT / "docs" / "async_training.md"))
     args = ap.parse_args(argv)
@@ -150,10 +169,11 @@ def main(argv=None) -> int:
     pool = FleetPool(keep=1)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            for wait in (args.wait, 0.0):
+            for wait in (float(x) for x in args.waits.split(",")):
                 for seed in range(args.repeats):
                     for s in (int(x) for x in args.staleness.split(",")):
                         results.append(one_run(pool, Path(tmp), args.policy, args.steps, s, wait, seed))
+                        Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1))  # so far
     finally:
         pool.close()
     text = report(results, args, cmd.strip())
