@@ -59,6 +59,8 @@ class FakeTask:
 class FakeSystem:
     """generate: completion [i, j] of length `length(i, j)`; score: `reward(i, j)`. Records every call's seed."""
 
+    weights_version = 0  # the learner updates its "engines" hold (never moves here: no learner)
+
     def __init__(self, reward, length=lambda i, j: 2):
         self.reward, self.length, self.seeds = reward, length, []
         self.engines = SimpleNamespace(generate=self.generate)
