@@ -90,6 +90,13 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def cells(results: list[dict]):
+    """(wait, staleness, its runs) of each table row: longest wait first, then staleness 0, 1, ..."""
+    for wait in sorted({r["wait"] for r in results}, reverse=True):
+        for s in sorted({r["staleness"] for r in results}):
+            yield wait, s, [r for r in results if r["wait"] == wait and r["staleness"] == s]
+
+
 def report(results: list[dict], args, cmd: str) -> str:
     from bench.report import machine
 
@@ -103,25 +110,21 @@ def report(results: list[dict], args, cmd: str) -> str:
              "[range]. Mean staleness: the policy tokens' mean over the run.", "",
              "| judge wait | max_staleness | s / update | samples/s | mean staleness | mean reward | repeats |",
              "|---|---|---|---|---|---|---|"]
-    for wait in sorted({r["wait"] for r in results}, reverse=True):
-        for s in sorted({r["staleness"] for r in results}):
-            rs = [r for r in results if r["wait"] == wait and r["staleness"] == s]
-            steps = [r["step_s"] for r in rs]
-            lines.append(f"| {wait:g} s | {s} | {statistics.median(steps):.2f} [{min(steps):.2f}, {max(steps):.2f}] | "
-                         f"{statistics.median(r['samples_per_s'] for r in rs):.2f} | "
-                         f"{statistics.mean(r['stale_mean'] for r in rs):.2f} | "
-                         f"{statistics.mean(x for r in rs for x in r['rewards']):.3f} | {len(rs)} |")
+    for wait, s, rs in cells(results):
+        steps = [r["step_s"] for r in rs]
+        lines.append(f"| {wait:g} s | {s} | {statistics.median(steps):.2f} [{min(steps):.2f}, {max(steps):.2f}] | "
+                     f"{statistics.median(r['samples_per_s'] for r in rs):.2f} | "
+                     f"{statistics.mean(r['stale_mean'] for r in rs):.2f} | "
+                     f"{statistics.mean(x for r in rs for x in r['rewards']):.3f} | {len(rs)} |")
     if all("learn_s" in r for r in results):
         lines += ["", "Where an update's seconds go (medians): the wait for its samples, learning, the sync's wait for "
                   "a generation in flight; and the generation's and scoring's own seconds (overlapped above 0):", "",
                   "| judge wait | max_staleness | sample wait | learn | sync wait | generation (own) | scoring (own) |",
                   "|---|---|---|---|---|---|---|"]
-        for wait in sorted({r["wait"] for r in results}, reverse=True):
-            for s_ in sorted({r["staleness"] for r in results}):
-                rs = [r for r in results if r["wait"] == wait and r["staleness"] == s_]
-                cell = lambda k: f"{statistics.median(r[k] for r in rs):.2f}"  # noqa: E731
-                lines.append(f"| {wait:g} s | {s_} | {cell('sample_wait_s')} | {cell('learn_s')} | "
-                             f"{cell('sync_wait_s')} | {cell('generate_own_s')} | {cell('reward_own_s')} |")
+        for wait, s_, rs in cells(results):
+            cell = lambda k: f"{statistics.median(r[k] for r in rs):.2f}"  # noqa: E731
+            lines.append(f"| {wait:g} s | {s_} | {cell('sample_wait_s')} | {cell('learn_s')} | "
+                         f"{cell('sync_wait_s')} | {cell('generate_own_s')} | {cell('reward_own_s')} |")
     lines += ["", "Reward curves on the same samples budget, paired by seed and step (mean reward at staleness k minus "
               "at 0, 95% t-interval):", ""]
     for wait in sorted({r["wait"] for r in results}, reverse=True):
