@@ -120,14 +120,41 @@ def ray_session() -> RaySession:
     return start_ray_session()
 
 
+def _release_driver_memory() -> None:
+    """The test process's freed objects collected and its heap's free pages given back to the node (glibc keeps them
+    otherwise): the in-process tests before the real-path jobs leave GiBs the jobs' actors need."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _rss_gib() -> tuple[float, float]:
+    """This process's resident memory now and at its peak (GiB)."""
+    import resource
+
+    now = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    return now, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 @pytest.fixture
-def fleets(ray_session):
+def fleets(ray_session, request):
     """The session's warm fleets (cluster/fleet.py FleetPool): a real-path job borrows the one of its spec, whose
     actors (vLLM engines, learner, reference, critic, reward and tool actors) were started by an earlier job and reset
     to this job's start. Three at most are kept, fewer where the node's memory runs short (FleetPool.reserve_gib); the
-    reference and critic are held for every fleet, so GRPO, PPO and DPO runs of one model and engine share one."""
+    reference and critic are held for every fleet, so GRPO, PPO and DPO runs of one model and engine share one.
+    A test marked `fleet(..., alone=True)` (the embedded model's search run: ~17 GiB of actors at its peak) has the
+    node to itself: the other groups' fleets are closed before it (its group runs last, so none is needed again)."""
     from cluster.fleet import FleetPool
 
+    _release_driver_memory()
+    mark = request.node.get_closest_marker("fleet")
+    if mark is not None and mark.kwargs.get("alone") and "fleets" in _SESSION:
+        _SESSION["fleets"].close()
     if "fleets" not in _SESSION:
         def widen(spec):
             from dataclasses import replace
@@ -147,11 +174,14 @@ def own_ray():
 
 def pytest_sessionfinish(session, exitstatus):
     pool = _SESSION.get("fleets")
+    lines = []
     if pool is not None:  # how well the warm fleets served (each start costs ~30 s: docs/testing.md)
         lines = [f"warm fleets: {pool.started} started, {pool.lent} runs on a warm one, {pool.regrouped} on warm "
                  "engines with training groups built anew"]
         lines += [f"  started {text}" for text in pool.starts]
-        session.config._fleet_report = lines
+    now, peak = _rss_gib()  # the test process's share of the node beside the fleets' actors
+    lines.append(f"test process memory: {now:.1f} GiB resident at the end, {peak:.1f} GiB at its peak")
+    session.config._fleet_report = lines
     end_ray_session()
 
 
@@ -186,4 +216,8 @@ def pytest_collection_modifyitems(session, config, items):
         # fleet; a reward actor Ray restarts is rebuilt for each run either way, cluster/groups.py ActorRestarted)
         return not kw.get("widest"), bool(kw.get("late")), bool(kw.get("breaks")), bool(kw.get("engines_only"))
 
-    items[:] = own + rest + [i for group in groups.values() for i in sorted(group, key=last)]
+    # a group with a run marked `alone` last of all (its run closes the other fleets, which no later group needs then)
+    alone = [name for name, group in groups.items() if any(i.get_closest_marker("fleet").kwargs.get("alone")
+                                                              for i in group)]
+    order = [name for name in groups if name not in alone] + alone
+    items[:] = own + rest + [i for name in order for i in sorted(groups[name], key=last)]
