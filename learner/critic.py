@@ -10,12 +10,11 @@ from __future__ import annotations
 import torch
 
 from common.checkpoint import TRAINER_DIR
-from common.models import load_lm, load_tokenizer
+from common.models import load_tokenizer
 from learner import losses, optim
+from learner.holder import hold
 from learner.logprobs import body_and_head, chunks, from_ragged, pad_batch, to_ragged
-from common.device import pick_device
-from common.precision import decide, model_dims
-from learner.policy import load_named_arrays, set_threads, token_budget
+from learner.policy import set_threads, token_budget
 
 
 class ValueModel(torch.nn.Module):
@@ -56,29 +55,29 @@ class Critic:
                  max_tokens_per_micro_batch: int | str | None = None, sharding: str = "replicate",
                  offload: bool = False):
         set_threads(threads)
-        self.device, self.seed = pick_device(), seed
-        self.sharding, self.offload = sharding, offload  # fsdp: on the CPU until init_data_parallel shards it
-        self.model = ValueModel(load_lm(model_path), seed).to(self.device if sharding == "replicate" else "cpu")
-        self.choice = decide(precision, self.device.type, model_dims(self.model.lm.config))  # as the learner's
-        self.bf16 = self.choice.precision == "bf16"
+        self.seed = seed
+        # the value model over a holder (learner/holder.py): sharded, its shards arrive at init_data_parallel, the
+        # head (in no checkpoint) drawn again then
+        self.held = hold(model_path, sharding=sharding, offload=offload, precision=precision,
+                         wrap=lambda lm: ValueModel(lm, seed), fresh=lambda model: model.reset_head(seed))
+        self.device, self.choice = self.held.device, self.held.choice  # the precision as the learner's
         self.pad_id = load_tokenizer(model_path).pad_token_id
         self.micro_batch_size, self.grad_clip = micro_batch_size, grad_clip
         self.max_tokens = token_budget(max_tokens_per_micro_batch, self.device.type)
-        self.autocast = self.bf16  # sharded: FSDP's mixed precision instead (learner/fsdp.py)
         self.reset_optimizer(lr, total_steps, warmup_ratio, schedule)
-        self.dp = None  # learner/distributed.py DataParallel, with learner.workers > 1 (one critic per worker)
-        self.root = None  # learner/fsdp.py Call, with learner.sharding=fsdp
+
+    @property
+    def model(self) -> ValueModel:
+        return self.held.model
+
+    @property
+    def dp(self):
+        return self.held.dp
 
     def init_data_parallel(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
         """Join the critic workers' group (every worker at once); replicated, they stay identical, as the
-        learner's; sharded (`sharding`), each holds its part of the value model and its optimizer state."""
-        from learner.distributed import DataParallel
-
-        self.dp = DataParallel(host, port, world_size, rank, backend)
-        if self.sharding == "fsdp":
-            from learner.fsdp import shard_over
-
-            self.root, self.autocast = shard_over(self.dp, self.model, self.bf16, self.offload), False
+        learner's; sharded, each holds its part of the value model and its optimizer state."""
+        if self.held.join(host, port, world_size, rank, backend):
             self.reset_optimizer(*self.opt_args)
 
     def reset_optimizer(self, lr: float, total_steps: int, warmup_ratio: float, schedule: str) -> None:
@@ -87,26 +86,19 @@ class Critic:
                                                     schedule)
 
     def start_from(self, named_arrays=None, model_path: str | None = None) -> None:
-        """A phase's critic: the policy's weights now (named_arrays) or a model folder, with a fresh head."""
-        if self.root is not None:  # sharded: each worker keeps its part of the whole weights
-            from learner.fsdp import load_full
-
-            load_full(self.model.lm, named_arrays if model_path is None else load_lm(model_path).state_dict().items())
-            self.model.reset_head(self.seed)
-            return
+        """A phase's critic: the policy's weights now (named_arrays) or a model folder, with a fresh head (the
+        optimizer is made again after it: cluster/system.py)."""
         if model_path is not None:
-            self.model = ValueModel(load_lm(model_path), self.seed).to(self.device)
+            self.held.load_folder(model_path)
         else:
-            load_named_arrays(self.model.lm, named_arrays)
-            self.model.reset_head(self.seed)
+            self.held.load(named_arrays)
+        self.model.reset_head(self.seed)
 
     def precision_choice(self) -> dict:
         return self.choice.as_dict()
 
     def _values(self, ids, attn, pos) -> torch.Tensor:
-        if self.root is not None:  # one root forward of the sharded model (learner/fsdp.py)
-            return self.root(_value_pass, ids, attn, pos, self.autocast)
-        return _value_pass(self.model, ids, attn, pos, self.autocast)  # [b, T]
+        return self.held.run(_value_pass, ids, attn, pos, self.held.autocast)  # [b, T]
 
     def _dummy_loss(self) -> torch.Tensor:
         """A sharded worker with fewer micro-batches than the others: a one-row pass worth 0."""
@@ -152,44 +144,26 @@ class Critic:
                                 self.grad_clip, dp=self.dp, dummy=self._dummy_loss)
 
     def save(self, path: str) -> None:
+        """The value model whole in trainer/critic.safetensors (for reading; in trainer/: a checkpoint's top level is a
+        model folder, and vLLM loads every *.safetensors there) and its optimizer and schedule in
+        trainer/critic_optimizer.pt (sharded: each worker's part of weights and optimizer state in critic_dcp)."""
         from pathlib import Path
 
         from safetensors.torch import save_file
 
-        # in trainer/: a checkpoint's top level is a model folder, and vLLM loads every *.safetensors there
-        (Path(path) / TRAINER_DIR).mkdir(parents=True, exist_ok=True)
-        if self.root is not None:  # sharded: each worker's part of weights and optimizer state (learner/fsdp.py)
-            from learner import fsdp
-
-            fsdp.save_state(self.model, self.opt, Path(path) / TRAINER_DIR / "critic_dcp")
-            # and the whole value model for reading (gathered by every worker, written by worker 0)
-            whole = {k: v for names in fsdp.buckets(self.model) for k, v in fsdp.gather(self.model, names)}
-            if self.dp.rank == 0:
-                torch.save({"scheduler": self.sched.state_dict()}, Path(path) / TRAINER_DIR / "critic_optimizer.pt")
-                save_file({k: v.contiguous() for k, v in whole.items() if not k.endswith("lm_head.weight")},
-                          str(Path(path) / TRAINER_DIR / "critic.safetensors"))
-            return
-        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
-        save_file({k: v for k, v in state.items() if not k.endswith("lm_head.weight")},
-                  str(Path(path) / TRAINER_DIR / "critic.safetensors"))
-        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
-                   Path(path) / TRAINER_DIR / "critic_optimizer.pt")
+        folder = Path(path) / TRAINER_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = self.held.save_training(self.opt, folder / "critic_dcp")
+        whole = self.held.whole_state()  # gathered by every worker, written by worker 0
+        if self.held.writer:
+            save_file(whole, str(folder / "critic.safetensors"))
+            torch.save({**kept, "scheduler": self.sched.state_dict()}, folder / "critic_optimizer.pt")
 
     def load(self, path: str) -> None:
         from pathlib import Path
 
-        from safetensors.torch import load_file
-
-        sharded = (Path(path) / TRAINER_DIR / "critic_dcp").is_dir()  # beside a critic.safetensors to read
-        if sharded != (self.root is not None):
-            raise ValueError(f"{path}: its critic was saved {'sharded' if sharded else 'whole'}; resume with the "
-                             "learner.sharding it was saved with")
-        st = torch.load(Path(path) / TRAINER_DIR / "critic_optimizer.pt", weights_only=True)
-        if self.root is not None:
-            from learner import fsdp
-
-            fsdp.load_state(self.model, self.opt, Path(path) / TRAINER_DIR / "critic_dcp")
-        else:
-            self.model.load_state_dict(load_file(str(Path(path) / TRAINER_DIR / "critic.safetensors")), strict=False)
-            self.opt.load_state_dict(st["optimizer"])
+        folder = Path(path) / TRAINER_DIR
+        st = torch.load(folder / "critic_optimizer.pt", weights_only=True)
+        st.setdefault("sharded", (folder / "critic_dcp").is_dir())  # checkpoints before the flag was written
+        self.held.load_training(self.opt, st, folder / "critic_dcp", folder / "critic.safetensors", f"{path}'s critic")
         self.sched.load_state_dict(st["scheduler"])

@@ -149,6 +149,123 @@ def load_full(model: torch.nn.Module, named_arrays) -> None:
         raise ValueError(f"weights do not fit the model: missing {missing[:5]}")
 
 
+# ---- a worker's shards from the checkpoint, never the whole model -------------------------------------------------
+
+def meta_lm(model_path: str) -> torch.nn.Module:
+    """The causal LM of `model_path` built from its config with its parameters on the meta device (no memory; fp32
+    like common/models.py load_lm, dropout off), its buffers real; tied weights tied. `materialize` and `load_shards`
+    give a sharded worker its part."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from common.models import disable_dropout, is_seq2seq, trust_remote_code
+    from learner.holder import no_weights
+
+    if is_seq2seq(model_path):
+        raise ValueError(f"{model_path} is an encoder-decoder model: learner.sharding=fsdp needs a decoder-only one; "
+                         "use learner.sharding=replicate")
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code())
+    with no_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=trust_remote_code())
+    disable_dropout(model)
+    return model.eval()
+
+
+def materialize(model: torch.nn.Module, device) -> None:
+    """A model sharded while on the meta device gets memory for its shards only (values unset: `load_shards`); its
+    buffers (computed at construction) kept."""
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name in buffers:
+                b.copy_(buffers[name])
+
+
+def checkpoint_files(model_path: str) -> dict[str, str]:
+    """Each weight's name -> the safetensors file holding it, for a model folder (one file, or several with an
+    index: a sharded HF folder, and ours, learner/fsdp.py save_hf) or a hub id. A folder without safetensors is
+    refused."""
+    import json
+    from pathlib import Path
+
+    folder = Path(model_path)
+    if not folder.is_dir():  # a hub id: its files (in the local hub cache when they were fetched before)
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(model_path, allow_patterns=["*.safetensors", "*.json"]))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return {k: str(folder / f) for k, f in json.loads(index.read_text())["weight_map"].items()}
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{model_path}: no *.safetensors weights to read a worker's shard from (learner.sharding=fsdp"
+                         " reads each worker's rows from them); save the model with transformers' save_pretrained "
+                         "(safetensors), or use learner.sharding=replicate")
+    return {k: str(f) for f in files for k in _safetensors_header(str(f))[0] if k != "__metadata__"}
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                       "BOOL": torch.bool}
+
+
+def _safetensors_header(path: str) -> tuple[dict, int]:
+    """A safetensors file's header (name -> dtype, shape, data_offsets) and where its data starts."""
+    import json
+
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(n)), 8 + n
+
+
+def _read_rows(path: str, entry: dict, start: int, base: int, into: torch.Tensor) -> None:
+    """Rows [start, start + len(into)) of a tensor stored row-major in a safetensors file, read into `into` (its
+    bytes only: no other worker's rows pass through this process's memory; converted to `into`'s dtype)."""
+    dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+    row_bytes = int(torch.tensor([], dtype=dtype).element_size() * torch.Size(entry["shape"][1:]).numel())
+    rows = into.shape[0] if into.dim() else 1
+    target = into if into.dtype == dtype and into.is_contiguous() and into.device.type == "cpu" else \
+        torch.empty(into.shape, dtype=dtype)
+    with open(path, "rb") as f:
+        f.seek(base + entry["data_offsets"][0] + start * row_bytes)
+        got = f.readinto(memoryview(target.view(torch.uint8).numpy()).cast("B"))
+    if got != rows * row_bytes:
+        raise ValueError(f"{path}: its data ends inside a tensor (a truncated file?)")
+    if target is not into:
+        into.copy_(target)
+
+
+@torch.no_grad()
+def load_shards(lm: torch.nn.Module, model_path: str) -> None:
+    """Each of `lm`'s parameters (shards, or whole tensors) takes its rows from the folder's safetensors, read alone
+    (the bytes of this worker's rows: it never holds another worker's part, nor the file mapped). A tied head is
+    the embedding's parameter and is read once. A weight the folder lacks, or of another shape, is refused naming
+    it."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    where = checkpoint_files(model_path)
+    headers: dict[str, tuple[dict, int]] = {}
+    for name, param in lm.named_parameters():  # shared parameters (a tied head) once
+        if name not in where:
+            raise ValueError(f"{model_path} has no weight {name!r} for this {type(lm).__name__} (it holds e.g. "
+                             f"{sorted(where)[:3]}); use learner.sharding=replicate, or save the model again "
+                             "with transformers' save_pretrained")
+        if where[name] not in headers:
+            headers[where[name]] = _safetensors_header(where[name])
+        header, base = headers[where[name]]
+        entry = header[name]
+        if tuple(entry["shape"]) != tuple(param.shape):
+            raise ValueError(f"{model_path}: {name} is {tuple(entry['shape'])}, this model's {tuple(param.shape)}: "
+                             "another architecture")
+        if hasattr(param, "to_local"):  # Shard(0): this worker's rows
+            shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
+            local, start = param.to_local(), offset[0] if offset else 0
+        else:
+            local, start = param.data, 0
+        if local.numel():
+            _read_rows(where[name], entry, start, base, local)
+
+
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
     """A parameter's whole value (a collective over the workers when it is a shard)."""
     return t.full_tensor() if hasattr(t, "full_tensor") else t

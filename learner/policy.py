@@ -13,12 +13,11 @@ import numpy as np
 import torch
 
 from common.checkpoint import TRAINER_DIR
-from common.device import pick_device
-from common.precision import decide, model_dims
-from common.models import load_lm, load_tokenizer
+from common.models import load_tokenizer
 from common.types import AlgoParams, DPOParams, PreferenceBatch, TrainBatch  # noqa: F401  (AlgoParams: for callers)
 from learner import lora as lora_lib
 from learner import losses, optim
+from learner.holder import hold, load_named_arrays  # noqa: F401  (load_named_arrays: for callers)
 from learner.logprobs import (chunk_cost, chunk_hidden, chunks, from_ragged, group_runs, head_logprobs,
                               length_order, sequence_logprobs)
 from learner.losses import dpo_loss
@@ -43,20 +42,6 @@ def set_threads(threads: int | None) -> None:
     import os
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
-
-
-def load_named_arrays(model, named_arrays) -> None:
-    """Copy (name, array) pairs (numpy from the object store, or tensors) into `model`'s parameters."""
-    import warnings
-
-    with warnings.catch_warnings():  # object-store arrays are read-only views; load_state_dict copies them
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        state = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in named_arrays}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # Tied embeddings legitimately miss lm_head.weight; anything else means another architecture.
-    missing = [k for k in missing if not k.endswith("lm_head.weight")]
-    if missing or unexpected:
-        raise ValueError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 def reordered(batch: TrainBatch, order: list[int]) -> TrainBatch:
@@ -95,60 +80,42 @@ def chunk_tokens(prompt_ids, completion_ids, shared: bool, T: int) -> int:
 
 
 class Reference:
-    """Frozen reference policy: logprobs of completions, nothing else."""
+    """Frozen reference policy: logprobs of completions, nothing else, over a holder (learner/holder.py)."""
 
     def __init__(self, model_path: str, micro_batch_size: int | None = 4, precision: str = "fp32",
                  threads: int | None = None, max_tokens_per_micro_batch: int | str | None = None,
                  sharding: str = "replicate", offload: bool = False):
         set_threads(threads)
-        self.device = pick_device()
-        self.sharding, self.offload = sharding, offload  # fsdp: on the CPU until init_data_parallel shards it
-        self.model = load_lm(model_path).to(self.device if sharding == "replicate" else "cpu")
-        self.model.requires_grad_(False)
+        self.held = hold(model_path, sharding=sharding, offload=offload, precision=precision, frozen=True)
         self.pad_id = load_tokenizer(model_path).pad_token_id
         self.micro_batch_size = micro_batch_size
-        self.max_tokens = token_budget(max_tokens_per_micro_batch, self.device.type)
-        self.choice = decide(precision, self.device.type, model_dims(self.model.config))  # 'auto': measured here
-        self.precision, self.bf16 = self.choice.precision, self.choice.precision == "bf16"
-        self.autocast, self.root, self.dp = self.bf16, None, None
+        self.max_tokens = token_budget(max_tokens_per_micro_batch, self.held.device.type)
+        self.choice, self.precision = self.held.choice, self.held.choice.precision
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.held.model
 
     def init_data_parallel(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
-        """Sharded references (learner.sharding=fsdp): each worker holds its part of the frozen model, and answers
-        its share of the rows in step with the others (learner/fsdp.py)."""
-        from learner.distributed import DataParallel
-        from learner.fsdp import shard_over
-
-        self.dp = DataParallel(host, port, world_size, rank, backend)
-        self.root, self.autocast = shard_over(self.dp, self.model, self.bf16, self.offload), False
+        """Meet the other reference workers (sharded: each holds its part of the frozen model and answers its share
+        of the rows in step with the others, learner/fsdp.py)."""
+        self.held.join(host, port, world_size, rank, backend)
 
     def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
-        if self.root is None:
-            return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
-                                     self.micro_batch_size, self.bf16, self.max_tokens)
-        return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id, self.micro_batch_size,
-                                 self.autocast, self.max_tokens, run=self.root, lockstep=self.dp.max_count)
+        h = self.held
+        return sequence_logprobs(h.model, prompt_ids, completion_ids, self.pad_id, self.micro_batch_size, h.autocast,
+                                 self.max_tokens, run=h.run, lockstep=h.lockstep)
 
     def precision_choice(self) -> dict:
         return self.choice.as_dict()
 
     def reload(self, model_path: str) -> None:
         """Point the reference at another checkpoint (a phase's `reference: <folder>`, or on resume)."""
-        if self.root is not None:
-            from learner.fsdp import load_full
-
-            load_full(self.model, load_lm(model_path).state_dict().items())
-            return
-        self.model = load_lm(model_path).to(self.device)
-        self.model.requires_grad_(False)
+        self.held.load_folder(model_path)
 
     def load_weights(self, named_arrays) -> None:
         """Become the model these weights describe (the learner's, when a phase starts: reference=phase_start)."""
-        if self.root is not None:
-            from learner.fsdp import load_full
-
-            load_full(self.model, named_arrays)
-            return
-        load_named_arrays(self.model, named_arrays)
+        self.held.load(named_arrays)
 
 
 class Learner:
@@ -160,23 +127,16 @@ class Learner:
                  sharding: str = "replicate", offload: bool = False):
         set_threads(threads)
         torch.manual_seed(seed)
-        self.device = pick_device()
-        # fsdp: the whole model stays on the CPU until init_data_parallel shards it onto the device layer by layer
-        self.sharding, self.offload = sharding, offload
-        self.model = load_lm(model_path).to(self.device if sharding == "replicate" else "cpu")
-        if gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
-        self.lora = lora
-        if lora is not None:
-            self.model = lora_lib.wrap(self.model, lora)
+        # sharded: the model has no weights until init_data_parallel gives each worker its shards (learner/holder.py)
+        self.held = hold(model_path, sharding=sharding, offload=offload, precision=precision, lora=lora,
+                         gradient_checkpointing=gradient_checkpointing)
+        self.device, self.lora = self.held.device, lora
         self.optimizer = optimizer
         self.tokenizer = load_tokenizer(model_path)
         self.pad_id = self.tokenizer.pad_token_id
         self.micro_batch_size = micro_batch_size
         self.max_tokens = token_budget(max_tokens_per_micro_batch, self.device.type)
-        self.choice = decide(precision, self.device.type, model_dims(self.model.config))  # 'auto': measured here
-        self.precision, self.bf16 = self.choice.precision, self.choice.precision == "bf16"
-        self.autocast = self.bf16  # sharded: FSDP's mixed precision instead (learner/fsdp.py)
+        self.choice, self.precision = self.held.choice, self.held.choice.precision
         self.grad_clip = grad_clip
         self.opt_args = (lr, total_steps, warmup_ratio, schedule, weight_decay)
         self.reset_optimizer(*self.opt_args)
@@ -184,30 +144,31 @@ class Learner:
         # B*T*V floats between actors costs more than holding a frozen copy here, so it lives here.
         self.full_ref = None
         self.updates = 0
-        self.dp = None  # learner/distributed.py DataParallel, with learner.workers > 1
-        self.root = None  # learner/fsdp.py Call: the sharded model's root, with learner.sharding=fsdp
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.held.model
+
+    @property
+    def dp(self):
+        """learner/distributed.py DataParallel, with learner.workers > 1 (the holder's)."""
+        return self.held.dp
 
     def init_data_parallel(self, host: str, port: int, world_size: int, rank: int, backend: str) -> None:
         """Join the learner workers' group (every worker at once: a rendezvous). Replicated workers start from the
-        same weights and optimizer state and take the same steps; sharded ones (the constructor's `sharding`) shard
-        the model and the optimizer state over the group here (learner/fsdp.py)."""
-        from learner.distributed import DataParallel
-
-        self.dp = DataParallel(host, port, world_size, rank, backend)  # LoRA with workers: refused by the config
-        if self.sharding == "fsdp":
-            from learner.fsdp import shard_over
-
-            self.root, self.autocast = shard_over(self.dp, self.model, self.bf16, self.offload), False
+        same weights and optimizer state and take the same steps; sharded ones get their shards of the model here
+        and the optimizer over them (learner/holder.py). LoRA with workers: refused by the config."""
+        if self.held.join(host, port, world_size, rank, backend):
             self.reset_optimizer(*self.opt_args)  # over this worker's shards
 
     def _run(self, fn, *args):
-        """`fn(model, *args)`: through the sharded model's root (one FSDP forward: learner/fsdp.py), or directly."""
-        return self.root(fn, *args) if self.root is not None else fn(self.model, *args)
+        """`fn(model, *args)`: one pass, as the holder reaches the model."""
+        return self.held.run(fn, *args)
 
     def _dummy_loss(self) -> torch.Tensor:
         """A sharded worker with fewer micro-batches than the others: a one-row pass worth 0 (learner/fsdp.py)."""
         p = self.pad_id
-        logp, _, _, _ = self._run(_policy_pass, [[p, p]], [[p]], p, slice(0, 1), True, True, self.autocast)
+        logp, _, _, _ = self._run(_policy_pass, [[p, p]], [[p]], p, slice(0, 1), True, True, self.held.autocast)
         return logp.sum() * 0.0
 
     def precision_choice(self) -> dict:
@@ -273,7 +234,7 @@ class Learner:
         if full and self.full_ref is None:
             raise RuntimeError("kl_kind=full needs the learner's frozen copy: set_full_reference when the phase starts")
         logp, entropy, kl_mat, mask = self._run(_policy_pass, batch.prompt_ids, batch.completion_ids, self.pad_id, sl,
-                                                shared, self.root is not None, self.autocast, True,
+                                                shared, self.held.sharded, self.held.autocast, True,
                                                 self.full_ref if full else None)  # [b, T] each
         T, dev = mask.shape[1], mask.device
         if batch.policy_mask is not None:  # multi-turn: observation tokens are context, never the policy's choice
@@ -337,7 +298,7 @@ class Learner:
         def loss_of(pairs: list[int]) -> tuple[torch.Tensor, dict, float]:
             prompts, completions = _pair_rows(batch, pairs)  # chosen, rejected, chosen, ... (shared prompt runs)
             logp, _, _, mask = self._run(_policy_pass, prompts, completions, self.pad_id, slice(0, len(prompts)), True,
-                                         self.root is not None, self.autocast)  # [2b, T]
+                                         self.held.sharded, self.held.autocast)  # [2b, T]
             if batch.policy_masks is not None:  # multi-turn: the policy's tokens only
                 rows = [batch.policy_masks[2 * i + s] for i in pairs for s in (0, 1)]
                 mask = mask * from_ragged(rows, mask.shape[1]).to(mask)  # [2b, T]
@@ -377,7 +338,7 @@ class Learner:
 
         def nll(chunk: tuple[slice, bool]) -> tuple[torch.Tensor, dict, float]:
             logp, _, _, mask = self._run(_policy_pass, prompt_ids, target_ids, self.pad_id, *chunk,
-                                         self.root is not None, self.autocast)  # [b, T]
+                                         self.held.sharded, self.held.autocast)  # [b, T]
             if masks is not None:
                 mask = mask * from_ragged(masks[chunk[0]], mask.shape[1]).to(mask.device)  # [b, T]
             loss = losses.agg_loss(-logp, mask, "token-mean", global_denominator=total)
@@ -396,17 +357,8 @@ class Learner:
     def set_full_reference(self, source: str | None) -> None:
         """The frozen copy that kl_kind=full compares against: 'current' (this policy's weights now), a model
         folder, or None (no full KL in this phase)."""
-        import copy
-
-        if source is None:
-            self.full_ref = None
-            return
-        if self.root is not None:  # common/config.py refuses it before any actor starts
-            raise ValueError("kl_kind=full keeps a frozen copy in the learner, which is not sharded: use "
-                             "learner.sharding=replicate or a sampled KL (k1/k2/k3)")
-        ref = copy.deepcopy(self.model) if source == "current" else load_lm(source).to(self.device)
-        ref.zero_grad(set_to_none=True)
-        self.full_ref = ref.eval().requires_grad_(False)
+        self.full_ref = None if source is None else self.held.frozen_copy(source)  # sharded: refused (and by the
+        # config, before any actor starts)
 
     # ---- LoRA: the reference is the model with its adapters disabled ---------------------------
     def ref_logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
@@ -433,7 +385,7 @@ class Learner:
         else:
             prompt = tok.encode(PROBE_REQUEST)
         ids = torch.tensor([prompt], device=self.device)
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.held.autocast):
             out = self._run(_greedy, ids, n, self.pad_id)  # sharded: every worker at once (learner/fsdp.py)
         seq2seq = getattr(self.model.config, "is_encoder_decoder", False)
         completion = out[0, 1:] if seq2seq else out[0, len(prompt):]  # seq2seq: after the decoder start token
@@ -442,16 +394,19 @@ class Learner:
     def logprobs(self, prompt_ids, completion_ids) -> list[list[float]]:
         """Every completion token's logprob (no grad); sharded, every worker calls it with the same rows."""
         return sequence_logprobs(self.model, prompt_ids, completion_ids, self.pad_id,
-                                 self.micro_batch_size, self.autocast, self.max_tokens, run=self._run)
+                                 self.micro_batch_size, self.held.autocast, self.max_tokens, run=self._run)
 
     def state(self) -> dict[str, torch.Tensor]:
-        """The plain model's weights (with LoRA: the adapters merged in), under the plain model's names."""
-        return lora_lib.merged_state(self.model) if self.lora is not None else self.model.state_dict()
+        """The plain model's weights (with LoRA: the adapters merged in), under the plain model's names (a whole
+        model's)."""
+        return self.held.state()
+
+    def state_bytes(self) -> dict[str, int]:
+        """What this worker keeps between steps, by kind: parameters, gradients, optimizer state (its shards)."""
+        return self.held.state_bytes(self.opt)
 
     def free_cache(self) -> None:
-        """Give the allocator's cached GPU memory back (engines waking on the same GPU: cluster/sleep.py)."""
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        self.held.free_cache()
 
     # ---- collective weight sync (common/collective.py): rank 0 of a group with every engine ----------------
     def init_sync_group(self, host: str, port: int, world_size: int, backend: str) -> None:
@@ -459,129 +414,66 @@ class Learner:
 
         self.sync_group = SyncGroup(host, port, world_size, 0, backend)
 
-    # A weight sync sends `state()` whole. A tied lm_head goes too, though it is the embedding: vLLM's CPU backend
+    # A weight sync sends the whole state. A tied lm_head goes too, though it is the embedding: vLLM's CPU backend
     # keeps a repacked copy of the head that a reload of the embedding alone leaves stale (tried: the probe check
     # caught a 0.02 gap after the first update).
     def weights_meta(self) -> list[tuple[str, tuple[int, ...], str]]:
         """(name, shape, dtype) of what broadcast_weights sends, in order (a shard's whole shape)."""
-        state = self.model.state_dict() if self.root is not None else self.state()
-        names = [n for b in self.weight_buckets() for n in b] if self.root is not None else list(state)
-        return [(k, tuple(state[k].shape), str(state[k].dtype).removeprefix("torch.")) for k in names]
+        return self.held.weights_meta()
 
     def broadcast_weights(self) -> None:
-        """Rank 0 of the weight-sync group sends every tensor. Sharded, every learner worker calls it: a bucket is
-        gathered by all, then sent by worker 0 while the others wait, so no all-gather overlaps a send (trl#7103)."""
-        if self.root is None:
-            g = self.sync_group
-            for _, v in self.state().items():
-                g.broadcast(v.detach().to(g.device).contiguous(), src=0)
-            return
-        import torch.distributed as dist
-
-        from learner import fsdp
-
-        for names in self.weight_buckets():
-            part = fsdp.gather(self.model, names)
-            dist.barrier()  # every worker's all-gathers done
-            if self.dp.rank == 0:
-                for _, v in part:
-                    self.sync_group.broadcast(v.to(self.sync_group.device).contiguous(), src=0)
-            del part
-            dist.barrier()  # the send done before the next all-gather
+        """Rank 0 of the weight-sync group sends every tensor, a bucket at a time (sharded: every learner worker
+        calls it; learner/holder.py)."""
+        g = self.sync_group
+        self.held.send(lambda v: g.broadcast(v.detach().to(g.device).contiguous(), src=0))
 
     def named_arrays(self) -> list[tuple[str, np.ndarray]] | None:
         """Weights as numpy arrays: one ray.put, zero-copy reads on every engine of the node. Sharded, every worker
         calls it and worker 0 returns the whole weights (the others None): a phase start's handoff to the reference
         or the critic; a weight sync goes bucket by bucket (`bucket_arrays`)."""
-        if self.root is None:
-            return [(k, v.detach().cpu().numpy()) for k, v in self.state().items()]
         out = [x for i in range(len(self.weight_buckets())) for x in (self.bucket_arrays(i) or [])]
-        return out if self.dp.rank == 0 else None
+        return out if self.held.writer else None
 
     def weight_buckets(self) -> list[list[str]]:
-        """The weights' names in the buckets a sharded sync sends one at a time (learner/fsdp.py); one bucket of
-        every name when the model is whole."""
-        if self.root is None:
-            return [list(self.state())]
-        from learner import fsdp
-
-        return fsdp.buckets(self.model)
+        """The weights' names in the buckets a sync sends one at a time (one bucket of every name when whole)."""
+        return self.held.buckets()
 
     def bucket_arrays(self, i: int) -> list[tuple[str, np.ndarray]] | None:
         """Bucket `i`'s whole weights as numpy arrays, on worker 0 (sharded: every worker calls it; the others get
         None)."""
-        if self.root is None:
-            state = self.state()
-            return [(k, state[k].detach().cpu().numpy()) for k in self.weight_buckets()[i]]
-        from learner import fsdp
-
-        part = fsdp.gather(self.model, self.weight_buckets()[i])
-        return [(k, v.cpu().numpy()) for k, v in part] if self.dp.rank == 0 else None
+        return self.held.bucket_arrays(i)
 
     def save(self, path: str, with_optimizer: bool = True) -> None:
+        """The checkpoint: an HF folder of the policy (LoRA merged; the adapters apart in trainer/ for resuming) and
+        beside it trainer_state.pt (the optimizer as the holder keeps it, the schedule, update count, random
+        states)."""
         from pathlib import Path
 
-        if self.root is not None:
-            return self._save_sharded(Path(path), with_optimizer)
-        Path(path).mkdir(parents=True, exist_ok=True)
-        if self.lora is None:
-            self.model.save_pretrained(path)
-        else:  # an ordinary model folder (merged) for engines and eval; the adapters apart for resuming
-            self.model.get_base_model().save_pretrained(path, state_dict=self.state())
-            if with_optimizer:
-                from safetensors.torch import save_file
-
-                # in trainer/: vLLM loads every *.safetensors at a model folder's top level
-                (Path(path) / TRAINER_DIR).mkdir(parents=True, exist_ok=True)
-                save_file(untied(self.model.state_dict()), str(Path(path) / TRAINER_DIR / "lora_state.safetensors"))
-        self.tokenizer.save_pretrained(path)
-        if with_optimizer:
-            torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                        "updates": self.updates, "torch_rng": torch.get_rng_state(),
-                        "py_rng": random.getstate(), "np_rng": np_state_to_torch(np.random.get_state())},
-                       Path(path) / "trainer_state.pt")
-
-    def _save_sharded(self, path, with_optimizer: bool) -> None:
-        """Every worker: the HF folder from gathered buckets (worker 0 writes it), and each worker's part of the
-        weights and optimizer state in trainer/dcp (torch.distributed.checkpoint: resumable on any worker count)."""
-        from learner import fsdp
-
-        rank = self.dp.rank
-        fsdp.save_hf(self.model, path, rank)
-        if rank == 0:
+        path = Path(path)
+        self.held.save_model(path)
+        if self.held.writer:
             self.tokenizer.save_pretrained(path)
+        if self.lora is not None and with_optimizer:
+            from safetensors.torch import save_file
+
+            # in trainer/: vLLM loads every *.safetensors at a model folder's top level
+            (path / TRAINER_DIR).mkdir(parents=True, exist_ok=True)
+            save_file(untied(self.model.state_dict()), str(path / TRAINER_DIR / "lora_state.safetensors"))
         if with_optimizer:
-            fsdp.save_state(self.model, self.opt, path / TRAINER_DIR / "dcp")
-            if rank == 0:
-                torch.save({"scheduler": self.sched.state_dict(), "updates": self.updates, "sharded": True,
+            kept = self.held.save_training(self.opt, path / TRAINER_DIR / "dcp")
+            if self.held.writer:
+                torch.save({**kept, "scheduler": self.sched.state_dict(), "updates": self.updates,
                             "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(),
                             "np_rng": np_state_to_torch(np.random.get_state())}, path / "trainer_state.pt")
 
     def load_trainer_state(self, path: str) -> None:
         from pathlib import Path
 
-        from safetensors.torch import load_file
-
-        st = torch.load(Path(path) / "trainer_state.pt", weights_only=True)  # plain tensors and numbers only
-        if st.get("sharded", False) != (self.root is not None):
-            was, now = ("sharded (fsdp)", "replicated") if st.get("sharded") else ("replicated", "sharded (fsdp)")
-            raise ValueError(f"{path} was saved by {was} learner workers and this run's are {now}: resume with the "
-                             "learner.sharding it was saved with (the worker count may change under fsdp)")
-        if self.root is not None:
-            from learner import fsdp
-
-            fsdp.load_state(self.model, self.opt, Path(path) / TRAINER_DIR / "dcp")
-            self._restore(st)
-            return
-        if self.lora is None:
-            self.model.load_state_dict(load_file(str(Path(path) / "model.safetensors")), strict=False)
-        else:  # base weights (the phase's reference) and adapters, as they were
-            missing, unexpected = self.model.load_state_dict(load_file(str(Path(path) / TRAINER_DIR / "lora_state.safetensors")),
-                                                             strict=False)
-            if unexpected or any(not k.endswith("lm_head.weight") for k in missing):  # tied: saved once
-                raise ValueError(f"{path}/{TRAINER_DIR}/lora_state.safetensors does not fit this LoRA model: missing "
-                                 f"{missing[:3]}, unexpected {unexpected[:3]}")
-        self.opt.load_state_dict(st["optimizer"])
+        path = Path(path)
+        st = torch.load(path / "trainer_state.pt", weights_only=True)  # plain tensors and numbers only
+        # base weights (the phase's reference) and adapters as they were with LoRA; the policy's weights else
+        weights = path / TRAINER_DIR / "lora_state.safetensors" if self.lora is not None else path / "model.safetensors"
+        self.held.load_training(self.opt, st, path / TRAINER_DIR / "dcp", weights, str(path))
         self._restore(st)
 
     def _restore(self, st: dict) -> None:
