@@ -415,6 +415,8 @@ class Fleet:
                         group.reinit(call.args, call.kwargs, timeout=timeout)
                 self._form_training_groups(roles)
         get(self.rollout.call_all(Engine.reset, roles.init_path, self.runs), timeout=timeout, what="rollout.reset")
+        for g in self.groups():  # their processes' memory is read each step without calling them
+            g.learn_pids()
         self.current = roles
 
     def restored(self, group: ActorGroup) -> None:
@@ -424,6 +426,7 @@ class Fleet:
         call = {"reward": self.current.reward, "tools": self.current.tools}.get(group.name)
         if call is not None:
             group.reinit(call.args, call.kwargs, timeout=self.current.call_timeout_s)
+        group.learn_pids()  # a restarted member is another process
 
     def healthy(self) -> bool:
         """Every member answers (none died in the last run, none is restarting)."""
@@ -442,6 +445,7 @@ class Fleet:
                 self.retrieval.kill()
             self.retrieval = ActorGroup.create("retrieval", Retriever, n, self.backend, args=(index_dir, encoder),
                                                num_cpus=REWARD_CPUS, env=self.env, namespace=self.namespace)
+        self.retrieval.learn_pids()
         return self.retrieval
 
     # ---- what the run log reports -----------------------------------------------------------------------------------
@@ -455,6 +459,12 @@ class Fleet:
         from cluster.groups import process_peak_rss_gib
 
         return {"driver": [process_peak_rss_gib("self")], **{g.name: g.peak_rss_gib() for g in self.groups()}}
+
+    def peak_rss_now(self) -> dict[str, list[float | None]]:
+        """As peak_rss_gib, read from this node's /proc without calling any actor (each step's log)."""
+        from cluster.groups import process_peak_rss_gib
+
+        return {"driver": [process_peak_rss_gib("self")], **{g.name: g.peak_rss_now() for g in self.groups()}}
 
     def nodes(self) -> dict[str, list[str]]:
         """The node id of every Ray actor, by group (placement tests and the run log)."""

@@ -60,6 +60,7 @@ class ActorGroup:
         # sharded training workers (learner/fsdp.py) gather weights together: a call without an explicit member
         # index reaches every member (worker 0 answers); with one, the caller addresses each member itself
         self.lockstep = False
+        self.pids: list[int | None] = []  # each member's process id, learned at a run's start (learn_pids)
 
     @classmethod
     def create(cls, name: str, factory: Callable, n: int, backend: str, args: tuple = (), kwargs=None,
@@ -181,6 +182,24 @@ class ActorGroup:
                 for i, a in enumerate(shard_args)]
 
 
+    def learn_pids(self, timeout: float = 30.0) -> None:
+        """Each member's process id (at a run's start, the members idle): `peak_rss_now` then reads their memory
+        from /proc without calling them, never waiting behind a generation."""
+        if self.backend == "inprocess":
+            self.pids = [None] * len(self.members)
+            return
+        try:
+            self.pids = self.on_each(_own_pid, timeout=timeout)
+        except Exception:  # noqa: BLE001 -- memory is a report, never a failure
+            self.pids = [None] * len(self.members)
+
+    def peak_rss_now(self) -> list[float | None]:
+        """Peak resident memory (VmHWM, GiB) of each member's process read from this node's /proc (None for a
+        member on another node, or not learned); in-process members are this process."""
+        if self.backend == "inprocess":
+            return [process_peak_rss_gib("self")] * len(self.members)
+        return [process_peak_rss_gib(pid) if pid is not None and _is_ray_worker(pid) else None for pid in self.pids]
+
     def peak_rss_gib(self) -> list[float | None]:
         """Peak resident memory (VmHWM) of each member's process in GiB, read by the member itself (any node);
         None where it cannot be read. In-process members share this process, so each reports its peak."""
@@ -276,6 +295,18 @@ def _enter(instance, log_dir: str | None, cwd: str | None):
 
 def _answer(_instance) -> bool:
     return True
+
+
+def _own_pid(_instance) -> int:
+    return os.getpid()
+
+
+def _is_ray_worker(pid: int) -> bool:
+    """Whether process `pid` on this node is still a Ray worker (not a reused id)."""
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"ray::")
+    except OSError:
+        return False
 
 
 def _own_peak_rss_gib(_instance) -> float | None:

@@ -418,6 +418,10 @@ class TrainingSystem:
         """Peak resident memory of every actor of the fleet, by group (the driver's own under 'driver')."""
         return self.fleet.peak_rss_gib()
 
+    def peak_rss_now(self) -> dict[str, list[float | None]]:
+        """The same, read from this node's /proc without calling any actor (each step's log)."""
+        return self.fleet.peak_rss_now()
+
     def nodes(self) -> dict[str, list[str]]:
         """The node id of every Ray actor, by group (placement tests and the run log)."""
         return self.fleet.nodes()

@@ -91,7 +91,8 @@ class Phase:
             r.doing = f"step {s.step + 1} (phase {self.name}, {k}/{self.steps})"
             metrics = self.step(k)
             s.step, s.phase_step = s.step + 1, k
-            r.log.step(s.step, {"phase": self.name, "phase_step": k, **metrics}, progress=(self.name, k, self.steps))
+            r.log.step(s.step, {"phase": self.name, "phase_step": k, **metrics, **r.memory_metrics()},
+                       progress=(self.name, k, self.steps))
             due = k == self.steps or bool(eval_every and k % eval_every == 0)
             if due or s.step % self.job.train.save_every == 0:  # the step saved before its eval, which can fail
                 s.eval_due = self.name if due else None

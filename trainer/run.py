@@ -28,6 +28,7 @@ from common import checkpoint as ck
 from common import seeds
 from common import console
 from common.config import JobConfig, config_to_dict
+from common.memory import check_memory, memory_plan
 from common.metrics_log import MetricsLog, drop_after, plot_curves
 from common.models import load_tokenizer, resolve_model
 from common.types import Sampling
@@ -68,6 +69,7 @@ class Run:
         self.engines_stale = False  # the learner has moved since the engines last received its weights
         self.stop_at = None if max_steps is None else state.step + max_steps
         self.peak_rss: dict = {}  # GiB by actor group, read when the run ends
+        self.memory_plan = None  # common/memory.py MemoryPlan: each actor's expected peak, logged beside the measured
         self.doing = "the set-up"  # what the run is doing, for a stop's message
         self.in_flight = None  # the running phase's launches in flight, saved with a resumable checkpoint
         self.saved_step = state.step if resume_from is not None else None  # the step checkpoints/last holds
@@ -92,6 +94,23 @@ class Run:
         steps = [p.steps for p in self.cfg.train.phases]
         return {"global_step": self.state.step + 1, "max_steps": sum(steps) if None not in steps else 0,
                 "phase": phase}
+
+    def memory_metrics(self) -> dict[str, float]:
+        """Each actor group's measured peak so far (the largest of its processes on this node, GiB) beside the
+        memory plan's figure for one of its processes: memory/<group>_peak_gib, memory/<group>_plan_gib."""
+        read = getattr(self.system, "peak_rss_now", None)
+        if read is None:
+            return {}
+        planned = {a.role: a.peak_gib for a in self.memory_plan.actors} if self.memory_plan is not None else {}
+        out = {}
+        for group, values in read().items():
+            values = [v for v in values if v is not None]
+            if values:
+                out[f"memory/{group}_peak_gib"] = round(max(values), 3)
+            role = {"rollout": "engine"}.get(group, group)
+            if role in planned:
+                out[f"memory/{group}_plan_gib"] = round(planned[role], 3)
+        return out
 
     @property
     def metric(self) -> str:
@@ -242,6 +261,7 @@ def load_task(cfg: JobConfig) -> tuple[str, Task]:
     check_tools(task, cfg)
     check_agent(cfg)
     task.prompts("train"), task.prompts("eval")
+    check_memory(memory_plan(cfg, policy_path))  # each actor's expected peak against the node: fits, or the fix
     return policy_path, task
 
 
@@ -315,8 +335,15 @@ def run(cfg: JobConfig, resume: str | None = None, max_steps: int | None = None,
     system, r, finished = None, None, True
     doing = "the set-up (the dense index, the actors)"
     try:
+        mplan = memory_plan(cfg, policy_path)  # checked before (load_task); the lines a person reads first
+        if cfg.learner.max_tokens_per_micro_batch == "auto" and mplan.notes:  # auto: the largest budget that fits
+            cfg = cfg.model_copy(update={"learner": cfg.learner.model_copy(
+                update={"max_tokens_per_micro_batch": mplan.budget})})
+        log.info("memory plan (GiB, each process's expected peak): " + " | ".join(mplan.describe()),
+                 data={"memory_plan": {a.role: round(a.peak_gib, 3) for a in mplan.actors}})
         system = open_system_for(cfg, task, policy_path, ckpt, fleet, path, log)
         r = Run(cfg, task, system, path, log, state, policy_path, max_steps, resume_from=ckpt)
+        r.memory_plan = mplan
         if cfg.retrieval.enabled:
             from trainer.rag import attach_retrieval
 
