@@ -8,8 +8,10 @@
 Steps, each with its own deadline; a step that fails is recorded and the others still run (exit 1 if any failed):
   env        torch, CUDA, the device, transformers
   learner    bench/learner.py --device cuda --large on SmolLM2-135M's config (random weights): seconds, MFU, memory
+             (peak allocated beside the memory plan's figure for it, common/memory.py: planned_memory_gib)
   learner17  the same on the ~1.7B config (SmolLM2-1.7B's shape)
-  fsdp       bench/learner.py --workers 1 --sharding fsdp --large: FSDP2 with NCCL and bf16 mixed precision on a GPU
+  fsdp       bench/learner.py --workers 1 --sharding fsdp --large: FSDP2 with NCCL and bf16 mixed precision on a GPU,
+             the model built on the meta device and its shard read onto the GPU (learner/holder.py)
   gpu_tests  pytest -m gpu (the tests that need a GPU)
   hf_job     3 GRPO steps of docs/examples/your_task on the GPU, in process, rollout.engine=hf (no vLLM, no Ray)
   hf_async   the same with train.max_staleness=1 (the sample stream: generation ahead of the learner, docs/async.md)
@@ -27,7 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GPU_TESTS = [str(ROOT / "tests" / f) for f in ("common/test_device.py", "learner/test_fsdp.py")]  # no Ray, no vLLM
+GPU_TESTS = [str(ROOT / "tests" / f) for f in ("common/test_device.py", "learner/test_fsdp.py",
+                                                 "learner/test_shard_loading.py")]  # no Ray, no vLLM
 LARGE_1_7B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=32,
                   num_key_value_heads=32)  # SmolLM2-1.7B's shape, SmolLM2-135M's vocabulary and tokenizer
 

@@ -109,6 +109,24 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def planned_gib(learner, device: str, with_reference: bool = False) -> float:
+    """The memory plan's figure (common/memory.py) for what `peak_gib` measures: on a GPU the allocated part of the
+    learner (and of a reference in the same process); on a CPU the process's resident peak."""
+    from common.memory import ModelShape, training_worker
+
+    shape = ModelShape.of(learner.held.path)
+    on_gpu, bf16 = device == "cuda", learner.precision == "bf16"
+    workers = learner.dp.world_size if learner.dp is not None else 1
+    budget = learner.max_tokens or 16384
+    kw = dict(workers=workers, sharded=learner.held.sharded, budget=budget, bf16=bf16, on_gpu=on_gpu)
+    actors = [training_worker("learner", shape, optimizer=learner.optimizer, offload=learner.held.offload, **kw)]
+    if with_reference:
+        actors.append(training_worker("reference", shape, frozen=True, **kw))
+    if on_gpu:
+        return sum(a.device_gib() for a in actors)
+    return actors[0].peak_gib + sum(a.peak_gib - a.parts["process"] for a in actors[1:])
+
+
 def measure(learner, reference, shape: str, repeats: int, device: str, weights: dict, peak_gflops: float,
             warmup: bool = True) -> dict:
     import dataclasses
@@ -146,6 +164,7 @@ def measure(learner, reference, shape: str, repeats: int, device: str, weights: 
         "update_peak_share": round(3 * fwd / med(upd) / 1e9 / peak_gflops, 3),
         "reference_peak_share": round(fwd / med(ref) / 1e9 / peak_gflops, 3),
         "matmul_peak_gflops": round(peak_gflops, 1), "peak_memory_gib": round(peak_gib(device) or 0.0, 2),
+        "planned_memory_gib": round(planned_gib(learner, device, with_reference=True), 2),  # common/memory.py
     }
 
 
@@ -181,7 +200,8 @@ def measure_workers(rank: int, learner, shape: str, repeats: int, device: str, w
         upd.append(time.perf_counter() - t)
     held = state_bytes(learner.model, learner.opt)
     return {"update_s": upd, "state_gib": {k: round(v / 2**30, 4) for k, v in held.items()},
-            "peak_memory_gib": round(peak_gib(device) or 0.0, 3), "rows": len(mine.completion_ids),
+            "peak_memory_gib": round(peak_gib(device) or 0.0, 3), "planned_memory_gib": round(planned_gib(
+                learner, device), 3), "rows": len(mine.completion_ids),
             "tokens": sum(len(c) for c in mine.completion_ids), "first": first}
 
 
@@ -233,7 +253,8 @@ def run_workers(args, path: str, shapes: list[str]) -> list[dict]:
                      "threads": args.threads, "first_update": per[0]["first"],
                      "state_gib_per_worker": [m["state_gib"] for m in per],
                      "state_total_gib_per_worker": [round(sum(m["state_gib"].values()), 4) for m in per],
-                     "peak_memory_gib_per_worker": [m["peak_memory_gib"] for m in per]})
+                     "peak_memory_gib_per_worker": [m["peak_memory_gib"] for m in per],
+                     "planned_memory_gib_per_worker": [m["planned_memory_gib"] for m in per]})
     return rows
 
 

@@ -20,6 +20,9 @@ def test_the_gpu_check_dry_run_passes_every_step(tmp_path):
     assert list(steps) == ["learner", "learner17", "fsdp", "gpu_tests", "hf_job", "hf_async"]
     assert steps["learner"]["rows"][0]["update_s"] and steps["learner17"]["rows"][0]["update_tflops"] > 0
     assert steps["fsdp"]["rows"][0]["sharding"] == "fsdp"
+    # the memory plan's figure beside each measured peak (common/memory.py; on the GPU: allocated memory)
+    assert steps["learner"]["rows"][0]["planned_memory_gib"] > 0 and steps["learner"]["rows"][0]["peak_memory_gib"] > 0
+    assert steps["fsdp"]["rows"][0]["planned_memory_gib_per_worker"][0] > 0
     run = tmp_path / "runs" / "gpu-check"
     assert any(json.loads(x)["kind"] == "step" for x in (run / "metrics.jsonl").read_text().splitlines())
     assert "==== hf_job" in (tmp_path / "gpu_check.log").read_text()

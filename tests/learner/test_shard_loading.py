@@ -154,3 +154,29 @@ def test_a_folder_without_safetensors_is_refused_naming_the_fix(tmp_path):
     torch.save({}, tmp_path / "pytorch_model.bin")
     with pytest.raises(ValueError, match="no \\*.safetensors.*save_pretrained.*learner.sharding=replicate"):
         checkpoint_files(str(tmp_path))
+
+
+# ---- on a GPU: the shard read straight onto the device -------------------------------------------------------------
+
+def _gpu_start(rank, world, port, folder):
+    from learner.holder import hold
+
+    held = hold(folder, sharding="fsdp")
+    held.join("127.0.0.1", port, world, rank, "nccl")
+    part = sum(_rows(p)[0].numel() * 4 for p in held.lm.parameters())
+    on_gpu = all(_rows(p)[0].is_cuda for p in held.lm.parameters())
+    from common.models import load_lm
+
+    whole = {n: p.detach() for n, p in load_lm(folder).named_parameters()}
+    differ = [n for n, p in held.lm.named_parameters() if not torch.equal(_rows(p)[0].cpu(), whole[n][_rows(p)[1]])]
+    return torch.cuda.max_memory_allocated(), part, on_gpu, differ
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+def test_on_a_gpu_a_worker_reads_its_shard_onto_the_device(folders):
+    """NCCL, one worker: the shard lands on the GPU, equal to a whole load, and the GPU held no more than it (plus
+    buffers) on the way."""
+    allocated, part, on_gpu, differ = _spawn(_gpu_start, 1, folders["one"])[0]
+    assert on_gpu and differ == []
+    assert allocated <= part + 2**20
