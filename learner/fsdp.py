@@ -25,6 +25,8 @@ DeviceMesh needs the default group), built on the TCPStore of the workers' DataP
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 DUMMY = "dummy"  # a micro-batch that only keeps a worker in step with the others
@@ -158,7 +160,6 @@ def meta_lm(model_path: str) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from common.models import disable_dropout, is_seq2seq, trust_remote_code
-    from learner.holder import no_weights
 
     if is_seq2seq(model_path):
         raise ValueError(f"{model_path} is an encoder-decoder model: learner.sharding=fsdp needs a decoder-only one; "
@@ -168,6 +169,24 @@ def meta_lm(model_path: str) -> torch.nn.Module:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=trust_remote_code())
     disable_dropout(model)
     return model.eval()
+
+
+@contextlib.contextmanager
+def no_weights():
+    """Parameters made on the meta device (no memory), buffers as usual: rotary tables are computed at construction
+    and are in no checkpoint (accelerate's init_empty_weights(include_buffers=False))."""
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        register(module, name, param)
+        if param is not None and not param.is_meta:  # a parameter set again (a head tied to the embedding) as is
+            module._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    torch.nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
 
 
 def materialize(model: torch.nn.Module, device) -> None:

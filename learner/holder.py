@@ -17,7 +17,6 @@ A holder owns:
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Callable
 
@@ -333,21 +332,3 @@ def load_named_arrays(model, named_arrays) -> None:
     missing = [k for k in missing if not k.endswith("lm_head.weight")]
     if missing or unexpected:
         raise ValueError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
-@contextlib.contextmanager
-def no_weights():
-    """Parameters made on the meta device (no memory), buffers as usual: rotary tables are computed at construction
-    and are in no checkpoint (accelerate's init_empty_weights(include_buffers=False))."""
-    register = torch.nn.Module.register_parameter
-
-    def on_meta(module, name, param):
-        register(module, name, param)
-        if param is not None and not param.is_meta:  # a parameter set again (a head tied to the embedding) as is
-            module._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-
-    torch.nn.Module.register_parameter = on_meta
-    try:
-        yield
-    finally:
-        torch.nn.Module.register_parameter = register
