@@ -12,9 +12,12 @@ Each figure is a sum of parts (GiB), every part a count times bytes:
   - bf16 copies: under autocast each weight's bf16 copy, 2 bytes a parameter (whole models only; sharded, FSDP
     gathers one layer at a time);
   - activations: what a backward keeps of one micro-batch, tokens x layers x ACT_VALUES_PER_TOKEN_LAYER(hidden,
-    intermediate) x bytes (one layer's with gradient checkpointing, plus each layer's input);
+    intermediate) x bytes (one layer's with gradient checkpointing, plus each layer's input); on a CPU also the
+    attention weights, [rows, heads, L, L] a layer (GPU kernels do not keep them);
   - head: the LM head's logits over the vocabulary for a chunk of completion positions (learner/logprobs.py
-    HEAD_CHUNK_ELEMENTS at most), with log-softmax and gradient: HEAD_COPIES tensors of positions x vocab x 4 bytes;
+    HEAD_CHUNK_ELEMENTS at most), with log-softmax and gradients: HEAD_COPIES tensors of positions x vocab x 4 bytes;
+  - weights in transit: the whole weights as fp32 arrays once (a learner's handoff at a phase start or its object
+    store sync, a reference's or critic's arrival; an engine's in the sync's precision);
   - engine: weights in rollout.dtype, the KV cache (rollout.kv_cache_gib on CPU; on a GPU,
     rollout.gpu_memory_utilization of its memory holds weights and cache).
 The constants were fitted to measured peaks (bench/memory_plan.py writes predicted vs measured per actor to
@@ -26,9 +29,13 @@ import os
 from dataclasses import dataclass, field
 
 GIB = 2**30
+TRANSIT = "weights in transit"
+HOST_PARTS = ("process", TRANSIT)  # in host memory wherever the actor computes
 # measured resident memory of an idle process of each kind (AMD EPYC Zen 4, torch 2.13, transformers 5.19, vLLM 0.32)
-PROCESS_GIB = {"train": 0.55, "engine": 1.35, "reward": 0.25, "tools": 0.35, "retrieval": 0.6, "driver": 0.8}
-HEAD_COPIES = 3          # logits, log-softmax, their gradient (learner); logits and log-softmax (reference)
+PROCESS_GIB = {"train": 0.55, "engine": 1.35, "reward": 0.15, "tools": 0.35, "retrieval": 0.6, "driver": 0.8}
+# the LM head's chunk of [positions, vocab] fp32 tensors alive at once: logits, log-softmax, and in the backward the
+# recomputed logits and both gradients (learner); logits and log-softmax (a pass without gradient)
+HEAD_COPIES, HEAD_COPIES_NO_GRAD = 5, 2
 MARGIN = 0.30            # predicted within +-30% of the measured peak (docs/memory_plan.md)
 FIT_SHARE = 0.9          # of a node's memory the actors may plan to use (Ray's memory monitor kills at 0.95)
 
@@ -47,6 +54,7 @@ class ModelShape:
     layers: int
     vocab: int
     kv_bytes_per_token: int  # the KV cache of one token over every layer, at 2 bytes a value
+    heads: int = 1
 
     @classmethod
     def of(cls, model_path: str) -> "ModelShape":
@@ -69,7 +77,7 @@ class ModelShape:
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         head_dim = getattr(config, "head_dim", None) or hidden // max(1, heads)
         return cls(int(params), int(hidden), int(inter), int(layers), int(config.vocab_size),
-                   int(2 * layers * kv_heads * head_dim * 2))
+                   int(2 * layers * kv_heads * head_dim * 2), int(heads))
 
 
 @dataclass(frozen=True)
@@ -85,11 +93,16 @@ class ActorMemory:
         return sum(self.parts.values())
 
     def host_gib(self) -> float:
-        """What one process holds in the node's memory (on a GPU, only the process itself is host memory)."""
-        return self.peak_gib if self.device == "cpu" else self.parts.get("process", 0.0)
+        """What one process holds in the node's memory (on a GPU: the process and the weights in transit)."""
+        return self.peak_gib if self.device == "cpu" else sum(self.parts.get(k, 0.0) for k in HOST_PARTS)
 
     def device_gib(self) -> float:
-        return 0.0 if self.device == "cpu" else self.peak_gib - self.parts.get("process", 0.0)
+        return 0.0 if self.device == "cpu" else self.peak_gib - sum(self.parts.get(k, 0.0) for k in HOST_PARTS)
+
+    def node_gib(self) -> float:
+        """What the role's processes hold of the node together: the weights in transit are one object-store copy
+        that each process maps (and worker 0 of sharded ones gathers), counted once."""
+        return self.host_gib() * self.count - self.parts.get(TRANSIT, 0.0) * (self.count - 1)
 
     def describe(self) -> str:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in self.parts.items() if v >= 0.005)
@@ -108,7 +121,7 @@ class MemoryPlan:
     engines_sleep: bool = False      # ... and the engines give their memory back while the learner trains
 
     def host_gib(self) -> float:
-        return sum(a.host_gib() * a.count for a in self.actors)
+        return sum(a.node_gib() for a in self.actors)
 
     def describe(self) -> list[str]:
         """The run log's lines: each actor's expected peak, then the node's total against its memory."""
@@ -122,9 +135,8 @@ class MemoryPlan:
         """Why the run would not fit, one sentence each naming the actor, the figures and the fix ([] = it fits)."""
         out = []
         if self.node_gib is not None and self.host_gib() > FIT_SHARE * self.node_gib:
-            big = sorted(self.actors, key=lambda a: -a.host_gib() * a.count)
-            top = "; ".join(f"{a.role}{f' x{a.count}' if a.count > 1 else ''} {a.host_gib() * a.count:.1f}"
-                            for a in big[:3])
+            big = sorted(self.actors, key=lambda a: -a.node_gib())
+            top = "; ".join(f"{a.role}{f' x{a.count}' if a.count > 1 else ''} {a.node_gib():.1f}" for a in big[:3])
             fixes = [f for a in big[:2] for f in a.fixes]
             out.append(f"the actors would need {self.host_gib():.1f} GiB of this node's {self.node_gib:.1f} GiB "
                        f"(at most {FIT_SHARE:.0%} is planned: Ray's memory monitor kills actors at 95%); largest: "
@@ -168,7 +180,7 @@ def _head_gib(shape: ModelShape, positions: int, copies: int) -> float:
 def training_worker(role: str, shape: ModelShape, *, workers: int, sharded: bool, budget: int, bf16: bool,
                     optimizer: str = "adamw", lora_params: int | None = None, checkpointing: bool = False,
                     frozen: bool = False, on_gpu: bool = False, offload: bool = False, head: bool = True,
-                    count: int | None = None) -> ActorMemory:
+                    count: int | None = None, seq_len: int | None = None) -> ActorMemory:
     """One learner, reference or critic process's expected peak (`budget`: the tokens of one micro-batch)."""
     share = 1.0 / workers if sharded else 1.0
     P = shape.params
@@ -187,8 +199,12 @@ def training_worker(role: str, shape: ModelShape, *, workers: int, sharded: bool
         parts["activations"] = (budget * shape.hidden * act_bytes * shape.layers + per_layer) / GIB
     else:
         parts["activations"] = per_layer * shape.layers / GIB
+    if seq_len and not frozen and not on_gpu:  # CPU attention keeps its [rows, heads, L, L] weights for backward
+        scores = budget * shape.heads * min(seq_len, budget) * act_bytes  # rows x L = the budget's tokens
+        parts["attention scores"] = scores * (1 if checkpointing else shape.layers) / GIB
     if head:
-        parts["head"] = _head_gib(shape, budget, 2 if frozen else HEAD_COPIES)
+        parts["head"] = _head_gib(shape, budget, HEAD_COPIES_NO_GRAD if frozen else HEAD_COPIES)
+    parts[TRANSIT] = 4 * P / GIB  # the whole weights as arrays once (worker 0 of sharded ones)
     if sharded and not frozen:  # a layer's whole weights and gradient while it runs
         parts["gathered layer"] = 8 * P / max(1, shape.layers) / GIB
     if offload and on_gpu:  # FSDP's CPUOffloadPolicy: the state lives in host memory between uses
@@ -211,15 +227,16 @@ def training_worker(role: str, shape: ModelShape, *, workers: int, sharded: bool
 
 
 def engine(shape: ModelShape, *, dtype_bytes: int, kv_cache_gib: float, count: int, on_gpu: bool,
-           gpu_share: float | None = None, gpu_gib: float | None = None) -> ActorMemory:
+           gpu_share: float | None = None, gpu_gib: float | None = None, sync_bytes: int = 4) -> ActorMemory:
     """One vLLM engine's expected peak: weights in its dtype and the KV cache (on a GPU, vLLM takes
-    gpu_memory_utilization of the GPU for both)."""
+    gpu_memory_utilization of the GPU for both), and a weight sync's arrays in host memory."""
     weights = dtype_bytes * shape.params / GIB
     if on_gpu and gpu_share is not None and gpu_gib is not None:
         parts = {"process": PROCESS_GIB["engine"], "weights + KV cache": gpu_share * gpu_gib}
         fixes = ("rollout.gpu_memory_utilization lower (KV cache space)",)
     else:
-        parts = {"process": PROCESS_GIB["engine"], "weights": weights, "KV cache": kv_cache_gib}
+        parts = {"process": PROCESS_GIB["engine"], "weights": weights, "KV cache": kv_cache_gib,
+                 TRANSIT: sync_bytes * shape.params / GIB}
         fixes = (f"rollout.kv_cache_gib={max(1, int(kv_cache_gib // 2))} (the engine's KV cache)",
                  "cluster.num_rollout_actors lower")
     return ActorMemory("engine", count, parts, "gpu" if on_gpu else "cpu", fixes)
@@ -237,23 +254,25 @@ def plan_memory(cfg, plan, shape: ModelShape, node_gib: float | None = None, gpu
     bf16 = (L.precision != "fp32") if bf16 is None else bf16
     lora = _lora_params(shape, L.lora) if L.lora is not None else None
     sharded = plan.sharding == "fsdp"
+    seq_len = r.max_prompt_tokens + (r.total_tokens() if r.max_turns > 1 else r.max_new_tokens)
 
     def actors(budget: int) -> tuple[ActorMemory, ...]:
         out = [training_worker("learner", shape, workers=L.workers, sharded=sharded, budget=budget, bf16=bf16,
                                optimizer=L.optimizer, lora_params=lora, checkpointing=L.gradient_checkpointing,
-                               on_gpu=on_gpu, offload=L.offload)]
+                               on_gpu=on_gpu, offload=L.offload, seq_len=seq_len)]
         if plan.has("reference"):
             out.append(training_worker("reference", shape, workers=L.workers_of("reference"), sharded=sharded,
                                        budget=budget, bf16=bf16, frozen=True, on_gpu=on_gpu,
                                        count=L.workers_of("reference")))
         if plan.has("critic"):
             out.append(training_worker("critic", shape, workers=L.workers_of("critic"), sharded=sharded,
-                                       budget=budget, bf16=bf16, optimizer=L.optimizer,
+                                       budget=budget, bf16=bf16, optimizer="adamw",  # learner/critic.py: always
                                        checkpointing=L.gradient_checkpointing, on_gpu=on_gpu, head=False,
-                                       count=L.workers_of("critic")))
+                                       count=L.workers_of("critic"), seq_len=seq_len))
         out.append(engine(shape, dtype_bytes=4 if r.dtype == "fp32" else 2, kv_cache_gib=r.kv_cache_gib,
                           count=c.num_rollout_actors, on_gpu=c.gpus_per_rollout_actor > 0,
-                          gpu_share=r.gpu_memory_utilization, gpu_gib=gpu_gib))
+                          gpu_share=r.gpu_memory_utilization, gpu_gib=gpu_gib,
+                          sync_bytes=2 if bf16 or r.dtype == "bf16" else 4))
         out.append(ActorMemory("reward", c.num_reward_actors, {"process": PROCESS_GIB["reward"]}))
         if plan.has("tools"):
             out.append(ActorMemory("tools", 1, {"process": PROCESS_GIB["tools"]}))

@@ -43,7 +43,7 @@ RUN_B = ["train.phases.0.steps=3", "learner.lr=3e-4", "train.seed=7", "rollout.s
 
 def _numbers(run: Path) -> list[dict]:
     """Every step's numbers that do not depend on the clock."""
-    return [{k: v for k, v in r.items() if not k.startswith(("timing/", "perf/", "stream/"))
+    return [{k: v for k, v in r.items() if not k.startswith(("timing/", "perf/", "stream/", "memory/"))
              and k not in ("time", "sync/seconds", "sync/pause_s", "sync/wait_s")}
             for r in records(run, "step")]
 

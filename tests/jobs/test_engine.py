@@ -134,7 +134,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(llama, tmp_path, selection):
             if r["kind"] in ("step", "eval"):
                 # sync/: the probe check starts again with each process (its probe: the policy's greedy text then)
                 out[(r["kind"], r["step"])] = {k: v for k, v in r.items() if isinstance(v, float) and not
-                                               k.startswith(("timing/", "perf/", "eval/seconds", "sync/", "stream/"))
+                                               k.startswith(("timing/", "perf/", "eval/seconds", "sync/", "stream/", "memory/"))
                                                and k != "time"}
         return out
 

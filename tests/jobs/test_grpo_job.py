@@ -40,6 +40,10 @@ def _check_run(run: Path, steps: int) -> None:
                     "rollout/len_mean", "timing/generate", "timing/reward", "timing/reference",
                     "timing/learn", "timing/sync"):
             assert key in r, key
+        # each group's measured peak so far beside the memory plan's figure for one of its processes
+        assert r["memory/learner_peak_gib"] > 0.1 and r["memory/learner_plan_gib"] > 0.1
+        assert r["memory/rollout_peak_gib"] > 0.1 and r["memory/rollout_plan_gib"] > r["memory/reward_plan_gib"]
+    assert "memory plan (GiB" in (run / "metrics.jsonl").read_text()  # shown before any actor started
     if steps >= 2:
         assert steps_logged[-1]["learner/kl"] > 0  # after an update the policy has left the reference
     assert _records(run, "eval")

@@ -50,7 +50,7 @@ def _numbers(run) -> dict:
         if r["kind"] in ("step", "eval"):
             # sync/: the probe check starts again with each process (its probe is the policy's greedy text then)
             out[(r["kind"], r["step"])] = {k: v for k, v in r.items() if isinstance(v, float) and not
-                                           k.startswith(("timing/", "perf/", "eval/seconds", "sync/", "stream/")) and k != "time"}
+                                           k.startswith(("timing/", "perf/", "eval/seconds", "sync/", "stream/", "memory/")) and k != "time"}
     return out
 
 
