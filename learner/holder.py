@@ -77,6 +77,12 @@ class Holder:
         return getattr(self.model, "lm", self.model)
 
     @property
+    def uniform(self) -> bool:
+        """Whether every pass must run the body the same way on every worker (sharded: FSDP's collectives fire in
+        lockstep, learner/fsdp.py)."""
+        return self.sharded
+
+    @property
     def writer(self) -> bool:
         """Whether this worker writes what the workers hold together (worker 0, or a lone holder)."""
         return self.dp is None or self.dp.rank == 0

@@ -234,7 +234,7 @@ class Learner:
         if full and self.full_ref is None:
             raise RuntimeError("kl_kind=full needs the learner's frozen copy: set_full_reference when the phase starts")
         logp, entropy, kl_mat, mask = self._run(_policy_pass, batch.prompt_ids, batch.completion_ids, self.pad_id, sl,
-                                                shared, self.held.sharded, self.held.autocast, True,
+                                                shared, self.held.uniform, self.held.autocast, True,
                                                 self.full_ref if full else None)  # [b, T] each
         T, dev = mask.shape[1], mask.device
         if batch.policy_mask is not None:  # multi-turn: observation tokens are context, never the policy's choice
@@ -298,7 +298,7 @@ class Learner:
         def loss_of(pairs: list[int]) -> tuple[torch.Tensor, dict, float]:
             prompts, completions = _pair_rows(batch, pairs)  # chosen, rejected, chosen, ... (shared prompt runs)
             logp, _, _, mask = self._run(_policy_pass, prompts, completions, self.pad_id, slice(0, len(prompts)), True,
-                                         self.held.sharded, self.held.autocast)  # [2b, T]
+                                         self.held.uniform, self.held.autocast)  # [2b, T]
             if batch.policy_masks is not None:  # multi-turn: the policy's tokens only
                 rows = [batch.policy_masks[2 * i + s] for i in pairs for s in (0, 1)]
                 mask = mask * from_ragged(rows, mask.shape[1]).to(mask)  # [2b, T]
@@ -338,7 +338,7 @@ class Learner:
 
         def nll(chunk: tuple[slice, bool]) -> tuple[torch.Tensor, dict, float]:
             logp, _, _, mask = self._run(_policy_pass, prompt_ids, target_ids, self.pad_id, *chunk,
-                                         self.held.sharded, self.held.autocast)  # [b, T]
+                                         self.held.uniform, self.held.autocast)  # [b, T]
             if masks is not None:
                 mask = mask * from_ragged(masks[chunk[0]], mask.shape[1]).to(mask.device)  # [b, T]
             loss = losses.agg_loss(-logp, mask, "token-mean", global_denominator=total)
