@@ -424,8 +424,11 @@ class Learner:
     def broadcast_weights(self) -> None:
         """Rank 0 of the weight-sync group sends every tensor, a bucket at a time (sharded: every learner worker
         calls it; learner/holder.py)."""
-        g = self.sync_group
-        self.held.send(lambda v: g.broadcast(v.detach().to(g.device).contiguous(), src=0))
+        def put(v: torch.Tensor) -> None:  # the writer's only: the other sharded workers have no sync group
+            g = self.sync_group
+            g.broadcast(v.detach().to(g.device).contiguous(), src=0)
+
+        self.held.send(put)
 
     def named_arrays(self) -> list[tuple[str, np.ndarray]] | None:
         """Weights as numpy arrays: one ray.put, zero-copy reads on every engine of the node. Sharded, every worker

@@ -165,3 +165,35 @@ def test_on_a_gpu_a_sharded_learner_takes_the_whole_learners_update(folder):
         np.testing.assert_allclose(value, want[name], atol=1e-5, err_msg=name)
     _, m = _spawn(_gpu_step, 1, folder, "bf16")[0]
     assert np.isfinite(m["pg_loss"]) and m["grad_norm"] > 0
+
+
+# ---- the collective weight sync from shards: worker 0 sends, the others only gather ---------------------------------
+
+class _Collect:
+    """A stand-in for worker 0's weight-sync group (common/collective.py SyncGroup): keeps what it is sent."""
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.sent = []
+
+    def broadcast(self, tensor, src):
+        self.sent.append(tensor.clone().numpy())
+
+
+def _send(rank, world, port, folder):
+    learner = _learner(folder, rank, world, port)
+    if rank == 0:  # only worker 0 joins the group with the engines (cluster/weight_sync.py)
+        learner.sync_group = _Collect()
+    learner.broadcast_weights()
+    names = [name for name, _, _ in learner.weights_meta()]
+    return names, learner.sync_group.sent if rank == 0 else None
+
+
+def test_sharded_workers_send_whole_weights_from_worker_0_alone(folder):
+    from common.models import load_lm
+
+    (names, sent), (names1, none) = _spawn(_send, 2, folder)
+    whole = load_lm(folder).state_dict()
+    assert none is None and names1 == names and len(sent) == len(names)  # in weights_meta's order, the head too
+    for name, value in zip(names, sent):
+        np.testing.assert_array_equal(value, whole[name].numpy(), err_msg=name)
