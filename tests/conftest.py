@@ -50,6 +50,20 @@ def tiny_llama_dir(tmp_path_factory) -> str:
 WEIGHT_FILE_BYTES = 50 * 2**20  # checkpoints of the embedded model are ~0.5 GB each
 
 
+_PEAK_RAISED: list[tuple[float, str]] = []  # (GiB, test): the tests that raised the test process's peak memory
+
+
+@pytest.fixture(autouse=True)
+def _peak_memory_of_the_test_process(request):
+    """Which tests raise this process's peak resident memory (the real-path jobs' driver runs here, beside the
+    fleets' actors): the session's summary names the largest raises."""
+    before = _rss_gib()[1]
+    yield
+    raised = _rss_gib()[1] - before
+    if raised > 0.25:
+        _PEAK_RAISED.append((raised, request.node.nodeid))
+
+
 @pytest.fixture(autouse=True)
 def _drop_checkpoint_weights(request):
     """After every test, delete weight files over 50 MB under its tmp_path, passed or failed.
@@ -181,6 +195,7 @@ def pytest_sessionfinish(session, exitstatus):
         lines += [f"  started {text}" for text in pool.starts]
     now, peak = _rss_gib()  # the test process's share of the node beside the fleets' actors
     lines.append(f"test process memory: {now:.1f} GiB resident at the end, {peak:.1f} GiB at its peak")
+    lines += [f"  its peak raised {gib:.1f} GiB by {test}" for gib, test in sorted(_PEAK_RAISED, reverse=True)[:5]]
     session.config._fleet_report = lines
     end_ray_session()
 
