@@ -544,14 +544,10 @@ def acquire(source, spec: FleetSpec, roles: Roles, log_dir=None) -> tuple["Fleet
 
 def available_gib() -> float:
     """Memory the node can still give (MemAvailable of /proc/meminfo, GiB); infinite where that is not readable."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return math.inf
+    from common.memory import meminfo_gib
+
+    got = meminfo_gib("MemAvailable")
+    return math.inf if got is None else got
 
 
 def _absolute(log_dir) -> str | None:

@@ -25,6 +25,7 @@ docs/memory_plan.md); MARGIN is the stated tolerance.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -57,6 +58,7 @@ class ModelShape:
     heads: int = 1
 
     @classmethod
+    @functools.lru_cache(maxsize=8)  # a run plans at its check and again when it logs the plan
     def of(cls, model_path: str) -> "ModelShape":
         """The shape of the model at `model_path` from its config (a meta-device build counts its parameters: no
         weights are read)."""
@@ -160,16 +162,21 @@ class MemoryPlan:
         return out
 
 
-def node_memory_gib() -> float | None:
-    """This node's memory (MemTotal), GiB; None where /proc/meminfo is not readable."""
+def meminfo_gib(field: str) -> float | None:
+    """A field of this node's /proc/meminfo (MemTotal, MemAvailable, ...) in GiB; None where it is not readable."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemTotal:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 2**20
     except OSError:
         return None
     return None
+
+
+def node_memory_gib() -> float | None:
+    """This node's memory (MemTotal), GiB; None where /proc/meminfo is not readable."""
+    return meminfo_gib("MemTotal")
 
 
 def _head_gib(shape: ModelShape, positions: int, copies: int) -> float:
